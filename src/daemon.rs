@@ -1,0 +1,146 @@
+//! `trailwatch run`: the long-running daemon. Wires the spool intake, the pipeline and the HTTP edge, and owns the
+//! shutdown order: stop taking files → let workers finish the file in hand → commit → stop serving → exit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Config, Intake};
+use crate::intake::spool::Spool;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Applied, RunContext};
+use crate::state::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("http listener on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("spool directory {dir}: {source}")]
+    Spool { dir: String, source: std::io::Error },
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs until SIGTERM or SIGINT, then drains and returns `Ok`.
+pub fn run(config: &Config) -> Result<(), DaemonError> {
+    let Intake::Spool(spool_config) = &config.intake;
+    std::fs::create_dir_all(&spool_config.dir).map_err(|source| DaemonError::Spool {
+        dir: spool_config.dir.display().to_string(),
+        source,
+    })?;
+    let mut store = Store::open(&config.store_path, config.synchronous)?;
+    let mut applied = Applied::load(&store)?;
+    let metrics = Arc::new(Metrics::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (wake_tx, wake_rx) = mpsc::channel::<()>();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("trailwatch-http")
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.http_listen))
+        .map_err(|source| DaemonError::Listen {
+            addr: config.http_listen,
+            source,
+        })?;
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(crate::http::serve(listener, Arc::clone(&metrics), async {
+        let _ = http_stop_rx.await;
+    }));
+    {
+        let stop = Arc::clone(&stop);
+        runtime.spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: finishing files in hand");
+            stop.store(true, Ordering::SeqCst);
+            let _ = wake_tx.send(());
+        });
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        spool = %spool_config.dir.display(),
+        state = %store.path(),
+        listen = %config.http_listen,
+        applied_files = applied.len(),
+        "trailwatch running"
+    );
+
+    let mut spool = Spool::new(spool_config);
+    let ctx = RunContext {
+        threads: config.threads,
+        limits: config.limits,
+        batch: config.batch,
+        metrics: &metrics,
+        stop: &stop,
+    };
+    let mut result = Ok(());
+    while !stop.load(Ordering::SeqCst) {
+        match spool.scan(&applied, SystemTime::now()) {
+            Ok(jobs) if !jobs.is_empty() => {
+                match pipeline::run(&jobs, &ctx, &mut store, &mut applied, &mut |_| {}) {
+                    Ok(summary) => {
+                        spool.note_unapplied(&jobs, &applied);
+                        tracing::info!(
+                            files = summary.files_applied,
+                            rejected = summary.files_rejected,
+                            records = summary.counts.records,
+                            "applied new files"
+                        );
+                    }
+                    Err(err) => {
+                        // Nothing of the failed batch was committed; its files are offered again next scan.
+                        tracing::error!("commit failed, will retry: {err}");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(source) => {
+                result = Err(DaemonError::Spool {
+                    dir: spool.dir().display().to_string(),
+                    source,
+                });
+                break;
+            }
+        }
+        match wake_rx.recv_timeout(spool_config.scan_interval) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = http_stop_tx.send(());
+    let _ = runtime.block_on(server);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    tracing::info!("stopped");
+    result
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,24 @@
+//! trailwatch: CloudTrail log files → durable per-identity state (last used, permission usage).
+//!
+//! # Layout
+//! The pipeline stages, in the order a file meets them (see ARCHITECTURE.md):
+//! - [`decode`]: gzip or plain JSON bytes → JSON bytes, with a decompressed-size cap.
+//! - [`parse`]: JSON → validated events; [`action`] maps calls to IAM actions.
+//! - [`state`]: events → per-file deltas → the SQLite store with its ledger.
+//! - [`pipeline`]: worker threads and the single committer that tie the stages together.
+//! - [`intake`]: where files come from in daemon mode (a spool directory).
+//! - [`report`], [`synth`], [`config`], [`metrics`], [`http`]: the edges.
+
+pub mod action;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod http;
+pub mod intake;
+pub mod metrics;
+pub mod parse;
+pub mod pipeline;
+pub mod report;
+pub mod state;
+pub mod synth;
+pub mod time;

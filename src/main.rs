@@ -1,0 +1,298 @@
+//! The `trailwatch` binary: command-line parsing, logging setup, and mapping errors to exit codes.
+//!
+//! Exit codes: 0 success, 1 failure, 64 invalid configuration or usage (sysexits `EX_USAGE`).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use trailwatch::config::{Config, ConfigErrors};
+use trailwatch::metrics::Metrics;
+use trailwatch::parse::SkipReason;
+use trailwatch::pipeline::{self, Applied, RunContext, Summary};
+use trailwatch::state::store::Store;
+use trailwatch::synth::{self, SynthConfig};
+use trailwatch::{daemon, report};
+
+#[derive(Parser)]
+#[command(
+    name = "trailwatch",
+    version,
+    about = "Watches an AWS organisation through its CloudTrail logs"
+)]
+struct Cli {
+    /// Configuration file (TOML); without it, the embedded default (config/trailwatch.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// SQLite state file; overrides `store.path`.
+    #[arg(long, global = true, value_name = "PATH")]
+    state: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: apply every new file in the spool, serve /metrics and /healthz.
+    Run,
+    /// Apply every CloudTrail file under the paths, once, using all cores.
+    Replay {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Worker threads (default: `pipeline.threads`, 0 = one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Print what trailwatch knows.
+    Report {
+        #[command(subcommand)]
+        what: ReportCommand,
+    },
+    /// Check the configuration and list every problem; exit code 64 when invalid.
+    Validate,
+    /// Write a synthetic CloudTrail corpus in S3's layout (gzipped).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        files: usize,
+        /// Records per file.
+        #[arg(long, default_value_t = 1000)]
+        records: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Distinct identities.
+        #[arg(long, default_value_t = 200)]
+        principals: usize,
+        /// Distinct calls each identity makes.
+        #[arg(long, default_value_t = 12)]
+        actions_per_principal: usize,
+        /// Also write the exact `report identities --format json` this corpus must produce.
+        #[arg(long, value_name = "FILE")]
+        expect: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Per-principal state: first/last seen, actions used and denied, access keys.
+    Identities {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(config) = err.downcast_ref::<ConfigErrors>() {
+                eprintln!("trailwatch: {config}");
+                return ExitCode::from(64);
+            }
+            eprintln!("trailwatch: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn load_config(cli: &Cli) -> Result<Config, ConfigErrors> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(state) = &cli.state {
+        config.store_path = state.clone();
+    }
+    Ok(config)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Validate => {
+            load_config(&cli)?;
+            let name = cli
+                .config
+                .as_ref()
+                .map_or("(embedded default)".to_owned(), |p| p.display().to_string());
+            println!("configuration {name} is valid");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let config = load_config(&cli)?;
+            daemon::run(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { paths, threads } => {
+            let mut config = load_config(&cli)?;
+            if let Some(threads) = threads {
+                config.threads = (*threads).max(1);
+            }
+            replay(&config, paths)
+        }
+        Command::Report {
+            what: ReportCommand::Identities { format },
+        } => {
+            let config = load_config(&cli)?;
+            anyhow::ensure!(
+                config.store_path.exists(),
+                "state store {} does not exist: run `trailwatch replay` or `trailwatch run` first",
+                config.store_path.display()
+            );
+            let store = Store::open(&config.store_path, config.synchronous)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match format {
+                Format::Json => report::write_identities_json(&store, &mut out)?,
+                Format::Table => report::write_identities_table(&store, &mut out)?,
+            }
+            out.flush().context("writing the report")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Synth {
+            out,
+            files,
+            records,
+            seed,
+            principals,
+            actions_per_principal,
+            expect,
+        } => {
+            let cfg = SynthConfig {
+                files: *files,
+                records_per_file: *records,
+                seed: *seed,
+                principals: (*principals).max(1),
+                actions_per_principal: (*actions_per_principal).max(1),
+                ..SynthConfig::default()
+            };
+            let started = Instant::now();
+            let (summary, expected) = synth::generate(out, &cfg)
+                .with_context(|| format!("writing the corpus under {}", out.display()))?;
+            if let Some(path) = expect {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                serde_json::to_writer_pretty(std::io::BufWriter::new(file), &expected)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            eprintln!(
+                "wrote {} files, {} records, {} identities: {:.1} MB gzipped, {:.1} MB of JSON ({:.0} bytes/record) in {:.1}s",
+                summary.files,
+                summary.records,
+                expected.len(),
+                summary.bytes as f64 / 1e6,
+                summary.json_bytes as f64 / 1e6,
+                summary.json_bytes as f64 / summary.records.max(1) as f64,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let jobs = pipeline::discover(paths)?;
+    let mut store = Store::open(&config.store_path, config.synchronous)?;
+    let mut applied = Applied::load(&store)?;
+    let metrics = Metrics::new();
+    let stop = AtomicBool::new(false);
+    let ctx = RunContext {
+        threads: config.threads,
+        limits: config.limits,
+        batch: config.batch,
+        metrics: &metrics,
+        stop: &stop,
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} files {msg} [{elapsed_precise}<{eta_precise}]",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let summary = pipeline::run(&jobs, &ctx, &mut store, &mut applied, &mut |s| {
+        if let Some(bar) = &bar {
+            bar.set_position(s.files_seen());
+            bar.set_message(format!("{} records", s.counts.records));
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print_summary(&summary, started.elapsed().as_secs_f64(), config.threads);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(s: &Summary, secs: f64, threads: usize) {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "files: {} applied, {} already applied, {} rejected\n",
+        s.files_applied, s.files_duplicate, s.files_rejected
+    ));
+    for (reason, n) in &s.rejections {
+        out.push_str(&format!("  rejected {reason}: {n}\n"));
+    }
+    out.push_str(&format!(
+        "records: {} read, {} applied, {} insight events, {} skipped\n",
+        s.counts.records,
+        s.counts.events,
+        s.counts.insights,
+        s.counts.skipped_total()
+    ));
+    for reason in SkipReason::ALL {
+        let n = s.counts.skipped[reason as usize];
+        if n > 0 {
+            out.push_str(&format!("  skipped {}: {n}\n", reason.kind()));
+        }
+    }
+    out.push_str(&format!(
+        "time: {secs:.2}s on {threads} threads, {:.0} records/s, {:.1} MB/s of JSON, peak RSS {}\n",
+        s.counts.records as f64 / secs.max(1e-9),
+        s.decoded_bytes as f64 / 1e6 / secs.max(1e-9),
+        peak_rss().map_or("unknown".to_owned(), |kb| format!(
+            "{:.1} MB",
+            kb as f64 / 1024.0
+        )),
+    ));
+    print!("{out}");
+}
+
+/// Peak resident set size in KiB, from /proc (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

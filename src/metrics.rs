@@ -1,0 +1,172 @@
+//! Every Prometheus metric trailwatch exports, in one place: names carry units, labels are bounded enums.
+//!
+//! Architecture invariant: no label ever holds an ARN, key, IP, account, bucket or path. Metrics are updated per
+//! file or per batch, never per record.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::parse::{RecordCounts, SkipReason};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Files by outcome: `applied`, `duplicate` (already in the ledger), `rejected`.
+    pub files: IntCounterVec,
+    /// Rejected files by reason (`FileError::kind`).
+    pub file_rejections: IntCounterVec,
+    pub records: IntCounter,
+    pub records_skipped: IntCounterVec,
+    pub insight_events: IntCounter,
+    pub read_bytes: IntCounter,
+    pub decoded_bytes: IntCounter,
+    pub file_duration: Histogram,
+    pub commit_duration: Histogram,
+    pub commit_failures: IntCounter,
+    pub last_commit_timestamp: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let files = IntCounterVec::new(
+            Opts::new(
+                "trailwatch_files_total",
+                "CloudTrail files handled, by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let file_rejections = IntCounterVec::new(
+            Opts::new(
+                "trailwatch_file_rejections_total",
+                "Files that could not be applied, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let records = IntCounter::new(
+            "trailwatch_records_total",
+            "Records read from applied files",
+        )
+        .expect("valid metric");
+        let records_skipped = IntCounterVec::new(
+            Opts::new(
+                "trailwatch_records_skipped_total",
+                "Records skipped, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let insight_events = IntCounter::new(
+            "trailwatch_insight_events_total",
+            "CloudTrail Insights events seen",
+        )
+        .expect("valid metric");
+        let read_bytes = IntCounter::new(
+            "trailwatch_read_bytes_total",
+            "Bytes read from files, as stored",
+        )
+        .expect("valid metric");
+        let decoded_bytes = IntCounter::new(
+            "trailwatch_decoded_bytes_total",
+            "Bytes of JSON after decompression",
+        )
+        .expect("valid metric");
+        let file_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "trailwatch_file_processing_duration_seconds",
+                "Read, decode and parse time per file",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("valid metric");
+        let commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "trailwatch_commit_duration_seconds",
+                "Time to commit one batch to the state store",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        let commit_failures = IntCounter::new(
+            "trailwatch_commit_failures_total",
+            "Batches whose commit failed",
+        )
+        .expect("valid metric");
+        let last_commit_timestamp = IntGauge::new(
+            "trailwatch_last_commit_timestamp_seconds",
+            "Unix time of the last successful commit of applied files",
+        )
+        .expect("valid metric");
+        for outcome in ["applied", "duplicate", "rejected"] {
+            files.with_label_values(&[outcome]);
+        }
+        for reason in SkipReason::ALL {
+            records_skipped.with_label_values(&[reason.kind()]);
+        }
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(files.clone()),
+            Box::new(file_rejections.clone()),
+            Box::new(records.clone()),
+            Box::new(records_skipped.clone()),
+            Box::new(insight_events.clone()),
+            Box::new(read_bytes.clone()),
+            Box::new(decoded_bytes.clone()),
+            Box::new(file_duration.clone()),
+            Box::new(commit_duration.clone()),
+            Box::new(commit_failures.clone()),
+            Box::new(last_commit_timestamp.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            files,
+            file_rejections,
+            records,
+            records_skipped,
+            insight_events,
+            read_bytes,
+            decoded_bytes,
+            file_duration,
+            commit_duration,
+            commit_failures,
+            last_commit_timestamp,
+        }
+    }
+
+    /// Counts one applied file's records.
+    pub fn observe_records(&self, counts: &RecordCounts) {
+        self.records.inc_by(counts.records);
+        self.insight_events.inc_by(counts.insights);
+        for reason in SkipReason::ALL {
+            let n = counts.skipped[reason as usize];
+            if n > 0 {
+                self.records_skipped
+                    .with_label_values(&[reason.kind()])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

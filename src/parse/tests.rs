@@ -1,0 +1,181 @@
+//! Data-driven parse tests: a file's JSON in, the events and counts (or the rejection) out.
+
+use super::*;
+
+/// A compact rendering of an event, for expectations that read like the input.
+fn render(e: &Event<'_>) -> String {
+    let actions: Vec<String> = e
+        .actions
+        .iter()
+        .flatten()
+        .map(|a| {
+            let mut s = String::new();
+            a.write_to(&mut s);
+            s
+        })
+        .collect();
+    format!(
+        "{} {} {:?} {} err={} login={:?} key={:?} ip={:?} region={:?} actions={}",
+        crate::time::format_rfc3339(e.time),
+        e.principal.key.to_canonical(),
+        e.outcome,
+        e.principal.kind,
+        e.is_error(),
+        e.console_login.map(|l| (l.success, l.mfa_used)),
+        e.access_key,
+        e.source_ip,
+        e.region,
+        actions.join(","),
+    )
+}
+
+#[track_caller]
+fn check(json: &str, expected: Result<(&[&str], &[(&str, u64)]), ParseError>) {
+    let mut buf = json.as_bytes().to_vec();
+    let mut events = Vec::new();
+    let got = Parser::default().parse(&mut buf, &mut |e| events.push(render(e)));
+    match (got, expected) {
+        (Ok(counts), Ok((want_events, want_counts))) => {
+            assert_eq!(events, want_events, "events of {json}");
+            let mut got_counts = vec![("records", counts.records), ("insights", counts.insights)];
+            for reason in SkipReason::ALL {
+                let n = counts.skipped[reason as usize];
+                if n > 0 {
+                    got_counts.push((reason.kind(), n));
+                }
+            }
+            assert_eq!(got_counts, want_counts, "counts of {json}");
+        }
+        (got, want) => assert_eq!(got.map(|_| ()), want.map(|_| ()), "{json}"),
+    }
+}
+
+const USER: &str = r#""userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/alice","accountId":"111111111111","accessKeyId":"AKIAALICE"}"#;
+
+#[test]
+fn records_become_events() {
+    let file = format!(
+        r#"{{"Records":[
+        {{"eventTime":"2026-10-01T12:00:00Z","eventSource":"s3.amazonaws.com","eventName":"HeadObject",{USER},"sourceIPAddress":"198.51.100.1","awsRegion":"eu-west-1","newField":{{"x":[1,2]}}}},
+        {{"eventTime":"2026-10-01T12:00:01Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances",{USER},"errorCode":"Client.UnauthorizedOperation"}},
+        {{"eventTime":"2026-10-01T12:00:02Z","eventSource":"ec2.amazonaws.com","eventName":"RunInstances",{USER},"errorCode":"ThrottlingException"}},
+        {{"eventTime":"2026-10-01T12:00:03Z","eventSource":"iam.amazonaws.com","eventName":"GetUser",{USER},"errorCode":"AccessDenied"}},
+        {{"eventTime":"2026-10-01T12:00:04Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin",{USER},"responseElements":{{"ConsoleLogin":"Success"}},"additionalEventData":{{"MFAUsed":"No"}}}},
+        {{"eventTime":"2026-10-01T12:00:05Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin",{USER},"responseElements":{{"ConsoleLogin":"Failure"}},"errorMessage":"Failed authentication"}},
+        {{"eventTime":"2026-10-01T12:00:06Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","eventType":"AwsServiceEvent","userIdentity":{{"accountId":"1","invokedBy":"kms.amazonaws.com"}}}}
+    ]}}"#
+    );
+    check(
+        &file,
+        Ok((
+            &[
+                r#"2026-10-01T12:00:00Z arn:aws:iam::111111111111:user/alice Used IAMUser err=false login=None key=Some("AKIAALICE") ip=Some("198.51.100.1") region=Some("eu-west-1") actions=s3:GetObject"#,
+                r#"2026-10-01T12:00:01Z arn:aws:iam::111111111111:user/alice Denied IAMUser err=true login=None key=Some("AKIAALICE") ip=None region=None actions=ec2:RunInstances"#,
+                r#"2026-10-01T12:00:02Z arn:aws:iam::111111111111:user/alice Used IAMUser err=true login=None key=Some("AKIAALICE") ip=None region=None actions=ec2:RunInstances"#,
+                r#"2026-10-01T12:00:03Z arn:aws:iam::111111111111:user/alice Denied IAMUser err=true login=None key=Some("AKIAALICE") ip=None region=None actions=iam:GetUser"#,
+                r#"2026-10-01T12:00:04Z arn:aws:iam::111111111111:user/alice Used IAMUser err=false login=Some((true, false)) key=Some("AKIAALICE") ip=None region=None actions="#,
+                r#"2026-10-01T12:00:05Z arn:aws:iam::111111111111:user/alice FailedSignIn IAMUser err=true login=Some((false, false)) key=Some("AKIAALICE") ip=None region=None actions="#,
+                r#"2026-10-01T12:00:06Z service:kms.amazonaws.com Used AWSService err=false login=None key=None ip=None region=None actions="#,
+            ],
+            &[("records", 7), ("insights", 0)],
+        )),
+    );
+}
+
+#[test]
+fn bad_records_are_skipped_and_counted() {
+    let file = format!(
+        r#"{{"Records":[
+        7, null, "x", [],
+        {{"eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}},
+        {{"eventTime":"ThisIsAWrongEventTime","eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}},
+        {{"eventTime":12345,"eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}},
+        {{"eventTime":"2026-10-01T12:00:00Z","eventName":"GetObject",{USER}}},
+        {{"eventTime":"2026-10-01T12:00:00Z","eventSource":"s3.amazonaws.com","eventName":"",{USER}}},
+        {{"eventTime":"2026-10-01T12:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject"}},
+        {{"eventTime":"2026-10-01T12:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","userIdentity":"root"}},
+        {{"eventVersion":null,"eventTime":null,"eventSource":null,"eventName":null,"userIdentity":null,"errorCode":null}},
+        {{"eventType":"AwsCloudTrailInsight","eventTime":"2026-10-01T12:00:00Z","insightDetails":{{"state":"Start"}}}}
+    ]}}"#
+    );
+    check(
+        &file,
+        Ok((
+            &[],
+            &[
+                ("records", 13),
+                ("insights", 1),
+                ("not_an_object", 4),
+                ("missing_event_time", 3),
+                ("invalid_event_time", 1),
+                ("missing_event_source", 1),
+                ("missing_event_name", 1),
+                ("no_identity", 2),
+            ],
+        )),
+    );
+}
+
+#[test]
+fn files_that_are_not_log_files_are_rejected() {
+    check(
+        r#"{"Records":[]}"#,
+        Ok((&[], &[("records", 0), ("insights", 0)])),
+    );
+    check(
+        r#"{"Records":[],"other":{"a":1}}"#,
+        Ok((&[], &[("records", 0), ("insights", 0)])),
+    );
+    check(
+        r#"{"awsAccountId":"1","digestStartTime":"2026-10-01T12:00:00Z","logFiles":[{"s3Object":"k"}]}"#,
+        Err(ParseError::Digest),
+    );
+    check(
+        r#"{"hello":"world"}"#,
+        Err(ParseError::NotCloudTrail("no `Records` key")),
+    );
+    check(
+        r#"{"Records":{"a":1}}"#,
+        Err(ParseError::NotCloudTrail("`Records` is not an array")),
+    );
+    check(
+        r#"[{"eventTime":"x"}]"#,
+        Err(ParseError::NotCloudTrail("top level is not an object")),
+    );
+    check(
+        r#""Records""#,
+        Err(ParseError::NotCloudTrail("top level is not an object")),
+    );
+    let mut buf = br#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z""#.to_vec();
+    assert!(matches!(
+        Parser::default().parse(&mut buf, &mut |_| {}),
+        Err(ParseError::InvalidJson(_))
+    ));
+    let mut buf = b"{\"Records\":[]} trailing".to_vec();
+    assert!(matches!(
+        Parser::default().parse(&mut buf, &mut |_| {}),
+        Err(ParseError::InvalidJson(_))
+    ));
+}
+
+#[test]
+fn escaped_strings_are_unescaped() {
+    let file = r#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z","eventSource":"iam.amazonaws.com","eventName":"GetUser","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/a\u0062c"},"userAgent":"aws-cli/2 \"quoted\""}]}"#;
+    let mut buf = file.as_bytes().to_vec();
+    let mut got = Vec::new();
+    Parser::default()
+        .parse(&mut buf, &mut |e| {
+            got.push((
+                e.principal.key.to_canonical(),
+                e.user_agent.map(str::to_owned),
+            ))
+        })
+        .unwrap();
+    assert_eq!(
+        got,
+        [(
+            "arn:aws:iam::1:user/abc".to_owned(),
+            Some("aws-cli/2 \"quoted\"".to_owned())
+        )]
+    );
+}

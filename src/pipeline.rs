@@ -1,0 +1,500 @@
+//! Files → state: read, decode and parse on worker threads, then apply and commit in batches on one thread.
+//!
+//! Architecture invariant: per-record work happens on the workers, touches only thread-local data (a [`Delta`] per
+//! file) and does no I/O and no locking. The committing thread only merges per-file deltas (one entry per distinct
+//! principal and action, not per record) and writes a batch with its ledger entries in one transaction. The channel
+//! between them is bounded, so a slow store slows the readers instead of growing memory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::decode::{DecodeError, decode_into};
+use crate::metrics::Metrics;
+use crate::parse::{ParseError, Parser, RecordCounts};
+use crate::state::store::{LedgerEntry, LedgerKey, Store, StoreError};
+use crate::state::{Delta, Scratch};
+
+/// Size caps: a file larger than `max_file_bytes`, or decompressing past `max_decoded_bytes`, is rejected.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_decoded_bytes: u64,
+}
+
+/// When the committer closes a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_files: usize,
+    pub max_records: u64,
+    pub max_wait: Duration,
+}
+
+/// A local file to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileJob {
+    pub key: LedgerKey,
+    pub path: PathBuf,
+}
+
+impl FileJob {
+    /// A local file's job: its ledger key is its absolute path and size.
+    pub fn local(path: PathBuf, size: u64) -> FileJob {
+        let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        FileJob {
+            key: LedgerKey {
+                source: format!("file:{}", absolute.display()),
+                version: size.to_string(),
+            },
+            path,
+        }
+    }
+}
+
+/// Why a file was not applied. `kind()` is the bounded metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: file size {size} exceeds the cap of {cap} bytes")]
+    TooLarge { path: String, size: u64, cap: u64 },
+    #[error("{path}: {source}")]
+    Decode { path: String, source: DecodeError },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: ParseError },
+}
+
+impl FileError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FileError::Read { .. } => "read_error",
+            FileError::TooLarge { .. } => "too_large",
+            FileError::Decode { source, .. } => source.kind(),
+            FileError::Parse { source, .. } => source.kind(),
+        }
+    }
+}
+
+/// Why bytes could not be turned into a delta, before the file's name is attached.
+#[derive(Debug)]
+pub enum BytesError {
+    Decode(DecodeError),
+    Parse(ParseError),
+}
+
+/// One worker's reusable buffers: after warm-up, a file's processing allocates only for new keys in its delta.
+#[derive(Default)]
+pub struct Worker {
+    parser: Parser,
+    raw: Vec<u8>,
+    json: Vec<u8>,
+    scratch: Scratch,
+}
+
+/// A file's result as handed to the committer.
+pub struct Processed {
+    pub job: FileJob,
+    pub read_bytes: u64,
+    pub decoded_bytes: u64,
+    pub elapsed: Duration,
+    pub result: Result<(Delta, RecordCounts), FileError>,
+}
+
+impl Worker {
+    /// Decodes and parses one file's bytes into its delta.
+    pub fn process_bytes(
+        &mut self,
+        input: &[u8],
+        limits: Limits,
+    ) -> Result<(Delta, RecordCounts), BytesError> {
+        decode_into(input, &mut self.json, limits.max_decoded_bytes).map_err(BytesError::Decode)?;
+        let mut delta = Delta::default();
+        let scratch = &mut self.scratch;
+        let counts = self
+            .parser
+            .parse(&mut self.json, &mut |event| delta.apply(event, scratch))
+            .map_err(BytesError::Parse)?;
+        Ok((delta, counts))
+    }
+
+    /// Reads, decodes and parses one local file.
+    pub fn process_file(&mut self, job: FileJob, limits: Limits) -> Processed {
+        let started = Instant::now();
+        let path = job.path.display().to_string();
+        let mut read_bytes = 0;
+        let result = self.read(&job.path, limits).and_then(|()| {
+            read_bytes = self.raw.len() as u64;
+            let raw = std::mem::take(&mut self.raw);
+            let res = self.process_bytes(&raw, limits);
+            self.raw = raw;
+            res.map_err(|err| match err {
+                BytesError::Decode(source) => FileError::Decode {
+                    path: path.clone(),
+                    source,
+                },
+                BytesError::Parse(source) => FileError::Parse {
+                    path: path.clone(),
+                    source,
+                },
+            })
+        });
+        let result = result.map_err(|err| match err {
+            FileError::Read { source, .. } => FileError::Read {
+                path: path.clone(),
+                source,
+            },
+            other => other,
+        });
+        Processed {
+            job,
+            read_bytes,
+            decoded_bytes: self.json.len() as u64,
+            elapsed: started.elapsed(),
+            result,
+        }
+    }
+
+    fn read(&mut self, path: &Path, limits: Limits) -> Result<(), FileError> {
+        let read_err = |source| FileError::Read {
+            path: String::new(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let size = file.metadata().map_err(read_err)?.len();
+        if size > limits.max_file_bytes {
+            return Err(FileError::TooLarge {
+                path: path.display().to_string(),
+                size,
+                cap: limits.max_file_bytes,
+            });
+        }
+        self.raw.clear();
+        // The file may grow while we read; the cap holds regardless.
+        file.take(limits.max_file_bytes + 1)
+            .read_to_end(&mut self.raw)
+            .map_err(read_err)?;
+        if self.raw.len() as u64 > limits.max_file_bytes {
+            return Err(FileError::TooLarge {
+                path: path.display().to_string(),
+                size: self.raw.len() as u64,
+                cap: limits.max_file_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub files_applied: u64,
+    pub files_duplicate: u64,
+    pub files_rejected: u64,
+    pub rejections: BTreeMap<&'static str, u64>,
+    pub counts: RecordCounts,
+    pub read_bytes: u64,
+    pub decoded_bytes: u64,
+    pub batches: u64,
+}
+
+impl Summary {
+    pub fn files_seen(&self) -> u64 {
+        self.files_applied + self.files_duplicate + self.files_rejected
+    }
+}
+
+/// Ledger keys already applied; consulted before reading a file and again when committing it.
+#[derive(Debug, Default)]
+pub struct Applied(HashSet<LedgerKey>);
+
+impl Applied {
+    pub fn load(store: &Store) -> Result<Applied, StoreError> {
+        Ok(Applied(store.ledger_keys()?.into_iter().collect()))
+    }
+
+    pub fn contains(&self, key: &LedgerKey) -> bool {
+        self.0.contains(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Everything a run needs besides its files.
+pub struct RunContext<'a> {
+    pub threads: usize,
+    pub limits: Limits,
+    pub batch: BatchLimits,
+    pub metrics: &'a Metrics,
+    /// Set to stop: workers take no new file, the committer commits what is done and returns.
+    pub stop: &'a AtomicBool,
+}
+
+/// Applies every job not already applied, using `ctx.threads` workers, and commits in batches.
+///
+/// Rejected files are logged and counted, and the run goes on; only a failing store ends it early.
+pub fn run(
+    jobs: &[FileJob],
+    ctx: &RunContext<'_>,
+    store: &mut Store,
+    applied: &mut Applied,
+    on_progress: &mut dyn FnMut(&Summary),
+) -> Result<Summary, StoreError> {
+    let mut committer = Committer {
+        store,
+        applied,
+        ctx,
+        batch: Batch::default(),
+        summary: Summary::default(),
+    };
+    let pending: Vec<&FileJob> = jobs
+        .iter()
+        .filter(|j| !committer.applied.contains(&j.key))
+        .collect();
+    committer.summary.files_duplicate = (jobs.len() - pending.len()) as u64;
+    committer
+        .ctx
+        .metrics
+        .files
+        .with_label_values(&["duplicate"])
+        .inc_by(committer.summary.files_duplicate);
+    let next = AtomicUsize::new(0);
+    let threads = ctx.threads.max(1).min(pending.len().max(1));
+    let (tx, rx) = mpsc::sync_channel::<Processed>(threads * 4);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, pending) = (&next, &pending);
+            scope.spawn(move || {
+                let mut worker = Worker::default();
+                while !ctx.stop.load(Ordering::Relaxed) {
+                    let idx = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = pending.get(idx) else { break };
+                    if tx
+                        .send(worker.process_file((*job).clone(), ctx.limits))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let res = committer.drain(&rx, on_progress);
+        if res.is_err() {
+            // Stop the workers and let them finish their current file; nothing more is committed.
+            ctx.stop.store(true, Ordering::Relaxed);
+            while rx.recv().is_ok() {}
+        }
+        res
+    })?;
+    Ok(committer.summary)
+}
+
+#[derive(Default)]
+struct Batch {
+    delta: Delta,
+    files: Vec<(LedgerKey, u64)>,
+    keys: HashSet<LedgerKey>,
+    records: u64,
+    counts: RecordCounts,
+    opened: Option<Instant>,
+}
+
+struct Committer<'r, 'c> {
+    store: &'r mut Store,
+    applied: &'r mut Applied,
+    ctx: &'r RunContext<'c>,
+    batch: Batch,
+    summary: Summary,
+}
+
+impl Committer<'_, '_> {
+    fn drain(
+        &mut self,
+        rx: &mpsc::Receiver<Processed>,
+        on_progress: &mut dyn FnMut(&Summary),
+    ) -> Result<(), StoreError> {
+        loop {
+            let wait = match self.batch.opened {
+                Some(opened) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(processed) => {
+                    self.add(processed);
+                    on_progress(&self.summary);
+                    if self.batch.files.len() >= self.ctx.batch.max_files
+                        || self.batch.records >= self.ctx.batch.max_records
+                    {
+                        self.flush()?;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => self.flush()?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.flush(),
+            }
+        }
+    }
+
+    fn add(&mut self, processed: Processed) {
+        let metrics = self.ctx.metrics;
+        metrics.read_bytes.inc_by(processed.read_bytes);
+        metrics
+            .file_duration
+            .observe(processed.elapsed.as_secs_f64());
+        self.summary.read_bytes += processed.read_bytes;
+        match processed.result {
+            Err(err) => {
+                tracing::warn!(reason = err.kind(), "rejected {err}");
+                metrics.files.with_label_values(&["rejected"]).inc();
+                metrics
+                    .file_rejections
+                    .with_label_values(&[err.kind()])
+                    .inc();
+                self.summary.files_rejected += 1;
+                *self.summary.rejections.entry(err.kind()).or_default() += 1;
+            }
+            // The same file can reach us twice in one run (overlapping paths): apply it once.
+            Ok(_)
+                if self.applied.contains(&processed.job.key)
+                    || self.batch.keys.contains(&processed.job.key) =>
+            {
+                metrics.files.with_label_values(&["duplicate"]).inc();
+                self.summary.files_duplicate += 1;
+            }
+            Ok((delta, counts)) => {
+                tracing::debug!(
+                    path = %processed.job.path.display(),
+                    records = counts.records,
+                    skipped = counts.skipped_total(),
+                    "parsed file"
+                );
+                metrics.decoded_bytes.inc_by(processed.decoded_bytes);
+                self.summary.decoded_bytes += processed.decoded_bytes;
+                self.batch.opened.get_or_insert_with(Instant::now);
+                self.batch.delta.merge(delta);
+                self.batch.keys.insert(processed.job.key.clone());
+                self.batch.files.push((processed.job.key, counts.records));
+                self.batch.records += counts.records;
+                self.batch.counts.add(&counts);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.batch.files.is_empty() {
+            self.batch.opened = None;
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let started = Instant::now();
+        let entries: Vec<LedgerEntry<'_>> = batch
+            .files
+            .iter()
+            .map(|(key, records)| LedgerEntry {
+                key,
+                records: *records,
+            })
+            .collect();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Err(err) = self.store.commit(&batch.delta, &entries, now) {
+            self.ctx.metrics.commit_failures.inc();
+            return Err(err);
+        }
+        let metrics = self.ctx.metrics;
+        metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.last_commit_timestamp.set(now);
+        metrics
+            .files
+            .with_label_values(&["applied"])
+            .inc_by(batch.files.len() as u64);
+        metrics.observe_records(&batch.counts);
+        tracing::debug!(
+            files = batch.files.len(),
+            records = batch.records,
+            "committed batch"
+        );
+        self.summary.files_applied += batch.files.len() as u64;
+        self.summary.counts.add(&batch.counts);
+        self.summary.batches += 1;
+        self.applied.0.extend(batch.keys);
+        Ok(())
+    }
+}
+
+/// Lists the files under `paths` (recursively), sorted, as ledger-keyed jobs.
+///
+/// Inside directories only `*.json` and `*.gz` files are taken (CloudTrail writes `.json.gz`), skipping hidden and
+/// partial (`.tmp`, `.part`) files, so licences and READMEs next to logs are not reported as bad files. A file named
+/// explicitly is always taken: its format is decided by its bytes.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<FileJob>, std::io::Error> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("{}: {}", path.display(), e.to_string().to_lowercase()),
+            )
+        })?;
+        if meta.is_dir() {
+            walk(path, &mut files)?;
+        } else {
+            files.push((path.clone(), meta));
+        }
+    }
+    let mut jobs: Vec<FileJob> = files
+        .into_iter()
+        .map(|(path, meta)| FileJob::local(path, meta.len()))
+        .collect();
+    jobs.sort_by(|a, b| a.key.cmp(&b.key));
+    jobs.dedup_by(|a, b| a.key == b.key);
+    Ok(jobs)
+}
+
+/// Whether a name inside a scanned directory looks like a log file that is complete.
+pub fn is_candidate_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && !name.ends_with(".tmp")
+        && !name.ends_with(".part")
+        && (name.ends_with(".json") || name.ends_with(".gz"))
+}
+
+/// Collects candidate files under `dir`, at any depth, with their metadata.
+pub fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<(), std::io::Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{}: {}", dir.display(), e.to_string().to_lowercase()),
+        )
+    })?;
+    for entry in entries {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = entry.metadata() else { continue };
+        let path = entry.path();
+        if meta.is_dir() {
+            if !name.starts_with('.') {
+                walk(&path, out)?;
+            }
+        } else if meta.is_file() && is_candidate_name(&name) {
+            out.push((path, meta));
+        }
+    }
+    Ok(())
+}

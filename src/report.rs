@@ -1,0 +1,194 @@
+//! `report identities`: the state as the JSON contract (and a table for people).
+//!
+//! The JSON shape is a contract that later issues and users' scripts rely on; change it only by adding fields.
+
+use std::io::Write;
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+use crate::state::store::{Store, StoreError};
+use crate::time::{Timestamp, format_rfc3339};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityReport {
+    pub principal: String,
+    pub kind: String,
+    pub account_id: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub events: u64,
+    pub errors: u64,
+    pub last_source_ip: Option<String>,
+    pub last_region: Option<String>,
+    pub last_user_agent: Option<String>,
+    /// The latest successful console sign-in.
+    pub last_console_login: Option<ConsoleLoginReport>,
+    /// Most recent session names of an assumed role, newest first (at most 10).
+    pub recent_sessions: Vec<String>,
+    pub actions: Vec<ActionReport>,
+    pub access_keys: Vec<AccessKeyReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleLoginReport {
+    pub time: String,
+    pub mfa_used: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionReport {
+    pub action: String,
+    pub first_used: Option<String>,
+    pub last_used: Option<String>,
+    pub count: u64,
+    pub last_denied: Option<String>,
+    pub denied: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKeyReport {
+    pub id: String,
+    pub first_used: String,
+    pub last_used: String,
+}
+
+fn time(ts: Timestamp) -> String {
+    format_rfc3339(ts)
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Visits every identity in principal order, reading one at a time so memory stays flat however large the state.
+pub fn for_each_identity(
+    store: &Store,
+    mut visit: impl FnMut(IdentityReport) -> std::io::Result<()>,
+) -> Result<(), ReportError> {
+    let conn = store.connection();
+    let sql_err = |source| {
+        ReportError::Store(StoreError::Sqlite {
+            path: store.path().to_owned(),
+            source,
+        })
+    };
+    let mut principals = conn
+        .prepare(
+            "SELECT id, principal, kind, account_id, first_seen, last_seen, events, errors, last_source_ip,
+                    last_region, last_user_agent, console_login_at, console_login_mfa
+             FROM principals ORDER BY principal",
+        )
+        .map_err(sql_err)?;
+    let mut actions = conn
+        .prepare(
+            "SELECT n.name, a.first_used, a.last_used, a.uses, a.last_denied, a.denied
+             FROM actions a JOIN action_names n ON n.id = a.action_id WHERE a.principal_id = ?1 ORDER BY n.name",
+        )
+        .map_err(sql_err)?;
+    let mut sessions = conn
+        .prepare(
+            "SELECT name FROM sessions WHERE principal_id = ?1 ORDER BY last_seen DESC, name DESC",
+        )
+        .map_err(sql_err)?;
+    let mut keys = conn
+        .prepare("SELECT key_id, first_used, last_used FROM access_keys WHERE principal = ?1 ORDER BY key_id")
+        .map_err(sql_err)?;
+    let mut rows = principals.query([]).map_err(sql_err)?;
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let id: i64 = row.get(0).map_err(sql_err)?;
+        let principal: String = row.get(1).map_err(sql_err)?;
+        let console_at: Option<Timestamp> = row.get(11).map_err(sql_err)?;
+        let console_mfa: Option<bool> = row.get(12).map_err(sql_err)?;
+        let report = IdentityReport {
+            kind: row.get(2).map_err(sql_err)?,
+            account_id: non_empty(row.get(3).map_err(sql_err)?),
+            first_seen: time(row.get(4).map_err(sql_err)?),
+            last_seen: time(row.get(5).map_err(sql_err)?),
+            events: row.get::<_, i64>(6).map_err(sql_err)? as u64,
+            errors: row.get::<_, i64>(7).map_err(sql_err)? as u64,
+            last_source_ip: non_empty(row.get(8).map_err(sql_err)?),
+            last_region: non_empty(row.get(9).map_err(sql_err)?),
+            last_user_agent: non_empty(row.get(10).map_err(sql_err)?),
+            last_console_login: console_at.map(|t| ConsoleLoginReport {
+                time: time(t),
+                mfa_used: console_mfa.unwrap_or(false),
+            }),
+            recent_sessions: sessions
+                .query_map(params![id], |r| r.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(sql_err)?,
+            actions: actions
+                .query_map(params![id], |r| {
+                    Ok(ActionReport {
+                        action: r.get(0)?,
+                        first_used: r.get::<_, Option<Timestamp>>(1)?.map(time),
+                        last_used: r.get::<_, Option<Timestamp>>(2)?.map(time),
+                        count: r.get::<_, i64>(3)? as u64,
+                        last_denied: r.get::<_, Option<Timestamp>>(4)?.map(time),
+                        denied: r.get::<_, i64>(5)? as u64,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(sql_err)?,
+            access_keys: keys
+                .query_map(params![principal], |r| {
+                    Ok(AccessKeyReport {
+                        id: r.get(0)?,
+                        first_used: time(r.get(1)?),
+                        last_used: time(r.get(2)?),
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(sql_err)?,
+            principal,
+        };
+        visit(report).map_err(ReportError::Output)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the report: {0}")]
+    Output(std::io::Error),
+}
+
+/// Writes the identities as one JSON array, one identity per element, streamed.
+pub fn write_identities_json(store: &Store, out: &mut dyn Write) -> Result<(), ReportError> {
+    let mut first = true;
+    out.write_all(b"[").map_err(ReportError::Output)?;
+    for_each_identity(store, |identity| {
+        out.write_all(if first { b"\n" } else { b",\n" })?;
+        first = false;
+        serde_json::to_writer_pretty(&mut *out, &identity).map_err(std::io::Error::other)
+    })?;
+    out.write_all(if first { b"]\n" } else { b"\n]\n" })
+        .map_err(ReportError::Output)
+}
+
+/// Writes the identities as an aligned table: one line per principal.
+pub fn write_identities_table(store: &Store, out: &mut dyn Write) -> Result<(), ReportError> {
+    writeln!(
+        out,
+        "{:<64} {:<18} {:<12} {:<20} {:>9} {:>7} {:>7} {:>6}",
+        "PRINCIPAL", "KIND", "ACCOUNT", "LAST SEEN", "EVENTS", "ERRORS", "ACTIONS", "KEYS"
+    )
+    .map_err(ReportError::Output)?;
+    for_each_identity(store, |i| {
+        writeln!(
+            out,
+            "{:<64} {:<18} {:<12} {:<20} {:>9} {:>7} {:>7} {:>6}",
+            i.principal,
+            i.kind,
+            i.account_id.as_deref().unwrap_or("-"),
+            i.last_seen,
+            i.events,
+            i.errors,
+            i.actions.len(),
+            i.access_keys.len()
+        )
+    })
+}

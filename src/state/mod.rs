@@ -1,0 +1,360 @@
+//! Stage 5, state: folding events into per-principal, per-action and per-access-key aggregates.
+//!
+//! Architecture invariant: pure, no I/O. A [`Delta`] is the aggregate of some set of events; merging two deltas is
+//! commutative and associative (sums, minimums, maximums, and ties broken by comparing values), so files can be
+//! processed on any thread in any order and the result is the same. The durable state in [`store`] applies exactly
+//! the same merge in SQL.
+
+pub mod store;
+
+use std::cmp::Ordering;
+
+use rustc_hash::FxHashMap;
+
+use crate::parse::{Event, Outcome};
+use crate::time::Timestamp;
+
+/// How many recent session names an assumed role keeps as detail.
+pub const MAX_SESSIONS: usize = 10;
+
+/// The aggregate of a set of events: one file's, or one commit batch's.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub principals: FxHashMap<Box<str>, PrincipalDelta>,
+    pub access_keys: FxHashMap<Box<str>, KeyDelta>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalDelta {
+    /// Identity type and account, taken from the earliest event (ties: the smaller value).
+    pub kind: String,
+    pub account: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub events: u64,
+    pub errors: u64,
+    /// Source IP, region and user agent of the latest event; ties go to the larger `(ip, region, agent)`.
+    /// An empty string means absent.
+    pub last_source_ip: String,
+    pub last_region: String,
+    pub last_user_agent: String,
+    /// Latest successful console sign-in and whether it used MFA (ties: MFA wins).
+    pub console_login: Option<(Timestamp, bool)>,
+    /// Most recent session names with their last use, at most [`MAX_SESSIONS`].
+    pub sessions: Vec<(String, Timestamp)>,
+    pub actions: FxHashMap<Box<str>, ActionDelta>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ActionDelta {
+    pub first_used: Option<Timestamp>,
+    pub last_used: Option<Timestamp>,
+    pub uses: u64,
+    pub last_denied: Option<Timestamp>,
+    pub denied: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDelta {
+    /// The principal that used the key first (ties: the smaller principal).
+    pub principal: String,
+    pub first_used: Timestamp,
+    pub last_used: Timestamp,
+}
+
+/// Reusable buffers for [`Delta::apply`], so that applying an event to known keys allocates nothing.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    principal: String,
+    action: String,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.principals.is_empty() && self.access_keys.is_empty()
+    }
+
+    /// Number of principal-action pairs.
+    pub fn action_count(&self) -> usize {
+        self.principals.values().map(|p| p.actions.len()).sum()
+    }
+
+    /// Folds one event in.
+    pub fn apply(&mut self, event: &Event<'_>, scratch: &mut Scratch) {
+        scratch.principal.clear();
+        event.principal.key.write_to(&mut scratch.principal);
+        let principal = match self.principals.get_mut(scratch.principal.as_str()) {
+            Some(p) => p,
+            None => self
+                .principals
+                .entry(scratch.principal.as_str().into())
+                .or_insert_with(|| PrincipalDelta::new(event.time)),
+        };
+        principal.apply(event, &mut scratch.action);
+        if let Some(key) = event.access_key {
+            match self.access_keys.get_mut(key) {
+                Some(k) => k.merge(KeyDelta::borrowed(&scratch.principal, event.time)),
+                None => {
+                    self.access_keys.insert(
+                        key.into(),
+                        KeyDelta::borrowed(&scratch.principal, event.time).owned(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Merges `other` into `self`; the result does not depend on the order of merges.
+    pub fn merge(&mut self, other: Delta) {
+        for (name, p) in other.principals {
+            match self.principals.get_mut(&name) {
+                Some(mine) => mine.merge(p),
+                None => {
+                    self.principals.insert(name, p);
+                }
+            }
+        }
+        for (id, k) in other.access_keys {
+            match self.access_keys.get_mut(&id) {
+                Some(mine) => mine
+                    .merge(KeyDelta::borrowed(&k.principal, k.first_used).with_last(k.last_used)),
+                None => {
+                    self.access_keys.insert(id, k);
+                }
+            }
+        }
+    }
+}
+
+impl PrincipalDelta {
+    fn new(time: Timestamp) -> Self {
+        PrincipalDelta {
+            kind: String::new(),
+            account: String::new(),
+            first_seen: time,
+            last_seen: Timestamp::MIN,
+            events: 0,
+            errors: 0,
+            last_source_ip: String::new(),
+            last_region: String::new(),
+            last_user_agent: String::new(),
+            console_login: None,
+            sessions: Vec::new(),
+            actions: FxHashMap::default(),
+        }
+    }
+
+    fn apply(&mut self, event: &Event<'_>, action_buf: &mut String) {
+        let account = event.principal.account.unwrap_or("");
+        if (self.events == 0)
+            || (event.time, event.principal.kind, account)
+                < (self.first_seen, self.kind.as_str(), self.account.as_str())
+        {
+            set(&mut self.kind, event.principal.kind);
+            set(&mut self.account, account);
+        }
+        self.first_seen = self.first_seen.min(event.time);
+        self.events += 1;
+        self.errors += u64::from(event.is_error());
+        let last = (
+            event.time,
+            event.source_ip.unwrap_or(""),
+            event.region.unwrap_or(""),
+            event.user_agent.unwrap_or(""),
+        );
+        if last
+            > (
+                self.last_seen,
+                &*self.last_source_ip,
+                &*self.last_region,
+                &*self.last_user_agent,
+            )
+        {
+            self.last_seen = event.time;
+            set(&mut self.last_source_ip, last.1);
+            set(&mut self.last_region, last.2);
+            set(&mut self.last_user_agent, last.3);
+        }
+        if let Some(login) = event.console_login.filter(|l| l.success) {
+            merge_console_login(&mut self.console_login, Some((event.time, login.mfa_used)));
+        }
+        if let Some(session) = event.principal.session {
+            note_session(&mut self.sessions, session, event.time);
+        }
+        for action in event.actions.iter().flatten() {
+            action_buf.clear();
+            action.write_to(action_buf);
+            let stats = match self.actions.get_mut(action_buf.as_str()) {
+                Some(s) => s,
+                None => self.actions.entry(action_buf.as_str().into()).or_default(),
+            };
+            match event.outcome {
+                Outcome::Denied => stats.merge(ActionDelta::denied_at(event.time)),
+                Outcome::Used | Outcome::FailedSignIn => {
+                    stats.merge(ActionDelta::used_at(event.time))
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: PrincipalDelta) {
+        if (other.first_seen, &*other.kind, &*other.account)
+            < (self.first_seen, &*self.kind, &*self.account)
+        {
+            self.kind = other.kind;
+            self.account = other.account;
+        }
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.events += other.events;
+        self.errors += other.errors;
+        let theirs = (
+            other.last_seen,
+            &*other.last_source_ip,
+            &*other.last_region,
+            &*other.last_user_agent,
+        );
+        if theirs
+            > (
+                self.last_seen,
+                &*self.last_source_ip,
+                &*self.last_region,
+                &*self.last_user_agent,
+            )
+        {
+            self.last_seen = other.last_seen;
+            self.last_source_ip = other.last_source_ip;
+            self.last_region = other.last_region;
+            self.last_user_agent = other.last_user_agent;
+        }
+        merge_console_login(&mut self.console_login, other.console_login);
+        for (name, time) in other.sessions {
+            note_session(&mut self.sessions, &name, time);
+        }
+        for (name, a) in other.actions {
+            match self.actions.get_mut(&name) {
+                Some(mine) => mine.merge(a),
+                None => {
+                    self.actions.insert(name, a);
+                }
+            }
+        }
+    }
+}
+
+fn set(field: &mut String, value: &str) {
+    if field != value {
+        field.clear();
+        field.push_str(value);
+    }
+}
+
+fn merge_console_login(mine: &mut Option<(Timestamp, bool)>, theirs: Option<(Timestamp, bool)>) {
+    if theirs > *mine {
+        *mine = theirs;
+    }
+}
+
+/// Session order: most recent first, ties by name descending. The kept set is the first [`MAX_SESSIONS`].
+pub fn session_order(a: (&str, Timestamp), b: (&str, Timestamp)) -> Ordering {
+    (b.1, b.0).cmp(&(a.1, a.0))
+}
+
+fn note_session(sessions: &mut Vec<(String, Timestamp)>, name: &str, time: Timestamp) {
+    if let Some(s) = sessions.iter_mut().find(|(n, _)| n == name) {
+        s.1 = s.1.max(time);
+        return;
+    }
+    if sessions.len() < MAX_SESSIONS {
+        sessions.push((name.to_owned(), time));
+        return;
+    }
+    // Replace the oldest when the new one sorts before it; reuse its allocation.
+    let (idx, oldest) = sessions
+        .iter()
+        .enumerate()
+        .max_by(|(_, a), (_, b)| session_order((&a.0, a.1), (&b.0, b.1)))
+        .map(|(i, s)| (i, (s.0.clone(), s.1)))
+        .expect("sessions is full, so not empty");
+    if session_order((name, time), (&oldest.0, oldest.1)) == Ordering::Less {
+        let slot = &mut sessions[idx];
+        set(&mut slot.0, name);
+        slot.1 = time;
+    }
+}
+
+impl ActionDelta {
+    pub fn used_at(time: Timestamp) -> Self {
+        ActionDelta {
+            first_used: Some(time),
+            last_used: Some(time),
+            uses: 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn denied_at(time: Timestamp) -> Self {
+        ActionDelta {
+            last_denied: Some(time),
+            denied: 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn merge(&mut self, other: ActionDelta) {
+        self.first_used = min_opt(self.first_used, other.first_used);
+        self.last_used = self.last_used.max(other.last_used);
+        self.uses += other.uses;
+        self.last_denied = self.last_denied.max(other.last_denied);
+        self.denied += other.denied;
+    }
+}
+
+fn min_opt(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A key use in borrowed form, to merge without allocating.
+struct KeyUse<'a> {
+    principal: &'a str,
+    first_used: Timestamp,
+    last_used: Timestamp,
+}
+
+impl KeyDelta {
+    fn borrowed(principal: &str, time: Timestamp) -> KeyUse<'_> {
+        KeyUse {
+            principal,
+            first_used: time,
+            last_used: time,
+        }
+    }
+
+    fn merge(&mut self, other: KeyUse<'_>) {
+        if (other.first_used, other.principal) < (self.first_used, self.principal.as_str()) {
+            set(&mut self.principal, other.principal);
+        }
+        self.first_used = self.first_used.min(other.first_used);
+        self.last_used = self.last_used.max(other.last_used);
+    }
+}
+
+impl KeyUse<'_> {
+    fn with_last(mut self, last_used: Timestamp) -> Self {
+        self.last_used = last_used;
+        self
+    }
+
+    fn owned(&self) -> KeyDelta {
+        KeyDelta {
+            principal: self.principal.to_owned(),
+            first_used: self.first_used,
+            last_used: self.last_used,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

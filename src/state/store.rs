@@ -1,0 +1,377 @@
+//! The durable state: SQLite holding per-principal, per-action and per-key state plus the ledger of applied files.
+//!
+//! Architecture invariant: a batch's state changes and its ledger entries are written in one transaction, so after a
+//! crash at any point a file is either fully applied and in the ledger, or neither. The upserts apply the same
+//! commutative merge as [`Delta::merge`](super::Delta::merge), which is what makes batches order-independent.
+//! Strings are interned: a principal's and an action's name are stored once and referred to by integer id.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use rustc_hash::FxHashMap;
+
+use crate::state::{Delta, MAX_SESSIONS};
+use crate::time::Timestamp;
+
+/// Why the store failed. The path is part of every message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state store {path}: schema version {found} is newer than this trailwatch understands ({supported})"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+}
+
+/// How hard SQLite works to survive power loss. A process crash (`kill -9`) is safe with either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync at every commit: a committed batch survives power loss.
+    Full,
+    /// fsync at checkpoints only: faster; the last batches may be lost on power loss (never on a process crash).
+    Normal,
+}
+
+/// One file's ledger identity: where it came from and which version of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerKey {
+    /// `file:<absolute path>` or, for S3, `s3://bucket/key`.
+    pub source: String,
+    /// The file's size (local files) or ETag (S3 objects).
+    pub version: String,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: String,
+    action_ids: FxHashMap<Box<str>, i64>,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS principals (
+    id INTEGER PRIMARY KEY,
+    principal TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    account_id TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    last_source_ip TEXT NOT NULL,
+    last_region TEXT NOT NULL,
+    last_user_agent TEXT NOT NULL,
+    console_login_at INTEGER,
+    console_login_mfa INTEGER
+);
+CREATE TABLE IF NOT EXISTS action_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS actions (
+    principal_id INTEGER NOT NULL,
+    action_id INTEGER NOT NULL,
+    first_used INTEGER,
+    last_used INTEGER,
+    uses INTEGER NOT NULL,
+    last_denied INTEGER,
+    denied INTEGER NOT NULL,
+    PRIMARY KEY (principal_id, action_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    principal_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (principal_id, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS access_keys (
+    key_id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    first_used INTEGER NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS access_keys_by_principal ON access_keys (principal);
+CREATE TABLE IF NOT EXISTS ledger (
+    source TEXT NOT NULL,
+    version TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    applied_at INTEGER NOT NULL,
+    PRIMARY KEY (source, version)
+) WITHOUT ROWID;
+";
+
+// Each `CASE` keeps the value whose ordering key wins, exactly as `Delta::merge` does: SQLite compares text bytewise
+// like Rust's `str`, and row values lexicographically like Rust's tuples.
+const UPSERT_PRINCIPAL: &str = "
+INSERT INTO principals (principal, kind, account_id, first_seen, last_seen, events, errors,
+    last_source_ip, last_region, last_user_agent, console_login_at, console_login_mfa)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+ON CONFLICT (principal) DO UPDATE SET
+    kind = CASE WHEN (excluded.first_seen, excluded.kind, excluded.account_id) < (first_seen, kind, account_id)
+        THEN excluded.kind ELSE kind END,
+    account_id = CASE WHEN (excluded.first_seen, excluded.kind, excluded.account_id) < (first_seen, kind, account_id)
+        THEN excluded.account_id ELSE account_id END,
+    first_seen = min(first_seen, excluded.first_seen),
+    last_seen = max(last_seen, excluded.last_seen),
+    events = events + excluded.events,
+    errors = errors + excluded.errors,
+    last_source_ip = CASE WHEN (excluded.last_seen, excluded.last_source_ip, excluded.last_region, excluded.last_user_agent)
+        > (last_seen, last_source_ip, last_region, last_user_agent) THEN excluded.last_source_ip ELSE last_source_ip END,
+    last_region = CASE WHEN (excluded.last_seen, excluded.last_source_ip, excluded.last_region, excluded.last_user_agent)
+        > (last_seen, last_source_ip, last_region, last_user_agent) THEN excluded.last_region ELSE last_region END,
+    last_user_agent = CASE WHEN (excluded.last_seen, excluded.last_source_ip, excluded.last_region, excluded.last_user_agent)
+        > (last_seen, last_source_ip, last_region, last_user_agent) THEN excluded.last_user_agent ELSE last_user_agent END,
+    console_login_at = CASE WHEN excluded.console_login_at IS NOT NULL AND (console_login_at IS NULL
+        OR (excluded.console_login_at, excluded.console_login_mfa) > (console_login_at, console_login_mfa))
+        THEN excluded.console_login_at ELSE console_login_at END,
+    console_login_mfa = CASE WHEN excluded.console_login_at IS NOT NULL AND (console_login_at IS NULL
+        OR (excluded.console_login_at, excluded.console_login_mfa) > (console_login_at, console_login_mfa))
+        THEN excluded.console_login_mfa ELSE console_login_mfa END
+RETURNING id";
+
+const UPSERT_ACTION: &str = "
+INSERT INTO actions (principal_id, action_id, first_used, last_used, uses, last_denied, denied)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (principal_id, action_id) DO UPDATE SET
+    first_used = min(coalesce(first_used, excluded.first_used), coalesce(excluded.first_used, first_used)),
+    last_used = max(coalesce(last_used, excluded.last_used), coalesce(excluded.last_used, last_used)),
+    uses = uses + excluded.uses,
+    last_denied = max(coalesce(last_denied, excluded.last_denied), coalesce(excluded.last_denied, last_denied)),
+    denied = denied + excluded.denied";
+
+const UPSERT_SESSION: &str = "
+INSERT INTO sessions (principal_id, name, last_seen) VALUES (?1, ?2, ?3)
+ON CONFLICT (principal_id, name) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)";
+
+const TRIM_SESSIONS: &str = "
+DELETE FROM sessions WHERE principal_id = ?1 AND name NOT IN (
+    SELECT name FROM sessions WHERE principal_id = ?1 ORDER BY last_seen DESC, name DESC LIMIT ?2)";
+
+const UPSERT_KEY: &str = "
+INSERT INTO access_keys (key_id, principal, first_used, last_used) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (key_id) DO UPDATE SET
+    principal = CASE WHEN (excluded.first_used, excluded.principal) < (first_used, principal)
+        THEN excluded.principal ELSE principal END,
+    first_used = min(first_used, excluded.first_used),
+    last_used = max(last_used, excluded.last_used)";
+
+/// A file to record in the ledger with the batch.
+pub struct LedgerEntry<'a> {
+    pub key: &'a LedgerKey,
+    pub records: u64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state at `path`.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
+        let display = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: display.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // A missing directory surfaces as SQLite's "unable to open" below, which names the path.
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        let sync = match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        match found {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew {
+                    path: display,
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(err)?;
+            }
+        }
+        let action_ids = load_action_ids(&conn).map_err(err)?;
+        Ok(Store {
+            conn,
+            path: display,
+            action_ids,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Every ledger key, for skipping already-applied files without a query per file.
+    pub fn ledger_keys(&self) -> Result<Vec<LedgerKey>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT source, version FROM ledger")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LedgerKey {
+                    source: r.get(0)?,
+                    version: r.get(1)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn ledger_len(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM ledger", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Applies `delta` and records `files` in the ledger, all in one transaction.
+    ///
+    /// A file already in the ledger must not be in `files`: the caller checks (see `pipeline`), and the ledger's
+    /// primary key turns a violation into an error that rolls the whole batch back instead of counting twice.
+    pub fn commit(
+        &mut self,
+        delta: &Delta,
+        files: &[LedgerEntry<'_>],
+        applied_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at);
+        match res.and_then(|()| tx.commit()) {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                // The transaction rolled back, so ids interned during it may not exist: reload them.
+                self.action_ids = load_action_ids(&self.conn).unwrap_or_default();
+                Err(StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn load_action_ids(conn: &Connection) -> rusqlite::Result<FxHashMap<Box<str>, i64>> {
+    let mut stmt = conn.prepare("SELECT id, name FROM action_names")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(1)?.into_boxed_str(), r.get::<_, i64>(0)?))
+    })?;
+    rows.collect()
+}
+
+fn write_batch(
+    tx: &rusqlite::Transaction<'_>,
+    action_ids: &mut FxHashMap<Box<str>, i64>,
+    delta: &Delta,
+    files: &[LedgerEntry<'_>],
+    applied_at: Timestamp,
+) -> rusqlite::Result<()> {
+    let mut upsert_principal = tx.prepare_cached(UPSERT_PRINCIPAL)?;
+    let mut upsert_action = tx.prepare_cached(UPSERT_ACTION)?;
+    let mut upsert_session = tx.prepare_cached(UPSERT_SESSION)?;
+    let mut trim_sessions = tx.prepare_cached(TRIM_SESSIONS)?;
+    let mut insert_action_name =
+        tx.prepare_cached("INSERT INTO action_names (name) VALUES (?1) RETURNING id")?;
+    for (name, p) in &delta.principals {
+        let id: i64 = upsert_principal.query_row(
+            params![
+                &**name,
+                p.kind,
+                p.account,
+                p.first_seen,
+                p.last_seen,
+                p.events as i64,
+                p.errors as i64,
+                p.last_source_ip,
+                p.last_region,
+                p.last_user_agent,
+                p.console_login.map(|c| c.0),
+                p.console_login.map(|c| c.1),
+            ],
+            |r| r.get(0),
+        )?;
+        for (action, a) in &p.actions {
+            let action_id = match action_ids.get(action) {
+                Some(&id) => id,
+                None => {
+                    let id: i64 = insert_action_name.query_row([&**action], |r| r.get(0))?;
+                    action_ids.insert(action.clone(), id);
+                    id
+                }
+            };
+            upsert_action.execute(params![
+                id,
+                action_id,
+                a.first_used,
+                a.last_used,
+                a.uses as i64,
+                a.last_denied,
+                a.denied as i64
+            ])?;
+        }
+        if !p.sessions.is_empty() {
+            for (session, last_seen) in &p.sessions {
+                upsert_session.execute(params![id, session, last_seen])?;
+            }
+            trim_sessions.execute(params![id, MAX_SESSIONS as i64])?;
+        }
+    }
+    let mut upsert_key = tx.prepare_cached(UPSERT_KEY)?;
+    for (key_id, k) in &delta.access_keys {
+        upsert_key.execute(params![&**key_id, k.principal, k.first_used, k.last_used])?;
+    }
+    let mut insert_ledger = tx.prepare_cached(
+        "INSERT INTO ledger (source, version, records, applied_at) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for f in files {
+        insert_ledger.execute(params![
+            f.key.source,
+            f.key.version,
+            f.records as i64,
+            applied_at
+        ])?;
+    }
+    Ok(())
+}
