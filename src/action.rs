@@ -64,192 +64,42 @@ const RENAMES: &[(&str, &str, &str, Option<&str>)] = &[
     ("s3", "CreateMultipartUpload", "PutObject", None),
     ("s3", "CompleteMultipartUpload", "PutObject", None),
     ("s3", "DeleteObjects", "DeleteObject", None),
-    (
-        "s3",
-        "GetBucketEncryption",
-        "GetEncryptionConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketEncryption",
-        "PutEncryptionConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketEncryption",
-        "PutEncryptionConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "GetBucketLifecycle",
-        "GetLifecycleConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "GetBucketLifecycleConfiguration",
-        "GetLifecycleConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketLifecycle",
-        "PutLifecycleConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketLifecycleConfiguration",
-        "PutLifecycleConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketLifecycle",
-        "PutLifecycleConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "GetBucketReplication",
-        "GetReplicationConfiguration",
-        None,
-    ),
+    ("s3", "GetBucketEncryption", "GetEncryptionConfiguration", None),
+    ("s3", "PutBucketEncryption", "PutEncryptionConfiguration", None),
+    ("s3", "DeleteBucketEncryption", "PutEncryptionConfiguration", None),
+    ("s3", "GetBucketLifecycle", "GetLifecycleConfiguration", None),
+    ("s3", "GetBucketLifecycleConfiguration", "GetLifecycleConfiguration", None),
+    ("s3", "PutBucketLifecycle", "PutLifecycleConfiguration", None),
+    ("s3", "PutBucketLifecycleConfiguration", "PutLifecycleConfiguration", None),
+    ("s3", "DeleteBucketLifecycle", "PutLifecycleConfiguration", None),
+    ("s3", "GetBucketReplication", "GetReplicationConfiguration", None),
     // trailscraper maps this to DeleteReplicationConfiguration, which is wrong.
-    (
-        "s3",
-        "PutBucketReplication",
-        "PutReplicationConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketReplication",
-        "PutReplicationConfiguration",
-        None,
-    ),
+    ("s3", "PutBucketReplication", "PutReplicationConfiguration", None),
+    ("s3", "DeleteBucketReplication", "PutReplicationConfiguration", None),
     ("s3", "DeleteBucketTagging", "PutBucketTagging", None),
     ("s3", "GetBucketCors", "GetBucketCORS", None),
     ("s3", "PutBucketCors", "PutBucketCORS", None),
     ("s3", "DeleteBucketCors", "PutBucketCORS", None),
-    (
-        "s3",
-        "ListMultipartUploads",
-        "ListBucketMultipartUploads",
-        None,
-    ),
+    ("s3", "ListMultipartUploads", "ListBucketMultipartUploads", None),
     ("s3", "ListParts", "ListMultipartUploadParts", None),
-    (
-        "s3",
-        "GetBucketNotificationConfiguration",
-        "GetBucketNotification",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketNotificationConfiguration",
-        "PutBucketNotification",
-        None,
-    ),
-    (
-        "s3",
-        "GetBucketAccelerateConfiguration",
-        "GetAccelerateConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketAccelerateConfiguration",
-        "PutAccelerateConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "GetBucketAnalyticsConfiguration",
-        "GetAnalyticsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketAnalyticsConfiguration",
-        "PutAnalyticsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketAnalyticsConfiguration",
-        "PutAnalyticsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "ListBucketAnalyticsConfigurations",
-        "GetAnalyticsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "GetBucketInventoryConfiguration",
-        "GetInventoryConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketInventoryConfiguration",
-        "PutInventoryConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketInventoryConfiguration",
-        "PutInventoryConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "ListBucketInventoryConfigurations",
-        "GetInventoryConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "GetBucketMetricsConfiguration",
-        "GetMetricsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "PutBucketMetricsConfiguration",
-        "PutMetricsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketMetricsConfiguration",
-        "PutMetricsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "ListBucketMetricsConfigurations",
-        "GetMetricsConfiguration",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketPublicAccessBlock",
-        "PutBucketPublicAccessBlock",
-        None,
-    ),
-    (
-        "s3",
-        "DeleteBucketOwnershipControls",
-        "PutBucketOwnershipControls",
-        None,
-    ),
+    ("s3", "GetBucketNotificationConfiguration", "GetBucketNotification", None),
+    ("s3", "PutBucketNotificationConfiguration", "PutBucketNotification", None),
+    ("s3", "GetBucketAccelerateConfiguration", "GetAccelerateConfiguration", None),
+    ("s3", "PutBucketAccelerateConfiguration", "PutAccelerateConfiguration", None),
+    ("s3", "GetBucketAnalyticsConfiguration", "GetAnalyticsConfiguration", None),
+    ("s3", "PutBucketAnalyticsConfiguration", "PutAnalyticsConfiguration", None),
+    ("s3", "DeleteBucketAnalyticsConfiguration", "PutAnalyticsConfiguration", None),
+    ("s3", "ListBucketAnalyticsConfigurations", "GetAnalyticsConfiguration", None),
+    ("s3", "GetBucketInventoryConfiguration", "GetInventoryConfiguration", None),
+    ("s3", "PutBucketInventoryConfiguration", "PutInventoryConfiguration", None),
+    ("s3", "DeleteBucketInventoryConfiguration", "PutInventoryConfiguration", None),
+    ("s3", "ListBucketInventoryConfigurations", "GetInventoryConfiguration", None),
+    ("s3", "GetBucketMetricsConfiguration", "GetMetricsConfiguration", None),
+    ("s3", "PutBucketMetricsConfiguration", "PutMetricsConfiguration", None),
+    ("s3", "DeleteBucketMetricsConfiguration", "PutMetricsConfiguration", None),
+    ("s3", "ListBucketMetricsConfigurations", "GetMetricsConfiguration", None),
+    ("s3", "DeleteBucketPublicAccessBlock", "PutBucketPublicAccessBlock", None),
+    ("s3", "DeleteBucketOwnershipControls", "PutBucketOwnershipControls", None),
     ("kms", "ReEncrypt", "ReEncryptFrom", Some("ReEncryptTo")),
 ];
 
@@ -258,41 +108,19 @@ pub fn iam_actions<'a>(event_source: &'a str, event_name: &'a str) -> IamActions
     let Some(service) = service_prefix(event_source) else {
         return [None, None];
     };
-    if let Some(&(_, _, first, second)) = RENAMES
-        .iter()
-        .find(|(s, n, _, _)| *s == service && *n == event_name)
-    {
-        return [
-            Some(IamAction {
-                service,
-                name: first,
-            }),
-            second.map(|name| IamAction { service, name }),
-        ];
+    if let Some(&(_, _, first, second)) = RENAMES.iter().find(|(s, n, _, _)| *s == service && *n == event_name) {
+        return [Some(IamAction { service, name: first }), second.map(|name| IamAction { service, name })];
     }
-    [
-        Some(IamAction {
-            service,
-            name: strip_version_suffix(event_name),
-        }),
-        None,
-    ]
+    [Some(IamAction { service, name: strip_version_suffix(event_name) }), None]
 }
 
 /// `s3.amazonaws.com` → `s3`, with the exceptions above; `None` for sources without IAM actions.
 pub fn service_prefix(event_source: &str) -> Option<&str> {
-    let host = event_source
-        .strip_suffix(".amazonaws.com")
-        .unwrap_or(event_source);
+    let host = event_source.strip_suffix(".amazonaws.com").unwrap_or(event_source);
     if host.is_empty() || NO_ACTION_SOURCES.contains(&host) {
         return None;
     }
-    Some(
-        SERVICE_PREFIXES
-            .iter()
-            .find(|(from, _)| *from == host)
-            .map_or(host, |(_, to)| to),
-    )
+    Some(SERVICE_PREFIXES.iter().find(|(from, _)| *from == host).map_or(host, |(_, to)| to))
 }
 
 /// Strips an API version stamp: `ListFunctions20150331` → `ListFunctions`, `GetFunction20150331v2` → `GetFunction`,
@@ -357,81 +185,29 @@ mod tests {
     fn maps_cloudtrail_calls_to_iam_actions() {
         let cases: &[(&str, &str, &[&str])] = &[
             ("iam.amazonaws.com", "CreateUser", &["iam:CreateUser"]),
-            (
-                "ec2.amazonaws.com",
-                "AssignIpv6Addresses",
-                &["ec2:AssignIpv6Addresses"],
-            ),
-            (
-                "monitoring.amazonaws.com",
-                "PutMetricData",
-                &["cloudwatch:PutMetricData"],
-            ),
+            ("ec2.amazonaws.com", "AssignIpv6Addresses", &["ec2:AssignIpv6Addresses"]),
+            ("monitoring.amazonaws.com", "PutMetricData", &["cloudwatch:PutMetricData"]),
             ("email.amazonaws.com", "SendEmail", &["ses:SendEmail"]),
-            (
-                "appstream2.amazonaws.com",
-                "CreateFleet",
-                &["appstream:CreateFleet"],
-            ),
-            (
-                "streams.dynamodb.amazonaws.com",
-                "GetRecords",
-                &["dynamodb:GetRecords"],
-            ),
-            (
-                "tagging.amazonaws.com",
-                "GetResources",
-                &["tag:GetResources"],
-            ),
+            ("appstream2.amazonaws.com", "CreateFleet", &["appstream:CreateFleet"]),
+            ("streams.dynamodb.amazonaws.com", "GetRecords", &["dynamodb:GetRecords"]),
+            ("tagging.amazonaws.com", "GetResources", &["tag:GetResources"]),
             ("models.lex.amazonaws.com", "GetBot", &["lex:GetBot"]),
-            (
-                "mturk-requester.amazonaws.com",
-                "ListHITs",
-                &["mechanicalturk:ListHITs"],
-            ),
-            (
-                "lambda.amazonaws.com",
-                "ListFunctions20150331",
-                &["lambda:ListFunctions"],
-            ),
-            (
-                "lambda.amazonaws.com",
-                "GetFunction20150331v2",
-                &["lambda:GetFunction"],
-            ),
-            (
-                "lambda.amazonaws.com",
-                "UpdateFunctionCode20150331v2",
-                &["lambda:UpdateFunctionCode"],
-            ),
+            ("mturk-requester.amazonaws.com", "ListHITs", &["mechanicalturk:ListHITs"]),
+            ("lambda.amazonaws.com", "ListFunctions20150331", &["lambda:ListFunctions"]),
+            ("lambda.amazonaws.com", "GetFunction20150331v2", &["lambda:GetFunction"]),
+            ("lambda.amazonaws.com", "UpdateFunctionCode20150331v2", &["lambda:UpdateFunctionCode"]),
             ("lambda.amazonaws.com", "Invoke", &["lambda:Invoke"]),
-            (
-                "cloudfront.amazonaws.com",
-                "CreateDistribution2020_05_31",
-                &["cloudfront:CreateDistribution"],
-            ),
+            ("cloudfront.amazonaws.com", "CreateDistribution2020_05_31", &["cloudfront:CreateDistribution"]),
             ("s3.amazonaws.com", "HeadObject", &["s3:GetObject"]),
             ("s3.amazonaws.com", "ListObjects", &["s3:ListBucket"]),
             ("s3.amazonaws.com", "ListObjectsV2", &["s3:ListBucket"]),
             ("s3.amazonaws.com", "HeadBucket", &["s3:ListBucket"]),
             ("s3.amazonaws.com", "ListBuckets", &["s3:ListAllMyBuckets"]),
-            (
-                "s3.amazonaws.com",
-                "CopyObject",
-                &["s3:PutObject", "s3:GetObject"],
-            ),
-            (
-                "s3.amazonaws.com",
-                "PutBucketReplication",
-                &["s3:PutReplicationConfiguration"],
-            ),
+            ("s3.amazonaws.com", "CopyObject", &["s3:PutObject", "s3:GetObject"]),
+            ("s3.amazonaws.com", "PutBucketReplication", &["s3:PutReplicationConfiguration"]),
             ("s3.amazonaws.com", "DeleteObjects", &["s3:DeleteObject"]),
             ("s3.amazonaws.com", "GetObject", &["s3:GetObject"]),
-            (
-                "kms.amazonaws.com",
-                "ReEncrypt",
-                &["kms:ReEncryptFrom", "kms:ReEncryptTo"],
-            ),
+            ("kms.amazonaws.com", "ReEncrypt", &["kms:ReEncryptFrom", "kms:ReEncryptTo"]),
             ("signin.amazonaws.com", "ConsoleLogin", &[]),
             ("", "Anything", &[]),
             ("sts.amazonaws.com", "AssumeRole", &["sts:AssumeRole"]),

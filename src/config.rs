@@ -55,10 +55,7 @@ struct RawIntake {
 
 impl Default for RawIntake {
     fn default() -> Self {
-        RawIntake {
-            kind: IntakeKind::Spool,
-            spool: RawSpool::default(),
-        }
+        RawIntake { kind: IntakeKind::Spool, spool: RawSpool::default() }
     }
 }
 
@@ -78,11 +75,7 @@ struct RawSpool {
 
 impl Default for RawSpool {
     fn default() -> Self {
-        RawSpool {
-            dir: PathBuf::from("spool"),
-            scan_interval_ms: 1000,
-            min_file_age_ms: 2000,
-        }
+        RawSpool { dir: PathBuf::from("spool"), scan_interval_ms: 1000, min_file_age_ms: 2000 }
     }
 }
 
@@ -95,10 +88,7 @@ struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        RawStore {
-            path: PathBuf::from("trailwatch.db"),
-            synchronous: Synchronous::Full,
-        }
+        RawStore { path: PathBuf::from("trailwatch.db"), synchronous: Synchronous::Full }
     }
 }
 
@@ -134,9 +124,7 @@ struct RawHttp {
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp {
-            listen: "127.0.0.1:9898".to_owned(),
-        }
+        RawHttp { listen: "127.0.0.1:9898".to_owned() }
     }
 }
 
@@ -170,9 +158,7 @@ impl Config {
         };
         for key in table.keys() {
             if !["intake", "store", "pipeline", "http"].contains(&key.as_str()) {
-                problems.push(format!(
-                    "`{key}`: unknown section (expected intake, store, pipeline, http)"
-                ));
+                problems.push(format!("`{key}`: unknown section (expected intake, store, pipeline, http)"));
             }
         }
         let intake: RawIntake = section(&table, "intake", &mut problems);
@@ -185,57 +171,24 @@ impl Config {
                 problems.push(problem.to_owned());
             }
         };
-        check(
-            !intake.spool.dir.as_os_str().is_empty(),
-            "`intake.spool.dir`: must not be empty",
-        );
-        check(
-            intake.spool.scan_interval_ms >= 10,
-            "`intake.spool.scan_interval_ms`: must be at least 10",
-        );
-        check(
-            !store.path.as_os_str().is_empty(),
-            "`store.path`: must not be empty",
-        );
-        check(
-            pipeline.threads <= 1024,
-            "`pipeline.threads`: must be at most 1024 (0 means one per core)",
-        );
-        check(
-            pipeline.batch_max_files >= 1,
-            "`pipeline.batch_max_files`: must be at least 1",
-        );
-        check(
-            pipeline.batch_max_records >= 1,
-            "`pipeline.batch_max_records`: must be at least 1",
-        );
-        check(
-            pipeline.batch_max_wait_ms >= 1,
-            "`pipeline.batch_max_wait_ms`: must be at least 1",
-        );
-        check(
-            pipeline.max_file_bytes >= 1,
-            "`pipeline.max_file_bytes`: must be at least 1",
-        );
-        check(
-            pipeline.max_decoded_bytes >= 1,
-            "`pipeline.max_decoded_bytes`: must be at least 1",
-        );
+        check(!intake.spool.dir.as_os_str().is_empty(), "`intake.spool.dir`: must not be empty");
+        check(intake.spool.scan_interval_ms >= 10, "`intake.spool.scan_interval_ms`: must be at least 10");
+        check(!store.path.as_os_str().is_empty(), "`store.path`: must not be empty");
+        check(pipeline.threads <= 1024, "`pipeline.threads`: must be at most 1024 (0 means one per core)");
+        check(pipeline.batch_max_files >= 1, "`pipeline.batch_max_files`: must be at least 1");
+        check(pipeline.batch_max_records >= 1, "`pipeline.batch_max_records`: must be at least 1");
+        check(pipeline.batch_max_wait_ms >= 1, "`pipeline.batch_max_wait_ms`: must be at least 1");
+        check(pipeline.max_file_bytes >= 1, "`pipeline.max_file_bytes`: must be at least 1");
+        check(pipeline.max_decoded_bytes >= 1, "`pipeline.max_decoded_bytes`: must be at least 1");
         let http_listen = match http.listen.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                problems.push(format!(
-                    "`http.listen`: `{}` is not an address such as 127.0.0.1:9898",
-                    http.listen
-                ));
+                problems.push(format!("`http.listen`: `{}` is not an address such as 127.0.0.1:9898", http.listen));
                 None
             }
         };
         if !problems.is_empty() {
-            return Err(ConfigErrors {
-                source_name: source_name.to_owned(),
-                problems,
-            });
+            return Err(ConfigErrors { source_name: source_name.to_owned(), problems });
         }
         let threads = match pipeline.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -252,10 +205,7 @@ impl Config {
             store_path: store.path,
             synchronous: store.synchronous,
             threads,
-            limits: Limits {
-                max_file_bytes: pipeline.max_file_bytes,
-                max_decoded_bytes: pipeline.max_decoded_bytes,
-            },
+            limits: Limits { max_file_bytes: pipeline.max_file_bytes, max_decoded_bytes: pipeline.max_decoded_bytes },
             batch: BatchLimits {
                 max_files: pipeline.batch_max_files,
                 max_records: pipeline.batch_max_records,
@@ -266,21 +216,14 @@ impl Config {
     }
 }
 
-fn section<T: for<'de> Deserialize<'de> + Default>(
-    table: &toml::Table,
-    name: &str,
-    problems: &mut Vec<String>,
-) -> T {
+fn section<T: for<'de> Deserialize<'de> + Default>(table: &toml::Table, name: &str, problems: &mut Vec<String>) -> T {
     let Some(value) = table.get(name) else {
         return T::default();
     };
     match value.clone().try_into::<T>() {
         Ok(v) => v,
         Err(err) => {
-            problems.push(format!(
-                "`{name}`: {}",
-                err.to_string().trim().replace('\n', " ")
-            ));
+            problems.push(format!("`{name}`: {}", err.to_string().trim().replace('\n', " ")));
             T::default()
         }
     }
@@ -294,11 +237,7 @@ mod tests {
     fn the_reference_file_is_the_default() {
         let config = Config::parse(DEFAULT_CONFIG, "reference").unwrap();
         let empty = Config::parse("", "empty").unwrap();
-        assert_eq!(
-            format!("{config:?}"),
-            format!("{empty:?}"),
-            "the reference must list the serde defaults"
-        );
+        assert_eq!(format!("{config:?}"), format!("{empty:?}"), "the reference must list the serde defaults");
         assert_eq!(config.http_listen.to_string(), "127.0.0.1:9898");
     }
 
@@ -320,14 +259,9 @@ mod tests {
         "#;
         let err = Config::parse(text, "t.toml").unwrap_err();
         let joined = err.problems.join("\n");
-        for needle in [
-            "`alerts`",
-            "colour",
-            "`store.path`",
-            "`pipeline.batch_max_files`",
-            "`pipeline.threads`",
-            "`http.listen`",
-        ] {
+        for needle in
+            ["`alerts`", "colour", "`store.path`", "`pipeline.batch_max_files`", "`pipeline.threads`", "`http.listen`"]
+        {
             assert!(joined.contains(needle), "{needle} missing from:\n{joined}");
         }
         assert_eq!(err.problems.len(), 6, "{joined}");

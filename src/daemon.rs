@@ -17,10 +17,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("http listener on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("spool directory {dir}: {source}")]
     Spool { dir: String, source: std::io::Error },
     #[error("runtime: {0}")]
@@ -30,10 +27,8 @@ pub enum DaemonError {
 /// Runs until SIGTERM or SIGINT, then drains and returns `Ok`.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
     let Intake::Spool(spool_config) = &config.intake;
-    std::fs::create_dir_all(&spool_config.dir).map_err(|source| DaemonError::Spool {
-        dir: spool_config.dir.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(&spool_config.dir)
+        .map_err(|source| DaemonError::Spool { dir: spool_config.dir.display().to_string(), source })?;
     let mut store = Store::open(&config.store_path, config.synchronous)?;
     let mut applied = Applied::load(&store)?;
     let metrics = Arc::new(Metrics::new());
@@ -48,10 +43,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         .map_err(DaemonError::Runtime)?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http_listen))
-        .map_err(|source| DaemonError::Listen {
-            addr: config.http_listen,
-            source,
-        })?;
+        .map_err(|source| DaemonError::Listen { addr: config.http_listen, source })?;
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(crate::http::serve(listener, Arc::clone(&metrics), async {
         let _ = http_stop_rx.await;
@@ -104,10 +96,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             }
             Ok(_) => {}
             Err(source) => {
-                result = Err(DaemonError::Spool {
-                    dir: spool.dir().display().to_string(),
-                    source,
-                });
+                result = Err(DaemonError::Spool { dir: spool.dir().display().to_string(), source });
                 break;
             }
         }

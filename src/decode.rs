@@ -44,11 +44,7 @@ pub enum Encoding {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Decodes `input` into `out` (cleared first, its allocation reused), refusing more than `max_decoded_bytes`.
-pub fn decode_into(
-    input: &[u8],
-    out: &mut Vec<u8>,
-    max_decoded_bytes: u64,
-) -> Result<Encoding, DecodeError> {
+pub fn decode_into(input: &[u8], out: &mut Vec<u8>, max_decoded_bytes: u64) -> Result<Encoding, DecodeError> {
     out.clear();
     if input.starts_with(&GZIP_MAGIC) {
         gunzip_into(input, out, max_decoded_bytes)?;
@@ -59,17 +55,13 @@ pub fn decode_into(
         None => Err(DecodeError::Empty),
         Some(b'{' | b'[') => {
             if input.len() as u64 > max_decoded_bytes {
-                return Err(DecodeError::TooLarge {
-                    cap: max_decoded_bytes,
-                });
+                return Err(DecodeError::TooLarge { cap: max_decoded_bytes });
             }
             out.extend_from_slice(input);
             Ok(Encoding::Json)
         }
         // A UTF-8 byte order mark before the JSON is tolerated, as most JSON readers do.
-        Some(0xef) if input.starts_with(b"\xef\xbb\xbf") => {
-            decode_into(&input[3..], out, max_decoded_bytes)
-        }
+        Some(0xef) if input.starts_with(b"\xef\xbb\xbf") => decode_into(&input[3..], out, max_decoded_bytes),
         Some(other) => Err(DecodeError::UnknownFormat(other)),
     }
 }
@@ -82,13 +74,10 @@ fn gunzip_into(input: &[u8], out: &mut Vec<u8>, cap: u64) -> Result<(), DecodeEr
         out.reserve(hint.min(cap).min(input.len() as u64 * 64) as usize);
     }
     let decoder = MultiGzDecoder::new(input);
-    let n = decoder
-        .take(cap + 1)
-        .read_to_end(out)
-        .map_err(|err| match err.kind() {
-            std::io::ErrorKind::UnexpectedEof => DecodeError::Truncated,
-            _ => DecodeError::Corrupt(err.to_string().to_lowercase()),
-        })?;
+    let n = decoder.take(cap + 1).read_to_end(out).map_err(|err| match err.kind() {
+        std::io::ErrorKind::UnexpectedEof => DecodeError::Truncated,
+        _ => DecodeError::Corrupt(err.to_string().to_lowercase()),
+    })?;
     if n as u64 > cap {
         out.clear();
         return Err(DecodeError::TooLarge { cap });
@@ -137,18 +126,11 @@ mod tests {
         check(b"   ", 100, Err(DecodeError::Empty));
         check(b"PK\x03\x04", 100, Err(DecodeError::UnknownFormat(b'P')));
         check(truncated, 100, Err(DecodeError::Truncated));
-        check(
-            &gzip(&[b' '; 101]),
-            100,
-            Err(DecodeError::TooLarge { cap: 100 }),
-        );
+        check(&gzip(&[b' '; 101]), 100, Err(DecodeError::TooLarge { cap: 100 }));
         check(&gzip(&[b' '; 100]), 100, Ok((Encoding::Gzip, &[b' '; 100])));
         check(&[b'{'; 101], 100, Err(DecodeError::TooLarge { cap: 100 }));
         let mut out = Vec::new();
-        assert!(matches!(
-            decode_into(&corrupt, &mut out, 10_000),
-            Err(DecodeError::Corrupt(_))
-        ));
+        assert!(matches!(decode_into(&corrupt, &mut out, 10_000), Err(DecodeError::Corrupt(_))));
         assert!(decode_into(&trailing_garbage, &mut out, 10_000).is_err());
     }
 
@@ -156,13 +138,7 @@ mod tests {
     fn bomb_stops_at_the_cap() {
         let bomb = gzip(&vec![b'a'; 50 << 20]);
         let mut out = Vec::new();
-        assert_eq!(
-            decode_into(&bomb, &mut out, 1 << 20),
-            Err(DecodeError::TooLarge { cap: 1 << 20 })
-        );
-        assert!(
-            out.capacity() < 4 << 20,
-            "the size hint must not allocate past the cap"
-        );
+        assert_eq!(decode_into(&bomb, &mut out, 1 << 20), Err(DecodeError::TooLarge { cap: 1 << 20 }));
+        assert!(out.capacity() < 4 << 20, "the size hint must not allocate past the cap");
     }
 }

@@ -21,19 +21,9 @@ pub async fn serve(
             "/metrics",
             get(move || {
                 let metrics = Arc::clone(&metrics);
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        metrics.render(),
-                    )
-                }
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render()) }
             }),
         )
         .route("/healthz", get(|| async { "ok\n".into_response() }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -19,11 +19,7 @@ use trailwatch::synth::{self, SynthConfig};
 use trailwatch::{daemon, report};
 
 #[derive(Parser)]
-#[command(
-    name = "trailwatch",
-    version,
-    about = "Watches an AWS organisation through its CloudTrail logs"
-)]
+#[command(name = "trailwatch", version, about = "Watches an AWS organisation through its CloudTrail logs")]
 struct Cli {
     /// Configuration file (TOML); without it, the embedded default (config/trailwatch.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -97,11 +93,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(64)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if err.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
     init_logging();
@@ -121,11 +113,7 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigErrors> {
@@ -140,10 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Validate => {
             load_config(&cli)?;
-            let name = cli
-                .config
-                .as_ref()
-                .map_or("(embedded default)".to_owned(), |p| p.display().to_string());
+            let name = cli.config.as_ref().map_or("(embedded default)".to_owned(), |p| p.display().to_string());
             println!("configuration {name} is valid");
             Ok(ExitCode::SUCCESS)
         }
@@ -159,16 +144,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             replay(&config, paths)
         }
-        Command::Report {
-            what: ReportCommand::Identities { format },
-        } => {
+        Command::Report { what: ReportCommand::Identities { format } } => {
             let config = load_config(&cli)?;
             anyhow::ensure!(
                 config.store_path.exists(),
                 "state store {} does not exist: run `trailwatch replay` or `trailwatch run` first",
                 config.store_path.display()
             );
-            let store = Store::open(&config.store_path, config.synchronous)?;
+            let store = Store::open_reader(&config.store_path)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             match format {
@@ -178,15 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.flush().context("writing the report")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Synth {
-            out,
-            files,
-            records,
-            seed,
-            principals,
-            actions_per_principal,
-            expect,
-        } => {
+        Command::Synth { out, files, records, seed, principals, actions_per_principal, expect } => {
             let cfg = SynthConfig {
                 files: *files,
                 records_per_file: *records,
@@ -196,11 +171,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..SynthConfig::default()
             };
             let started = Instant::now();
-            let (summary, expected) = synth::generate(out, &cfg)
-                .with_context(|| format!("writing the corpus under {}", out.display()))?;
+            let (summary, expected) =
+                synth::generate(out, &cfg).with_context(|| format!("writing the corpus under {}", out.display()))?;
             if let Some(path) = expect {
-                let file = std::fs::File::create(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
+                let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
                 serde_json::to_writer_pretty(std::io::BufWriter::new(file), &expected)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
@@ -282,10 +256,7 @@ fn print_summary(s: &Summary, secs: f64, threads: usize) {
         "time: {secs:.2}s on {threads} threads, {:.0} records/s, {:.1} MB/s of JSON, peak RSS {}\n",
         s.counts.records as f64 / secs.max(1e-9),
         s.decoded_bytes as f64 / 1e6 / secs.max(1e-9),
-        peak_rss().map_or("unknown".to_owned(), |kb| format!(
-            "{:.1} MB",
-            kb as f64 / 1024.0
-        )),
+        peak_rss().map_or("unknown".to_owned(), |kb| format!("{:.1} MB", kb as f64 / 1024.0)),
     ));
     print!("{out}");
 }

@@ -3,10 +3,7 @@
 //! Architecture invariant: no label ever holds an ARN, key, IP, account, bucket or path. Metrics are updated per
 //! file or per batch, never per record.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::parse::{RecordCounts, SkipReason};
 
@@ -31,74 +28,40 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let files = IntCounterVec::new(
-            Opts::new(
-                "trailwatch_files_total",
-                "CloudTrail files handled, by outcome",
-            ),
+            Opts::new("trailwatch_files_total", "CloudTrail files handled, by outcome"),
             &["outcome"],
         )
         .expect("valid metric");
         let file_rejections = IntCounterVec::new(
-            Opts::new(
-                "trailwatch_file_rejections_total",
-                "Files that could not be applied, by reason",
-            ),
+            Opts::new("trailwatch_file_rejections_total", "Files that could not be applied, by reason"),
             &["reason"],
         )
         .expect("valid metric");
-        let records = IntCounter::new(
-            "trailwatch_records_total",
-            "Records read from applied files",
-        )
-        .expect("valid metric");
+        let records =
+            IntCounter::new("trailwatch_records_total", "Records read from applied files").expect("valid metric");
         let records_skipped = IntCounterVec::new(
-            Opts::new(
-                "trailwatch_records_skipped_total",
-                "Records skipped, by reason",
-            ),
+            Opts::new("trailwatch_records_skipped_total", "Records skipped, by reason"),
             &["reason"],
         )
         .expect("valid metric");
-        let insight_events = IntCounter::new(
-            "trailwatch_insight_events_total",
-            "CloudTrail Insights events seen",
-        )
-        .expect("valid metric");
-        let read_bytes = IntCounter::new(
-            "trailwatch_read_bytes_total",
-            "Bytes read from files, as stored",
-        )
-        .expect("valid metric");
-        let decoded_bytes = IntCounter::new(
-            "trailwatch_decoded_bytes_total",
-            "Bytes of JSON after decompression",
-        )
-        .expect("valid metric");
+        let insight_events = IntCounter::new("trailwatch_insight_events_total", "CloudTrail Insights events seen")
+            .expect("valid metric");
+        let read_bytes =
+            IntCounter::new("trailwatch_read_bytes_total", "Bytes read from files, as stored").expect("valid metric");
+        let decoded_bytes = IntCounter::new("trailwatch_decoded_bytes_total", "Bytes of JSON after decompression")
+            .expect("valid metric");
         let file_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "trailwatch_file_processing_duration_seconds",
-                "Read, decode and parse time per file",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
+            HistogramOpts::new("trailwatch_file_processing_duration_seconds", "Read, decode and parse time per file")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         )
         .expect("valid metric");
         let commit_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "trailwatch_commit_duration_seconds",
-                "Time to commit one batch to the state store",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("trailwatch_commit_duration_seconds", "Time to commit one batch to the state store")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )
         .expect("valid metric");
-        let commit_failures = IntCounter::new(
-            "trailwatch_commit_failures_total",
-            "Batches whose commit failed",
-        )
-        .expect("valid metric");
+        let commit_failures =
+            IntCounter::new("trailwatch_commit_failures_total", "Batches whose commit failed").expect("valid metric");
         let last_commit_timestamp = IntGauge::new(
             "trailwatch_last_commit_timestamp_seconds",
             "Unix time of the last successful commit of applied files",
@@ -149,9 +112,7 @@ impl Metrics {
         for reason in SkipReason::ALL {
             let n = counts.skipped[reason as usize];
             if n > 0 {
-                self.records_skipped
-                    .with_label_values(&[reason.kind()])
-                    .inc_by(n);
+                self.records_skipped.with_label_values(&[reason.kind()]).inc_by(n);
             }
         }
     }

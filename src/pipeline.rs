@@ -44,13 +44,7 @@ impl FileJob {
     /// A local file's job: its ledger key is its absolute path and size.
     pub fn local(path: PathBuf, size: u64) -> FileJob {
         let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        FileJob {
-            key: LedgerKey {
-                source: format!("file:{}", absolute.display()),
-                version: size.to_string(),
-            },
-            path,
-        }
+        FileJob { key: LedgerKey { source: format!("file:{}", absolute.display()), version: size.to_string() }, path }
     }
 }
 
@@ -58,10 +52,7 @@ impl FileJob {
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: file size {size} exceeds the cap of {cap} bytes")]
     TooLarge { path: String, size: u64, cap: u64 },
     #[error("{path}: {source}")]
@@ -81,14 +72,14 @@ impl FileError {
     }
 }
 
-/// Why bytes could not be turned into a delta, before the file's name is attached.
+/// Why bytes could not be folded into a delta, before the file's name is attached.
 #[derive(Debug)]
 pub enum BytesError {
     Decode(DecodeError),
     Parse(ParseError),
 }
 
-/// One worker's reusable buffers: after warm-up, a file's processing allocates only for new keys in its delta.
+/// One worker's reusable buffers: after warm-up, a file's processing allocates only for keys new to its unit.
 #[derive(Default)]
 pub struct Worker {
     parser: Parser,
@@ -97,96 +88,104 @@ pub struct Worker {
     scratch: Scratch,
 }
 
-/// A file's result as handed to the committer.
-pub struct Processed {
-    pub job: FileJob,
+/// Several files folded into one delta by one worker; committed as a whole, with a ledger entry per file.
+///
+/// Folding a few dozen files before handing them over, instead of one, means the allocations for a principal's
+/// strings and maps are paid once per unit rather than once per file, and the committer merges fewer deltas.
+#[derive(Default)]
+pub struct Unit {
+    pub delta: Delta,
+    /// The unit's files with their record counts.
+    pub files: Vec<(FileJob, u64)>,
+    pub counts: RecordCounts,
     pub read_bytes: u64,
     pub decoded_bytes: u64,
-    pub elapsed: Duration,
-    pub result: Result<(Delta, RecordCounts), FileError>,
+}
+
+/// What workers hand to the committer.
+pub enum Message {
+    Unit(Unit),
+    Rejected { job: FileJob, error: FileError, read_bytes: u64 },
 }
 
 impl Worker {
-    /// Decodes and parses one file's bytes into its delta.
+    /// Decodes and parses one file's bytes, folding its events into `delta`.
+    ///
+    /// On error nothing was folded in: simd-json validates the whole document before the first record is visited,
+    /// and a document that yields records is a log file.
     pub fn process_bytes(
         &mut self,
         input: &[u8],
         limits: Limits,
-    ) -> Result<(Delta, RecordCounts), BytesError> {
+        delta: &mut Delta,
+    ) -> Result<RecordCounts, BytesError> {
         decode_into(input, &mut self.json, limits.max_decoded_bytes).map_err(BytesError::Decode)?;
-        let mut delta = Delta::default();
         let scratch = &mut self.scratch;
-        let counts = self
-            .parser
-            .parse(&mut self.json, &mut |event| delta.apply(event, scratch))
-            .map_err(BytesError::Parse)?;
-        Ok((delta, counts))
+        let mut folded = 0u64;
+        let res = self.parser.parse(&mut self.json, &mut |event| {
+            folded += 1;
+            delta.apply(event, scratch)
+        });
+        debug_assert!(res.is_ok() || folded == 0, "a rejected file folded {folded} events");
+        res.map_err(BytesError::Parse)
     }
 
-    /// Reads, decodes and parses one local file.
-    pub fn process_file(&mut self, job: FileJob, limits: Limits) -> Processed {
-        let started = Instant::now();
-        let path = job.path.display().to_string();
-        let mut read_bytes = 0;
-        let result = self.read(&job.path, limits).and_then(|()| {
-            read_bytes = self.raw.len() as u64;
-            let raw = std::mem::take(&mut self.raw);
-            let res = self.process_bytes(&raw, limits);
-            self.raw = raw;
-            res.map_err(|err| match err {
-                BytesError::Decode(source) => FileError::Decode {
-                    path: path.clone(),
-                    source,
-                },
-                BytesError::Parse(source) => FileError::Parse {
-                    path: path.clone(),
-                    source,
-                },
-            })
-        });
-        let result = result.map_err(|err| match err {
-            FileError::Read { source, .. } => FileError::Read {
-                path: path.clone(),
-                source,
-            },
-            other => other,
-        });
-        Processed {
-            job,
-            read_bytes,
-            decoded_bytes: self.json.len() as u64,
-            elapsed: started.elapsed(),
-            result,
+    /// Reads, decodes and parses one local file into `delta`; returns the read size with the outcome.
+    pub fn process_file(
+        &mut self,
+        job: &FileJob,
+        limits: Limits,
+        delta: &mut Delta,
+    ) -> (u64, Result<RecordCounts, FileError>) {
+        let path = || job.path.display().to_string();
+        if let Err(source) = self.read(&job.path, limits) {
+            return (0, Err(source.with_path(path())));
         }
+        let read_bytes = self.raw.len() as u64;
+        let raw = std::mem::take(&mut self.raw);
+        let res = self.process_bytes(&raw, limits, delta);
+        self.raw = raw;
+        let res = res.map_err(|err| match err {
+            BytesError::Decode(source) => FileError::Decode { path: path(), source },
+            BytesError::Parse(source) => FileError::Parse { path: path(), source },
+        });
+        (read_bytes, res)
+    }
+
+    /// The bytes decoded by the last `process_*` call.
+    pub fn decoded_len(&self) -> u64 {
+        self.json.len() as u64
     }
 
     fn read(&mut self, path: &Path, limits: Limits) -> Result<(), FileError> {
-        let read_err = |source| FileError::Read {
-            path: String::new(),
-            source,
-        };
+        let read_err = |source| FileError::Read { path: String::new(), source };
         let file = std::fs::File::open(path).map_err(read_err)?;
         let size = file.metadata().map_err(read_err)?.len();
         if size > limits.max_file_bytes {
-            return Err(FileError::TooLarge {
-                path: path.display().to_string(),
-                size,
-                cap: limits.max_file_bytes,
-            });
+            return Err(FileError::TooLarge { path: String::new(), size, cap: limits.max_file_bytes });
         }
         self.raw.clear();
         // The file may grow while we read; the cap holds regardless.
-        file.take(limits.max_file_bytes + 1)
-            .read_to_end(&mut self.raw)
-            .map_err(read_err)?;
+        file.take(limits.max_file_bytes + 1).read_to_end(&mut self.raw).map_err(read_err)?;
         if self.raw.len() as u64 > limits.max_file_bytes {
             return Err(FileError::TooLarge {
-                path: path.display().to_string(),
+                path: String::new(),
                 size: self.raw.len() as u64,
                 cap: limits.max_file_bytes,
             });
         }
         Ok(())
+    }
+}
+
+impl FileError {
+    fn with_path(self, path: String) -> FileError {
+        match self {
+            FileError::Read { source, .. } => FileError::Read { path, source },
+            FileError::TooLarge { size, cap, .. } => FileError::TooLarge { path, size, cap },
+            FileError::Decode { source, .. } => FileError::Decode { path, source },
+            FileError::Parse { source, .. } => FileError::Parse { path, source },
+        }
     }
 }
 
@@ -209,7 +208,8 @@ impl Summary {
     }
 }
 
-/// Ledger keys already applied; consulted before reading a file and again when committing it.
+/// Ledger keys already applied. The store's writer lock makes this process the only writer, so the set read at
+/// start plus what this process commits is the whole ledger.
 #[derive(Debug, Default)]
 pub struct Applied(HashSet<LedgerKey>);
 
@@ -241,6 +241,9 @@ pub struct RunContext<'a> {
     pub stop: &'a AtomicBool,
 }
 
+/// A worker hands its unit over at this many records (or at the batch's file limit), whichever comes first.
+const UNIT_MAX_RECORDS: u64 = 64_000;
+
 /// Applies every job not already applied, using `ctx.threads` workers, and commits in batches.
 ///
 /// Rejected files are logged and counted, and the run goes on; only a failing store ends it early.
@@ -251,42 +254,46 @@ pub fn run(
     applied: &mut Applied,
     on_progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, StoreError> {
-    let mut committer = Committer {
-        store,
-        applied,
-        ctx,
-        batch: Batch::default(),
-        summary: Summary::default(),
-    };
-    let pending: Vec<&FileJob> = jobs
-        .iter()
-        .filter(|j| !committer.applied.contains(&j.key))
-        .collect();
+    let mut committer = Committer { store, applied, ctx, batch: Batch::default(), summary: Summary::default() };
+    // `discover` lists each file once, so after this filter no job can be applied twice in this run.
+    let pending: Vec<&FileJob> = jobs.iter().filter(|j| !committer.applied.contains(&j.key)).collect();
     committer.summary.files_duplicate = (jobs.len() - pending.len()) as u64;
-    committer
-        .ctx
-        .metrics
-        .files
-        .with_label_values(&["duplicate"])
-        .inc_by(committer.summary.files_duplicate);
+    committer.ctx.metrics.files.with_label_values(&["duplicate"]).inc_by(committer.summary.files_duplicate);
     let next = AtomicUsize::new(0);
     let threads = ctx.threads.max(1).min(pending.len().max(1));
-    let (tx, rx) = mpsc::sync_channel::<Processed>(threads * 4);
+    let unit_max_files = ctx.batch.max_files.clamp(1, 64);
+    let (tx, rx) = mpsc::sync_channel::<Message>(threads * 2);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let tx = tx.clone();
             let (next, pending) = (&next, &pending);
             scope.spawn(move || {
                 let mut worker = Worker::default();
+                let mut unit = Unit::default();
                 while !ctx.stop.load(Ordering::Relaxed) {
-                    let idx = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(job) = pending.get(idx) else { break };
-                    if tx
-                        .send(worker.process_file((*job).clone(), ctx.limits))
-                        .is_err()
-                    {
-                        break;
+                    let Some(job) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                    let started = Instant::now();
+                    let (read_bytes, res) = worker.process_file(job, ctx.limits, &mut unit.delta);
+                    ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
+                    let msg = match res {
+                        Ok(counts) => {
+                            unit.files.push(((*job).clone(), counts.records));
+                            unit.counts.add(&counts);
+                            unit.read_bytes += read_bytes;
+                            unit.decoded_bytes += worker.decoded_len();
+                            if unit.files.len() < unit_max_files && unit.counts.records < UNIT_MAX_RECORDS {
+                                continue;
+                            }
+                            Message::Unit(std::mem::take(&mut unit))
+                        }
+                        Err(error) => Message::Rejected { job: (*job).clone(), error, read_bytes },
+                    };
+                    if tx.send(msg).is_err() {
+                        return;
                     }
+                }
+                if !unit.files.is_empty() {
+                    let _ = tx.send(Message::Unit(unit));
                 }
             });
         }
@@ -306,8 +313,6 @@ pub fn run(
 struct Batch {
     delta: Delta,
     files: Vec<(LedgerKey, u64)>,
-    keys: HashSet<LedgerKey>,
-    records: u64,
     counts: RecordCounts,
     opened: Option<Instant>,
 }
@@ -321,22 +326,18 @@ struct Committer<'r, 'c> {
 }
 
 impl Committer<'_, '_> {
-    fn drain(
-        &mut self,
-        rx: &mpsc::Receiver<Processed>,
-        on_progress: &mut dyn FnMut(&Summary),
-    ) -> Result<(), StoreError> {
+    fn drain(&mut self, rx: &mpsc::Receiver<Message>, on_progress: &mut dyn FnMut(&Summary)) -> Result<(), StoreError> {
         loop {
             let wait = match self.batch.opened {
                 Some(opened) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()),
                 None => Duration::from_secs(3600),
             };
             match rx.recv_timeout(wait) {
-                Ok(processed) => {
-                    self.add(processed);
+                Ok(msg) => {
+                    self.add(msg);
                     on_progress(&self.summary);
                     if self.batch.files.len() >= self.ctx.batch.max_files
-                        || self.batch.records >= self.ctx.batch.max_records
+                        || self.batch.counts.records >= self.ctx.batch.max_records
                     {
                         self.flush()?;
                     }
@@ -347,47 +348,32 @@ impl Committer<'_, '_> {
         }
     }
 
-    fn add(&mut self, processed: Processed) {
+    fn add(&mut self, msg: Message) {
         let metrics = self.ctx.metrics;
-        metrics.read_bytes.inc_by(processed.read_bytes);
-        metrics
-            .file_duration
-            .observe(processed.elapsed.as_secs_f64());
-        self.summary.read_bytes += processed.read_bytes;
-        match processed.result {
-            Err(err) => {
-                tracing::warn!(reason = err.kind(), "rejected {err}");
+        match msg {
+            Message::Rejected { job, error, read_bytes } => {
+                tracing::warn!(reason = error.kind(), "rejected {error}");
+                metrics.read_bytes.inc_by(read_bytes);
                 metrics.files.with_label_values(&["rejected"]).inc();
-                metrics
-                    .file_rejections
-                    .with_label_values(&[err.kind()])
-                    .inc();
+                metrics.file_rejections.with_label_values(&[error.kind()]).inc();
+                self.summary.read_bytes += read_bytes;
                 self.summary.files_rejected += 1;
-                *self.summary.rejections.entry(err.kind()).or_default() += 1;
+                *self.summary.rejections.entry(error.kind()).or_default() += 1;
+                drop(job);
             }
-            // The same file can reach us twice in one run (overlapping paths): apply it once.
-            Ok(_)
-                if self.applied.contains(&processed.job.key)
-                    || self.batch.keys.contains(&processed.job.key) =>
-            {
-                metrics.files.with_label_values(&["duplicate"]).inc();
-                self.summary.files_duplicate += 1;
-            }
-            Ok((delta, counts)) => {
-                tracing::debug!(
-                    path = %processed.job.path.display(),
-                    records = counts.records,
-                    skipped = counts.skipped_total(),
-                    "parsed file"
-                );
-                metrics.decoded_bytes.inc_by(processed.decoded_bytes);
-                self.summary.decoded_bytes += processed.decoded_bytes;
+            Message::Unit(unit) => {
+                tracing::debug!(files = unit.files.len(), records = unit.counts.records, "parsed unit");
+                metrics.read_bytes.inc_by(unit.read_bytes);
+                metrics.decoded_bytes.inc_by(unit.decoded_bytes);
+                self.summary.read_bytes += unit.read_bytes;
+                self.summary.decoded_bytes += unit.decoded_bytes;
                 self.batch.opened.get_or_insert_with(Instant::now);
-                self.batch.delta.merge(delta);
-                self.batch.keys.insert(processed.job.key.clone());
-                self.batch.files.push((processed.job.key, counts.records));
-                self.batch.records += counts.records;
-                self.batch.counts.add(&counts);
+                self.batch.delta.merge(unit.delta);
+                self.batch.counts.add(&unit.counts);
+                for (job, records) in unit.files {
+                    tracing::debug!(path = %job.path.display(), records, "parsed file");
+                    self.batch.files.push((job.key, records));
+                }
             }
         }
     }
@@ -399,40 +385,23 @@ impl Committer<'_, '_> {
         }
         let batch = std::mem::take(&mut self.batch);
         let started = Instant::now();
-        let entries: Vec<LedgerEntry<'_>> = batch
-            .files
-            .iter()
-            .map(|(key, records)| LedgerEntry {
-                key,
-                records: *records,
-            })
-            .collect();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let entries: Vec<LedgerEntry<'_>> =
+            batch.files.iter().map(|(key, records)| LedgerEntry { key, records: *records }).collect();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         if let Err(err) = self.store.commit(&batch.delta, &entries, now) {
             self.ctx.metrics.commit_failures.inc();
             return Err(err);
         }
         let metrics = self.ctx.metrics;
-        metrics
-            .commit_duration
-            .observe(started.elapsed().as_secs_f64());
+        metrics.commit_duration.observe(started.elapsed().as_secs_f64());
         metrics.last_commit_timestamp.set(now);
-        metrics
-            .files
-            .with_label_values(&["applied"])
-            .inc_by(batch.files.len() as u64);
+        metrics.files.with_label_values(&["applied"]).inc_by(batch.files.len() as u64);
         metrics.observe_records(&batch.counts);
-        tracing::debug!(
-            files = batch.files.len(),
-            records = batch.records,
-            "committed batch"
-        );
+        tracing::debug!(files = batch.files.len(), records = batch.counts.records, "committed batch");
         self.summary.files_applied += batch.files.len() as u64;
         self.summary.counts.add(&batch.counts);
         self.summary.batches += 1;
-        self.applied.0.extend(batch.keys);
+        self.applied.0.extend(batch.files.into_iter().map(|(key, _)| key));
         Ok(())
     }
 }
@@ -446,10 +415,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<FileJob>, std::io::Error> {
     let mut files = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("{}: {}", path.display(), e.to_string().to_lowercase()),
-            )
+            std::io::Error::new(e.kind(), format!("{}: {}", path.display(), e.to_string().to_lowercase()))
         })?;
         if meta.is_dir() {
             walk(path, &mut files)?;
@@ -457,10 +423,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<FileJob>, std::io::Error> {
             files.push((path.clone(), meta));
         }
     }
-    let mut jobs: Vec<FileJob> = files
-        .into_iter()
-        .map(|(path, meta)| FileJob::local(path, meta.len()))
-        .collect();
+    let mut jobs: Vec<FileJob> = files.into_iter().map(|(path, meta)| FileJob::local(path, meta.len())).collect();
     jobs.sort_by(|a, b| a.key.cmp(&b.key));
     jobs.dedup_by(|a, b| a.key == b.key);
     Ok(jobs)
@@ -476,12 +439,8 @@ pub fn is_candidate_name(name: &str) -> bool {
 
 /// Collects candidate files under `dir`, at any depth, with their metadata.
 pub fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<(), std::io::Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("{}: {}", dir.display(), e.to_string().to_lowercase()),
-        )
-    })?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {}", dir.display(), e.to_string().to_lowercase())))?;
     for entry in entries {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name();

@@ -67,12 +67,7 @@ pub fn for_each_identity(
     mut visit: impl FnMut(IdentityReport) -> std::io::Result<()>,
 ) -> Result<(), ReportError> {
     let conn = store.connection();
-    let sql_err = |source| {
-        ReportError::Store(StoreError::Sqlite {
-            path: store.path().to_owned(),
-            source,
-        })
-    };
+    let sql_err = |source| ReportError::Store(StoreError::Sqlite { path: store.path().to_owned(), source });
     let mut principals = conn
         .prepare(
             "SELECT id, principal, kind, account_id, first_seen, last_seen, events, errors, last_source_ip,
@@ -87,9 +82,7 @@ pub fn for_each_identity(
         )
         .map_err(sql_err)?;
     let mut sessions = conn
-        .prepare(
-            "SELECT name FROM sessions WHERE principal_id = ?1 ORDER BY last_seen DESC, name DESC",
-        )
+        .prepare("SELECT name FROM sessions WHERE principal_id = ?1 ORDER BY last_seen DESC, name DESC")
         .map_err(sql_err)?;
     let mut keys = conn
         .prepare("SELECT key_id, first_used, last_used FROM access_keys WHERE principal = ?1 ORDER BY key_id")
@@ -110,10 +103,8 @@ pub fn for_each_identity(
             last_source_ip: non_empty(row.get(8).map_err(sql_err)?),
             last_region: non_empty(row.get(9).map_err(sql_err)?),
             last_user_agent: non_empty(row.get(10).map_err(sql_err)?),
-            last_console_login: console_at.map(|t| ConsoleLoginReport {
-                time: time(t),
-                mfa_used: console_mfa.unwrap_or(false),
-            }),
+            last_console_login: console_at
+                .map(|t| ConsoleLoginReport { time: time(t), mfa_used: console_mfa.unwrap_or(false) }),
             recent_sessions: sessions
                 .query_map(params![id], |r| r.get(0))
                 .and_then(|rows| rows.collect())
@@ -133,11 +124,7 @@ pub fn for_each_identity(
                 .map_err(sql_err)?,
             access_keys: keys
                 .query_map(params![principal], |r| {
-                    Ok(AccessKeyReport {
-                        id: r.get(0)?,
-                        first_used: time(r.get(1)?),
-                        last_used: time(r.get(2)?),
-                    })
+                    Ok(AccessKeyReport { id: r.get(0)?, first_used: time(r.get(1)?), last_used: time(r.get(2)?) })
                 })
                 .and_then(|rows| rows.collect())
                 .map_err(sql_err)?,
@@ -165,8 +152,7 @@ pub fn write_identities_json(store: &Store, out: &mut dyn Write) -> Result<(), R
         first = false;
         serde_json::to_writer_pretty(&mut *out, &identity).map_err(std::io::Error::other)
     })?;
-    out.write_all(if first { b"]\n" } else { b"\n]\n" })
-        .map_err(ReportError::Output)
+    out.write_all(if first { b"]\n" } else { b"\n]\n" }).map_err(ReportError::Output)
 }
 
 /// Writes the identities as an aligned table: one line per principal.

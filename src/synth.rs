@@ -59,225 +59,62 @@ const CALLS: &[(&str, &str, &[&str])] = &[
     ("s3.amazonaws.com", "ListObjects", &["s3:ListBucket"]),
     ("s3.amazonaws.com", "HeadBucket", &["s3:ListBucket"]),
     ("s3.amazonaws.com", "ListBuckets", &["s3:ListAllMyBuckets"]),
-    (
-        "s3.amazonaws.com",
-        "CopyObject",
-        &["s3:PutObject", "s3:GetObject"],
-    ),
+    ("s3.amazonaws.com", "CopyObject", &["s3:PutObject", "s3:GetObject"]),
     ("s3.amazonaws.com", "DeleteObjects", &["s3:DeleteObject"]),
-    (
-        "s3.amazonaws.com",
-        "GetBucketPolicy",
-        &["s3:GetBucketPolicy"],
-    ),
-    (
-        "s3.amazonaws.com",
-        "PutBucketEncryption",
-        &["s3:PutEncryptionConfiguration"],
-    ),
-    (
-        "lambda.amazonaws.com",
-        "ListFunctions20150331",
-        &["lambda:ListFunctions"],
-    ),
-    (
-        "lambda.amazonaws.com",
-        "GetFunction20150331v2",
-        &["lambda:GetFunction"],
-    ),
-    (
-        "lambda.amazonaws.com",
-        "UpdateFunctionCode20150331v2",
-        &["lambda:UpdateFunctionCode"],
-    ),
+    ("s3.amazonaws.com", "GetBucketPolicy", &["s3:GetBucketPolicy"]),
+    ("s3.amazonaws.com", "PutBucketEncryption", &["s3:PutEncryptionConfiguration"]),
+    ("lambda.amazonaws.com", "ListFunctions20150331", &["lambda:ListFunctions"]),
+    ("lambda.amazonaws.com", "GetFunction20150331v2", &["lambda:GetFunction"]),
+    ("lambda.amazonaws.com", "UpdateFunctionCode20150331v2", &["lambda:UpdateFunctionCode"]),
     ("lambda.amazonaws.com", "Invoke", &["lambda:Invoke"]),
-    (
-        "monitoring.amazonaws.com",
-        "PutMetricData",
-        &["cloudwatch:PutMetricData"],
-    ),
-    (
-        "monitoring.amazonaws.com",
-        "GetMetricData",
-        &["cloudwatch:GetMetricData"],
-    ),
+    ("monitoring.amazonaws.com", "PutMetricData", &["cloudwatch:PutMetricData"]),
+    ("monitoring.amazonaws.com", "GetMetricData", &["cloudwatch:GetMetricData"]),
     ("email.amazonaws.com", "SendEmail", &["ses:SendEmail"]),
-    (
-        "ec2.amazonaws.com",
-        "DescribeInstances",
-        &["ec2:DescribeInstances"],
-    ),
+    ("ec2.amazonaws.com", "DescribeInstances", &["ec2:DescribeInstances"]),
     ("ec2.amazonaws.com", "RunInstances", &["ec2:RunInstances"]),
-    (
-        "ec2.amazonaws.com",
-        "DescribeSecurityGroups",
-        &["ec2:DescribeSecurityGroups"],
-    ),
-    (
-        "ec2.amazonaws.com",
-        "AuthorizeSecurityGroupIngress",
-        &["ec2:AuthorizeSecurityGroupIngress"],
-    ),
-    (
-        "ec2.amazonaws.com",
-        "AssignIpv6Addresses",
-        &["ec2:AssignIpv6Addresses"],
-    ),
+    ("ec2.amazonaws.com", "DescribeSecurityGroups", &["ec2:DescribeSecurityGroups"]),
+    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", &["ec2:AuthorizeSecurityGroupIngress"]),
+    ("ec2.amazonaws.com", "AssignIpv6Addresses", &["ec2:AssignIpv6Addresses"]),
     ("iam.amazonaws.com", "GetUser", &["iam:GetUser"]),
     ("iam.amazonaws.com", "ListRoles", &["iam:ListRoles"]),
-    (
-        "iam.amazonaws.com",
-        "CreateAccessKey",
-        &["iam:CreateAccessKey"],
-    ),
-    (
-        "iam.amazonaws.com",
-        "AttachRolePolicy",
-        &["iam:AttachRolePolicy"],
-    ),
+    ("iam.amazonaws.com", "CreateAccessKey", &["iam:CreateAccessKey"]),
+    ("iam.amazonaws.com", "AttachRolePolicy", &["iam:AttachRolePolicy"]),
     ("sts.amazonaws.com", "AssumeRole", &["sts:AssumeRole"]),
-    (
-        "sts.amazonaws.com",
-        "GetCallerIdentity",
-        &["sts:GetCallerIdentity"],
-    ),
+    ("sts.amazonaws.com", "GetCallerIdentity", &["sts:GetCallerIdentity"]),
     ("kms.amazonaws.com", "Decrypt", &["kms:Decrypt"]),
-    (
-        "kms.amazonaws.com",
-        "GenerateDataKey",
-        &["kms:GenerateDataKey"],
-    ),
-    (
-        "kms.amazonaws.com",
-        "ReEncrypt",
-        &["kms:ReEncryptFrom", "kms:ReEncryptTo"],
-    ),
-    (
-        "dynamodb.amazonaws.com",
-        "DescribeTable",
-        &["dynamodb:DescribeTable"],
-    ),
-    (
-        "dynamodb.amazonaws.com",
-        "ListTables",
-        &["dynamodb:ListTables"],
-    ),
-    (
-        "streams.dynamodb.amazonaws.com",
-        "GetRecords",
-        &["dynamodb:GetRecords"],
-    ),
-    (
-        "logs.amazonaws.com",
-        "CreateLogStream",
-        &["logs:CreateLogStream"],
-    ),
-    (
-        "logs.amazonaws.com",
-        "DescribeLogGroups",
-        &["logs:DescribeLogGroups"],
-    ),
-    (
-        "secretsmanager.amazonaws.com",
-        "GetSecretValue",
-        &["secretsmanager:GetSecretValue"],
-    ),
+    ("kms.amazonaws.com", "GenerateDataKey", &["kms:GenerateDataKey"]),
+    ("kms.amazonaws.com", "ReEncrypt", &["kms:ReEncryptFrom", "kms:ReEncryptTo"]),
+    ("dynamodb.amazonaws.com", "DescribeTable", &["dynamodb:DescribeTable"]),
+    ("dynamodb.amazonaws.com", "ListTables", &["dynamodb:ListTables"]),
+    ("streams.dynamodb.amazonaws.com", "GetRecords", &["dynamodb:GetRecords"]),
+    ("logs.amazonaws.com", "CreateLogStream", &["logs:CreateLogStream"]),
+    ("logs.amazonaws.com", "DescribeLogGroups", &["logs:DescribeLogGroups"]),
+    ("secretsmanager.amazonaws.com", "GetSecretValue", &["secretsmanager:GetSecretValue"]),
     ("ssm.amazonaws.com", "GetParameter", &["ssm:GetParameter"]),
     ("ssm.amazonaws.com", "SendCommand", &["ssm:SendCommand"]),
-    (
-        "cloudtrail.amazonaws.com",
-        "LookupEvents",
-        &["cloudtrail:LookupEvents"],
-    ),
-    (
-        "cloudtrail.amazonaws.com",
-        "DescribeTrails",
-        &["cloudtrail:DescribeTrails"],
-    ),
-    (
-        "ecr.amazonaws.com",
-        "GetAuthorizationToken",
-        &["ecr:GetAuthorizationToken"],
-    ),
+    ("cloudtrail.amazonaws.com", "LookupEvents", &["cloudtrail:LookupEvents"]),
+    ("cloudtrail.amazonaws.com", "DescribeTrails", &["cloudtrail:DescribeTrails"]),
+    ("ecr.amazonaws.com", "GetAuthorizationToken", &["ecr:GetAuthorizationToken"]),
     ("ecr.amazonaws.com", "BatchGetImage", &["ecr:BatchGetImage"]),
-    (
-        "sqs.amazonaws.com",
-        "ReceiveMessage",
-        &["sqs:ReceiveMessage"],
-    ),
+    ("sqs.amazonaws.com", "ReceiveMessage", &["sqs:ReceiveMessage"]),
     ("sns.amazonaws.com", "Publish", &["sns:Publish"]),
-    (
-        "tagging.amazonaws.com",
-        "GetResources",
-        &["tag:GetResources"],
-    ),
-    (
-        "cloudfront.amazonaws.com",
-        "GetDistribution2020_05_31",
-        &["cloudfront:GetDistribution"],
-    ),
-    (
-        "elasticloadbalancing.amazonaws.com",
-        "DescribeLoadBalancers",
-        &["elasticloadbalancing:DescribeLoadBalancers"],
-    ),
-    (
-        "rds.amazonaws.com",
-        "DescribeDBInstances",
-        &["rds:DescribeDBInstances"],
-    ),
-    (
-        "autoscaling.amazonaws.com",
-        "DescribeAutoScalingGroups",
-        &["autoscaling:DescribeAutoScalingGroups"],
-    ),
-    (
-        "config.amazonaws.com",
-        "DescribeConfigRules",
-        &["config:DescribeConfigRules"],
-    ),
-    (
-        "guardduty.amazonaws.com",
-        "ListDetectors",
-        &["guardduty:ListDetectors"],
-    ),
-    (
-        "route53.amazonaws.com",
-        "ListHostedZones",
-        &["route53:ListHostedZones"],
-    ),
-    (
-        "organizations.amazonaws.com",
-        "DescribeOrganization",
-        &["organizations:DescribeOrganization"],
-    ),
-    (
-        "athena.amazonaws.com",
-        "StartQueryExecution",
-        &["athena:StartQueryExecution"],
-    ),
+    ("tagging.amazonaws.com", "GetResources", &["tag:GetResources"]),
+    ("cloudfront.amazonaws.com", "GetDistribution2020_05_31", &["cloudfront:GetDistribution"]),
+    ("elasticloadbalancing.amazonaws.com", "DescribeLoadBalancers", &["elasticloadbalancing:DescribeLoadBalancers"]),
+    ("rds.amazonaws.com", "DescribeDBInstances", &["rds:DescribeDBInstances"]),
+    ("autoscaling.amazonaws.com", "DescribeAutoScalingGroups", &["autoscaling:DescribeAutoScalingGroups"]),
+    ("config.amazonaws.com", "DescribeConfigRules", &["config:DescribeConfigRules"]),
+    ("guardduty.amazonaws.com", "ListDetectors", &["guardduty:ListDetectors"]),
+    ("route53.amazonaws.com", "ListHostedZones", &["route53:ListHostedZones"]),
+    ("organizations.amazonaws.com", "DescribeOrganization", &["organizations:DescribeOrganization"]),
+    ("athena.amazonaws.com", "StartQueryExecution", &["athena:StartQueryExecution"]),
     ("glue.amazonaws.com", "GetTable", &["glue:GetTable"]),
     ("ecs.amazonaws.com", "DescribeTasks", &["ecs:DescribeTasks"]),
-    (
-        "eks.amazonaws.com",
-        "DescribeCluster",
-        &["eks:DescribeCluster"],
-    ),
-    (
-        "states.amazonaws.com",
-        "StartExecution",
-        &["states:StartExecution"],
-    ),
+    ("eks.amazonaws.com", "DescribeCluster", &["eks:DescribeCluster"]),
+    ("states.amazonaws.com", "StartExecution", &["states:StartExecution"]),
 ];
 
-const REGIONS: &[&str] = &[
-    "us-east-1",
-    "eu-west-1",
-    "us-west-2",
-    "eu-central-1",
-    "ap-southeast-2",
-    "sa-east-1",
-];
+const REGIONS: &[&str] = &["us-east-1", "eu-west-1", "us-west-2", "eu-central-1", "ap-southeast-2", "sa-east-1"];
 
 const SERVICES: &[&str] = &[
     "ec2.amazonaws.com",
@@ -372,47 +209,19 @@ impl Principal {
     fn expected_identity(&self) -> (String, &'static str, Option<String>) {
         let acct = &self.account;
         match self.kind {
-            Kind::Role => (
-                format!("arn:aws:iam::{acct}:role/app/{}", self.name),
-                "Role",
-                Some(acct.clone()),
-            ),
-            Kind::User => (
-                format!("arn:aws:iam::{acct}:user/{}", self.name),
-                "IAMUser",
-                Some(acct.clone()),
-            ),
-            Kind::Root => (
-                format!("arn:aws:iam::{acct}:root"),
-                "Root",
-                Some(acct.clone()),
-            ),
-            Kind::Federated => (
-                format!("arn:aws:iam::{acct}:user/{}-issuer", self.name),
-                "IAMUser",
-                Some(acct.clone()),
-            ),
+            Kind::Role => (format!("arn:aws:iam::{acct}:role/app/{}", self.name), "Role", Some(acct.clone())),
+            Kind::User => (format!("arn:aws:iam::{acct}:user/{}", self.name), "IAMUser", Some(acct.clone())),
+            Kind::Root => (format!("arn:aws:iam::{acct}:root"), "Root", Some(acct.clone())),
+            Kind::Federated => {
+                (format!("arn:aws:iam::{acct}:user/{}-issuer", self.name), "IAMUser", Some(acct.clone()))
+            }
             Kind::Service => (format!("service:{}", self.name), "AWSService", None),
-            Kind::Saml => (
-                format!("principal-id:SAMLIDP:{}", self.name),
-                "SAMLUser",
-                Some(acct.clone()),
-            ),
-            Kind::WebIdentity => (
-                format!("arn:aws:sts::{acct}:assumed-role/web/{}", self.name),
-                "WebIdentityUser",
-                Some(acct.clone()),
-            ),
-            Kind::IdentityCenter => (
-                format!("principal-id:u-{}", self.name),
-                "IdentityCenterUser",
-                Some(acct.clone()),
-            ),
-            Kind::Account => (
-                format!("account:{}", self.name),
-                "AWSAccount",
-                Some(self.name.clone()),
-            ),
+            Kind::Saml => (format!("principal-id:SAMLIDP:{}", self.name), "SAMLUser", Some(acct.clone())),
+            Kind::WebIdentity => {
+                (format!("arn:aws:sts::{acct}:assumed-role/web/{}", self.name), "WebIdentityUser", Some(acct.clone()))
+            }
+            Kind::IdentityCenter => (format!("principal-id:u-{}", self.name), "IdentityCenterUser", Some(acct.clone())),
+            Kind::Account => (format!("account:{}", self.name), "AWSAccount", Some(self.name.clone())),
         }
     }
 }
@@ -442,11 +251,7 @@ fn build_principals(cfg: &SynthConfig, rng: &mut Rng) -> (Vec<Principal>, usize)
             18 => Kind::Account,
             _ => Kind::IdentityCenter,
         };
-        let account_idx = if kind == Kind::Root {
-            i / 20
-        } else {
-            account_idx
-        };
+        let account_idx = if kind == Kind::Root { i / 20 } else { account_idx };
         let name = match kind {
             Kind::Service => {
                 services_used += 1;
@@ -476,27 +281,13 @@ fn build_principals(cfg: &SynthConfig, rng: &mut Rng) -> (Vec<Principal>, usize)
             _ => Vec::new(),
         };
         let ip = |rng: &mut Rng| {
-            format!(
-                "{}.{}.{}.{}",
-                [203, 198, 192][rng.below(3)],
-                rng.below(256),
-                rng.below(256),
-                1 + rng.below(254)
-            )
+            format!("{}.{}.{}.{}", [203, 198, 192][rng.below(3)], rng.below(256), rng.below(256), 1 + rng.below(254))
         };
         let ips = [ip(rng), ip(rng)];
         let agents = [rng.below(USER_AGENTS.len()), rng.below(USER_AGENTS.len())];
         let offset = rng.below(CALLS.len());
         let calls = (0..k).map(|j| (offset + j) % CALLS.len()).collect();
-        principals.push(Principal {
-            kind,
-            account: account_id(account_idx),
-            name,
-            keys,
-            ips,
-            agents,
-            calls,
-        });
+        principals.push(Principal { kind, account: account_id(account_idx), name, keys, ips, agents, calls });
     }
     (principals, n_accounts)
 }
@@ -517,10 +308,7 @@ struct Truth<'p> {
 }
 
 /// Generates the corpus under `out` and returns the summary and the expected report, sorted by principal.
-pub fn generate(
-    out: &Path,
-    cfg: &SynthConfig,
-) -> std::io::Result<(SynthSummary, Vec<IdentityReport>)> {
+pub fn generate(out: &Path, cfg: &SynthConfig) -> std::io::Result<(SynthSummary, Vec<IdentityReport>)> {
     let mut rng = Rng(cfg.seed ^ 0x5eed_0000_7a11_3a7c);
     let (principals, n_accounts) = build_principals(cfg, &mut rng);
     let mut oracle = Oracle::default();
@@ -551,14 +339,7 @@ pub fn generate(
                 let per_account = principals.len().div_ceil(n_accounts);
                 let rank = (per_account as f64 * rng.unit().powf(2.5)) as usize;
                 let idx = rank * n_accounts + account_idx;
-                (
-                    if idx < principals.len() {
-                        idx
-                    } else {
-                        account_idx.min(principals.len() - 1)
-                    },
-                    None,
-                )
+                (if idx < principals.len() { idx } else { account_idx.min(principals.len() - 1) }, None)
             };
             generated += 1;
             let principal = &principals[p_idx];
@@ -593,11 +374,8 @@ fn make_truth<'p>(
         _ => None,
     };
     let service_event = p.kind == Kind::Service && call_slot.is_none() && rng.chance(0.5);
-    let call = if console.is_some() {
-        None
-    } else {
-        Some(p.calls[call_slot.unwrap_or_else(|| rng.below(p.calls.len()))])
-    };
+    let call =
+        if console.is_some() { None } else { Some(p.calls[call_slot.unwrap_or_else(|| rng.below(p.calls.len()))]) };
     let error = match (console, rng.unit()) {
         (Some(_), _) => None,
         (None, u) if u < 0.03 => Some("AccessDenied"),
@@ -615,30 +393,15 @@ fn make_truth<'p>(
         }),
         _ => None,
     };
-    let key = if console.is_some() || p.keys.is_empty() {
-        None
-    } else {
-        Some(p.keys[rng.below(p.keys.len())].as_str())
-    };
+    let key =
+        if console.is_some() || p.keys.is_empty() { None } else { Some(p.keys[rng.below(p.keys.len())].as_str()) };
     let ip = p.ips[rng.below(2)].as_str();
     let agent = if console.is_some() {
         "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0"
     } else {
         USER_AGENTS[p.agents[rng.below(2)]]
     };
-    Truth {
-        principal: p,
-        time,
-        call,
-        error,
-        console,
-        service_event,
-        key,
-        session,
-        ip,
-        region,
-        agent,
-    }
+    Truth { principal: p, time, call, error, console, service_event, key, session, ip, region, agent }
 }
 
 fn write_identity(json: &mut String, t: &Truth<'_>, rng: &mut Rng) {
@@ -656,10 +419,7 @@ fn write_identity(json: &mut String, t: &Truth<'_>, rng: &mut Rng) {
             )
         }
         Kind::User => {
-            let key = t
-                .key
-                .map(|k| format!(r#","accessKeyId":"{k}""#))
-                .unwrap_or_default();
+            let key = t.key.map(|k| format!(r#","accessKeyId":"{k}""#)).unwrap_or_default();
             write!(
                 json,
                 r#"{{"type":"IAMUser","principalId":"AIDA{acct}{name}","arn":"arn:aws:iam::{acct}:user/{name}","accountId":"{acct}"{key},"userName":"{name}"}}"#,
@@ -667,10 +427,7 @@ fn write_identity(json: &mut String, t: &Truth<'_>, rng: &mut Rng) {
             )
         }
         Kind::Root => {
-            let key = t
-                .key
-                .map(|k| format!(r#","accessKeyId":"{k}""#))
-                .unwrap_or_default();
+            let key = t.key.map(|k| format!(r#","accessKeyId":"{k}""#)).unwrap_or_default();
             write!(
                 json,
                 r#"{{"type":"Root","principalId":"{acct}","arn":"arn:aws:iam::{acct}:root","accountId":"{acct}"{key}}}"#
@@ -703,11 +460,9 @@ fn write_identity(json: &mut String, t: &Truth<'_>, rng: &mut Rng) {
             name = p.name,
             k = rng.next()
         ),
-        Kind::Account => write!(
-            json,
-            r#"{{"type":"AWSAccount","principalId":"AIDA{name}","accountId":"{name}"}}"#,
-            name = p.name
-        ),
+        Kind::Account => {
+            write!(json, r#"{{"type":"AWSAccount","principalId":"AIDA{name}","accountId":"{name}"}}"#, name = p.name)
+        }
     };
 }
 
@@ -720,11 +475,7 @@ fn write_record(json: &mut String, rng: &mut Rng, t: &Truth<'_>) {
     };
     let _ = write!(json, r#"{{"eventVersion":"1.09","userIdentity":"#);
     write_identity(json, t, rng);
-    let source_ip = if p.kind == Kind::Service {
-        p.name.as_str()
-    } else {
-        t.ip
-    };
+    let source_ip = if p.kind == Kind::Service { p.name.as_str() } else { t.ip };
     let _ = write!(
         json,
         r#","eventTime":"{}","eventSource":"{source}","eventName":"{name}","awsRegion":"{}","sourceIPAddress":"{source_ip}","userAgent":"{}""#,
@@ -804,26 +555,13 @@ fn write_file(
 ) -> std::io::Result<u64> {
     let acct = account_id(account_idx);
     let stamp = format_rfc3339(window);
-    let (date, hm) = (
-        &stamp[..10],
-        format!("{}{}", &stamp[11..13], &stamp[14..16]),
-    );
-    let dir: PathBuf = [
-        out,
-        Path::new(&format!(
-            "AWSLogs/{acct}/CloudTrail/{region}/{}",
-            date.replace('-', "/")
-        )),
-    ]
-    .iter()
-    .collect();
+    let (date, hm) = (&stamp[..10], format!("{}{}", &stamp[11..13], &stamp[14..16]));
+    let dir: PathBuf =
+        [out, Path::new(&format!("AWSLogs/{acct}/CloudTrail/{region}/{}", date.replace('-', "/")))].iter().collect();
     std::fs::create_dir_all(&dir)?;
     let mut unique = String::new();
     rng.token(16, &mut unique);
-    let name = format!(
-        "{acct}_CloudTrail_{region}_{}T{hm}Z_{unique}.json.gz",
-        date.replace('-', "")
-    );
+    let name = format!("{acct}_CloudTrail_{region}_{}T{hm}Z_{unique}.json.gz", date.replace('-', ""));
     let mut enc = GzEncoder::new(Vec::with_capacity(json.len() / 8), Compression::default());
     enc.write_all(json.as_bytes())?;
     let bytes = enc.finish()?;
@@ -864,24 +602,17 @@ impl Oracle {
     fn observe(&mut self, t: &Truth<'_>) {
         let (principal, kind, account) = t.principal.expected_identity();
         let account = account.unwrap_or_default();
-        let source_ip = if t.principal.kind == Kind::Service {
-            t.principal.name.clone()
-        } else {
-            t.ip.to_owned()
-        };
+        let source_ip = if t.principal.kind == Kind::Service { t.principal.name.clone() } else { t.ip.to_owned() };
         let last = (t.time, source_ip, t.region.to_owned(), t.agent.to_owned());
-        let e = self
-            .principals
-            .entry(principal.clone())
-            .or_insert_with(|| Expected {
-                first: (t.time, kind, account.clone()),
-                last: last.clone(),
-                events: 0,
-                errors: 0,
-                console: None,
-                sessions: HashMap::new(),
-                actions: BTreeMap::new(),
-            });
+        let e = self.principals.entry(principal.clone()).or_insert_with(|| Expected {
+            first: (t.time, kind, account.clone()),
+            last: last.clone(),
+            events: 0,
+            errors: 0,
+            console: None,
+            sessions: HashMap::new(),
+            actions: BTreeMap::new(),
+        });
         e.first = e.first.clone().min((t.time, kind, account));
         e.last = e.last.clone().max(last);
         e.events += 1;
@@ -897,10 +628,7 @@ impl Oracle {
             *v = (*v).max(t.time);
         }
         if let Some(call) = t.call.filter(|_| !t.service_event) {
-            let denied = matches!(
-                t.error,
-                Some("AccessDenied" | "Client.UnauthorizedOperation")
-            );
+            let denied = matches!(t.error, Some("AccessDenied" | "Client.UnauthorizedOperation"));
             for action in CALLS[call].2 {
                 let a = e.actions.entry(action).or_default();
                 if denied {
@@ -914,10 +642,7 @@ impl Oracle {
             }
         }
         if let Some(key) = t.key {
-            let k = self
-                .keys
-                .entry(key.to_owned())
-                .or_insert((t.time, principal.clone(), t.time));
+            let k = self.keys.entry(key.to_owned()).or_insert((t.time, principal.clone(), t.time));
             if (t.time, &principal) < (k.0, &k.1) {
                 k.1 = principal;
             }
@@ -929,14 +654,11 @@ impl Oracle {
     fn finish(self) -> Vec<IdentityReport> {
         let mut keys_by_owner: BTreeMap<String, Vec<AccessKeyReport>> = BTreeMap::new();
         for (id, (first, owner, last)) in self.keys {
-            keys_by_owner
-                .entry(owner)
-                .or_default()
-                .push(AccessKeyReport {
-                    id,
-                    first_used: format_rfc3339(first),
-                    last_used: format_rfc3339(last),
-                });
+            keys_by_owner.entry(owner).or_default().push(AccessKeyReport {
+                id,
+                first_used: format_rfc3339(first),
+                last_used: format_rfc3339(last),
+            });
         }
         let opt = |s: String| (!s.is_empty()).then_some(s);
         self.principals
@@ -955,10 +677,9 @@ impl Oracle {
                     last_source_ip: opt(e.last.1),
                     last_region: opt(e.last.2),
                     last_user_agent: opt(e.last.3),
-                    last_console_login: e.console.map(|(t, mfa)| ConsoleLoginReport {
-                        time: format_rfc3339(t),
-                        mfa_used: mfa,
-                    }),
+                    last_console_login: e
+                        .console
+                        .map(|(t, mfa)| ConsoleLoginReport { time: format_rfc3339(t), mfa_used: mfa }),
                     recent_sessions: sessions.into_iter().map(|s| s.0).collect(),
                     actions: e
                         .actions

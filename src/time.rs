@@ -59,12 +59,7 @@ pub fn format_rfc3339(ts: Timestamp) -> String {
     let days = ts.div_euclid(86_400);
     let secs = ts.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// Parses a calendar date `YYYY-MM-DD` to the timestamp of its midnight UTC.
@@ -81,14 +76,12 @@ pub fn parse_date(text: &str) -> Option<Timestamp> {
 }
 
 fn digits(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |acc, c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
+    b.iter().try_fold(0u32, |acc, c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -153,10 +146,7 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(
-            parse_date("2026-10-01").map(format_rfc3339).as_deref(),
-            Some("2026-10-01T00:00:00Z")
-        );
+        assert_eq!(parse_date("2026-10-01").map(format_rfc3339).as_deref(), Some("2026-10-01T00:00:00Z"));
         assert_eq!(parse_date("2026-10-32"), None);
         assert_eq!(parse_date("2026-1-01"), None);
     }

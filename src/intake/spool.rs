@@ -20,11 +20,7 @@ pub struct Spool {
 
 impl Spool {
     pub fn new(config: &SpoolConfig) -> Spool {
-        Spool {
-            dir: config.dir.clone(),
-            min_file_age: config.min_file_age,
-            rejected: HashMap::new(),
-        }
+        Spool { dir: config.dir.clone(), min_file_age: config.min_file_age, rejected: HashMap::new() }
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -39,8 +35,7 @@ impl Spool {
             .into_iter()
             .filter(|(path, meta)| {
                 let modified = meta.modified().ok();
-                let settled = modified
-                    .is_none_or(|m| now.duration_since(m).unwrap_or_default() >= self.min_file_age);
+                let settled = modified.is_none_or(|m| now.duration_since(m).unwrap_or_default() >= self.min_file_age);
                 settled && self.rejected.get(path) != Some(&(meta.len(), modified))
             })
             .map(|(path, meta)| FileJob::local(path, meta.len()))
@@ -54,8 +49,7 @@ impl Spool {
     pub fn note_unapplied(&mut self, jobs: &[FileJob], applied: &Applied) {
         for job in jobs.iter().filter(|j| !applied.contains(&j.key)) {
             if let Ok(meta) = std::fs::metadata(&job.path) {
-                self.rejected
-                    .insert(job.path.clone(), (meta.len(), meta.modified().ok()));
+                self.rejected.insert(job.path.clone(), (meta.len(), meta.modified().ok()));
             }
         }
         // Forget files that were removed from the spool.

@@ -4,19 +4,21 @@
 //! the whole file. So strings, objects and arrays are wrapped in types whose `Deserialize` accepts any JSON value
 //! and keeps it only when it has the expected shape.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// A JSON string, borrowed from the input when possible; absent for `null`, an empty string or any other type.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Text<'a>(Option<Cow<'a, str>>);
+/// A JSON string borrowed from the input; absent for `null`, an empty string or any other type.
+///
+/// simd-json unescapes strings in place, so every string borrows from the buffer (the parse tests check escaped
+/// strings); a deserializer that cannot lend a string yields absent rather than allocating per field.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Text<'a>(Option<&'a str>);
 
 impl<'a> Text<'a> {
-    pub fn get(&self) -> Option<&str> {
-        self.0.as_deref()
+    pub fn get(&self) -> Option<&'a str> {
+        self.0
     }
 }
 
@@ -35,13 +37,10 @@ impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
         f.write_str("any JSON value")
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Text((!v.is_empty()).then_some(Cow::Borrowed(v))))
+        Ok(Text((!v.is_empty()).then_some(v)))
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Text((!v.is_empty()).then(|| Cow::Owned(v.to_owned()))))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Text((!v.is_empty()).then_some(Cow::Owned(v))))
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Text(None))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
         Ok(Text(None))

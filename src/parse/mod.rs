@@ -151,9 +151,7 @@ pub struct Parser {
 
 impl Default for Parser {
     fn default() -> Self {
-        Parser {
-            buffers: simd_json::Buffers::new(1 << 20),
-        }
+        Parser { buffers: simd_json::Buffers::new(1 << 20) }
     }
 }
 
@@ -167,18 +165,13 @@ impl Parser {
         let mut de = simd_json::Deserializer::from_slice_with_buffers(json, &mut self.buffers)
             .map_err(|err| ParseError::InvalidJson(err.to_string().to_lowercase()))?;
         let mut counts = RecordCounts::default();
-        let shape = FileSeed {
-            counts: &mut counts,
-            on_event,
-        }
-        .deserialize(&mut de)
-        .map_err(|err| ParseError::InvalidJson(err.to_string().to_lowercase()))?;
+        let shape = FileSeed { counts: &mut counts, on_event }
+            .deserialize(&mut de)
+            .map_err(|err| ParseError::InvalidJson(err.to_string().to_lowercase()))?;
         match shape {
             FileShape::LogFile => Ok(counts),
             FileShape::NotAnObject => Err(ParseError::NotCloudTrail("top level is not an object")),
-            FileShape::RecordsNotArray => {
-                Err(ParseError::NotCloudTrail("`Records` is not an array"))
-            }
+            FileShape::RecordsNotArray => Err(ParseError::NotCloudTrail("`Records` is not an array")),
             FileShape::Digest => Err(ParseError::Digest),
             FileShape::NoRecords => Err(ParseError::NotCloudTrail("no `Records` key")),
         }
@@ -192,27 +185,15 @@ pub fn validate<'r>(raw: &'r RawRecord<'_>) -> Result<Option<Event<'r>>, SkipRea
     }
     let time = raw.event_time.get().ok_or(SkipReason::MissingEventTime)?;
     let time = parse_rfc3339(time).ok_or(SkipReason::InvalidEventTime)?;
-    let event_source = raw
-        .event_source
-        .get()
-        .ok_or(SkipReason::MissingEventSource)?;
+    let event_source = raw.event_source.get().ok_or(SkipReason::MissingEventSource)?;
     let event_name = raw.event_name.get().ok_or(SkipReason::MissingEventName)?;
     let identity = raw.user_identity.get().ok_or(SkipReason::NoIdentity)?;
-    let principal =
-        resolve(identity, raw.recipient_account_id.get()).ok_or(SkipReason::NoIdentity)?;
+    let principal = resolve(identity, raw.recipient_account_id.get()).ok_or(SkipReason::NoIdentity)?;
     let error_code = raw.error_code.get();
     let console_login = (event_name == "ConsoleLogin").then(|| ConsoleLogin {
-        success: raw
-            .response_elements
-            .get()
-            .and_then(|r| r.console_login.get())
-            == Some("Success")
+        success: raw.response_elements.get().and_then(|r| r.console_login.get()) == Some("Success")
             && error_code.is_none(),
-        mfa_used: raw
-            .additional_event_data
-            .get()
-            .and_then(|a| a.mfa_used.get())
-            == Some("Yes"),
+        mfa_used: raw.additional_event_data.get().and_then(|a| a.mfa_used.get()) == Some("Yes"),
     });
     let outcome = match (error_code, console_login) {
         (Some(code), _) if is_authorization_failure(code) => Outcome::Denied,
@@ -225,10 +206,7 @@ pub fn validate<'r>(raw: &'r RawRecord<'_>) -> Result<Option<Event<'r>>, SkipRea
     } else {
         iam_actions(event_source, event_name)
     };
-    let access_key = identity
-        .access_key_id
-        .get()
-        .filter(|k| k.starts_with("AKIA"));
+    let access_key = identity.access_key_id.get().filter(|k| k.starts_with("AKIA"));
     Ok(Some(Event {
         time,
         event_source,
@@ -284,10 +262,7 @@ impl<'de> Visitor<'de> for FileSeed<'_, '_> {
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
                 "Records" if records.is_none() => {
-                    let seed = RecordsSeed {
-                        counts: &mut *self.counts,
-                        on_event: &mut *self.on_event,
-                    };
+                    let seed = RecordsSeed { counts: &mut *self.counts, on_event: &mut *self.on_event };
                     records = Some(map.next_value_seed(seed)?);
                 }
                 "logFiles" | "digestStartTime" | "digestEndTime" | "previousDigestSignature" => {

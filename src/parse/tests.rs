@@ -29,8 +29,11 @@ fn render(e: &Event<'_>) -> String {
     )
 }
 
+/// The rendered events and the non-zero counts a file must yield.
+type Expected<'a> = Result<(&'a [&'a str], &'a [(&'a str, u64)]), ParseError>;
+
 #[track_caller]
-fn check(json: &str, expected: Result<(&[&str], &[(&str, u64)]), ParseError>) {
+fn check(json: &str, expected: Expected<'_>) {
     let mut buf = json.as_bytes().to_vec();
     let mut events = Vec::new();
     let got = Parser::default().parse(&mut buf, &mut |e| events.push(render(e)));
@@ -118,44 +121,20 @@ fn bad_records_are_skipped_and_counted() {
 
 #[test]
 fn files_that_are_not_log_files_are_rejected() {
-    check(
-        r#"{"Records":[]}"#,
-        Ok((&[], &[("records", 0), ("insights", 0)])),
-    );
-    check(
-        r#"{"Records":[],"other":{"a":1}}"#,
-        Ok((&[], &[("records", 0), ("insights", 0)])),
-    );
+    check(r#"{"Records":[]}"#, Ok((&[], &[("records", 0), ("insights", 0)])));
+    check(r#"{"Records":[],"other":{"a":1}}"#, Ok((&[], &[("records", 0), ("insights", 0)])));
     check(
         r#"{"awsAccountId":"1","digestStartTime":"2026-10-01T12:00:00Z","logFiles":[{"s3Object":"k"}]}"#,
         Err(ParseError::Digest),
     );
-    check(
-        r#"{"hello":"world"}"#,
-        Err(ParseError::NotCloudTrail("no `Records` key")),
-    );
-    check(
-        r#"{"Records":{"a":1}}"#,
-        Err(ParseError::NotCloudTrail("`Records` is not an array")),
-    );
-    check(
-        r#"[{"eventTime":"x"}]"#,
-        Err(ParseError::NotCloudTrail("top level is not an object")),
-    );
-    check(
-        r#""Records""#,
-        Err(ParseError::NotCloudTrail("top level is not an object")),
-    );
+    check(r#"{"hello":"world"}"#, Err(ParseError::NotCloudTrail("no `Records` key")));
+    check(r#"{"Records":{"a":1}}"#, Err(ParseError::NotCloudTrail("`Records` is not an array")));
+    check(r#"[{"eventTime":"x"}]"#, Err(ParseError::NotCloudTrail("top level is not an object")));
+    check(r#""Records""#, Err(ParseError::NotCloudTrail("top level is not an object")));
     let mut buf = br#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z""#.to_vec();
-    assert!(matches!(
-        Parser::default().parse(&mut buf, &mut |_| {}),
-        Err(ParseError::InvalidJson(_))
-    ));
+    assert!(matches!(Parser::default().parse(&mut buf, &mut |_| {}), Err(ParseError::InvalidJson(_))));
     let mut buf = b"{\"Records\":[]} trailing".to_vec();
-    assert!(matches!(
-        Parser::default().parse(&mut buf, &mut |_| {}),
-        Err(ParseError::InvalidJson(_))
-    ));
+    assert!(matches!(Parser::default().parse(&mut buf, &mut |_| {}), Err(ParseError::InvalidJson(_))));
 }
 
 #[test]
@@ -164,18 +143,7 @@ fn escaped_strings_are_unescaped() {
     let mut buf = file.as_bytes().to_vec();
     let mut got = Vec::new();
     Parser::default()
-        .parse(&mut buf, &mut |e| {
-            got.push((
-                e.principal.key.to_canonical(),
-                e.user_agent.map(str::to_owned),
-            ))
-        })
+        .parse(&mut buf, &mut |e| got.push((e.principal.key.to_canonical(), e.user_agent.map(str::to_owned))))
         .unwrap();
-    assert_eq!(
-        got,
-        [(
-            "arn:aws:iam::1:user/abc".to_owned(),
-            Some("aws-cli/2 \"quoted\"".to_owned())
-        )]
-    );
+    assert_eq!(got, [("arn:aws:iam::1:user/abc".to_owned(), Some("aws-cli/2 \"quoted\"".to_owned()))]);
 }

@@ -95,10 +95,7 @@ impl Delta {
             match self.access_keys.get_mut(key) {
                 Some(k) => k.merge(KeyDelta::borrowed(&scratch.principal, event.time)),
                 None => {
-                    self.access_keys.insert(
-                        key.into(),
-                        KeyDelta::borrowed(&scratch.principal, event.time).owned(),
-                    );
+                    self.access_keys.insert(key.into(), KeyDelta::borrowed(&scratch.principal, event.time).owned());
                 }
             }
         }
@@ -116,8 +113,7 @@ impl Delta {
         }
         for (id, k) in other.access_keys {
             match self.access_keys.get_mut(&id) {
-                Some(mine) => mine
-                    .merge(KeyDelta::borrowed(&k.principal, k.first_used).with_last(k.last_used)),
+                Some(mine) => mine.merge(KeyDelta::borrowed(&k.principal, k.first_used).with_last(k.last_used)),
                 None => {
                     self.access_keys.insert(id, k);
                 }
@@ -156,20 +152,9 @@ impl PrincipalDelta {
         self.first_seen = self.first_seen.min(event.time);
         self.events += 1;
         self.errors += u64::from(event.is_error());
-        let last = (
-            event.time,
-            event.source_ip.unwrap_or(""),
-            event.region.unwrap_or(""),
-            event.user_agent.unwrap_or(""),
-        );
-        if last
-            > (
-                self.last_seen,
-                &*self.last_source_ip,
-                &*self.last_region,
-                &*self.last_user_agent,
-            )
-        {
+        let last =
+            (event.time, event.source_ip.unwrap_or(""), event.region.unwrap_or(""), event.user_agent.unwrap_or(""));
+        if last > (self.last_seen, &*self.last_source_ip, &*self.last_region, &*self.last_user_agent) {
             self.last_seen = event.time;
             set(&mut self.last_source_ip, last.1);
             set(&mut self.last_region, last.2);
@@ -190,37 +175,21 @@ impl PrincipalDelta {
             };
             match event.outcome {
                 Outcome::Denied => stats.merge(ActionDelta::denied_at(event.time)),
-                Outcome::Used | Outcome::FailedSignIn => {
-                    stats.merge(ActionDelta::used_at(event.time))
-                }
+                Outcome::Used | Outcome::FailedSignIn => stats.merge(ActionDelta::used_at(event.time)),
             }
         }
     }
 
     fn merge(&mut self, other: PrincipalDelta) {
-        if (other.first_seen, &*other.kind, &*other.account)
-            < (self.first_seen, &*self.kind, &*self.account)
-        {
+        if (other.first_seen, &*other.kind, &*other.account) < (self.first_seen, &*self.kind, &*self.account) {
             self.kind = other.kind;
             self.account = other.account;
         }
         self.first_seen = self.first_seen.min(other.first_seen);
         self.events += other.events;
         self.errors += other.errors;
-        let theirs = (
-            other.last_seen,
-            &*other.last_source_ip,
-            &*other.last_region,
-            &*other.last_user_agent,
-        );
-        if theirs
-            > (
-                self.last_seen,
-                &*self.last_source_ip,
-                &*self.last_region,
-                &*self.last_user_agent,
-            )
-        {
+        let theirs = (other.last_seen, &*other.last_source_ip, &*other.last_region, &*other.last_user_agent);
+        if theirs > (self.last_seen, &*self.last_source_ip, &*self.last_region, &*self.last_user_agent) {
             self.last_seen = other.last_seen;
             self.last_source_ip = other.last_source_ip;
             self.last_region = other.last_region;
@@ -284,20 +253,11 @@ fn note_session(sessions: &mut Vec<(String, Timestamp)>, name: &str, time: Times
 
 impl ActionDelta {
     pub fn used_at(time: Timestamp) -> Self {
-        ActionDelta {
-            first_used: Some(time),
-            last_used: Some(time),
-            uses: 1,
-            ..Default::default()
-        }
+        ActionDelta { first_used: Some(time), last_used: Some(time), uses: 1, ..Default::default() }
     }
 
     pub fn denied_at(time: Timestamp) -> Self {
-        ActionDelta {
-            last_denied: Some(time),
-            denied: 1,
-            ..Default::default()
-        }
+        ActionDelta { last_denied: Some(time), denied: 1, ..Default::default() }
     }
 
     pub fn merge(&mut self, other: ActionDelta) {
@@ -325,11 +285,7 @@ struct KeyUse<'a> {
 
 impl KeyDelta {
     fn borrowed(principal: &str, time: Timestamp) -> KeyUse<'_> {
-        KeyUse {
-            principal,
-            first_used: time,
-            last_used: time,
-        }
+        KeyUse { principal, first_used: time, last_used: time }
     }
 
     fn merge(&mut self, other: KeyUse<'_>) {
@@ -348,11 +304,7 @@ impl KeyUse<'_> {
     }
 
     fn owned(&self) -> KeyDelta {
-        KeyDelta {
-            principal: self.principal.to_owned(),
-            first_used: self.first_used,
-            last_used: self.last_used,
-        }
+        KeyDelta { principal: self.principal.to_owned(), first_used: self.first_used, last_used: self.last_used }
     }
 }
 

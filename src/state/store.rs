@@ -17,18 +17,13 @@ use crate::time::Timestamp;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store {path}: {source}")]
-    Sqlite {
-        path: String,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "state store {path}: schema version {found} is newer than this trailwatch understands ({supported})"
-    )]
-    SchemaTooNew {
-        path: String,
-        found: i64,
-        supported: i64,
-    },
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("state store {path} is in use by another trailwatch process (lock file {path}.lock)")]
+    Locked { path: String },
+    #[error("state store {path}: lock file: {source}")]
+    Lock { path: String, source: std::io::Error },
+    #[error("state store {path}: schema version {found} is newer than this trailwatch understands ({supported})")]
+    SchemaTooNew { path: String, found: i64, supported: i64 },
 }
 
 /// How hard SQLite works to survive power loss. A process crash (`kill -9`) is safe with either.
@@ -54,6 +49,8 @@ pub struct Store {
     conn: Connection,
     path: String,
     action_ids: FxHashMap<Box<str>, i64>,
+    /// Held for the life of a writing store: one writer per state file, so the ledger read at start stays true.
+    _writer_lock: Option<std::fs::File>,
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -173,13 +170,21 @@ impl Store {
     /// Opens (creating if needed) the state at `path`.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
         let display = path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: display.clone(),
-            source,
-        };
+        let err = |source| StoreError::Sqlite { path: display.clone(), source };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             // A missing directory surfaces as SQLite's "unable to open" below, which names the path.
             let _ = std::fs::create_dir_all(parent);
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("{display}.lock"))
+            .map_err(|source| StoreError::Lock { path: display.clone(), source })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: display }),
+            Err(std::fs::TryLockError::Error(source)) => return Err(StoreError::Lock { path: display, source }),
         }
         let conn = Connection::open(path).map_err(err)?;
         let sync = match synchronous {
@@ -193,20 +198,12 @@ impl Store {
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         let found: Option<i64> = conn
-            .query_row(
-                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()
             .map_err(err)?;
         match found {
             Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::SchemaTooNew {
-                    path: display,
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
+                return Err(StoreError::SchemaTooNew { path: display, found, supported: SCHEMA_VERSION });
             }
             Some(_) => {}
             None => {
@@ -218,11 +215,16 @@ impl Store {
             }
         }
         let action_ids = load_action_ids(&conn).map_err(err)?;
-        Ok(Store {
-            conn,
-            path: display,
-            action_ids,
-        })
+        Ok(Store { conn, path: display, action_ids, _writer_lock: Some(lock) })
+    }
+
+    /// Opens an existing state read-only, alongside a running writer.
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        let display = path.display().to_string();
+        let err = |source| StoreError::Sqlite { path: display.clone(), source };
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
+        Ok(Store { conn, path: display, action_ids: FxHashMap::default(), _writer_lock: None })
     }
 
     pub fn path(&self) -> &str {
@@ -234,26 +236,14 @@ impl Store {
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::Sqlite { path: self.path.clone(), source }
     }
 
     /// Every ledger key, for skipping already-applied files without a query per file.
     pub fn ledger_keys(&self) -> Result<Vec<LedgerKey>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT source, version FROM ledger")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(LedgerKey {
-                    source: r.get(0)?,
-                    version: r.get(1)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
+        let mut stmt = self.conn.prepare("SELECT source, version FROM ledger").map_err(|e| self.err(e))?;
+        let rows =
+            stmt.query_map([], |r| Ok(LedgerKey { source: r.get(0)?, version: r.get(1)? })).map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
@@ -274,20 +264,14 @@ impl Store {
         files: &[LedgerEntry<'_>],
         applied_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at);
         match res.and_then(|()| tx.commit()) {
             Ok(()) => Ok(()),
             Err(source) => {
                 // The transaction rolled back, so ids interned during it may not exist: reload them.
                 self.action_ids = load_action_ids(&self.conn).unwrap_or_default();
-                Err(StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })
+                Err(StoreError::Sqlite { path: self.path.clone(), source })
             }
         }
     }
@@ -295,9 +279,7 @@ impl Store {
 
 fn load_action_ids(conn: &Connection) -> rusqlite::Result<FxHashMap<Box<str>, i64>> {
     let mut stmt = conn.prepare("SELECT id, name FROM action_names")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(1)?.into_boxed_str(), r.get::<_, i64>(0)?))
-    })?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(1)?.into_boxed_str(), r.get::<_, i64>(0)?)))?;
     rows.collect()
 }
 
@@ -312,8 +294,7 @@ fn write_batch(
     let mut upsert_action = tx.prepare_cached(UPSERT_ACTION)?;
     let mut upsert_session = tx.prepare_cached(UPSERT_SESSION)?;
     let mut trim_sessions = tx.prepare_cached(TRIM_SESSIONS)?;
-    let mut insert_action_name =
-        tx.prepare_cached("INSERT INTO action_names (name) VALUES (?1) RETURNING id")?;
+    let mut insert_action_name = tx.prepare_cached("INSERT INTO action_names (name) VALUES (?1) RETURNING id")?;
     for (name, p) in &delta.principals {
         let id: i64 = upsert_principal.query_row(
             params![
@@ -362,16 +343,10 @@ fn write_batch(
     for (key_id, k) in &delta.access_keys {
         upsert_key.execute(params![&**key_id, k.principal, k.first_used, k.last_used])?;
     }
-    let mut insert_ledger = tx.prepare_cached(
-        "INSERT INTO ledger (source, version, records, applied_at) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut insert_ledger =
+        tx.prepare_cached("INSERT INTO ledger (source, version, records, applied_at) VALUES (?1, ?2, ?3, ?4)")?;
     for f in files {
-        insert_ledger.execute(params![
-            f.key.source,
-            f.key.version,
-            f.records as i64,
-            applied_at
-        ])?;
+        insert_ledger.execute(params![f.key.source, f.key.version, f.records as i64, applied_at])?;
     }
     Ok(())
 }

@@ -7,16 +7,12 @@ fn delta_of(json: &str) -> Delta {
     let mut buf = json.as_bytes().to_vec();
     let mut delta = Delta::default();
     let mut scratch = Scratch::default();
-    Parser::default()
-        .parse(&mut buf, &mut |e| delta.apply(e, &mut scratch))
-        .unwrap();
+    Parser::default().parse(&mut buf, &mut |e| delta.apply(e, &mut scratch)).unwrap();
     delta
 }
 
 fn record(time: &str, arn_session: &str, name: &str, error: Option<&str>, ip: &str) -> String {
-    let error = error
-        .map(|e| format!(r#","errorCode":"{e}""#))
-        .unwrap_or_default();
+    let error = error.map(|e| format!(r#","errorCode":"{e}""#)).unwrap_or_default();
     format!(
         r#"{{"eventTime":"{time}","eventSource":"ec2.amazonaws.com","eventName":"{name}","sourceIPAddress":"{ip}","userIdentity":{{"type":"AssumedRole","arn":"arn:aws:sts::1:assumed-role/R/{arn_session}","accessKeyId":"ASIA1","sessionContext":{{"sessionIssuer":{{"type":"Role","arn":"arn:aws:iam::1:role/R"}}}}}}{error}}}"#
     )
@@ -25,45 +21,15 @@ fn record(time: &str, arn_session: &str, name: &str, error: Option<&str>, ip: &s
 #[test]
 fn folds_uses_denials_and_sessions() {
     let records = [
-        record(
-            "2026-10-01T12:00:05Z",
-            "s1",
-            "RunInstances",
-            None,
-            "10.0.0.2",
-        ),
-        record(
-            "2026-10-01T12:00:01Z",
-            "s2",
-            "RunInstances",
-            Some("ThrottlingException"),
-            "10.0.0.1",
-        ),
-        record(
-            "2026-10-01T12:00:09Z",
-            "s3",
-            "RunInstances",
-            Some("AccessDenied"),
-            "10.0.0.9",
-        ),
-        record(
-            "2026-10-01T12:00:09Z",
-            "s3",
-            "DescribeInstances",
-            Some("Client.UnauthorizedOperation"),
-            "10.0.0.3",
-        ),
+        record("2026-10-01T12:00:05Z", "s1", "RunInstances", None, "10.0.0.2"),
+        record("2026-10-01T12:00:01Z", "s2", "RunInstances", Some("ThrottlingException"), "10.0.0.1"),
+        record("2026-10-01T12:00:09Z", "s3", "RunInstances", Some("AccessDenied"), "10.0.0.9"),
+        record("2026-10-01T12:00:09Z", "s3", "DescribeInstances", Some("Client.UnauthorizedOperation"), "10.0.0.3"),
     ];
     let delta = delta_of(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
     let p = &delta.principals["arn:aws:iam::1:role/R"];
-    assert_eq!(
-        (p.kind.as_str(), p.account.as_str(), p.events, p.errors),
-        ("Role", "1", 4, 3)
-    );
-    assert_eq!(
-        p.last_source_ip, "10.0.0.9",
-        "ties on time go to the larger value"
-    );
+    assert_eq!((p.kind.as_str(), p.account.as_str(), p.events, p.errors), ("Role", "1", 4, 3));
+    assert_eq!(p.last_source_ip, "10.0.0.9", "ties on time go to the larger value");
     let run = p.actions["ec2:RunInstances"];
     let t = |s| crate::time::parse_rfc3339(s).unwrap();
     assert_eq!(
@@ -77,48 +43,25 @@ fn folds_uses_denials_and_sessions() {
         }
     );
     let describe = p.actions["ec2:DescribeInstances"];
-    assert_eq!(
-        (describe.first_used, describe.uses, describe.denied),
-        (None, 0, 1)
-    );
+    assert_eq!((describe.first_used, describe.uses, describe.denied), (None, 0, 1));
     let mut sessions = p.sessions.clone();
     sessions.sort();
-    assert_eq!(
-        sessions.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
-        ["s1", "s2", "s3"]
-    );
-    assert!(
-        delta.access_keys.is_empty(),
-        "temporary keys are not tracked"
-    );
+    assert_eq!(sessions.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["s1", "s2", "s3"]);
+    assert!(delta.access_keys.is_empty(), "temporary keys are not tracked");
 }
 
 #[test]
 fn sessions_are_bounded_to_the_most_recent() {
     let records: Vec<String> = (0..25)
         .map(|i| {
-            record(
-                &format!("2026-10-01T12:00:{:02}Z", i),
-                &format!("s{i:02}"),
-                "DescribeInstances",
-                None,
-                "1.1.1.1",
-            )
+            record(&format!("2026-10-01T12:00:{:02}Z", i), &format!("s{i:02}"), "DescribeInstances", None, "1.1.1.1")
         })
         .collect();
     let delta = delta_of(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
-    let mut names: Vec<&str> = delta.principals["arn:aws:iam::1:role/R"]
-        .sessions
-        .iter()
-        .map(|s| s.0.as_str())
-        .collect();
+    let mut names: Vec<&str> =
+        delta.principals["arn:aws:iam::1:role/R"].sessions.iter().map(|s| s.0.as_str()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24"
-        ]
-    );
+    assert_eq!(names, ["s15", "s16", "s17", "s18", "s19", "s20", "s21", "s22", "s23", "s24"]);
 }
 
 /// Merging per-record deltas in shuffled orders and groupings always equals folding all records at once.
@@ -144,16 +87,8 @@ fn merge_is_order_independent() {
         } else {
             String::new()
         };
-        let name = if i % 9 == 0 {
-            "ConsoleLogin"
-        } else {
-            ["GetObject", "PutObject", "HeadObject"][(i % 3) as usize]
-        };
-        let source = if i % 9 == 0 {
-            "signin.amazonaws.com"
-        } else {
-            "s3.amazonaws.com"
-        };
+        let name = if i % 9 == 0 { "ConsoleLogin" } else { ["GetObject", "PutObject", "HeadObject"][(i % 3) as usize] };
+        let source = if i % 9 == 0 { "signin.amazonaws.com" } else { "s3.amazonaws.com" };
         records.push(format!(
             r#"{{"eventTime":"2026-10-01T12:00:{second:02}Z","eventSource":"{source}","eventName":"{name}","sourceIPAddress":"{ip}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::1:user/{user}","accessKeyId":"{key}"}}{error}{login}}}"#
         ));
@@ -175,10 +110,7 @@ fn merge_is_order_independent() {
         let mut at = 0;
         while at < order.len() {
             let n = 1 + (next() % 7) as usize;
-            let chunk: Vec<&str> = order[at..(at + n).min(order.len())]
-                .iter()
-                .map(|&i| records[i].as_str())
-                .collect();
+            let chunk: Vec<&str> = order[at..(at + n).min(order.len())].iter().map(|&i| records[i].as_str()).collect();
             parts.push(delta_of(&format!(r#"{{"Records":[{}]}}"#, chunk.join(","))));
             at += n;
         }
