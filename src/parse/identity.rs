@@ -140,7 +140,8 @@ pub fn resolve<'r>(identity: &'r RawIdentity<'_>, recipient_account: Option<&'r 
         Some(other) => match arn {
             // IdentityCenterUser, SAMLUser, WebIdentityUser and types AWS adds later: their ARN when they have one.
             Some(arn) => principal(PrincipalKey::Arn(arn), other, arn_account(arn).or(account)),
-            None => fallback(identity, other, account),
+            // SAML and web-identity users carry no account: they act in the account that logged the event.
+            None => fallback(identity, other, account.or(recipient_account)),
         },
         // Service events often carry a `userIdentity` with `invokedBy` but no `type`.
         None if identity.invoked_by.get().is_some() => service(identity),
@@ -246,7 +247,7 @@ mod tests {
         );
         check(
             r#"{"type":"SAMLUser","principalId":"SAMLXYZ:dave","userName":"dave","identityProvider":"idp"}"#,
-            Some(("principal-id:SAMLXYZ:dave", "SAMLUser", None, None)),
+            Some(("principal-id:SAMLXYZ:dave", "SAMLUser", Some("999999999999"), None)),
         );
         check(
             r#"{"type":"WebIdentityUser","principalId":"accounts.google.com:app:sub","userName":"sub","arn":"arn:aws:sts::888888888888:web/x"}"#,

@@ -1,1 +1,13 @@
-//! integration tests
+//! The integration test binary: the real `trailwatch` executable against files on disk.
+
+// Helpers: running the binary, fixtures, gzip, HTTP, bounded polling.
+mod util;
+
+// `replay` on hand-written fixtures, synth corpora, the shared real-world corpus, and crash safety.
+mod replay;
+
+// `run`: the spool daemon, its HTTP endpoints and its shutdown.
+mod daemon;
+
+// `validate` and configuration errors.
+mod config;

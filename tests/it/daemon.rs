@@ -1,0 +1,115 @@
+//! `run`: the spool daemon applies files that are there at start and files that appear later, serves metrics and
+//! health, drains on SIGTERM, and does not apply anything twice across restarts.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+fn start(config: &Path) -> Child {
+    bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn metrics(port: u16) -> Option<String> {
+    http_get(port, "/metrics").filter(|(status, _)| *status == 200).map(|(_, body)| body)
+}
+
+fn wait_applied(port: u16, applied: f64, rejected: f64) -> String {
+    wait_for(Duration::from_secs(60), || {
+        let body = metrics(port)?;
+        let got = (
+            metric(&body, r#"trailwatch_files_total{outcome="applied"}"#)?,
+            metric(&body, r#"trailwatch_files_total{outcome="rejected"}"#)?,
+        );
+        (got == (applied, rejected)).then_some(body)
+    })
+    .unwrap_or_else(|| {
+        panic!("daemon did not reach {applied} applied and {rejected} rejected files: {:?}", metrics(port))
+    })
+}
+
+fn terminate(mut child: Child) {
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = wait_for(Duration::from_secs(30), || child.try_wait().unwrap()).expect("daemon exits after SIGTERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "exit {exit:?}; stderr:\n{stderr}");
+}
+
+#[test]
+fn spool_daemon_applies_new_files_once_and_drains_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let logs = spool.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/02");
+    let fixture = |name: &str| std::fs::read(data(&format!("fixtures/{name}"))).unwrap();
+    drop_file(&logs.join("identities.json.gz"), &gzip(&fixture("identities.json")));
+    drop_file(&logs.join("invalid.json"), &fixture("invalid.json"));
+    let port = free_port();
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n\
+             [store]\npath = {state:?}\n[pipeline]\nbatch_max_wait_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            spool = spool.to_str().unwrap(),
+            state = tmp.path().join("state.db").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    ok(&trailwatch(&["--config", config.to_str().unwrap(), "validate"]));
+
+    let daemon = start(&config);
+    wait_applied(port, 1.0, 1.0);
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
+    // A file that appears while the daemon runs, in a new directory.
+    drop_file(
+        &spool.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/03/errors.json.gz"),
+        &gzip(&fixture("errors.json")),
+    );
+    let body = wait_applied(port, 2.0, 1.0);
+    assert_eq!(metric(&body, "trailwatch_records_total"), Some(28.0), "{body}");
+    assert_eq!(metric(&body, r#"trailwatch_file_rejections_total{reason="invalid_json"}"#), Some(1.0), "{body}");
+    assert_eq!(metric(&body, r#"trailwatch_records_skipped_total{reason="no_identity"}"#), Some(2.0), "{body}");
+    terminate(daemon);
+    let state = tmp.path().join("state.db");
+    let first = report(&state);
+    assert!(first.as_array().unwrap().iter().any(|i| i["principal"] == "arn:aws:iam::111111111111:user/bob"));
+
+    // A restart finds every file already applied: nothing changes.
+    let daemon = start(&config);
+    let body = wait_for(Duration::from_secs(30), || metrics(port)).expect("metrics after restart");
+    assert_eq!(metric(&body, r#"trailwatch_files_total{outcome="applied"}"#), Some(0.0), "{body}");
+    terminate(daemon);
+    assert_eq!(report(&state), first);
+}
+
+#[test]
+fn a_second_writer_on_the_same_state_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {:?}\n[store]\npath = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            tmp.path().join("spool").to_str().unwrap(),
+            tmp.path().join("state.db").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let daemon = start(&config);
+    wait_for(Duration::from_secs(30), || metrics(port)).expect("daemon up");
+    let out = trailwatch(&["--config", config.to_str().unwrap(), "replay", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another trailwatch process"), "{out:?}");
+    // Readers are not blocked.
+    ok(&trailwatch(&["--config", config.to_str().unwrap(), "report", "identities"]));
+    terminate(daemon);
+}

@@ -1,0 +1,177 @@
+//! `replay`: exact state from fixtures and synth corpora, idempotence, crash safety, and real-world files.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::*;
+
+/// The fixture set's report is pinned in `tests/data/fixtures-report.json`; set `TRAILWATCH_UPDATE_SNAPSHOTS=1` to
+/// rewrite it after an intended change, and review the diff.
+#[test]
+fn fixtures_replay_to_the_pinned_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    fixture_dir(&tmp.path().join("in"));
+    let state = tmp.path().join("state.db");
+    let out = ok(&trailwatch(&["--state", state.to_str().unwrap(), "replay", tmp.path().join("in").to_str().unwrap()]));
+    for line in [
+        "files: 4 applied, 0 already applied, 4 rejected",
+        "  rejected digest_file: 1",
+        "  rejected invalid_json: 1",
+        "  rejected not_cloudtrail: 1",
+        "  rejected truncated_gzip: 1",
+        "records: 30 read, 22 applied, 2 insight events, 6 skipped",
+        "  skipped not_an_object: 1",
+        "  skipped invalid_event_time: 1",
+        "  skipped missing_event_source: 1",
+        "  skipped missing_event_name: 1",
+        "  skipped no_identity: 2",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+    }
+    let got = report(&state);
+    let snapshot = data("fixtures-report.json");
+    if std::env::var_os("TRAILWATCH_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+    }
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&snapshot).unwrap()).unwrap();
+    assert_same_report(&got, &want);
+}
+
+#[test]
+fn replaying_twice_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    fixture_dir(&input);
+    let state = tmp.path().join("state.db");
+    let args = ["--state", state.to_str().unwrap(), "replay", input.to_str().unwrap()];
+    ok(&trailwatch(&args));
+    let first = report(&state);
+    let out = ok(&trailwatch(&args));
+    assert!(out.contains("files: 0 applied, 4 already applied, 4 rejected"), "{out}");
+    assert_eq!(report(&state), first);
+    // The same files named again by another path (a file and its directory) are still applied once.
+    let one = input.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/02/identities.json");
+    let out = ok(&trailwatch(&[
+        "--state",
+        state.to_str().unwrap(),
+        "replay",
+        one.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]));
+    assert!(out.contains("files: 0 applied, 4 already applied"), "{out}");
+    assert_eq!(report(&state), first);
+}
+
+fn synth(dir: &Path, files: usize, records: usize, principals: usize, seed: u64) -> serde_json::Value {
+    let expect = dir.join("expected.json");
+    ok(&trailwatch(&[
+        "synth",
+        "--out",
+        dir.join("corpus").to_str().unwrap(),
+        "--files",
+        &files.to_string(),
+        "--records",
+        &records.to_string(),
+        "--principals",
+        &principals.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--expect",
+        expect.to_str().unwrap(),
+    ]));
+    serde_json::from_slice(&std::fs::read(expect).unwrap()).unwrap()
+}
+
+/// The synth generator knows what it generated; the replayed state must equal it field for field.
+#[test]
+fn synth_corpus_replays_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 24, 400, 150, 42);
+    for threads in ["1", "2"] {
+        let state = tmp.path().join(format!("state-{threads}.db"));
+        let corpus = tmp.path().join("corpus");
+        let out = ok(&trailwatch(&[
+            "--state",
+            state.to_str().unwrap(),
+            "replay",
+            corpus.to_str().unwrap(),
+            "--threads",
+            threads,
+        ]));
+        assert!(out.contains("files: 24 applied, 0 already applied, 0 rejected"), "{out}");
+        assert_same_report(&report(&state), &want);
+    }
+}
+
+fn ledger_len(state: &Path) -> Option<i64> {
+    let conn = rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    conn.query_row("SELECT count(*) FROM ledger", [], |r| r.get(0)).ok()
+}
+
+/// `kill -9` at several points of a replay, then a full rerun: the state equals an uninterrupted run's.
+#[test]
+fn kill_9_during_replay_then_rerun_equals_a_clean_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 120, 250, 300, 7);
+    let corpus = tmp.path().join("corpus");
+    // Small batches so that there are many commits to land between.
+    let config = tmp.path().join("small-batches.toml");
+    std::fs::write(&config, "[pipeline]\nbatch_max_files = 2\nthreads = 2\n").unwrap();
+    let state = tmp.path().join("state.db");
+    let args =
+        ["--config", config.to_str().unwrap(), "--state", state.to_str().unwrap(), "replay", corpus.to_str().unwrap()];
+    let mut kills = 0;
+    let mut seen = 0;
+    for _ in 0..4 {
+        let mut child = bin().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let progressed = wait_for(Duration::from_secs(60), || {
+            if child.try_wait().unwrap().is_some() {
+                return Some(false);
+            }
+            ledger_len(&state).filter(|&n| n > seen).map(|_| true)
+        });
+        match progressed {
+            Some(true) if child.try_wait().unwrap().is_none() => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                seen = ledger_len(&state).unwrap_or(seen);
+            }
+            _ => {
+                child.wait().unwrap();
+                break;
+            }
+        }
+    }
+    eprintln!("kill -9 landed {kills} times; {seen} of 120 files were committed before the last one");
+    assert!(kills >= 1, "no kill landed mid-replay: the corpus is too small for this machine");
+    assert!(seen < 120, "the kills must land before the end");
+    let out = ok(&trailwatch(&args));
+    assert!(out.contains("0 rejected"), "{out}");
+    assert_same_report(&report(&state), &want);
+}
+
+/// Real third-party CloudTrail files (../shared/corpus): every valid file applies, the invalid one is reported,
+/// and the run goes on.
+#[test]
+fn shared_corpus_replays() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    assert!(corpus.is_dir(), "{} is missing: CI lays shared/ beside the clone", corpus.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.db");
+    let output = trailwatch(&["--state", state.to_str().unwrap(), "replay", corpus.to_str().unwrap()]);
+    let out = ok(&output);
+    assert!(out.contains("files: 75 applied, 0 already applied, 1 rejected"), "{out}");
+    assert!(out.contains("  rejected invalid_json: 1"), "{out}");
+    assert!(out.contains("5 insight events"), "{out}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SerializerTestFileBadJsonFormat.json: invalid json"), "{stderr}");
+    let identities = report(&state);
+    let principals: Vec<&str> =
+        identities.as_array().unwrap().iter().map(|i| i["principal"].as_str().unwrap()).collect();
+    assert!(principals.contains(&"arn:aws:iam::123837392027:user/bert-jan"), "{principals:?}");
+    assert!(principals.contains(&"arn:aws:iam::111122223333:root"), "{principals:?}");
+    // No principal per role session.
+    assert!(principals.iter().all(|p| !p.contains(":assumed-role/")), "{principals:?}");
+}

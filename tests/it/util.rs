@@ -1,0 +1,132 @@
+//! Test helpers: the binary under test, fixture layouts, gzip, a tiny HTTP client and bounded polling.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailwatch"));
+    cmd.env("RUST_LOG", "warn").env_remove("TRAILWATCH_API_TOKEN");
+    cmd
+}
+
+/// Runs `trailwatch` with `args` and returns its output; panics with both streams if it could not start.
+pub fn trailwatch(args: &[&str]) -> Output {
+    bin().args(args).output().expect("trailwatch runs")
+}
+
+#[track_caller]
+pub fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A gzip stream of `parts` members, split at arbitrary byte offsets (as concatenated uploads produce).
+pub fn gzip_members(bytes: &[u8], parts: usize) -> Vec<u8> {
+    let chunk = bytes.len().div_ceil(parts);
+    bytes.chunks(chunk).flat_map(gzip).collect()
+}
+
+/// The `report identities --format json` of a state file.
+pub fn report(state: &Path) -> serde_json::Value {
+    let out = ok(&trailwatch(&["--state", state.to_str().unwrap(), "report", "identities", "--format", "json"]));
+    serde_json::from_str(&out).expect("report is JSON")
+}
+
+/// Asserts two reports are equal, naming the first principal that differs.
+#[track_caller]
+pub fn assert_same_report(got: &serde_json::Value, want: &serde_json::Value) {
+    let (g, w) = (got.as_array().unwrap(), want.as_array().unwrap());
+    for (a, b) in g.iter().zip(w) {
+        assert_eq!(a, b, "first differing identity");
+    }
+    assert_eq!(g.len(), w.len(), "number of identities");
+}
+
+/// Writes `bytes` to `path` via a hidden temporary name and a rename, as a careful producer would.
+pub fn drop_file(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` over HTTP/1.1; returns the status code and body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// The value of one sample in a Prometheus text exposition, e.g. `trailwatch_files_total{outcome="applied"}`.
+pub fn metric(exposition: &str, sample: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Lays out the fixture set as a replay directory: plain, gzipped, multi-member and truncated files.
+pub fn fixture_dir(dir: &Path) {
+    let read = |name: &str| std::fs::read(data(&format!("fixtures/{name}"))).unwrap();
+    let logs = dir.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/02");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("identities.json"), read("identities.json")).unwrap();
+    std::fs::write(logs.join("errors.json.gz"), gzip_members(&read("errors.json"), 3)).unwrap();
+    std::fs::write(logs.join("insights.json.gz"), gzip(&read("insights.json"))).unwrap();
+    std::fs::write(logs.join("empty.json"), read("empty.json")).unwrap();
+    let truncated = gzip(&read("identities.json"));
+    std::fs::write(logs.join("truncated.json.gz"), &truncated[..truncated.len() / 2]).unwrap();
+    std::fs::write(logs.join("invalid.json"), read("invalid.json")).unwrap();
+    std::fs::write(logs.join("not-cloudtrail.json"), read("not-cloudtrail.json")).unwrap();
+    let digests = dir.join("AWSLogs/111111111111/CloudTrail-Digest/us-east-1/2026/10/02");
+    std::fs::create_dir_all(&digests).unwrap();
+    std::fs::write(digests.join("digest.json.gz"), gzip(&read("digest.json"))).unwrap();
+    // Neither `.json` nor `.gz`: not a candidate inside a directory.
+    std::fs::write(dir.join("README.txt"), b"not a log").unwrap();
+}
