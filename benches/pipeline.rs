@@ -1,2 +1,130 @@
-//! benches
-fn main() {}
+//! Criterion benchmarks for each stage and for end-to-end replay, on a `synth` corpus (~1.27 KB records).
+//!
+//! Groups: `decode/gunzip` (bytes/s of JSON out), `parse/fold` (gunzip excluded: simd-json into borrowed records and
+//! folding them into a delta), `state/commit` (one batch's delta and ledger entries into SQLite), and
+//! `replay/end_to_end` with 1 and 2 worker threads (read, gunzip, parse, fold, commit). Targets are in README.md.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use trailwatch::decode::decode_into;
+use trailwatch::metrics::Metrics;
+use trailwatch::pipeline::{self, Applied, BatchLimits, Limits, RunContext, Worker};
+use trailwatch::state::Delta;
+use trailwatch::state::store::{LedgerEntry, Store, Synchronous};
+use trailwatch::synth::{SynthConfig, generate};
+
+const LIMITS: Limits = Limits { max_file_bytes: 1 << 30, max_decoded_bytes: 1 << 30 };
+
+struct Corpus {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    jobs: Vec<pipeline::FileJob>,
+    records: u64,
+    json_bytes: u64,
+}
+
+fn corpus() -> Corpus {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("corpus");
+    let cfg = SynthConfig { files: 200, records_per_file: 1000, principals: 2000, seed: 3, ..SynthConfig::default() };
+    let (summary, _) = generate(&root, &cfg).unwrap();
+    let jobs = pipeline::discover(std::slice::from_ref(&root)).unwrap();
+    eprintln!(
+        "corpus: {} files, {} records, {:.1} MB of JSON, {:.0} bytes/record",
+        summary.files,
+        summary.records,
+        summary.json_bytes as f64 / 1e6,
+        summary.json_bytes as f64 / summary.records as f64
+    );
+    Corpus { _dir: dir, root, jobs, records: summary.records, json_bytes: summary.json_bytes }
+}
+
+fn stages(c: &mut Criterion) {
+    let corpus = corpus();
+    let raw = std::fs::read(&corpus.jobs[0].path).unwrap();
+    let mut json = Vec::new();
+    decode_into(&raw, &mut json, LIMITS.max_decoded_bytes).unwrap();
+
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Bytes(json.len() as u64));
+    group.bench_function("gunzip", |b| {
+        let mut out = Vec::new();
+        b.iter(|| decode_into(&raw, &mut out, LIMITS.max_decoded_bytes).unwrap());
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("parse");
+    let mut worker = Worker::default();
+    let records = worker.process_bytes(&json, LIMITS, &mut Delta::default()).unwrap().records;
+    group.throughput(Throughput::Elements(records));
+    group.bench_function("fold", |b| {
+        b.iter_batched_ref(
+            Delta::default,
+            |delta| worker.process_bytes(&json, LIMITS, delta).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+
+    // One batch: 64 files folded into one delta, committed with 64 ledger entries.
+    let mut delta = Delta::default();
+    let mut records = 0;
+    for job in &corpus.jobs[..64] {
+        records += worker.process_file(job, LIMITS, &mut delta).1.unwrap().records;
+    }
+    let entries: Vec<LedgerEntry<'_>> =
+        corpus.jobs[..64].iter().map(|j| LedgerEntry { key: &j.key, records: 1000 }).collect();
+    let mut group = c.benchmark_group("state");
+    group.throughput(Throughput::Elements(records));
+    group.bench_function("commit", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+                (dir, store)
+            },
+            |(dir, mut store)| {
+                store.commit(&delta, &entries, 0).unwrap();
+                (dir, store)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("replay");
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Elements(corpus.records));
+    eprintln!("replay: {} records per iteration, {:.1} MB of JSON", corpus.records, corpus.json_bytes as f64 / 1e6);
+    for threads in [1, 2] {
+        group.bench_function(format!("end_to_end/{threads}_threads"), |b| {
+            b.iter_batched(
+                || tempfile::tempdir().unwrap(),
+                |dir| {
+                    let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+                    let mut applied = Applied::default();
+                    let metrics = Metrics::new();
+                    let stop = AtomicBool::new(false);
+                    let ctx = RunContext {
+                        threads,
+                        limits: LIMITS,
+                        batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
+                        metrics: &metrics,
+                        stop: &stop,
+                    };
+                    let summary = pipeline::run(&corpus.jobs, &ctx, &mut store, &mut applied, &mut |_| {}).unwrap();
+                    assert_eq!(summary.counts.records, corpus.records);
+                    dir
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+    let _ = &corpus.root;
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

@@ -71,7 +71,8 @@ fn gunzip_into(input: &[u8], out: &mut Vec<u8>, cap: u64) -> Result<(), DecodeEr
     if input.len() >= 18 {
         let tail = &input[input.len() - 4..];
         let hint = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
-        out.reserve(hint.min(cap).min(input.len() as u64 * 64) as usize);
+        // The extra 64 bytes leave room for the parser's padding without a reallocation.
+        out.reserve(hint.min(cap).min(input.len() as u64 * 64) as usize + 64);
     }
     let decoder = MultiGzDecoder::new(input);
     let n = decoder.take(cap + 1).read_to_end(out).map_err(|err| match err.kind() {

@@ -120,9 +120,11 @@ impl Worker {
         delta: &mut Delta,
     ) -> Result<RecordCounts, BytesError> {
         decode_into(input, &mut self.json, limits.max_decoded_bytes).map_err(BytesError::Decode)?;
+        let len = self.json.len();
+        Parser::pad(&mut self.json);
         let scratch = &mut self.scratch;
         let mut folded = 0u64;
-        let res = self.parser.parse(&mut self.json, &mut |event| {
+        let res = self.parser.parse(&mut self.json, len, &mut |event| {
             folded += 1;
             delta.apply(event, scratch)
         });
@@ -154,7 +156,7 @@ impl Worker {
 
     /// The bytes decoded by the last `process_*` call.
     pub fn decoded_len(&self) -> u64 {
-        self.json.len() as u64
+        self.json.len().saturating_sub(crate::parse::PADDING) as u64
     }
 
     fn read(&mut self, path: &Path, limits: Limits) -> Result<(), FileError> {

@@ -144,37 +144,66 @@ impl ParseError {
     }
 }
 
-/// Reusable parser scratch space, one per worker thread.
+/// Reusable parser scratch space, one per worker thread: simd-json's buffers and its tape keep their allocations
+/// from file to file.
 pub struct Parser {
     buffers: simd_json::Buffers,
+    tape: Option<simd_json::Tape<'static>>,
 }
 
 impl Default for Parser {
     fn default() -> Self {
-        Parser { buffers: simd_json::Buffers::new(1 << 20) }
+        Parser { buffers: simd_json::Buffers::new(1 << 20), tape: Some(simd_json::Tape::null().reset()) }
     }
 }
 
+/// Bytes [`Parser::parse`] needs after the document; [`Parser::pad`] adds them.
+pub const PADDING: usize = simd_json::INPUT_PADDING;
+
 impl Parser {
-    /// Parses a `{"Records":[...]}` file in place (the buffer is overwritten), calling `on_event` per valid event.
-    pub fn parse<'b>(
+    /// Appends the padding [`Parser::parse`] reads past the document (SIMD loads), so it need not copy the input.
+    pub fn pad(json: &mut Vec<u8>) {
+        json.resize(json.len() + PADDING, b' ');
+    }
+
+    /// Parses a `{"Records":[...]}` document in place, calling `on_event` per valid event.
+    ///
+    /// `json[..len]` is the document and `json[len..]` at least [`PADDING`] bytes of any content (see
+    /// [`Parser::pad`]); strings are unescaped in place, so the document is overwritten.
+    pub fn parse(
         &mut self,
-        json: &'b mut [u8],
+        json: &mut [u8],
+        len: usize,
         on_event: &mut dyn FnMut(&Event<'_>),
     ) -> Result<RecordCounts, ParseError> {
-        let mut de = simd_json::Deserializer::from_slice_with_buffers(json, &mut self.buffers)
-            .map_err(|err| ParseError::InvalidJson(err.to_string().to_lowercase()))?;
+        let mut tape = self.tape.take().unwrap_or_else(|| simd_json::Tape::null().reset()).reset();
+        let filled = simd_json::fill_tape_padded(json, len, &mut self.buffers, &mut tape);
+        if let Err(err) = filled {
+            self.tape = Some(tape.reset());
+            return Err(ParseError::InvalidJson(err.to_string().to_lowercase()));
+        }
+        let mut de = simd_json::Deserializer::from_tape(tape);
         let mut counts = RecordCounts::default();
-        let shape = FileSeed { counts: &mut counts, on_event }
-            .deserialize(&mut de)
-            .map_err(|err| ParseError::InvalidJson(err.to_string().to_lowercase()))?;
-        match shape {
+        let shape = FileSeed { counts: &mut counts, on_event }.deserialize(&mut de);
+        self.tape = Some(de.into_tape().reset());
+        match shape.map_err(|err| ParseError::InvalidJson(err.to_string().to_lowercase()))? {
             FileShape::LogFile => Ok(counts),
             FileShape::NotAnObject => Err(ParseError::NotCloudTrail("top level is not an object")),
             FileShape::RecordsNotArray => Err(ParseError::NotCloudTrail("`Records` is not an array")),
             FileShape::Digest => Err(ParseError::Digest),
             FileShape::NoRecords => Err(ParseError::NotCloudTrail("no `Records` key")),
         }
+    }
+
+    /// [`Parser::parse`] for a document without padding: copies it into a padded buffer first. For tests and tools.
+    pub fn parse_unpadded(
+        &mut self,
+        json: &[u8],
+        on_event: &mut dyn FnMut(&Event<'_>),
+    ) -> Result<RecordCounts, ParseError> {
+        let mut buf = json.to_vec();
+        Parser::pad(&mut buf);
+        self.parse(&mut buf, json.len(), on_event)
     }
 }
 

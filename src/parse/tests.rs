@@ -34,9 +34,8 @@ type Expected<'a> = Result<(&'a [&'a str], &'a [(&'a str, u64)]), ParseError>;
 
 #[track_caller]
 fn check(json: &str, expected: Expected<'_>) {
-    let mut buf = json.as_bytes().to_vec();
     let mut events = Vec::new();
-    let got = Parser::default().parse(&mut buf, &mut |e| events.push(render(e)));
+    let got = Parser::default().parse_unpadded(json.as_bytes(), &mut |e| events.push(render(e)));
     match (got, expected) {
         (Ok(counts), Ok((want_events, want_counts))) => {
             assert_eq!(events, want_events, "events of {json}");
@@ -131,19 +130,25 @@ fn files_that_are_not_log_files_are_rejected() {
     check(r#"{"Records":{"a":1}}"#, Err(ParseError::NotCloudTrail("`Records` is not an array")));
     check(r#"[{"eventTime":"x"}]"#, Err(ParseError::NotCloudTrail("top level is not an object")));
     check(r#""Records""#, Err(ParseError::NotCloudTrail("top level is not an object")));
-    let mut buf = br#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z""#.to_vec();
-    assert!(matches!(Parser::default().parse(&mut buf, &mut |_| {}), Err(ParseError::InvalidJson(_))));
-    let mut buf = b"{\"Records\":[]} trailing".to_vec();
-    assert!(matches!(Parser::default().parse(&mut buf, &mut |_| {}), Err(ParseError::InvalidJson(_))));
+    let mut parser = Parser::default();
+    let truncated = br#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z""#;
+    assert!(matches!(parser.parse_unpadded(truncated, &mut |_| {}), Err(ParseError::InvalidJson(_))));
+    assert!(matches!(
+        parser.parse_unpadded(b"{\"Records\":[]} trailing", &mut |_| {}),
+        Err(ParseError::InvalidJson(_))
+    ));
+    // The parser is reusable after an error.
+    assert_eq!(parser.parse_unpadded(br#"{"Records":[]}"#, &mut |_| {}).map(|c| c.records), Ok(0));
 }
 
 #[test]
 fn escaped_strings_are_unescaped() {
     let file = r#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z","eventSource":"iam.amazonaws.com","eventName":"GetUser","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/a\u0062c"},"userAgent":"aws-cli/2 \"quoted\""}]}"#;
-    let mut buf = file.as_bytes().to_vec();
     let mut got = Vec::new();
     Parser::default()
-        .parse(&mut buf, &mut |e| got.push((e.principal.key.to_canonical(), e.user_agent.map(str::to_owned))))
+        .parse_unpadded(file.as_bytes(), &mut |e| {
+            got.push((e.principal.key.to_canonical(), e.user_agent.map(str::to_owned)))
+        })
         .unwrap();
     assert_eq!(got, [("arn:aws:iam::1:user/abc".to_owned(), Some("aws-cli/2 \"quoted\"".to_owned()))]);
 }

@@ -4,10 +4,9 @@ use super::*;
 use crate::parse::Parser;
 
 fn delta_of(json: &str) -> Delta {
-    let mut buf = json.as_bytes().to_vec();
     let mut delta = Delta::default();
     let mut scratch = Scratch::default();
-    Parser::default().parse(&mut buf, &mut |e| delta.apply(e, &mut scratch)).unwrap();
+    Parser::default().parse_unpadded(json.as_bytes(), &mut |e| delta.apply(e, &mut scratch)).unwrap();
     delta
 }
 
