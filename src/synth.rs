@@ -226,6 +226,35 @@ impl Principal {
     }
 }
 
+/// The most distinct IAM actions one identity can be given.
+pub fn max_actions() -> usize {
+    let mut all: Vec<&str> = CALLS.iter().flat_map(|c| c.2.iter().copied()).collect();
+    all.sort_unstable();
+    all.dedup();
+    all.len()
+}
+
+/// Calls, starting at `offset`, whose IAM actions are exactly `k` distinct actions (calls sharing an action with an
+/// earlier pick, such as `HeadObject` after `GetObject`, are passed over), so that `--actions-per-principal` is
+/// the number of principal-action pairs per identity.
+fn pick_calls(offset: usize, k: usize) -> Vec<usize> {
+    let mut picked = Vec::new();
+    let mut actions: Vec<&str> = Vec::new();
+    for j in 0..CALLS.len() {
+        let call = (offset + j) % CALLS.len();
+        let new = CALLS[call].2;
+        if actions.len() + new.len() > k || new.iter().any(|a| actions.contains(a)) {
+            continue;
+        }
+        actions.extend_from_slice(new);
+        picked.push(call);
+        if actions.len() == k {
+            break;
+        }
+    }
+    picked
+}
+
 fn account_id(idx: usize) -> String {
     format!("{:012}", 100_000_000_000u64 + idx as u64 * 7_919_113)
 }
@@ -234,7 +263,7 @@ fn build_principals(cfg: &SynthConfig, rng: &mut Rng) -> (Vec<Principal>, usize)
     let n_accounts = (cfg.principals / 200).clamp(1, 50);
     let mut services_used = 0;
     let mut principals = Vec::with_capacity(cfg.principals);
-    let k = cfg.actions_per_principal.min(CALLS.len());
+    let k = cfg.actions_per_principal.min(max_actions());
     for i in 0..cfg.principals {
         let account_idx = i % n_accounts;
         let slot = i % 20;
@@ -285,8 +314,7 @@ fn build_principals(cfg: &SynthConfig, rng: &mut Rng) -> (Vec<Principal>, usize)
         };
         let ips = [ip(rng), ip(rng)];
         let agents = [rng.below(USER_AGENTS.len()), rng.below(USER_AGENTS.len())];
-        let offset = rng.below(CALLS.len());
-        let calls = (0..k).map(|j| (offset + j) % CALLS.len()).collect();
+        let calls = pick_calls(rng.below(CALLS.len()), k);
         principals.push(Principal { kind, account: account_id(account_idx), name, keys, ips, agents, calls });
     }
     (principals, n_accounts)
@@ -313,7 +341,13 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> std::io::Result<(SynthSummary,
     let (principals, n_accounts) = build_principals(cfg, &mut rng);
     let mut oracle = Oracle::default();
     let mut summary = SynthSummary::default();
-    let total_pairs = principals.len() * cfg.actions_per_principal.min(CALLS.len());
+    // Cover every (principal, call) pair first: prefix sums of each principal's number of calls.
+    let mut cover_start = Vec::with_capacity(principals.len() + 1);
+    cover_start.push(0usize);
+    for p in &principals {
+        cover_start.push(cover_start.last().unwrap() + p.calls.len());
+    }
+    let total_pairs = *cover_start.last().unwrap();
     let mut generated = 0usize;
     let mut json = String::with_capacity(cfg.records_per_file * 1400 + 64);
     let mut offsets = Vec::with_capacity(cfg.records_per_file);
@@ -333,8 +367,8 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> std::io::Result<(SynthSummary,
             let time = window + offset;
             // First cover every (principal, call) pair once, then a skewed mix within the file's account.
             let (p_idx, call_slot) = if generated < total_pairs {
-                let k = cfg.actions_per_principal.min(CALLS.len());
-                (generated / k, Some(generated % k))
+                let p_idx = cover_start.partition_point(|&start| start <= generated) - 1;
+                (p_idx, Some(generated - cover_start[p_idx]))
             } else {
                 let per_account = principals.len().div_ceil(n_accounts);
                 let rank = (per_account as f64 * rng.unit().powf(2.5)) as usize;

@@ -10,7 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use rustc_hash::FxHashMap;
 
-use crate::state::{Delta, MAX_SESSIONS};
+use crate::state::{ActionDelta, Delta, MAX_SESSIONS, PrincipalDelta};
 use crate::time::Timestamp;
 
 /// Why the store failed. The path is part of every message.
@@ -295,6 +295,9 @@ fn write_batch(
     let mut upsert_session = tx.prepare_cached(UPSERT_SESSION)?;
     let mut trim_sessions = tx.prepare_cached(TRIM_SESSIONS)?;
     let mut insert_action_name = tx.prepare_cached("INSERT INTO action_names (name) VALUES (?1) RETURNING id")?;
+    // Principals first, to learn their ids; then every child row in primary-key order, so that consecutive upserts
+    // land on the same B-tree pages instead of jumping across a table larger than the page cache.
+    let mut by_id: Vec<(i64, &PrincipalDelta)> = Vec::with_capacity(delta.principals.len());
     for (name, p) in &delta.principals {
         let id: i64 = upsert_principal.query_row(
             params![
@@ -313,6 +316,12 @@ fn write_batch(
             ],
             |r| r.get(0),
         )?;
+        by_id.push((id, p));
+    }
+    by_id.sort_unstable_by_key(|(id, _)| *id);
+    let mut actions: Vec<(i64, &ActionDelta)> = Vec::new();
+    for (id, p) in by_id {
+        actions.clear();
         for (action, a) in &p.actions {
             let action_id = match action_ids.get(action) {
                 Some(&id) => id,
@@ -322,6 +331,10 @@ fn write_batch(
                     id
                 }
             };
+            actions.push((action_id, a));
+        }
+        actions.sort_unstable_by_key(|(action_id, _)| *action_id);
+        for (action_id, a) in &actions {
             upsert_action.execute(params![
                 id,
                 action_id,
