@@ -100,6 +100,16 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
+            // A closed pipe (`report ... | head`) is the reader's choice, not a failure.
+            let broken_pipe = err.chain().any(|cause| {
+                cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                    || cause.downcast_ref::<report::ReportError>().is_some_and(
+                        |e| matches!(e, report::ReportError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
+                    )
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             if let Some(config) = err.downcast_ref::<ConfigErrors>() {
                 eprintln!("trailwatch: {config}");
                 return ExitCode::from(64);
@@ -113,7 +123,12 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigErrors> {

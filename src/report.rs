@@ -150,7 +150,7 @@ pub fn write_identities_json(store: &Store, out: &mut dyn Write) -> Result<(), R
     for_each_identity(store, |identity| {
         out.write_all(if first { b"\n" } else { b",\n" })?;
         first = false;
-        serde_json::to_writer_pretty(&mut *out, &identity).map_err(std::io::Error::other)
+        serde_json::to_writer_pretty(&mut *out, &identity).map_err(std::io::Error::from)
     })?;
     out.write_all(if first { b"]\n" } else { b"\n]\n" }).map_err(ReportError::Output)
 }
