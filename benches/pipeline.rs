@@ -29,7 +29,7 @@ struct Corpus {
 fn corpus() -> Corpus {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("corpus");
-    let cfg = SynthConfig { files: 200, records_per_file: 1000, principals: 2000, seed: 3, ..SynthConfig::default() };
+    let cfg = SynthConfig { files: 500, records_per_file: 1000, principals: 2000, seed: 3, ..SynthConfig::default() };
     let (summary, _) = generate(&root, &cfg).unwrap();
     let jobs = pipeline::discover(std::slice::from_ref(&root)).unwrap();
     eprintln!(
@@ -96,7 +96,7 @@ fn stages(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("replay");
-    group.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Elements(corpus.records));
+    group.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Elements(corpus.records));
     eprintln!("replay: {} records per iteration, {:.1} MB of JSON", corpus.records, corpus.json_bytes as f64 / 1e6);
     for threads in [1, 2] {
         group.bench_function(format!("end_to_end/{threads}_threads"), |b| {

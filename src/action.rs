@@ -24,28 +24,27 @@ impl IamAction<'_> {
 /// Up to two IAM actions for one call.
 pub type IamActions<'a> = [Option<IamAction<'a>>; 2];
 
-/// Event sources whose host differs from the IAM service prefix.
-const SERVICE_PREFIXES: &[(&str, &str)] = &[
-    ("monitoring", "cloudwatch"),
-    ("email", "ses"),
-    ("appstream2", "appstream"),
-    ("models.lex", "lex"),
-    ("runtime.lex", "lex"),
-    ("mturk-requester", "mechanicalturk"),
-    ("streams.dynamodb", "dynamodb"),
-    ("tagging", "tag"),
-    ("runtime.sagemaker", "sagemaker"),
-    ("api.sagemaker", "sagemaker"),
-    ("data.mediastore", "mediastore"),
-    ("api.pricing", "pricing"),
-    ("api.ecr", "ecr"),
-    ("bedrock-runtime", "bedrock"),
-    ("sso-directory", "sso-directory"),
-    ("api.mediatailor", "mediatailor"),
-    ("iot-data", "iot"),
-    ("data.iot", "iot"),
-    ("execute-api", "execute-api"),
-];
+/// The IAM service prefix of an event source host, where the two differ (a `match`, so the common case of no
+/// exception costs a length check rather than a table scan).
+fn prefix_exception(host: &str) -> Option<&'static str> {
+    Some(match host {
+        "monitoring" => "cloudwatch",
+        "email" => "ses",
+        "appstream2" => "appstream",
+        "models.lex" | "runtime.lex" => "lex",
+        "mturk-requester" => "mechanicalturk",
+        "streams.dynamodb" => "dynamodb",
+        "tagging" => "tag",
+        "runtime.sagemaker" | "api.sagemaker" => "sagemaker",
+        "data.mediastore" => "mediastore",
+        "api.pricing" => "pricing",
+        "api.ecr" => "ecr",
+        "bedrock-runtime" => "bedrock",
+        "api.mediatailor" => "mediatailor",
+        "iot-data" | "data.iot" => "iot",
+        _ => return None,
+    })
+}
 
 /// Event sources that carry no IAM action at all.
 const NO_ACTION_SOURCES: &[&str] = &["signin"];
@@ -108,7 +107,10 @@ pub fn iam_actions<'a>(event_source: &'a str, event_name: &'a str) -> IamActions
     let Some(service) = service_prefix(event_source) else {
         return [None, None];
     };
-    if let Some(&(_, _, first, second)) = RENAMES.iter().find(|(s, n, _, _)| *s == service && *n == event_name) {
+    // Only S3 and KMS have renames; skip the table scan for every other service.
+    if matches!(service, "s3" | "kms")
+        && let Some(&(_, _, first, second)) = RENAMES.iter().find(|(s, n, _, _)| *s == service && *n == event_name)
+    {
         return [Some(IamAction { service, name: first }), second.map(|name| IamAction { service, name })];
     }
     [Some(IamAction { service, name: strip_version_suffix(event_name) }), None]
@@ -120,7 +122,7 @@ pub fn service_prefix(event_source: &str) -> Option<&str> {
     if host.is_empty() || NO_ACTION_SOURCES.contains(&host) {
         return None;
     }
-    Some(SERVICE_PREFIXES.iter().find(|(from, _)| *from == host).map_or(host, |(_, to)| to))
+    Some(prefix_exception(host).unwrap_or(host))
 }
 
 /// Strips an API version stamp: `ListFunctions20150331` → `ListFunctions`, `GetFunction20150331v2` → `GetFunction`,

@@ -3,8 +3,6 @@
 //! Assumed-role sessions fold into their role (the session name is kept as detail), federated users into the user
 //! that issued them, AWS services into `service:<invokedBy>`. See ARCHITECTURE.md, "Identity keying".
 
-use std::fmt::Write;
-
 use crate::parse::record::RawIdentity;
 
 /// The principal an event is attributed to.
@@ -34,22 +32,20 @@ pub enum PrincipalKey<'a> {
 }
 
 impl PrincipalKey<'_> {
-    /// Appends the canonical principal string to `out`.
+    /// Appends the canonical principal string to `out` (plain pushes: this runs once per record).
     pub fn write_to(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = match *self {
-            PrincipalKey::Arn(arn) => write!(out, "{arn}"),
-            PrincipalKey::Root { partition, account } => {
-                write!(out, "arn:{partition}:iam::{account}:root")
-            }
+        let parts: [&str; 7] = match *self {
+            PrincipalKey::Arn(arn) => [arn, "", "", "", "", "", ""],
+            PrincipalKey::Root { partition, account } => ["arn:", partition, ":iam::", account, ":root", "", ""],
             PrincipalKey::Role { partition, account, name } => {
-                write!(out, "arn:{partition}:iam::{account}:role/{name}")
+                ["arn:", partition, ":iam::", account, ":role/", name, ""]
             }
-            PrincipalKey::User { account, name } => {
-                write!(out, "arn:aws:iam::{account}:user/{name}")
-            }
-            PrincipalKey::Prefixed { prefix, id } => write!(out, "{prefix}:{id}"),
+            PrincipalKey::User { account, name } => ["arn:aws:iam::", account, ":user/", name, "", "", ""],
+            PrincipalKey::Prefixed { prefix, id } => [prefix, ":", id, "", "", "", ""],
         };
+        for part in parts {
+            out.push_str(part);
+        }
     }
 
     pub fn to_canonical(&self) -> String {
