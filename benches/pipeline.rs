@@ -59,7 +59,7 @@ fn stages(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse");
     let mut worker = Worker::default();
     let records = worker.process_bytes(&json, LIMITS, &mut Delta::default()).unwrap().records;
-    group.throughput(Throughput::Elements(records));
+    group.throughput(Throughput::ElementsAndBytes { elements: records, bytes: json.len() as u64 });
     group.bench_function("fold", |b| {
         b.iter_batched_ref(
             Delta::default,
@@ -96,7 +96,10 @@ fn stages(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("replay");
-    group.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Elements(corpus.records));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::ElementsAndBytes { elements: corpus.records, bytes: corpus.json_bytes });
     eprintln!("replay: {} records per iteration, {:.1} MB of JSON", corpus.records, corpus.json_bytes as f64 / 1e6);
     for threads in [1, 2] {
         group.bench_function(format!("end_to_end/{threads}_threads"), |b| {
