@@ -1,7 +1,8 @@
 //! Criterion benchmarks for each stage and for end-to-end replay, on a `synth` corpus (~1.27 KB records).
 //!
 //! Groups: `decode/gunzip` (bytes/s of JSON out), `parse/fold` (gunzip excluded: simd-json into borrowed records and
-//! folding them into a delta), `state/commit` (one batch's delta and ledger entries into SQLite), and
+//! folding them into a delta), `state/apply` (folding already-parsed events alone), `state/commit` (one batch's delta
+//! and ledger entries into SQLite), and
 //! `replay/end_to_end` with 1 and 2 worker threads (read, gunzip, parse, fold, commit). Targets are in README.md.
 
 use std::path::PathBuf;
@@ -11,9 +12,10 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use trailwatch::decode::decode_into;
 use trailwatch::metrics::Metrics;
+use trailwatch::parse::Parser;
 use trailwatch::pipeline::{self, Applied, BatchLimits, Limits, RunContext, Worker};
-use trailwatch::state::Delta;
 use trailwatch::state::store::{LedgerEntry, Store, Synchronous};
+use trailwatch::state::{Delta, Scratch};
 use trailwatch::synth::{SynthConfig, generate};
 
 const LIMITS: Limits = Limits { max_file_bytes: 1 << 30, max_decoded_bytes: 1 << 30 };
@@ -64,6 +66,27 @@ fn stages(c: &mut Criterion) {
         b.iter_batched_ref(
             Delta::default,
             |delta| worker.process_bytes(&json, LIMITS, delta).unwrap(),
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+
+    // Folding alone: the events of one file, parsed once and kept (they borrow the buffer), applied to a new delta.
+    let mut buf = json.clone();
+    Parser::pad(&mut buf);
+    let mut events = Vec::new();
+    Parser::default().parse(&mut buf, json.len(), &mut |e| events.push(*e)).unwrap();
+    let mut group = c.benchmark_group("state");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    let mut scratch = Scratch::default();
+    group.bench_function("apply", |b| {
+        b.iter_batched_ref(
+            Delta::default,
+            |delta| {
+                for event in &events {
+                    delta.apply(event, &mut scratch);
+                }
+            },
             BatchSize::SmallInput,
         );
     });

@@ -20,6 +20,7 @@ pub enum DaemonError {
     Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("spool directory {dir}: {source}")]
     Spool { dir: String, source: std::io::Error },
+
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -74,30 +75,37 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         metrics: &metrics,
         stop: &stop,
     };
-    let mut result = Ok(());
+    // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
+    let mut scan_error: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
         match spool.scan(&applied, SystemTime::now()) {
-            Ok(jobs) if !jobs.is_empty() => {
-                match pipeline::run(&jobs, &ctx, &mut store, &mut applied, &mut |_| {}) {
-                    Ok(summary) => {
-                        spool.note_unapplied(&jobs, &applied);
-                        tracing::info!(
-                            files = summary.files_applied,
-                            rejected = summary.files_rejected,
-                            records = summary.counts.records,
-                            "applied new files"
-                        );
-                    }
-                    Err(err) => {
+            Ok(jobs) => {
+                if let Some(err) = scan_error.take() {
+                    tracing::info!("spool {} is readable again (was: {err})", spool.dir().display());
+                }
+                if !jobs.is_empty() {
+                    match pipeline::run(&jobs, &ctx, &mut store, &mut applied, &mut |_| {}) {
+                        Ok(summary) => {
+                            spool.note_unapplied(&jobs, &applied);
+                            tracing::info!(
+                                files = summary.files_applied,
+                                rejected = summary.files_rejected,
+                                records = summary.counts.records,
+                                "applied new files"
+                            );
+                        }
                         // Nothing of the failed batch was committed; its files are offered again next scan.
-                        tracing::error!("commit failed, will retry: {err}");
+                        Err(err) => tracing::error!("commit failed, will retry: {err}"),
                     }
                 }
             }
-            Ok(_) => {}
-            Err(source) => {
-                result = Err(DaemonError::Spool { dir: spool.dir().display().to_string(), source });
-                break;
+            Err(err) => {
+                metrics.spool_scan_failures.inc();
+                let err = err.to_string();
+                if scan_error.as_deref() != Some(err.as_str()) {
+                    tracing::error!("cannot scan the spool, will retry: {err}");
+                }
+                scan_error = Some(err);
             }
         }
         match wake_rx.recv_timeout(spool_config.scan_interval) {
@@ -109,7 +117,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let _ = runtime.block_on(server);
     runtime.shutdown_timeout(Duration::from_secs(5));
     tracing::info!("stopped");
-    result
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub commit_duration: Histogram,
     pub commit_failures: IntCounter,
     pub last_commit_timestamp: IntGauge,
+    pub spool_scan_failures: IntCounter,
 }
 
 impl Metrics {
@@ -67,6 +68,11 @@ impl Metrics {
             "Unix time of the last successful commit of applied files",
         )
         .expect("valid metric");
+        let spool_scan_failures = IntCounter::new(
+            "trailwatch_spool_scan_failures_total",
+            "Scans of the spool directory that failed (they are retried)",
+        )
+        .expect("valid metric");
         for outcome in ["applied", "duplicate", "rejected"] {
             files.with_label_values(&[outcome]);
         }
@@ -85,6 +91,7 @@ impl Metrics {
             Box::new(commit_duration.clone()),
             Box::new(commit_failures.clone()),
             Box::new(last_commit_timestamp.clone()),
+            Box::new(spool_scan_failures.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -102,6 +109,7 @@ impl Metrics {
             commit_duration,
             commit_failures,
             last_commit_timestamp,
+            spool_scan_failures,
         }
     }
 

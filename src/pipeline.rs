@@ -212,16 +212,19 @@ impl Summary {
 
 /// Ledger keys already applied. The store's writer lock makes this process the only writer, so the set read at
 /// start plus what this process commits is the whole ledger.
+///
+/// Each key is held as a 128-bit digest (16 bytes instead of two strings), since a daemon accumulates one per file
+/// for its whole life; two keys colliding is about as likely as 2^-64 for billions of files.
 #[derive(Debug, Default)]
-pub struct Applied(HashSet<LedgerKey>);
+pub struct Applied(HashSet<u128>);
 
 impl Applied {
     pub fn load(store: &Store) -> Result<Applied, StoreError> {
-        Ok(Applied(store.ledger_keys()?.into_iter().collect()))
+        Ok(Applied(store.ledger_keys()?.iter().map(digest).collect()))
     }
 
     pub fn contains(&self, key: &LedgerKey) -> bool {
-        self.0.contains(key)
+        self.0.contains(&digest(key))
     }
 
     pub fn len(&self) -> usize {
@@ -231,6 +234,23 @@ impl Applied {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    fn insert(&mut self, key: &LedgerKey) {
+        self.0.insert(digest(key));
+    }
+}
+
+/// Two independent SipHash-1-3 digests of the key: in memory only, never persisted, so the std hasher's
+/// freedom to change between Rust releases does not matter.
+fn digest(key: &LedgerKey) -> u128 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
 /// Everything a run needs besides its files.
@@ -403,7 +423,9 @@ impl Committer<'_, '_> {
         self.summary.files_applied += batch.files.len() as u64;
         self.summary.counts.add(&batch.counts);
         self.summary.batches += 1;
-        self.applied.0.extend(batch.files.into_iter().map(|(key, _)| key));
+        for (key, _) in &batch.files {
+            self.applied.insert(key);
+        }
         Ok(())
     }
 }
@@ -440,9 +462,17 @@ pub fn is_candidate_name(name: &str) -> bool {
 }
 
 /// Collects candidate files under `dir`, at any depth, with their metadata.
+///
+/// Only an unreadable `dir` itself is an error; an unreadable directory below it is logged and skipped, so one bad
+/// subdirectory does not hide the rest of the tree.
 pub fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<(), std::io::Error> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {}", dir.display(), e.to_string().to_lowercase())))?;
+    walk_entries(entries, out);
+    Ok(())
+}
+
+fn walk_entries(entries: std::fs::ReadDir, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
     for entry in entries {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name();
@@ -450,12 +480,19 @@ pub fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<(
         let Ok(meta) = entry.metadata() else { continue };
         let path = entry.path();
         if meta.is_dir() {
-            if !name.starts_with('.') {
-                walk(&path, out)?;
+            if name.starts_with('.') {
+                continue;
+            }
+            match std::fs::read_dir(&path) {
+                Ok(sub) => walk_entries(sub, out),
+                Err(err) => tracing::warn!(
+                    "skipping unreadable directory {}: {}",
+                    path.display(),
+                    err.to_string().to_lowercase()
+                ),
             }
         } else if meta.is_file() && is_candidate_name(&name) {
             out.push((path, meta));
         }
     }
-    Ok(())
 }

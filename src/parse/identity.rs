@@ -78,7 +78,7 @@ fn assumed_role_parts(arn: &str) -> Option<(&str, &str)> {
 const HIDDEN_USER: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
 
 /// Resolves the principal of a record's `userIdentity`; `None` when nothing identifies anyone.
-pub fn resolve<'r>(identity: &'r RawIdentity<'_>, recipient_account: Option<&'r str>) -> Option<Principal<'r>> {
+pub fn resolve<'a>(identity: &RawIdentity<'a>, recipient_account: Option<&'a str>) -> Option<Principal<'a>> {
     let kind = identity.kind.get();
     let arn = identity.arn.get();
     let account = identity.account_id.get().or_else(|| arn.and_then(arn_account));
@@ -148,7 +148,7 @@ pub fn resolve<'r>(identity: &'r RawIdentity<'_>, recipient_account: Option<&'r 
     }
 }
 
-fn service<'r>(identity: &'r RawIdentity<'_>) -> Option<Principal<'r>> {
+fn service<'a>(identity: &RawIdentity<'a>) -> Option<Principal<'a>> {
     let id = identity.invoked_by.get().or_else(|| identity.principal_id.get())?;
     // A service acts across accounts, so a service principal belongs to none.
     Some(Principal {
@@ -160,7 +160,7 @@ fn service<'r>(identity: &'r RawIdentity<'_>) -> Option<Principal<'r>> {
 }
 
 /// A stable id for identities without an ARN: the principal id, or Identity Center's user id.
-fn fallback<'r>(identity: &'r RawIdentity<'_>, kind: &'r str, account: Option<&'r str>) -> Option<Principal<'r>> {
+fn fallback<'a>(identity: &RawIdentity<'a>, kind: &'a str, account: Option<&'a str>) -> Option<Principal<'a>> {
     let id = identity.principal_id.get().or_else(|| identity.on_behalf_of.get().and_then(|o| o.user_id.get()))?;
     Some(Principal { key: PrincipalKey::Prefixed { prefix: "principal-id", id }, kind, account, session: None })
 }

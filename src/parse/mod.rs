@@ -18,7 +18,8 @@ use crate::parse::lenient::Obj;
 use crate::parse::record::RawRecord;
 use crate::time::{Timestamp, parse_rfc3339};
 
-/// One CloudTrail record, validated and resolved to its principal and IAM actions. Borrows from the file buffer.
+/// One CloudTrail record, validated and resolved to its principal and IAM actions. Borrows from the file buffer,
+/// so it can be kept for as long as the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'r> {
     pub time: Timestamp,
@@ -170,23 +171,23 @@ impl Parser {
     ///
     /// `json[..len]` is the document and `json[len..]` at least [`PADDING`] bytes of any content (see
     /// [`Parser::pad`]); strings are unescaped in place, so the document is overwritten.
-    pub fn parse(
+    pub fn parse<'de>(
         &mut self,
-        json: &mut [u8],
+        json: &'de mut [u8],
         len: usize,
-        on_event: &mut dyn FnMut(&Event<'_>),
+        on_event: &mut dyn FnMut(&Event<'de>),
     ) -> Result<RecordCounts, ParseError> {
         let mut tape = self.tape.take().unwrap_or_else(|| simd_json::Tape::null().reset()).reset();
         let filled = simd_json::fill_tape_padded(json, len, &mut self.buffers, &mut tape);
         if let Err(err) = filled {
             self.tape = Some(tape.reset());
-            return Err(ParseError::InvalidJson(err.to_string().to_lowercase()));
+            return Err(ParseError::InvalidJson(describe(&err)));
         }
         let mut de = simd_json::Deserializer::from_tape(tape);
         let mut counts = RecordCounts::default();
         let shape = FileSeed { counts: &mut counts, on_event }.deserialize(&mut de);
         self.tape = Some(de.into_tape().reset());
-        match shape.map_err(|err| ParseError::InvalidJson(err.to_string().to_lowercase()))? {
+        match shape.map_err(|err| ParseError::InvalidJson(describe(&err)))? {
             FileShape::LogFile => Ok(counts),
             FileShape::NotAnObject => Err(ParseError::NotCloudTrail("top level is not an object")),
             FileShape::RecordsNotArray => Err(ParseError::NotCloudTrail("`Records` is not an array")),
@@ -207,8 +208,23 @@ impl Parser {
     }
 }
 
+/// `ExpectedObjectKey at character 1293` → `expected object key at byte 1293`.
+fn describe(err: &simd_json::Error) -> String {
+    let kind = format!("{:?}", err.error());
+    // Variants with data print as `Name(..)`; the name says enough.
+    let name = kind.split(['(', ' ', '{']).next().unwrap_or(&kind);
+    let mut words = String::with_capacity(name.len() + 8);
+    for (i, c) in name.char_indices() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    format!("{words} at byte {}", err.index())
+}
+
 /// Turns a raw record into an event, or says why it is skipped. `None` inside `Ok` means an Insight event.
-pub fn validate<'r>(raw: &'r RawRecord<'_>) -> Result<Option<Event<'r>>, SkipReason> {
+pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason> {
     if raw.event_type.get() == Some("AwsCloudTrailInsight") {
         return Ok(None);
     }
@@ -265,12 +281,12 @@ enum FileShape {
     NoRecords,
 }
 
-struct FileSeed<'s, 'f> {
+struct FileSeed<'s, 'f, 'de> {
     counts: &'s mut RecordCounts,
-    on_event: &'s mut (dyn FnMut(&Event<'_>) + 'f),
+    on_event: &'s mut (dyn FnMut(&Event<'de>) + 'f),
 }
 
-impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_, 'de> {
     type Value = FileShape;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FileShape, D::Error> {
@@ -278,7 +294,7 @@ impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for FileSeed<'_, '_> {
+impl<'de> Visitor<'de> for FileSeed<'_, '_, 'de> {
     type Value = FileShape;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -340,12 +356,12 @@ impl<'de> Visitor<'de> for FileSeed<'_, '_> {
 }
 
 /// Streams the `Records` array; its value says whether it was an array at all.
-struct RecordsSeed<'s, 'f> {
+struct RecordsSeed<'s, 'f, 'de> {
     counts: &'s mut RecordCounts,
-    on_event: &'s mut (dyn FnMut(&Event<'_>) + 'f),
+    on_event: &'s mut (dyn FnMut(&Event<'de>) + 'f),
 }
 
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_, 'de> {
     type Value = bool;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
@@ -353,7 +369,7 @@ impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for RecordsSeed<'_, '_> {
+impl<'de> Visitor<'de> for RecordsSeed<'_, '_, 'de> {
     type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {

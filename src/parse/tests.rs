@@ -137,6 +137,10 @@ fn files_that_are_not_log_files_are_rejected() {
         parser.parse_unpadded(b"{\"Records\":[]} trailing", &mut |_| {}),
         Err(ParseError::InvalidJson(_))
     ));
+    assert_eq!(
+        parser.parse_unpadded(br#"{"Records":[{"a":1,}]}"#, &mut |_| {}),
+        Err(ParseError::InvalidJson("expected object key at byte 19".to_owned()))
+    );
     // The parser is reusable after an error.
     assert_eq!(parser.parse_unpadded(br#"{"Records":[]}"#, &mut |_| {}).map(|c| c.records), Ok(0));
 }

@@ -113,3 +113,32 @@ fn a_second_writer_on_the_same_state_is_refused() {
     ok(&trailwatch(&["--config", config.to_str().unwrap(), "report", "identities"]));
     terminate(daemon);
 }
+
+#[test]
+fn a_spool_that_disappears_is_retried_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let port = free_port();
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {:?}\nscan_interval_ms = 20\nmin_file_age_ms = 0\n[store]\npath = {:?}\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n",
+            spool.to_str().unwrap(),
+            tmp.path().join("state.db").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let daemon = start(&config);
+    wait_for(Duration::from_secs(30), || metrics(port)).expect("daemon up");
+    std::fs::remove_dir_all(&spool).unwrap();
+    wait_for(Duration::from_secs(30), || {
+        metric(&metrics(port)?, "trailwatch_spool_scan_failures_total").filter(|&n| n >= 2.0)
+    })
+    .expect("scan failures are counted while the spool is missing");
+    let fixture = std::fs::read(data("fixtures/identities.json")).unwrap();
+    drop_file(&spool.join("later/identities.json"), &fixture);
+    wait_applied(port, 1.0, 0.0);
+    terminate(daemon);
+}
