@@ -1,3 +1,5 @@
-//! Stage 1, intake: where files come from in daemon mode. Today a spool directory; SQS joins in a later issue.
+//! Stage 1, intake: where files come from in daemon mode (a spool directory), and how SQS notification bodies name
+//! S3 objects (the SQS consumer builds on `notification`).
 
+pub mod notification;
 pub mod spool;
