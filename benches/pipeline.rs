@@ -46,7 +46,7 @@ fn corpus() -> Corpus {
 
 fn stages(c: &mut Criterion) {
     let corpus = corpus();
-    let raw = std::fs::read(&corpus.jobs[0].path).unwrap();
+    let raw = std::fs::read(corpus.jobs[0].local_path().unwrap()).unwrap();
     let mut json = Vec::new();
     decode_into(&raw, &mut json, LIMITS.max_decoded_bytes).unwrap();
 
@@ -140,7 +140,9 @@ fn stages(c: &mut Criterion) {
                         metrics: &metrics,
                         stop: &stop,
                     };
-                    let summary = pipeline::run(&corpus.jobs, &ctx, &mut store, &mut applied, &mut |_| {}).unwrap();
+                    let summary =
+                        pipeline::run(pipeline::Jobs::Local(&corpus.jobs), &ctx, &mut store, &mut applied, &mut |_| {})
+                            .unwrap();
                     assert_eq!(summary.counts.records, corpus.records);
                     dir
                 },

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::aws::AwsSettings;
 use crate::pipeline::{BatchLimits, Limits};
 use crate::state::store::Synchronous;
 
@@ -24,6 +25,7 @@ pub struct Config {
     pub limits: Limits,
     pub batch: BatchLimits,
     pub http_listen: SocketAddr,
+    pub aws: AwsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +120,21 @@ impl Default for RawPipeline {
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawAws {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    s3_force_path_style: bool,
+    max_concurrent_fetches: usize,
+}
+
+impl Default for RawAws {
+    fn default() -> Self {
+        RawAws { region: None, endpoint_url: None, s3_force_path_style: false, max_concurrent_fetches: 16 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawHttp {
     listen: String,
 }
@@ -157,14 +174,15 @@ impl Config {
             }
         };
         for key in table.keys() {
-            if !["intake", "store", "pipeline", "http"].contains(&key.as_str()) {
-                problems.push(format!("`{key}`: unknown section (expected intake, store, pipeline, http)"));
+            if !["intake", "store", "pipeline", "http", "aws"].contains(&key.as_str()) {
+                problems.push(format!("`{key}`: unknown section (expected intake, store, pipeline, http, aws)"));
             }
         }
         let intake: RawIntake = section(&table, "intake", &mut problems);
         let store: RawStore = section(&table, "store", &mut problems);
         let pipeline: RawPipeline = section(&table, "pipeline", &mut problems);
         let http: RawHttp = section(&table, "http", &mut problems);
+        let aws: RawAws = section(&table, "aws", &mut problems);
 
         let mut check = |ok: bool, problem: &str| {
             if !ok {
@@ -180,6 +198,19 @@ impl Config {
         check(pipeline.batch_max_wait_ms >= 1, "`pipeline.batch_max_wait_ms`: must be at least 1");
         check(pipeline.max_file_bytes >= 1, "`pipeline.max_file_bytes`: must be at least 1");
         check(pipeline.max_decoded_bytes >= 1, "`pipeline.max_decoded_bytes`: must be at least 1");
+        check(
+            (1..=256).contains(&aws.max_concurrent_fetches),
+            "`aws.max_concurrent_fetches`: must be between 1 and 256",
+        );
+        check(
+            aws.region.as_deref() != Some(""),
+            "`aws.region`: must not be empty (leave it out to use the SDK's chain)",
+        );
+        if let Some(endpoint) = &aws.endpoint_url
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!("`aws.endpoint_url`: `{endpoint}` is not an http:// or https:// url"));
+        }
         let http_listen = match http.listen.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {
@@ -212,6 +243,12 @@ impl Config {
                 max_wait: Duration::from_millis(pipeline.batch_max_wait_ms),
             },
             http_listen: http_listen.expect("checked above"),
+            aws: AwsSettings {
+                region: aws.region,
+                endpoint_url: aws.endpoint_url,
+                s3_force_path_style: aws.s3_force_path_style,
+                max_concurrent_fetches: aws.max_concurrent_fetches,
+            },
         })
     }
 }

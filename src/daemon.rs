@@ -84,7 +84,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                     tracing::info!("spool {} is readable again (was: {err})", spool.dir().display());
                 }
                 if !jobs.is_empty() {
-                    match pipeline::run(&jobs, &ctx, &mut store, &mut applied, &mut |_| {}) {
+                    match pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &mut applied, &mut |_| {}) {
                         Ok(summary) => {
                             spool.note_unapplied(&jobs, &applied);
                             tracing::info!(

@@ -10,9 +10,12 @@
 //! - [`report`], [`synth`], [`config`], [`metrics`], [`http`]: the edges.
 
 pub mod action;
+pub mod aws;
+pub mod backfill;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod fetch;
 pub mod http;
 pub mod intake;
 pub mod metrics;

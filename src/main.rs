@@ -11,12 +11,13 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use trailwatch::config::{Config, ConfigErrors};
+use trailwatch::intake::layout::Filters;
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::SkipReason;
 use trailwatch::pipeline::{self, Applied, RunContext, Summary};
 use trailwatch::state::store::Store;
 use trailwatch::synth::{self, SynthConfig};
-use trailwatch::{daemon, report};
+use trailwatch::{backfill, daemon, report, time};
 
 #[derive(Parser)]
 #[command(name = "trailwatch", version, about = "Watches an AWS organisation through its CloudTrail logs")]
@@ -35,13 +36,25 @@ struct Cli {
 enum Command {
     /// Run the daemon: apply every new file in the spool, serve /metrics and /healthz.
     Run,
-    /// Apply every CloudTrail file under the paths, once, using all cores.
+    /// Apply every CloudTrail file under the paths (local, or `s3://bucket[/prefix]`), once, using all cores.
     Replay {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
+        #[arg(required = true, value_name = "PATH|s3://BUCKET[/PREFIX]")]
+        paths: Vec<String>,
         /// Worker threads (default: `pipeline.threads`, 0 = one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Only files of this day (YYYY-MM-DD, UTC) and later, by CloudTrail's layout.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Only files of this day (YYYY-MM-DD, UTC) and earlier.
+        #[arg(long, value_name = "DATE")]
+        until: Option<String>,
+        /// Only these accounts (repeatable).
+        #[arg(long = "account", value_name = "ID")]
+        accounts: Vec<String>,
+        /// Only these regions (repeatable).
+        #[arg(long = "region", value_name = "REGION")]
+        regions: Vec<String>,
     },
     /// Print what trailwatch knows.
     Report {
@@ -152,12 +165,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { paths, threads } => {
+        Command::Replay { paths, threads, since, until, accounts, regions } => {
             let mut config = load_config(&cli)?;
             if let Some(threads) = threads {
                 config.threads = (*threads).max(1);
             }
-            replay(&config, paths)
+            let mut problems = Vec::new();
+            let mut day = |flag: &str, value: &Option<String>| {
+                let parsed = value
+                    .as_deref()
+                    .map(|v| time::parse_date(v).or_else(|| time::parse_rfc3339(v).map(|t| t - t.rem_euclid(86_400))));
+                match parsed {
+                    Some(None) => {
+                        problems
+                            .push(format!("`{flag}`: `{}` is not a date (YYYY-MM-DD)", value.as_deref().unwrap_or("")));
+                        None
+                    }
+                    Some(day) => day,
+                    None => None,
+                }
+            };
+            let filters = Filters {
+                since: day("--since", since),
+                until: day("--until", until),
+                accounts: accounts.clone(),
+                regions: regions.clone(),
+            };
+            let s3: Vec<_> = paths.iter().filter_map(|p| backfill::parse_s3_url(p)).collect();
+            if !s3.is_empty() && s3.len() != paths.len() {
+                problems.push("paths: give either local paths or s3:// urls, not both".to_owned());
+            }
+            if !problems.is_empty() {
+                return Err(ConfigErrors { source_name: "(command line)".to_owned(), problems }.into());
+            }
+            replay(&config, paths, &s3, &filters)
         }
         Command::Report { what: ReportCommand::Identities { format } } => {
             let config = load_config(&cli)?;
@@ -208,9 +249,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &Filters) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let jobs = pipeline::discover(paths)?;
     let mut store = Store::open(&config.store_path, config.synchronous)?;
     let mut applied = Applied::load(&store)?;
     let metrics = Metrics::new();
@@ -223,7 +263,7 @@ fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         stop: &stop,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+        let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {pos}/{len} files {msg} [{elapsed_precise}<{eta_precise}]",
@@ -232,12 +272,41 @@ fn replay(config: &Config, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let summary = pipeline::run(&jobs, &ctx, &mut store, &mut applied, &mut |s| {
+    let mut on_progress = |s: &Summary| {
         if let Some(bar) = &bar {
             bar.set_position(s.files_seen());
             bar.set_message(format!("{} records", s.counts.records));
         }
-    })?;
+    };
+    let summary = if s3.is_empty() {
+        let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+        let mut jobs = pipeline::discover(&paths)?;
+        if *filters != Filters::default() {
+            jobs.retain(|job| job.local_path().is_some_and(|p| filters.keeps(&p.to_string_lossy())));
+        }
+        if let Some(bar) = &bar {
+            bar.set_length(jobs.len() as u64);
+        }
+        pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &mut applied, &mut on_progress)?
+    } else {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let mut on_listed = |n: u64| {
+            if let Some(bar) = &bar {
+                bar.set_length(n);
+            }
+        };
+        backfill::replay(
+            s3,
+            filters,
+            now,
+            &config.aws,
+            &ctx,
+            &mut store,
+            &mut applied,
+            &mut on_listed,
+            &mut on_progress,
+        )?
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::decode::{DecodeError, decode_into};
+use crate::fetch::FetchError;
 use crate::metrics::Metrics;
 use crate::parse::{ParseError, Parser, RecordCounts};
 use crate::state::store::{LedgerEntry, LedgerKey, Store, StoreError};
@@ -33,19 +34,63 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
-/// A local file to apply.
+/// A file to apply: where it is, and its identity in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileJob {
     pub key: LedgerKey,
-    pub path: PathBuf,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    S3 { bucket: String, key: String },
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(path) => write!(f, "{}", path.display()),
+            Location::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+        }
+    }
 }
 
 impl FileJob {
     /// A local file's job: its ledger key is its absolute path and size.
     pub fn local(path: PathBuf, size: u64) -> FileJob {
         let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        FileJob { key: LedgerKey { source: format!("file:{}", absolute.display()), version: size.to_string() }, path }
+        let key = LedgerKey { source: format!("file:{}", absolute.display()), version: size.to_string() };
+        FileJob { key, location: Location::Local(path) }
     }
+
+    /// An S3 object's job: its ledger key is `s3://bucket/key` and its ETag.
+    pub fn s3(bucket: &str, key: &str, etag: &str) -> FileJob {
+        let ledger = LedgerKey { source: format!("s3://{bucket}/{key}"), version: etag.to_owned() };
+        FileJob { key: ledger, location: Location::S3 { bucket: bucket.to_owned(), key: key.to_owned() } }
+    }
+
+    pub fn local_path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::Local(path) => Some(path),
+            Location::S3 { .. } => None,
+        }
+    }
+}
+
+/// Where workers take their files from.
+pub enum Jobs<'a> {
+    /// Local files, read by the workers themselves; those already in the ledger are skipped unread.
+    Local(&'a [FileJob]),
+    /// Bytes fetched by someone else (S3) and handed over through a bounded channel. The sender has already
+    /// skipped what is in the ledger, and says how many it skipped.
+    Fetched { rx: std::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedJob>>, duplicates: u64 },
+}
+
+/// A fetched file, or why it could not be fetched.
+pub struct FetchedJob {
+    pub job: FileJob,
+    pub bytes: Result<Vec<u8>, FetchError>,
 }
 
 /// Why a file was not applied. `kind()` is the bounded metric label.
@@ -59,6 +104,8 @@ pub enum FileError {
     Decode { path: String, source: DecodeError },
     #[error("{path}: {source}")]
     Parse { path: String, source: ParseError },
+    #[error(transparent)]
+    Fetch(FetchError),
 }
 
 impl FileError {
@@ -68,6 +115,7 @@ impl FileError {
             FileError::TooLarge { .. } => "too_large",
             FileError::Decode { source, .. } => source.kind(),
             FileError::Parse { source, .. } => source.kind(),
+            FileError::Fetch(source) => source.kind(),
         }
     }
 }
@@ -139,10 +187,35 @@ impl Worker {
         limits: Limits,
         delta: &mut Delta,
     ) -> (u64, Result<RecordCounts, FileError>) {
-        let path = || job.path.display().to_string();
-        if let Err(source) = self.read(&job.path, limits) {
+        let path = || job.location.to_string();
+        let Some(local) = job.local_path() else {
+            return (0, Err(FileError::Read { path: path(), source: std::io::Error::other("not a local file") }));
+        };
+        if let Err(source) = self.read(local, limits) {
             return (0, Err(source.with_path(path())));
         }
+        self.process_raw(job, limits, delta)
+    }
+
+    /// Decodes and parses bytes fetched elsewhere; the buffer is kept for reuse.
+    pub fn process_fetched(
+        &mut self,
+        job: &FileJob,
+        bytes: Vec<u8>,
+        limits: Limits,
+        delta: &mut Delta,
+    ) -> (u64, Result<RecordCounts, FileError>) {
+        self.raw = bytes;
+        self.process_raw(job, limits, delta)
+    }
+
+    fn process_raw(
+        &mut self,
+        job: &FileJob,
+        limits: Limits,
+        delta: &mut Delta,
+    ) -> (u64, Result<RecordCounts, FileError>) {
+        let path = || job.location.to_string();
         let read_bytes = self.raw.len() as u64;
         let raw = std::mem::take(&mut self.raw);
         let res = self.process_bytes(&raw, limits, delta);
@@ -187,6 +260,7 @@ impl FileError {
             FileError::TooLarge { size, cap, .. } => FileError::TooLarge { path, size, cap },
             FileError::Decode { source, .. } => FileError::Decode { path, source },
             FileError::Parse { source, .. } => FileError::Parse { path, source },
+            FileError::Fetch(source) => FileError::Fetch(source),
         }
     }
 }
@@ -270,7 +344,7 @@ const UNIT_MAX_RECORDS: u64 = 64_000;
 ///
 /// Rejected files are logged and counted, and the run goes on; only a failing store ends it early.
 pub fn run(
-    jobs: &[FileJob],
+    jobs: Jobs<'_>,
     ctx: &RunContext<'_>,
     store: &mut Store,
     applied: &mut Applied,
@@ -278,28 +352,50 @@ pub fn run(
 ) -> Result<Summary, StoreError> {
     let mut committer = Committer { store, applied, ctx, batch: Batch::default(), summary: Summary::default() };
     // `discover` lists each file once, so after this filter no job can be applied twice in this run.
-    let pending: Vec<&FileJob> = jobs.iter().filter(|j| !committer.applied.contains(&j.key)).collect();
-    committer.summary.files_duplicate = (jobs.len() - pending.len()) as u64;
+    let pending: Vec<&FileJob> = match &jobs {
+        Jobs::Local(local) => local.iter().filter(|j| !committer.applied.contains(&j.key)).collect(),
+        Jobs::Fetched { .. } => Vec::new(),
+    };
+    committer.summary.files_duplicate = match &jobs {
+        Jobs::Local(local) => (local.len() - pending.len()) as u64,
+        Jobs::Fetched { duplicates, .. } => *duplicates,
+    };
     committer.ctx.metrics.files.with_label_values(&["duplicate"]).inc_by(committer.summary.files_duplicate);
     let next = AtomicUsize::new(0);
-    let threads = ctx.threads.max(1).min(pending.len().max(1));
+    let threads = match &jobs {
+        Jobs::Local(_) => ctx.threads.max(1).min(pending.len().max(1)),
+        Jobs::Fetched { .. } => ctx.threads.max(1),
+    };
     let unit_max_files = ctx.batch.max_files.clamp(1, 64);
     let (tx, rx) = mpsc::sync_channel::<Message>(threads * 2);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let tx = tx.clone();
-            let (next, pending) = (&next, &pending);
+            let (next, pending, jobs) = (&next, &pending, &jobs);
             scope.spawn(move || {
                 let mut worker = Worker::default();
                 let mut unit = Unit::default();
                 while !ctx.stop.load(Ordering::Relaxed) {
-                    let Some(job) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
                     let started = Instant::now();
-                    let (read_bytes, res) = worker.process_file(job, ctx.limits, &mut unit.delta);
+                    let (job, (read_bytes, res)) = match jobs {
+                        Jobs::Local(_) => {
+                            let Some(job) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                            ((*job).clone(), worker.process_file(job, ctx.limits, &mut unit.delta))
+                        }
+                        Jobs::Fetched { rx, .. } => {
+                            // A poisoned lock means another worker panicked; the scope re-raises that panic.
+                            let Some(fetched) = rx.lock().ok().and_then(|mut rx| rx.blocking_recv()) else { break };
+                            let outcome = match fetched.bytes {
+                                Ok(bytes) => worker.process_fetched(&fetched.job, bytes, ctx.limits, &mut unit.delta),
+                                Err(err) => (0, Err(FileError::Fetch(err))),
+                            };
+                            (fetched.job, outcome)
+                        }
+                    };
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
                     let msg = match res {
                         Ok(counts) => {
-                            unit.files.push(((*job).clone(), counts.records));
+                            unit.files.push((job, counts.records));
                             unit.counts.add(&counts);
                             unit.read_bytes += read_bytes;
                             unit.decoded_bytes += worker.decoded_len();
@@ -308,7 +404,7 @@ pub fn run(
                             }
                             Message::Unit(std::mem::take(&mut unit))
                         }
-                        Err(error) => Message::Rejected { job: (*job).clone(), error, read_bytes },
+                        Err(error) => Message::Rejected { job, error, read_bytes },
                     };
                     if tx.send(msg).is_err() {
                         return;
@@ -393,7 +489,7 @@ impl Committer<'_, '_> {
                 self.batch.delta.merge(unit.delta);
                 self.batch.counts.add(&unit.counts);
                 for (job, records) in unit.files {
-                    tracing::debug!(path = %job.path.display(), records, "parsed file");
+                    tracing::debug!(file = %job.location, records, "parsed file");
                     self.batch.files.push((job.key, records));
                 }
             }

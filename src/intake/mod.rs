@@ -1,5 +1,6 @@
 //! Stage 1, intake: where files come from in daemon mode (a spool directory), and how SQS notification bodies name
 //! S3 objects (the SQS consumer builds on `notification`).
 
+pub mod layout;
 pub mod notification;
 pub mod spool;

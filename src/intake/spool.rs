@@ -41,15 +41,15 @@ impl Spool {
             .map(|(path, meta)| FileJob::local(path, meta.len()))
             .filter(|job| !applied.contains(&job.key))
             .collect();
-        jobs.sort_by(|a, b| a.path.cmp(&b.path));
+        jobs.sort_by(|a, b| a.local_path().cmp(&b.local_path()));
         Ok(jobs)
     }
 
     /// Remembers the offered jobs that were not applied, so they are not read again while unchanged.
     pub fn note_unapplied(&mut self, jobs: &[FileJob], applied: &Applied) {
-        for job in jobs.iter().filter(|j| !applied.contains(&j.key)) {
-            if let Ok(meta) = std::fs::metadata(&job.path) {
-                self.rejected.insert(job.path.clone(), (meta.len(), meta.modified().ok()));
+        for path in jobs.iter().filter(|j| !applied.contains(&j.key)).filter_map(FileJob::local_path) {
+            if let Ok(meta) = std::fs::metadata(path) {
+                self.rejected.insert(path.to_owned(), (meta.len(), meta.modified().ok()));
             }
         }
         // Forget files that were removed from the spool.

@@ -9,5 +9,8 @@ mod replay;
 // `run`: the spool daemon, its HTTP endpoints and its shutdown.
 mod daemon;
 
+// The AWS edge against moto's S3 emulator and the real SDK: backfill from S3.
+mod aws;
+
 // `validate` and configuration errors.
 mod config;

@@ -1,0 +1,132 @@
+//! CloudTrail's S3 layout: `[prefix/]AWSLogs/[o-xxxx/]<account>/CloudTrail[-Insight|-Digest]/<region>/YYYY/MM/DD/…`,
+//! parsed from keys, and the backfill filters (dates, accounts, regions) that prune a listing.
+
+use crate::time::{Timestamp, parse_date};
+
+/// Where a key sits in CloudTrail's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout<'k> {
+    pub organization: Option<&'k str>,
+    pub account: &'k str,
+    /// `CloudTrail`, `CloudTrail-Insight` or `CloudTrail-Digest`.
+    pub kind: &'k str,
+    pub region: &'k str,
+    /// Midnight UTC of the day directory.
+    pub day: Timestamp,
+}
+
+/// Parses the layout part of a key; `None` for keys outside it.
+pub fn parse_key(key: &str) -> Option<Layout<'_>> {
+    let mut parts = key.split('/').skip_while(|s| *s != "AWSLogs");
+    parts.next()?;
+    let mut next = parts.next()?;
+    let organization = if next.starts_with("o-") {
+        let org = next;
+        next = parts.next()?;
+        Some(org)
+    } else {
+        None
+    };
+    let account = next;
+    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let kind = parts.next().filter(|k| k.starts_with("CloudTrail"))?;
+    let region = parts.next().filter(|r| !r.is_empty())?;
+    let (year, month, day) = (parts.next()?, parts.next()?, parts.next()?);
+    let day = parse_date(&format!("{year}-{month}-{day}"))?;
+    Some(Layout { organization, account, kind, region, day })
+}
+
+/// Which files a backfill takes. Empty lists mean all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// First day taken (midnight UTC).
+    pub since: Option<Timestamp>,
+    /// Last day taken (midnight UTC), inclusive.
+    pub until: Option<Timestamp>,
+    pub accounts: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+impl Filters {
+    pub fn account(&self, account: &str) -> bool {
+        self.accounts.is_empty() || self.accounts.iter().any(|a| a == account)
+    }
+
+    pub fn region(&self, region: &str) -> bool {
+        self.regions.is_empty() || self.regions.iter().any(|r| r == region)
+    }
+
+    pub fn day(&self, day: Timestamp) -> bool {
+        self.since.is_none_or(|s| day >= s) && self.until.is_none_or(|u| day <= u)
+    }
+
+    /// Whether a listed key is taken: log and Insight files within the filters; never digests.
+    pub fn keeps(&self, key: &str) -> bool {
+        match parse_key(key) {
+            Some(l) => {
+                l.kind != "CloudTrail-Digest" && self.account(l.account) && self.region(l.region) && self.day(l.day)
+            }
+            // Outside the layout: only taken when nothing narrows the backfill.
+            None => self == &Filters::default() && !key.ends_with('/'),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (organisation, account, kind, region, day) of a key.
+    type Parts<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, Timestamp);
+
+    #[test]
+    fn parses_keys() {
+        let day = |s| parse_date(s).unwrap();
+        let cases: &[(&str, Option<Parts<'_>>)] = &[
+            (
+                "AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/01/111111111111_CloudTrail_us-east-1_20261001T1200Z_a.json.gz",
+                Some((None, "111111111111", "CloudTrail", "us-east-1", day("2026-10-01"))),
+            ),
+            (
+                "trails/AWSLogs/o-abc123/222222222222/CloudTrail-Insight/eu-west-1/2026/01/31/f.json.gz",
+                Some((Some("o-abc123"), "222222222222", "CloudTrail-Insight", "eu-west-1", day("2026-01-31"))),
+            ),
+            ("AWSLogs/111111111111/CloudTrail-Digest/us-east-1/2026/10/01/d.json.gz", {
+                Some((None, "111111111111", "CloudTrail-Digest", "us-east-1", day("2026-10-01")))
+            }),
+            ("AWSLogs/111111111111/Config/us-east-1/2026/10/01/x.json.gz", None),
+            ("AWSLogs/12345/CloudTrail/us-east-1/2026/10/01/x.json.gz", None),
+            ("AWSLogs/111111111111/CloudTrail/us-east-1/2026/13/01/x.json.gz", None),
+            ("other/key.json.gz", None),
+        ];
+        for (key, want) in cases {
+            let got = parse_key(key).map(|l| (l.organization, l.account, l.kind, l.region, l.day));
+            assert_eq!(got, *want, "{key}");
+        }
+    }
+
+    #[test]
+    fn filters_prune_by_day_account_and_region() {
+        let filters = Filters {
+            since: parse_date("2026-10-01"),
+            until: parse_date("2026-10-02"),
+            accounts: vec!["111111111111".into()],
+            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+        };
+        let key = |acct: &str, kind: &str, region: &str, date: &str| {
+            format!("AWSLogs/{acct}/{kind}/{region}/{date}/f.json.gz")
+        };
+        assert!(filters.keeps(&key("111111111111", "CloudTrail", "us-east-1", "2026/10/01")));
+        assert!(filters.keeps(&key("111111111111", "CloudTrail-Insight", "eu-west-1", "2026/10/02")));
+        assert!(!filters.keeps(&key("111111111111", "CloudTrail", "us-east-1", "2026/09/30")));
+        assert!(!filters.keeps(&key("111111111111", "CloudTrail", "us-east-1", "2026/10/03")));
+        assert!(!filters.keeps(&key("222222222222", "CloudTrail", "us-east-1", "2026/10/01")));
+        assert!(!filters.keeps(&key("111111111111", "CloudTrail", "ap-south-1", "2026/10/01")));
+        assert!(!filters.keeps(&key("111111111111", "CloudTrail-Digest", "us-east-1", "2026/10/01")));
+        assert!(!filters.keeps("elsewhere/f.json.gz"));
+        assert!(Filters::default().keeps("elsewhere/f.json.gz"));
+        assert!(!Filters::default().keeps(&key("111111111111", "CloudTrail-Digest", "us-east-1", "2026/10/01")));
+    }
+}

@@ -1,0 +1,238 @@
+//! Against a real S3 emulator: moto's server, started on a free loopback port from the venv that
+//! `scripts/moto-venv` creates (the tooling creates it when it is missing), driven by the real AWS SDK.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::util::*;
+
+/// A running `moto_server`, stopped on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+static VENV: Mutex<()> = Mutex::new(());
+
+fn moto_server() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = std::env::var_os("TRAILWATCH_MOTO_VENV").map_or_else(|| root.join(".venv-moto"), PathBuf::from);
+    let server = venv.join("bin/moto_server");
+    let _guard = VENV.lock().unwrap_or_else(|e| e.into_inner());
+    if !server.exists() {
+        let status = Command::new(root.join("scripts/moto-venv")).status().expect("scripts/moto-venv runs");
+        assert!(status.success(), "scripts/moto-venv failed: moto is needed for the AWS tests");
+    }
+    server
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let server = moto_server();
+        let port = free_port();
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let moto = Moto { child, port };
+        wait_for(Duration::from_secs(30), || http_get(port, "/moto-api/").filter(|(s, _)| *s == 200))
+            .expect("moto_server answers");
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// A trailwatch config pointing `[aws]` at this emulator, with the state in `dir`.
+    pub fn config(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("aws.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[store]\npath = {:?}\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\ns3_force_path_style = true\n",
+                dir.join("state.db").to_str().unwrap(),
+                self.endpoint()
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `trailwatch` with static emulator credentials and no instance metadata lookups.
+pub fn trailwatch_aws(args: &[&str]) -> std::process::Output {
+    bin()
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("trailwatch runs")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Uploads every file under `dir` to `bucket`, keyed by its path below `dir` with `rewrite` applied.
+fn upload_dir(
+    rt: &tokio::runtime::Runtime,
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    dir: &Path,
+    rewrite: impl Fn(&str) -> String,
+) -> usize {
+    let mut files = Vec::new();
+    trailwatch::pipeline::walk(dir, &mut files).unwrap();
+    for (path, _) in &files {
+        let rel = path.strip_prefix(dir).unwrap().to_str().unwrap();
+        let body = ByteStream::from(std::fs::read(path).unwrap());
+        rt.block_on(s3.put_object().bucket(bucket).key(rewrite(rel)).body(body).send()).unwrap();
+    }
+    files.len()
+}
+
+#[test]
+fn s3_backfill_equals_local_replay_and_applies_each_object_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let expect = tmp.path().join("expected.json");
+    ok(&trailwatch(&[
+        "synth",
+        "--out",
+        corpus.to_str().unwrap(),
+        "--files",
+        "12",
+        "--records",
+        "150",
+        "--principals",
+        "120",
+        "--seed",
+        "5",
+        "--expect",
+        expect.to_str().unwrap(),
+    ]));
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&expect).unwrap()).unwrap();
+
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    let rt = runtime();
+    rt.block_on(s3.create_bucket().bucket("trail").send()).unwrap();
+    // An organisation trail under a prefix: prefix/AWSLogs/o-xxxx/<account>/CloudTrail/<region>/Y/M/D/.
+    let n = upload_dir(&rt, &s3, "trail", &corpus, |rel| rel.replacen("AWSLogs/", "org/AWSLogs/o-abc123def4/", 1));
+    assert_eq!(n, 12);
+    // Files that must not be applied: a digest, and an object outside CloudTrail's layout.
+    let digest = std::fs::read(data("fixtures/digest.json")).unwrap();
+    let digest_key = "org/AWSLogs/o-abc123def4/100000000000/CloudTrail-Digest/us-east-1/2026/10/01/d.json.gz";
+    rt.block_on(s3.put_object().bucket("trail").key(digest_key).body(ByteStream::from(gzip(&digest))).send()).unwrap();
+    rt.block_on(s3.put_object().bucket("trail").key("org/README.txt").body(ByteStream::from_static(b"hi")).send())
+        .unwrap();
+
+    let config = moto.config(tmp.path());
+    let args = ["--config", config.to_str().unwrap(), "replay", "s3://trail/org"];
+    let out = ok(&trailwatch_aws(&args));
+    assert!(out.contains("files: 12 applied, 0 already applied, 0 rejected"), "{out}");
+    assert_same_report(&report(&tmp.path().join("state.db")), &want);
+    // Again: every object is recognised by key and ETag, and nothing is fetched or counted twice.
+    let out = ok(&trailwatch_aws(&args));
+    assert!(out.contains("files: 0 applied, 12 already applied, 0 rejected"), "{out}");
+    assert_same_report(&report(&tmp.path().join("state.db")), &want);
+}
+
+#[test]
+fn s3_backfill_prunes_by_account_region_and_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    let rt = runtime();
+    rt.block_on(s3.create_bucket().bucket("trail").send()).unwrap();
+    let file = gzip(&std::fs::read(data("fixtures/identities.json")).unwrap());
+    let keys = [
+        ("111111111111", "us-east-1", "2026/10/01"),
+        ("111111111111", "us-east-1", "2026/10/02"),
+        ("111111111111", "us-east-1", "2026/10/03"),
+        ("111111111111", "eu-west-1", "2026/10/02"),
+        ("222222222222", "us-east-1", "2026/10/02"),
+    ];
+    for (i, (account, region, day)) in keys.iter().enumerate() {
+        let key = format!("AWSLogs/{account}/CloudTrail/{region}/{day}/{account}_CloudTrail_{region}_{i}.json.gz");
+        rt.block_on(s3.put_object().bucket("trail").key(key).body(ByteStream::from(file.clone())).send()).unwrap();
+    }
+    let config = moto.config(tmp.path());
+    let out = ok(&trailwatch_aws(&[
+        "--config",
+        config.to_str().unwrap(),
+        "replay",
+        "s3://trail",
+        "--account",
+        "111111111111",
+        "--region",
+        "us-east-1",
+        "--since",
+        "2026-10-02",
+        "--until",
+        "2026-10-03",
+    ]));
+    assert!(out.contains("files: 2 applied, 0 already applied, 0 rejected"), "{out}");
+    // The rest, without filters: only the three not applied yet are fetched.
+    let out = ok(&trailwatch_aws(&["--config", config.to_str().unwrap(), "replay", "s3://trail"]));
+    assert!(out.contains("files: 3 applied, 2 already applied, 0 rejected"), "{out}");
+}
+
+#[test]
+fn s3_errors_name_the_object_and_do_not_stop_the_backfill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    let rt = runtime();
+    rt.block_on(s3.create_bucket().bucket("trail").send()).unwrap();
+    let prefix = "AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/01";
+    let good = gzip(&std::fs::read(data("fixtures/identities.json")).unwrap());
+    let put = |key: &str, body: Vec<u8>| {
+        rt.block_on(s3.put_object().bucket("trail").key(format!("{prefix}/{key}")).body(ByteStream::from(body)).send())
+            .unwrap();
+    };
+    put("good.json.gz", good.clone());
+    put("truncated.json.gz", good[..good.len() / 2].to_vec());
+    put("big.json.gz", vec![b' '; 4096]);
+    let config = moto.config(tmp.path());
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "[pipeline]\nmax_file_bytes = 3000\n").unwrap();
+    let output = trailwatch_aws(&["--config", config.to_str().unwrap(), "replay", "s3://trail"]);
+    let out = ok(&output);
+    assert!(out.contains("files: 1 applied, 0 already applied, 2 rejected"), "{out}");
+    assert!(out.contains("  rejected too_large: 1") && out.contains("  rejected truncated_gzip: 1"), "{out}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("s3://trail/{prefix}/big.json.gz: object size 4096 exceeds the cap")), "{stderr}");
+    // A bucket that does not exist is an error that names it.
+    let out = trailwatch_aws(&["--config", config.to_str().unwrap(), "replay", "s3://no-such-bucket"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3://no-such-bucket/"), "{out:?}");
+}
