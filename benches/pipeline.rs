@@ -13,7 +13,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use trailwatch::decode::decode_into;
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::Parser;
-use trailwatch::pipeline::{self, Applied, BatchLimits, Limits, RunContext, Worker};
+use trailwatch::pipeline::{self, Applied, BatchLimits, Limits, RunContext, Summary, Worker};
 use trailwatch::state::store::{LedgerEntry, Store, Synchronous};
 use trailwatch::state::{Delta, Scratch};
 use trailwatch::synth::{SynthConfig, generate};
@@ -130,7 +130,7 @@ fn stages(c: &mut Criterion) {
                 || tempfile::tempdir().unwrap(),
                 |dir| {
                     let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-                    let mut applied = Applied::default();
+                    let applied = Applied::default();
                     let metrics = Metrics::new();
                     let stop = AtomicBool::new(false);
                     let ctx = RunContext {
@@ -140,9 +140,14 @@ fn stages(c: &mut Criterion) {
                         metrics: &metrics,
                         stop: &stop,
                     };
-                    let summary =
-                        pipeline::run(pipeline::Jobs::Local(&corpus.jobs), &ctx, &mut store, &mut applied, &mut |_| {})
-                            .unwrap();
+                    let summary = pipeline::run(
+                        pipeline::Jobs::Local(&corpus.jobs),
+                        &ctx,
+                        &mut store,
+                        &applied,
+                        &mut |_: &Summary| {},
+                    )
+                    .unwrap();
                     assert_eq!(summary.counts.records, corpus.records);
                     dir
                 },

@@ -46,9 +46,9 @@ pub fn replay(
     aws: &AwsSettings,
     ctx: &RunContext<'_>,
     store: &mut Store,
-    applied: &mut Applied,
+    applied: &Applied,
     on_listed: &mut dyn FnMut(u64),
-    on_progress: &mut dyn FnMut(&Summary),
+    observer: &mut dyn pipeline::Observer,
 ) -> Result<Summary, BackfillError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -94,7 +94,7 @@ pub fn replay(
         })
     };
     let summary =
-        pipeline::run(Jobs::Fetched { rx: std::sync::Mutex::new(rx), duplicates }, ctx, store, applied, on_progress);
+        pipeline::run(Jobs::Fetched { rx: std::sync::Mutex::new(rx), duplicates }, ctx, store, applied, observer);
     // The workers are done (or were stopped): no more fetches.
     stop_flag.store(true, Ordering::Relaxed);
     producer.abort();

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::{Config, Intake};
 use crate::intake::spool::Spool;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Applied, RunContext};
+use crate::pipeline::{self, Applied, RunContext, Summary};
 use crate::state::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&spool_config.dir)
         .map_err(|source| DaemonError::Spool { dir: spool_config.dir.display().to_string(), source })?;
     let mut store = Store::open(&config.store_path, config.synchronous)?;
-    let mut applied = Applied::load(&store)?;
+    let applied = Applied::load(&store)?;
     let metrics = Arc::new(Metrics::new());
     let stop = Arc::new(AtomicBool::new(false));
     let (wake_tx, wake_rx) = mpsc::channel::<()>();
@@ -84,7 +84,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                     tracing::info!("spool {} is readable again (was: {err})", spool.dir().display());
                 }
                 if !jobs.is_empty() {
-                    match pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &mut applied, &mut |_| {}) {
+                    match pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &applied, &mut |_: &Summary| {})
+                    {
                         Ok(summary) => {
                             spool.note_unapplied(&jobs, &applied);
                             tracing::info!(

@@ -252,7 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &Filters) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut store = Store::open(&config.store_path, config.synchronous)?;
-    let mut applied = Applied::load(&store)?;
+    let applied = Applied::load(&store)?;
     let metrics = Metrics::new();
     let stop = AtomicBool::new(false);
     let ctx = RunContext {
@@ -287,7 +287,7 @@ fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &F
         if let Some(bar) = &bar {
             bar.set_length(jobs.len() as u64);
         }
-        pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &mut applied, &mut on_progress)?
+        pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &applied, &mut on_progress)?
     } else {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let mut on_listed = |n: u64| {
@@ -295,17 +295,7 @@ fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &F
                 bar.set_length(n);
             }
         };
-        backfill::replay(
-            s3,
-            filters,
-            now,
-            &config.aws,
-            &ctx,
-            &mut store,
-            &mut applied,
-            &mut on_listed,
-            &mut on_progress,
-        )?
+        backfill::replay(s3, filters, now, &config.aws, &ctx, &mut store, &applied, &mut on_listed, &mut on_progress)?
     };
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -289,28 +289,50 @@ impl Summary {
 ///
 /// Each key is held as a 128-bit digest (16 bytes instead of two strings), since a daemon accumulates one per file
 /// for its whole life; two keys colliding is about as likely as 2^-64 for billions of files.
+///
+/// It is shared (a read lock per file, never per record) so that a fetch stage can skip an object the committer
+/// has just applied: the committer adds a batch's keys before it reports the batch committed.
 #[derive(Debug, Default)]
-pub struct Applied(HashSet<u128>);
+pub struct Applied(std::sync::RwLock<HashSet<u128>>);
 
 impl Applied {
     pub fn load(store: &Store) -> Result<Applied, StoreError> {
-        Ok(Applied(store.ledger_keys()?.iter().map(digest).collect()))
+        Ok(Applied(std::sync::RwLock::new(store.ledger_keys()?.iter().map(digest).collect())))
     }
 
     pub fn contains(&self, key: &LedgerKey) -> bool {
-        self.0.contains(&digest(key))
+        // A poisoned lock only means a panic elsewhere while inserting; the set itself is still a valid set.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(&digest(key))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
-    fn insert(&mut self, key: &LedgerKey) {
-        self.0.insert(digest(key));
+    fn insert_all<'k>(&self, keys: impl Iterator<Item = &'k LedgerKey>) {
+        let mut set = self.0.write().unwrap_or_else(|e| e.into_inner());
+        set.extend(keys.map(digest));
+    }
+}
+
+/// What a run tells its caller, on the committing thread.
+pub trait Observer {
+    /// After each unit or rejection: the running summary.
+    fn progress(&mut self, _summary: &Summary) {}
+    /// After a batch is durably committed (and its keys are in [`Applied`]): its files.
+    fn committed(&mut self, _files: &[FileJob]) {}
+    /// A file that will never be applied: its bytes are bad, or it could not be fetched.
+    fn rejected(&mut self, _job: &FileJob, _error: &FileError) {}
+}
+
+/// A closure observes progress only.
+impl<F: FnMut(&Summary)> Observer for F {
+    fn progress(&mut self, summary: &Summary) {
+        self(summary)
     }
 }
 
@@ -347,8 +369,8 @@ pub fn run(
     jobs: Jobs<'_>,
     ctx: &RunContext<'_>,
     store: &mut Store,
-    applied: &mut Applied,
-    on_progress: &mut dyn FnMut(&Summary),
+    applied: &Applied,
+    observer: &mut dyn Observer,
 ) -> Result<Summary, StoreError> {
     let mut committer = Committer { store, applied, ctx, batch: Batch::default(), summary: Summary::default() };
     // `discover` lists each file once, so after this filter no job can be applied twice in this run.
@@ -416,7 +438,7 @@ pub fn run(
             });
         }
         drop(tx);
-        let res = committer.drain(&rx, on_progress);
+        let res = committer.drain(&rx, observer);
         if res.is_err() {
             // Stop the workers and let them finish their current file; nothing more is committed.
             ctx.stop.store(true, Ordering::Relaxed);
@@ -430,21 +452,21 @@ pub fn run(
 #[derive(Default)]
 struct Batch {
     delta: Delta,
-    files: Vec<(LedgerKey, u64)>,
+    files: Vec<(FileJob, u64)>,
     counts: RecordCounts,
     opened: Option<Instant>,
 }
 
 struct Committer<'r, 'c> {
     store: &'r mut Store,
-    applied: &'r mut Applied,
+    applied: &'r Applied,
     ctx: &'r RunContext<'c>,
     batch: Batch,
     summary: Summary,
 }
 
 impl Committer<'_, '_> {
-    fn drain(&mut self, rx: &mpsc::Receiver<Message>, on_progress: &mut dyn FnMut(&Summary)) -> Result<(), StoreError> {
+    fn drain(&mut self, rx: &mpsc::Receiver<Message>, observer: &mut dyn Observer) -> Result<(), StoreError> {
         loop {
             let wait = match self.batch.opened {
                 Some(opened) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()),
@@ -452,21 +474,21 @@ impl Committer<'_, '_> {
             };
             match rx.recv_timeout(wait) {
                 Ok(msg) => {
-                    self.add(msg);
-                    on_progress(&self.summary);
+                    self.add(msg, observer);
+                    observer.progress(&self.summary);
                     if self.batch.files.len() >= self.ctx.batch.max_files
                         || self.batch.counts.records >= self.ctx.batch.max_records
                     {
-                        self.flush()?;
+                        self.flush(observer)?;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => self.flush()?,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return self.flush(),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.flush(observer)?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.flush(observer),
             }
         }
     }
 
-    fn add(&mut self, msg: Message) {
+    fn add(&mut self, msg: Message, observer: &mut dyn Observer) {
         let metrics = self.ctx.metrics;
         match msg {
             Message::Rejected { job, error, read_bytes } => {
@@ -477,7 +499,7 @@ impl Committer<'_, '_> {
                 self.summary.read_bytes += read_bytes;
                 self.summary.files_rejected += 1;
                 *self.summary.rejections.entry(error.kind()).or_default() += 1;
-                drop(job);
+                observer.rejected(&job, &error);
             }
             Message::Unit(unit) => {
                 tracing::debug!(files = unit.files.len(), records = unit.counts.records, "parsed unit");
@@ -490,13 +512,13 @@ impl Committer<'_, '_> {
                 self.batch.counts.add(&unit.counts);
                 for (job, records) in unit.files {
                     tracing::debug!(file = %job.location, records, "parsed file");
-                    self.batch.files.push((job.key, records));
+                    self.batch.files.push((job, records));
                 }
             }
         }
     }
 
-    fn flush(&mut self) -> Result<(), StoreError> {
+    fn flush(&mut self, observer: &mut dyn Observer) -> Result<(), StoreError> {
         if self.batch.files.is_empty() {
             self.batch.opened = None;
             return Ok(());
@@ -504,7 +526,7 @@ impl Committer<'_, '_> {
         let batch = std::mem::take(&mut self.batch);
         let started = Instant::now();
         let entries: Vec<LedgerEntry<'_>> =
-            batch.files.iter().map(|(key, records)| LedgerEntry { key, records: *records }).collect();
+            batch.files.iter().map(|(job, records)| LedgerEntry { key: &job.key, records: *records }).collect();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         if let Err(err) = self.store.commit(&batch.delta, &entries, now) {
             self.ctx.metrics.commit_failures.inc();
@@ -519,9 +541,9 @@ impl Committer<'_, '_> {
         self.summary.files_applied += batch.files.len() as u64;
         self.summary.counts.add(&batch.counts);
         self.summary.batches += 1;
-        for (key, _) in &batch.files {
-            self.applied.insert(key);
-        }
+        self.applied.insert_all(batch.files.iter().map(|(job, _)| &job.key));
+        let files: Vec<FileJob> = batch.files.into_iter().map(|(job, _)| job).collect();
+        observer.committed(&files);
         Ok(())
     }
 }
