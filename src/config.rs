@@ -31,6 +31,17 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub enum Intake {
     Spool(SpoolConfig),
+    Sqs(SqsConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct SqsConfig {
+    pub queue_url: String,
+    pub pollers: usize,
+    pub visibility_timeout_secs: u32,
+    pub wait_time_secs: u32,
+    pub max_in_flight_objects: usize,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -53,11 +64,12 @@ pub struct ConfigErrors {
 struct RawIntake {
     kind: IntakeKind,
     spool: RawSpool,
+    sqs: RawSqs,
 }
 
 impl Default for RawIntake {
     fn default() -> Self {
-        RawIntake { kind: IntakeKind::Spool, spool: RawSpool::default() }
+        RawIntake { kind: IntakeKind::Spool, spool: RawSpool::default(), sqs: RawSqs::default() }
     }
 }
 
@@ -65,6 +77,31 @@ impl Default for RawIntake {
 #[serde(rename_all = "lowercase")]
 enum IntakeKind {
     Spool,
+    Sqs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawSqs {
+    queue_url: String,
+    pollers: usize,
+    visibility_timeout_secs: u32,
+    wait_time_secs: u32,
+    max_in_flight_objects: usize,
+    shutdown_grace_secs: u64,
+}
+
+impl Default for RawSqs {
+    fn default() -> Self {
+        RawSqs {
+            queue_url: String::new(),
+            pollers: 2,
+            visibility_timeout_secs: 300,
+            wait_time_secs: 20,
+            max_in_flight_objects: 256,
+            shutdown_grace_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +227,16 @@ impl Config {
             }
         };
         check(!intake.spool.dir.as_os_str().is_empty(), "`intake.spool.dir`: must not be empty");
+        if matches!(intake.kind, IntakeKind::Sqs) {
+            check(!intake.sqs.queue_url.is_empty(), "`intake.sqs.queue_url`: required when `intake.kind` is \"sqs\"");
+        }
+        check((1..=64).contains(&intake.sqs.pollers), "`intake.sqs.pollers`: must be between 1 and 64");
+        check(
+            (10..=43_200).contains(&intake.sqs.visibility_timeout_secs),
+            "`intake.sqs.visibility_timeout_secs`: must be between 10 and 43200 (SQS's limit)",
+        );
+        check(intake.sqs.wait_time_secs <= 20, "`intake.sqs.wait_time_secs`: must be at most 20 (SQS's limit)");
+        check(intake.sqs.max_in_flight_objects >= 1, "`intake.sqs.max_in_flight_objects`: must be at least 1");
         check(intake.spool.scan_interval_ms >= 10, "`intake.spool.scan_interval_ms`: must be at least 10");
         check(!store.path.as_os_str().is_empty(), "`store.path`: must not be empty");
         check(pipeline.threads <= 1024, "`pipeline.threads`: must be at most 1024 (0 means one per core)");
@@ -231,6 +278,14 @@ impl Config {
                     dir: intake.spool.dir,
                     scan_interval: Duration::from_millis(intake.spool.scan_interval_ms),
                     min_file_age: Duration::from_millis(intake.spool.min_file_age_ms),
+                }),
+                IntakeKind::Sqs => Intake::Sqs(SqsConfig {
+                    queue_url: intake.sqs.queue_url,
+                    pollers: intake.sqs.pollers,
+                    visibility_timeout_secs: intake.sqs.visibility_timeout_secs,
+                    wait_time_secs: intake.sqs.wait_time_secs,
+                    max_in_flight_objects: intake.sqs.max_in_flight_objects,
+                    shutdown_grace: Duration::from_secs(intake.sqs.shutdown_grace_secs),
                 }),
             },
             store_path: store.path,

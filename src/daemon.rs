@@ -27,7 +27,10 @@ pub enum DaemonError {
 
 /// Runs until SIGTERM or SIGINT, then drains and returns `Ok`.
 pub fn run(config: &Config) -> Result<(), DaemonError> {
-    let Intake::Spool(spool_config) = &config.intake;
+    let spool_config = match &config.intake {
+        Intake::Spool(spool) => spool,
+        Intake::Sqs(sqs) => return crate::intake::consumer::run_daemon(config, sqs),
+    };
     std::fs::create_dir_all(&spool_config.dir)
         .map_err(|source| DaemonError::Spool { dir: spool_config.dir.display().to_string(), source })?;
     let mut store = Store::open(&config.store_path, config.synchronous)?;
@@ -42,13 +45,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.http_listen))
-        .map_err(|source| DaemonError::Listen { addr: config.http_listen, source })?;
-    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(crate::http::serve(listener, Arc::clone(&metrics), async {
-        let _ = http_stop_rx.await;
-    }));
+    let (http_stop_tx, server) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics))?;
     {
         let stop = Arc::clone(&stop);
         runtime.spawn(async move {
@@ -121,7 +118,23 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Starts `/metrics` and `/healthz` on `listen`; send on the returned channel to stop serving.
+pub(crate) fn serve_http(
+    runtime: &tokio::runtime::Runtime,
+    listen: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>), DaemonError> {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|source| DaemonError::Listen { addr: listen, source })?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(crate::http::serve(listener, metrics, async {
+        let _ = stop_rx.await;
+    }));
+    Ok((stop_tx, server))
+}
+
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

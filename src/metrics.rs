@@ -23,6 +23,21 @@ pub struct Metrics {
     pub commit_failures: IntCounter,
     pub last_commit_timestamp: IntGauge,
     pub spool_scan_failures: IntCounter,
+    pub sqs_received: IntCounter,
+    pub sqs_deleted: IntCounter,
+    pub sqs_delete_failures: IntCounter,
+    /// Messages (or parts of them) handled without fetching, by `Skip::kind`.
+    pub sqs_ignored: IntCounterVec,
+    /// Bodies that could not be read, by `BodyError::kind`; left for the redrive policy.
+    pub sqs_unreadable: IntCounterVec,
+    pub sqs_visibility_extensions: IntCounter,
+    pub s3_fetched: IntCounter,
+    pub s3_fetched_bytes: IntCounter,
+    /// Fetches that failed and left their messages for redelivery, by `FetchError::kind`.
+    pub s3_fetch_failures: IntCounterVec,
+    pub s3_fetch_duration: Histogram,
+    /// Objects recognised in the ledger (key and ETag) and not applied again.
+    pub ledger_duplicates: IntCounter,
 }
 
 impl Metrics {
@@ -73,6 +88,42 @@ impl Metrics {
             "Scans of the spool directory that failed (they are retried)",
         )
         .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let sqs_received = counter("trailwatch_sqs_messages_received_total", "SQS messages received (deliveries)");
+        let sqs_deleted = counter("trailwatch_sqs_messages_deleted_total", "SQS messages deleted after being handled");
+        let sqs_delete_failures =
+            counter("trailwatch_sqs_delete_failures_total", "SQS deletes that failed (the message comes back)");
+        let sqs_ignored = counter_vec(
+            "trailwatch_sqs_ignored_total",
+            "Notification parts handled without a fetch, by reason",
+            "reason",
+        );
+        let sqs_unreadable = counter_vec(
+            "trailwatch_sqs_unreadable_messages_total",
+            "Message bodies that could not be read, by reason (left for the dead-letter queue)",
+            "reason",
+        );
+        let sqs_visibility_extensions = counter(
+            "trailwatch_sqs_visibility_extensions_total",
+            "Visibility timeouts extended for in-flight messages",
+        );
+        let s3_fetched = counter("trailwatch_s3_objects_fetched_total", "S3 objects fetched");
+        let s3_fetched_bytes = counter("trailwatch_s3_fetched_bytes_total", "Bytes of S3 objects fetched");
+        let s3_fetch_failures = counter_vec(
+            "trailwatch_s3_fetch_failures_total",
+            "Fetches that failed and left their messages for redelivery, by reason",
+            "reason",
+        );
+        let s3_fetch_duration = Histogram::with_opts(
+            HistogramOpts::new("trailwatch_s3_fetch_duration_seconds", "Time to fetch one S3 object")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("valid metric");
+        let ledger_duplicates =
+            counter("trailwatch_ledger_duplicates_total", "Objects found in the ledger and not applied again");
         for outcome in ["applied", "duplicate", "rejected"] {
             files.with_label_values(&[outcome]);
         }
@@ -92,6 +143,17 @@ impl Metrics {
             Box::new(commit_failures.clone()),
             Box::new(last_commit_timestamp.clone()),
             Box::new(spool_scan_failures.clone()),
+            Box::new(sqs_received.clone()),
+            Box::new(sqs_deleted.clone()),
+            Box::new(sqs_delete_failures.clone()),
+            Box::new(sqs_ignored.clone()),
+            Box::new(sqs_unreadable.clone()),
+            Box::new(sqs_visibility_extensions.clone()),
+            Box::new(s3_fetched.clone()),
+            Box::new(s3_fetched_bytes.clone()),
+            Box::new(s3_fetch_failures.clone()),
+            Box::new(s3_fetch_duration.clone()),
+            Box::new(ledger_duplicates.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -110,6 +172,17 @@ impl Metrics {
             commit_failures,
             last_commit_timestamp,
             spool_scan_failures,
+            sqs_received,
+            sqs_deleted,
+            sqs_delete_failures,
+            sqs_ignored,
+            sqs_unreadable,
+            sqs_visibility_extensions,
+            s3_fetched,
+            s3_fetched_bytes,
+            s3_fetch_failures,
+            s3_fetch_duration,
+            ledger_duplicates,
         }
     }
 

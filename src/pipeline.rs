@@ -405,8 +405,37 @@ pub fn run(
                             ((*job).clone(), worker.process_file(job, ctx.limits, &mut unit.delta))
                         }
                         Jobs::Fetched { rx, .. } => {
-                            // A poisoned lock means another worker panicked; the scope re-raises that panic.
-                            let Some(fetched) = rx.lock().ok().and_then(|mut rx| rx.blocking_recv()) else { break };
+                            // Whenever this worker may wait (another worker is blocked receiving, or nothing is
+                            // queued), it first hands over what it has folded, so that a trickle of objects (the SQS
+                            // intake) is committed promptly instead of waiting for a full unit.
+                            let mut rx = match rx.try_lock() {
+                                Ok(rx) => rx,
+                                Err(std::sync::TryLockError::WouldBlock) => {
+                                    if !unit.files.is_empty()
+                                        && tx.send(Message::Unit(std::mem::take(&mut unit))).is_err()
+                                    {
+                                        return;
+                                    }
+                                    // A poisoned lock means another worker panicked; the scope re-raises that panic.
+                                    let Ok(rx) = rx.lock() else { break };
+                                    rx
+                                }
+                                Err(std::sync::TryLockError::Poisoned(_)) => break,
+                            };
+                            let fetched = match rx.try_recv() {
+                                Ok(fetched) => Some(fetched),
+                                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                                    if !unit.files.is_empty()
+                                        && tx.send(Message::Unit(std::mem::take(&mut unit))).is_err()
+                                    {
+                                        return;
+                                    }
+                                    rx.blocking_recv()
+                                }
+                            };
+                            drop(rx);
+                            let Some(fetched) = fetched else { break };
                             let outcome = match fetched.bytes {
                                 Ok(bytes) => worker.process_fetched(&fetched.job, bytes, ctx.limits, &mut unit.delta),
                                 Err(err) => (0, Err(FileError::Fetch(err))),

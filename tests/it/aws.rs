@@ -236,3 +236,148 @@ fn s3_errors_name_the_object_and_do_not_stop_the_backfill() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("s3://no-such-bucket/"), "{out:?}");
 }
+
+fn sqs_client(moto: &Moto) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// Messages still in the queue, visible or not.
+fn queue_depth(rt: &tokio::runtime::Runtime, sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = rt
+        .block_on(
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .send(),
+        )
+        .unwrap();
+    let attrs = out.attributes().unwrap();
+    [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible]
+        .iter()
+        .map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn sqs_daemon_drains_every_notification_shape_exactly_once() {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let expect = tmp.path().join("expected.json");
+    ok(&trailwatch(&[
+        "synth",
+        "--out",
+        corpus.to_str().unwrap(),
+        "--files",
+        "16",
+        "--records",
+        "150",
+        "--principals",
+        "100",
+        "--seed",
+        "9",
+        "--expect",
+        expect.to_str().unwrap(),
+    ]));
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&expect).unwrap()).unwrap();
+
+    let moto = Moto::start();
+    let (s3, sqs, rt) = (moto.s3(), sqs_client(&moto), runtime());
+    rt.block_on(s3.create_bucket().bucket("trail").send()).unwrap();
+    let queue_url = rt.block_on(sqs.create_queue().queue_name("ct").send()).unwrap().queue_url.unwrap();
+    let queue_arn = "arn:aws:sqs:us-east-1:123456789012:ct";
+    let notification = NotificationConfiguration::builder()
+        .queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn(queue_arn)
+                .events(Event::from("s3:ObjectCreated:*"))
+                .build()
+                .unwrap(),
+        )
+        .build();
+    rt.block_on(
+        s3.put_bucket_notification_configuration().bucket("trail").notification_configuration(notification).send(),
+    )
+    .unwrap();
+    let uploaded = upload_dir(&rt, &s3, "trail", &corpus, str::to_owned);
+    assert_eq!(uploaded, 16);
+    let mut files = Vec::new();
+    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    let key = |i: usize| files[i].0.strip_prefix(&corpus).unwrap().to_str().unwrap().to_owned();
+    let send = |body: String| {
+        rt.block_on(sqs.send_message().queue_url(&queue_url).message_body(body).send()).unwrap();
+    };
+    // The other shapes, naming objects already announced (they must not count twice), a missing object, a
+    // validation message, and a poison body that must stay in the queue.
+    let ct = serde_json::json!({"s3Bucket": "trail", "s3ObjectKey": [key(0), key(1)]}).to_string();
+    send(
+        serde_json::json!({"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t", "Message": ct})
+            .to_string(),
+    );
+    send(
+        serde_json::json!({"version": "0", "detail-type": "Object Created", "source": "aws.s3",
+            "detail": {"bucket": {"name": "trail"}, "object": {"key": key(2)}}})
+        .to_string(),
+    );
+    send(serde_json::json!({"s3Bucket": "trail", "s3ObjectKey": "AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/01/gone.json.gz"}).to_string());
+    send("CloudTrail validation message.".to_owned());
+    send("this is not a notification".to_owned());
+
+    let port = free_port();
+    let config = tmp.path().join("sqs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake]\nkind = \"sqs\"\n[intake.sqs]\nqueue_url = \"{queue_url}\"\nwait_time_secs = 1\nvisibility_timeout_secs = 30\n\
+             [store]\npath = {:?}\n[pipeline]\nbatch_max_wait_ms = 50\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\ns3_force_path_style = true\n",
+            tmp.path().join("state.db").to_str().unwrap(),
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let mut daemon = bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 16 S3 events + the S3 test event + 5 sent: all but the poison body are deleted.
+    let body = wait_for(Duration::from_secs(90), || {
+        let (status, body) = http_get(port, "/metrics")?;
+        let deleted = metric(&body, "trailwatch_sqs_messages_deleted_total")?;
+        (status == 200 && deleted >= 21.0).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("the daemon did not drain the queue: {:?}", http_get(port, "/metrics")));
+    assert_eq!(metric(&body, r#"trailwatch_files_total{outcome="applied"}"#), Some(16.0), "{body}");
+    assert_eq!(metric(&body, r#"trailwatch_file_rejections_total{reason="no_such_key"}"#), Some(1.0), "{body}");
+    assert_eq!(metric(&body, r#"trailwatch_sqs_unreadable_messages_total{reason="not_json"}"#), Some(1.0), "{body}");
+    assert_eq!(metric(&body, r#"trailwatch_sqs_ignored_total{reason="s3_test_event"}"#), Some(1.0), "{body}");
+    assert_eq!(
+        metric(&body, r#"trailwatch_sqs_ignored_total{reason="cloudtrail_validation_message"}"#),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(metric(&body, "trailwatch_sqs_messages_deleted_total"), Some(21.0), "{body}");
+    let status = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = wait_for(Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits after SIGTERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(exit.success(), "{exit:?}\n{stderr}");
+    assert!(stderr.contains("cannot read notification"), "{stderr}");
+    assert_same_report(&report(&tmp.path().join("state.db")), &want);
+    assert_eq!(queue_depth(&rt, &sqs, &queue_url), 1, "only the poison body is left");
+}
