@@ -3,14 +3,18 @@
 //! Groups: `decode/gunzip` (bytes/s of JSON out), `parse/fold` (gunzip excluded: simd-json into borrowed records and
 //! folding them into a delta), `state/apply` (folding already-parsed events alone), `state/commit` (one batch's delta
 //! and ledger entries into SQLite), and
-//! `replay/end_to_end` with 1 and 2 worker threads (read, gunzip, parse, fold, commit). Targets are in README.md.
+//! `replay/end_to_end` with 1 and 2 worker threads (read, gunzip, parse, fold, commit), and `intake/sqs_memory`:
+//! the SQS consumer over in-process queue and objects, to compare with replay. Targets are in README.md.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use trailwatch::config::{Config, SqsConfig};
 use trailwatch::decode::decode_into;
+use trailwatch::intake::consumer;
+use trailwatch::intake::memory::{MemoryObjects, MemoryQueue};
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::Parser;
 use trailwatch::pipeline::{self, Applied, BatchLimits, Limits, RunContext, Summary, Worker};
@@ -139,6 +143,7 @@ fn stages(c: &mut Criterion) {
                         batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
                         metrics: &metrics,
                         stop: &stop,
+                        flush_when_idle: None,
                     };
                     let summary = pipeline::run(
                         pipeline::Jobs::Local(&corpus.jobs),
@@ -155,6 +160,70 @@ fn stages(c: &mut Criterion) {
             );
         });
     }
+    group.finish();
+
+    // The SQS intake over in-process doubles: notifications → fetch → parse → commit → delete, same files, same
+    // two workers as `replay/end_to_end/2_threads`; the difference is the intake's overhead.
+    let mut objects = MemoryObjects::default();
+    let mut bodies = Vec::new();
+    for job in &corpus.jobs {
+        let path = job.local_path().unwrap();
+        let key = path.strip_prefix(&corpus.root).unwrap().to_str().unwrap().to_owned();
+        objects.insert("trail", &key, std::fs::read(path).unwrap());
+        bodies.push(format!(r#"{{"s3Bucket":"trail","s3ObjectKey":["{key}"]}}"#));
+    }
+    let objects = std::sync::Arc::new(objects);
+    let mut config = Config::parse("", "bench").unwrap();
+    config.threads = 2;
+    let settings = SqsConfig {
+        queue_url: "memory".into(),
+        pollers: 2,
+        visibility_timeout_secs: 300,
+        wait_time_secs: 1,
+        max_in_flight_objects: 2000,
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut group = c.benchmark_group("intake");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::ElementsAndBytes { elements: corpus.records, bytes: corpus.json_bytes });
+    group.bench_function("sqs_memory/2_threads", |b| {
+        b.iter_batched(
+            || {
+                let queue = std::sync::Arc::new(MemoryQueue::default());
+                for body in &bodies {
+                    queue.push(body.clone());
+                }
+                (tempfile::tempdir().unwrap(), queue)
+            },
+            |(dir, queue)| {
+                let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+                let metrics = std::sync::Arc::new(Metrics::new());
+                let drained = std::sync::Arc::clone(&queue);
+                let summary = consumer::run(
+                    &runtime,
+                    queue,
+                    std::sync::Arc::clone(&objects),
+                    &config,
+                    &settings,
+                    &mut store,
+                    Applied::default(),
+                    &metrics,
+                    async move {
+                        while drained.remaining() > 0 {
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    },
+                )
+                .unwrap();
+                assert_eq!(summary.counts.records, corpus.records);
+                dir
+            },
+            BatchSize::PerIteration,
+        );
+    });
     group.finish();
     let _ = &corpus.root;
 }

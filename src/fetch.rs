@@ -33,6 +33,33 @@ impl FetchError {
     }
 }
 
+/// Where objects are read from: S3, or an in-process double for volume tests and benchmarks.
+pub trait Objects: Send + Sync + 'static {
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + Send;
+}
+
+impl<T: Objects> Objects for std::sync::Arc<T> {
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + Send {
+        (**self).get(bucket, key, max_bytes)
+    }
+}
+
+impl Objects for aws_sdk_s3::Client {
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Fetched, FetchError> {
+        get_object(self, bucket, key, max_bytes).await
+    }
+}
+
 /// An object's bytes and its ETag (unquoted).
 pub struct Fetched {
     pub bytes: Vec<u8>,

@@ -357,6 +357,9 @@ pub struct RunContext<'a> {
     pub metrics: &'a Metrics,
     /// Set to stop: workers take no new file, the committer commits what is done and returns.
     pub stop: &'a AtomicBool,
+    /// Also commit a batch once nothing has arrived for this long. The SQS intake sets it, so that messages are
+    /// deleted promptly when traffic pauses; replay leaves it off, since extra commits only cost it time.
+    pub flush_when_idle: Option<Duration>,
 }
 
 /// A worker hands its unit over at this many records (or at the batch's file limit), whichever comes first.
@@ -384,6 +387,8 @@ pub fn run(
     };
     committer.ctx.metrics.files.with_label_values(&["duplicate"]).inc_by(committer.summary.files_duplicate);
     let next = AtomicUsize::new(0);
+    // Set while a worker holds the fetched-input channel and waits on it empty.
+    let starved = AtomicBool::new(false);
     let threads = match &jobs {
         Jobs::Local(_) => ctx.threads.max(1).min(pending.len().max(1)),
         Jobs::Fetched { .. } => ctx.threads.max(1),
@@ -393,7 +398,7 @@ pub fn run(
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let tx = tx.clone();
-            let (next, pending, jobs) = (&next, &pending, &jobs);
+            let (next, pending, jobs, starved) = (&next, &pending, &jobs, &starved);
             scope.spawn(move || {
                 let mut worker = Worker::default();
                 let mut unit = Unit::default();
@@ -405,33 +410,41 @@ pub fn run(
                             ((*job).clone(), worker.process_file(job, ctx.limits, &mut unit.delta))
                         }
                         Jobs::Fetched { rx, .. } => {
-                            // Whenever this worker may wait (another worker is blocked receiving, or nothing is
-                            // queued), it first hands over what it has folded, so that a trickle of objects (the SQS
-                            // intake) is committed promptly instead of waiting for a full unit.
-                            let mut rx = match rx.try_lock() {
-                                Ok(rx) => rx,
-                                Err(std::sync::TryLockError::WouldBlock) => {
-                                    if !unit.files.is_empty()
-                                        && tx.send(Message::Unit(std::mem::take(&mut unit))).is_err()
-                                    {
-                                        return;
+                            // A worker hands over its partial unit before it may wait for input (the channel is
+                            // empty, or another worker is blocked on the empty channel), so that a trickle of
+                            // objects (the SQS intake) is committed promptly; while input flows, units stay full.
+                            let flush = |unit: &mut Unit| {
+                                unit.files.is_empty() || tx.send(Message::Unit(std::mem::take(unit))).is_ok()
+                            };
+                            let mut rx = loop {
+                                match rx.try_lock() {
+                                    Ok(rx) => break rx,
+                                    Err(std::sync::TryLockError::WouldBlock) if starved.load(Ordering::Acquire) => {
+                                        if !flush(&mut unit) {
+                                            return;
+                                        }
+                                        // A poisoned lock means another worker panicked; the scope re-raises it.
+                                        match rx.lock() {
+                                            Ok(rx) => break rx,
+                                            Err(_) => return,
+                                        }
                                     }
-                                    // A poisoned lock means another worker panicked; the scope re-raises that panic.
-                                    let Ok(rx) = rx.lock() else { break };
-                                    rx
+                                    // The holder is only taking the next item: wait a moment for it.
+                                    Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+                                    Err(std::sync::TryLockError::Poisoned(_)) => return,
                                 }
-                                Err(std::sync::TryLockError::Poisoned(_)) => break,
                             };
                             let fetched = match rx.try_recv() {
                                 Ok(fetched) => Some(fetched),
                                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
                                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
-                                    if !unit.files.is_empty()
-                                        && tx.send(Message::Unit(std::mem::take(&mut unit))).is_err()
-                                    {
+                                    if !flush(&mut unit) {
                                         return;
                                     }
-                                    rx.blocking_recv()
+                                    starved.store(true, Ordering::Release);
+                                    let fetched = rx.blocking_recv();
+                                    starved.store(false, Ordering::Release);
+                                    fetched
                                 }
                             };
                             drop(rx);
@@ -497,9 +510,10 @@ struct Committer<'r, 'c> {
 impl Committer<'_, '_> {
     fn drain(&mut self, rx: &mpsc::Receiver<Message>, observer: &mut dyn Observer) -> Result<(), StoreError> {
         loop {
-            let wait = match self.batch.opened {
-                Some(opened) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()),
-                None => Duration::from_secs(3600),
+            let wait = match (self.batch.opened, self.ctx.flush_when_idle) {
+                (Some(opened), Some(idle)) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()).min(idle),
+                (Some(opened), None) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()),
+                (None, _) => Duration::from_secs(3600),
             };
             match rx.recv_timeout(wait) {
                 Ok(msg) => {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::aws::{s3_client, sdk_config};
 use crate::config::{Config, SqsConfig};
 use crate::daemon::{DaemonError, serve_http, wait_for_signal};
-use crate::fetch::{FetchError, get_object};
+use crate::fetch::{FetchError, Objects};
 use crate::intake::notification::{ObjectRef, parse_body};
 use crate::intake::sqs::{Queue, Received, SqsQueue};
 use crate::intake::tracker::{ObjectId, Tracker};
@@ -32,9 +32,9 @@ use crate::state::store::Store;
 ///
 /// It owns the sending side of the fetch channel: the workers drain until the last `Shared` is dropped, which is
 /// why the committer's observer and the deleter hold only the tracker and the queue.
-struct Shared<Q> {
+struct Shared<Q, O> {
     queue: Arc<Q>,
-    s3: aws_sdk_s3::Client,
+    objects: O,
     tracker: Arc<Mutex<Tracker>>,
     /// Fetches in flight, aborted when the grace period ends.
     fetches: Mutex<tokio::task::JoinSet<()>>,
@@ -52,7 +52,7 @@ fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
     tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<Q> Shared<Q> {
+impl<Q, O> Shared<Q, O> {
     fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
         lock(&self.tracker)
     }
@@ -69,7 +69,7 @@ impl<Q> Shared<Q> {
 /// Runs until SIGTERM or SIGINT, then drains within the grace period and returns.
 pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonError> {
     let mut store = Store::open(&config.store_path, config.synchronous)?;
-    let applied = Arc::new(Applied::load(&store)?);
+    let applied = Applied::load(&store)?;
     let metrics = Arc::new(Metrics::new());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -79,23 +79,6 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         .map_err(DaemonError::Runtime)?;
     let (http_stop, http) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics))?;
     let sdk = runtime.block_on(sdk_config(&config.aws));
-    let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<FetchedJob>(config.threads.max(1) * 2);
-    let (deletes_tx, deletes_rx) = tokio::sync::mpsc::channel::<String>(1024);
-    let queue = Arc::new(SqsQueue::new(&sdk, &settings.queue_url));
-    let tracker = Arc::new(Mutex::new(Tracker::default()));
-    let shared = Arc::new(Shared {
-        queue: Arc::clone(&queue),
-        s3: s3_client(&sdk, &config.aws),
-        tracker: Arc::clone(&tracker),
-        fetches: Mutex::new(tokio::task::JoinSet::new()),
-        applied: Arc::clone(&applied),
-        metrics: Arc::clone(&metrics),
-        jobs: jobs_tx,
-        deletes: deletes_tx.clone(),
-        fetch_slots: Arc::new(tokio::sync::Semaphore::new(config.aws.max_concurrent_fetches)),
-        max_file_bytes: config.limits.max_file_bytes,
-        settings: settings.clone(),
-    });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         queue = %settings.queue_url,
@@ -104,22 +87,69 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         applied_files = applied.len(),
         "trailwatch running"
     );
+    let queue = Arc::new(SqsQueue::new(&sdk, &settings.queue_url));
+    let objects = s3_client(&sdk, &config.aws);
+    let summary = run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, async {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no more receives, finishing objects in flight");
+    });
+    let _ = http_stop.send(());
+    let _ = runtime.block_on(http);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let summary = summary?;
+    tracing::info!(files = summary.files_applied, rejected = summary.files_rejected, "stopped");
+    Ok(())
+}
+
+/// Consumes `queue` until `shutdown` resolves, then lets objects in flight finish (within the grace period),
+/// commits, deletes what is complete and returns. The daemon passes SQS, S3 and a signal; volume tests and the
+/// benchmark pass in-process doubles and "the queue is empty".
+#[allow(clippy::too_many_arguments)] // Two call sites; these are the consumer's whole world.
+pub fn run<Q: Queue, O: Objects>(
+    runtime: &tokio::runtime::Runtime,
+    queue: Arc<Q>,
+    objects: O,
+    config: &Config,
+    settings: &SqsConfig,
+    store: &mut Store,
+    applied: Applied,
+    metrics: &Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<pipeline::Summary, crate::state::store::StoreError> {
+    let applied = Arc::new(applied);
+    let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<FetchedJob>(config.threads.max(1) * 2);
+    let (deletes_tx, deletes_rx) = tokio::sync::mpsc::channel::<String>(1024);
+    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let shared = Arc::new(Shared {
+        queue: Arc::clone(&queue),
+        objects,
+        tracker: Arc::clone(&tracker),
+        fetches: Mutex::new(tokio::task::JoinSet::new()),
+        applied: Arc::clone(&applied),
+        metrics: Arc::clone(metrics),
+        jobs: jobs_tx,
+        deletes: deletes_tx.clone(),
+        fetch_slots: Arc::new(tokio::sync::Semaphore::new(config.aws.max_concurrent_fetches)),
+        max_file_bytes: config.limits.max_file_bytes,
+        settings: settings.clone(),
+    });
     // The workers drain the fetch channel until it closes; they are never stopped half-way.
     let never = AtomicBool::new(false);
     let ctx = RunContext {
         threads: config.threads,
         limits: config.limits,
         batch: config.batch,
-        metrics: &metrics,
+        metrics,
         stop: &never,
+        flush_when_idle: Some(Duration::from_millis(20)),
     };
     let mut observer = Completion { tracker, deletes: deletes_tx };
-    let result = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let committer = scope.spawn(move || {
             let summary = pipeline::run(
                 Jobs::Fetched { rx: Mutex::new(jobs_rx), duplicates: 0 },
                 &ctx,
-                &mut store,
+                store,
                 &applied,
                 &mut observer,
             );
@@ -127,9 +157,9 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
             drop(observer);
             summary
         });
-        let deleter = runtime.spawn(delete_loop(queue, Arc::clone(&metrics), deletes_rx));
+        let deleter = runtime.spawn(delete_loop(queue, Arc::clone(metrics), deletes_rx));
         runtime.block_on(async {
-            consume(Arc::clone(&shared)).await;
+            consume(Arc::clone(&shared), shutdown).await;
             // Pollers have stopped and the grace period is over: abandon what is still being fetched, and wait for
             // every task to let go of `Shared`, whose fetch-channel sender must close for the workers to finish.
             shared.fetches.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
@@ -141,24 +171,20 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         let summary = committer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let _ = runtime.block_on(deleter);
         summary
-    });
-    let _ = http_stop.send(());
-    let _ = runtime.block_on(http);
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    let summary = result?;
-    tracing::info!(files = summary.files_applied, rejected = summary.files_rejected, "stopped");
-    Ok(())
+    })
 }
 
 /// Pollers and the heartbeat, until a signal; then waits (within the grace period) for in-flight objects.
-async fn consume<Q: Queue>(shared: Arc<Shared<Q>>) {
+async fn consume<Q: Queue, O: Objects>(
+    shared: Arc<Shared<Q, O>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopped = Arc::new(AtomicBool::new(false));
     {
         let (stopping, stopped) = (Arc::clone(&stopping), Arc::clone(&stopped));
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested: no more receives, finishing objects in flight");
+            shutdown.await;
             stopped.store(true, Ordering::SeqCst);
             stopping.notify_waiters();
         });
@@ -182,7 +208,11 @@ async fn consume<Q: Queue>(shared: Arc<Shared<Q>>) {
     heartbeat.abort();
 }
 
-async fn poll_loop<Q: Queue>(shared: Arc<Shared<Q>>, stopping: Arc<tokio::sync::Notify>, stopped: Arc<AtomicBool>) {
+async fn poll_loop<Q: Queue, O: Objects>(
+    shared: Arc<Shared<Q, O>>,
+    stopping: Arc<tokio::sync::Notify>,
+    stopped: Arc<AtomicBool>,
+) {
     let settings = &shared.settings;
     let mut backoff = Duration::from_millis(200);
     while !stopped.load(Ordering::SeqCst) {
@@ -216,7 +246,7 @@ async fn poll_loop<Q: Queue>(shared: Arc<Shared<Q>>, stopping: Arc<tokio::sync::
     }
 }
 
-async fn handle_message<Q: Queue>(shared: &Arc<Shared<Q>>, message: Received) {
+async fn handle_message<Q: Queue, O: Objects>(shared: &Arc<Shared<Q, O>>, message: Received) {
     let notification = match parse_body(&message.body) {
         Ok(n) => n,
         Err(err) => {
@@ -247,7 +277,7 @@ async fn handle_message<Q: Queue>(shared: &Arc<Shared<Q>>, message: Received) {
     }
 }
 
-async fn fetch_object<Q: Queue>(shared: &Shared<Q>, object: ObjectRef) {
+async fn fetch_object<Q: Queue, O: Objects>(shared: &Shared<Q, O>, object: ObjectRef) {
     let id: ObjectId = (object.bucket.clone(), object.key.clone());
     // A notification that carries the ETag lets a redelivered object be recognised without fetching it.
     if let Some(etag) = &object.etag
@@ -258,7 +288,7 @@ async fn fetch_object<Q: Queue>(shared: &Shared<Q>, object: ObjectRef) {
         return;
     }
     let started = Instant::now();
-    let fetched = get_object(&shared.s3, &object.bucket, &object.key, shared.max_file_bytes).await;
+    let fetched = shared.objects.get(&object.bucket, &object.key, shared.max_file_bytes).await;
     shared.metrics.s3_fetch_duration.observe(started.elapsed().as_secs_f64());
     let bytes = match fetched {
         Ok(fetched) => {
@@ -291,7 +321,7 @@ async fn fetch_object<Q: Queue>(shared: &Shared<Q>, object: ObjectRef) {
 }
 
 /// Keeps in-flight deliveries invisible: every half visibility timeout, extends them by a full one.
-async fn heartbeat_loop<Q: Queue>(shared: Arc<Shared<Q>>) {
+async fn heartbeat_loop<Q: Queue, O: Objects>(shared: Arc<Shared<Q, O>>) {
     let visibility = shared.settings.visibility_timeout_secs as i32;
     let mut tick = tokio::time::interval(Duration::from_secs(u64::from(shared.settings.visibility_timeout_secs) / 2));
     tick.tick().await;

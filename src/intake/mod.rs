@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod layout;
+pub mod memory;
 pub mod notification;
 pub mod spool;
 pub mod sqs;

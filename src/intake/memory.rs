@@ -1,0 +1,104 @@
+//! In-process doubles of the queue and the object store, behind the same traits as SQS and S3: for volume tests
+//! and benchmarks, where moto's SQS (tens of messages per second) would measure moto.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::fetch::{FetchError, Fetched, Objects};
+use crate::intake::sqs::{Queue, QueueError, Received};
+
+/// A queue with SQS's delivery semantics minus time: received messages stay in flight until deleted.
+#[derive(Default)]
+pub struct MemoryQueue {
+    inner: Mutex<MemoryQueueInner>,
+}
+
+#[derive(Default)]
+struct MemoryQueueInner {
+    ready: VecDeque<(String, String)>,
+    in_flight: HashMap<String, (String, String)>,
+    next: u64,
+}
+
+impl MemoryQueue {
+    pub fn push(&self, body: String) {
+        let mut inner = self.lock();
+        inner.next += 1;
+        let id = format!("m-{}", inner.next);
+        inner.ready.push_back((id, body));
+    }
+
+    /// Messages not yet deleted, visible or in flight.
+    pub fn remaining(&self) -> usize {
+        let inner = self.lock();
+        inner.ready.len() + inner.in_flight.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryQueueInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Queue for MemoryQueue {
+    async fn receive(&self, wait_secs: i32, _visibility_secs: i32) -> Result<Vec<Received>, QueueError> {
+        let batch: Vec<Received> = {
+            let mut inner = self.lock();
+            let n = inner.ready.len().min(10);
+            let taken: Vec<(String, String)> = inner.ready.drain(..n).collect();
+            taken
+                .into_iter()
+                .map(|(id, body)| {
+                    inner.next += 1;
+                    let receipt = format!("r-{}", inner.next);
+                    inner.in_flight.insert(receipt.clone(), (id.clone(), body.clone()));
+                    Received { message_id: id, receipt, body, sent_at_ms: None, receive_count: 1 }
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            // A short stand-in for the long poll.
+            tokio::time::sleep(Duration::from_millis(u64::from(wait_secs.clamp(0, 1) as u32))).await;
+        }
+        Ok(batch)
+    }
+
+    async fn delete(&self, receipts: &[String]) -> Result<usize, QueueError> {
+        let mut inner = self.lock();
+        Ok(receipts.iter().filter(|r| inner.in_flight.remove(*r).is_none()).count())
+    }
+
+    async fn extend(&self, _receipts: &[String], _visibility_secs: i32) -> Result<usize, QueueError> {
+        Ok(0)
+    }
+}
+
+/// Objects held in memory; each `get` copies the bytes, as a network read would produce a fresh buffer.
+#[derive(Default)]
+pub struct MemoryObjects {
+    objects: HashMap<(String, String), (Vec<u8>, String)>,
+}
+
+impl MemoryObjects {
+    pub fn insert(&mut self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        let etag = format!("mem-{}-{}", self.objects.len(), bytes.len());
+        self.objects.insert((bucket.to_owned(), key.to_owned()), (bytes, etag));
+    }
+}
+
+impl Objects for MemoryObjects {
+    async fn get(&self, bucket: &str, key: &str, max_bytes: u64) -> Result<Fetched, FetchError> {
+        let names = || (bucket.to_owned(), key.to_owned());
+        match self.objects.get(&names()) {
+            None => {
+                let (bucket, key) = names();
+                Err(FetchError::NoSuchKey { bucket, key })
+            }
+            Some((bytes, _)) if bytes.len() as u64 > max_bytes => {
+                let (bucket, key) = names();
+                Err(FetchError::TooLarge { bucket, key, size: bytes.len() as u64, cap: max_bytes })
+            }
+            Some((bytes, etag)) => Ok(Fetched { bytes: bytes.clone(), etag: Some(etag.clone()) }),
+        }
+    }
+}
