@@ -45,7 +45,22 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let (http_stop_tx, server) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics))?;
+    let ready: crate::http::Readiness = {
+        let (dir, state) = (spool_config.dir.clone(), config.store_path.clone());
+        Arc::new(move || {
+            let (dir, state) = (dir.clone(), state.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    std::fs::read_dir(&dir)
+                        .map_err(|e| format!("spool {}: {}", dir.display(), e.to_string().to_lowercase()))?;
+                    store_ready(&state)
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            })
+        })
+    };
+    let (http_stop_tx, server) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics), ready)?;
     {
         let stop = Arc::clone(&stop);
         runtime.spawn(async move {
@@ -119,20 +134,27 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Starts `/metrics` and `/healthz` on `listen`; send on the returned channel to stop serving.
+/// Starts `/metrics`, `/healthz` and `/readyz` on `listen`; send on the returned channel to stop serving.
 pub(crate) fn serve_http(
     runtime: &tokio::runtime::Runtime,
     listen: std::net::SocketAddr,
     metrics: Arc<Metrics>,
+    ready: crate::http::Readiness,
 ) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>), DaemonError> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|source| DaemonError::Listen { addr: listen, source })?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(crate::http::serve(listener, metrics, async {
+    let server = runtime.spawn(crate::http::serve(listener, metrics, ready, async {
         let _ = stop_rx.await;
     }));
     Ok((stop_tx, server))
+}
+
+/// Whether the state store opens and answers a query.
+pub(crate) fn store_ready(path: &std::path::Path) -> Result<(), String> {
+    let store = Store::open_reader(path).map_err(|e| e.to_string())?;
+    store.ledger_len().map(|_| ()).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn wait_for_signal() {

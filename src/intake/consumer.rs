@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::aws::{s3_client, sdk_config};
 use crate::config::{Config, SqsConfig};
-use crate::daemon::{DaemonError, serve_http, wait_for_signal};
+use crate::daemon::{DaemonError, serve_http, store_ready, wait_for_signal};
 use crate::fetch::{FetchError, Objects};
 use crate::intake::notification::{ObjectRef, parse_body};
 use crate::intake::sqs::{Queue, Received, SqsQueue};
@@ -77,8 +77,21 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let (http_stop, http) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics))?;
     let sdk = runtime.block_on(sdk_config(&config.aws));
+    let queue = Arc::new(SqsQueue::new(&sdk, &settings.queue_url));
+    let ready: crate::http::Readiness = {
+        let (queue, state) = (Arc::clone(&queue), config.store_path.clone());
+        Arc::new(move || {
+            let (queue, state) = (Arc::clone(&queue), state.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || store_ready(&state))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))?;
+                queue.probe().await.map_err(|e| e.to_string())
+            })
+        })
+    };
+    let (http_stop, http) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics), ready)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         queue = %settings.queue_url,
@@ -87,7 +100,6 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         applied_files = applied.len(),
         "trailwatch running"
     );
-    let queue = Arc::new(SqsQueue::new(&sdk, &settings.queue_url));
     let objects = s3_client(&sdk, &config.aws);
     let summary = run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, async {
         wait_for_signal().await;

@@ -71,6 +71,10 @@ impl Queue for MemoryQueue {
     async fn extend(&self, _receipts: &[String], _visibility_secs: i32) -> Result<usize, QueueError> {
         Ok(0)
     }
+
+    async fn probe(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
 /// Objects held in memory; each `get` copies the bytes, as a network read would produce a fresh buffer.

@@ -42,6 +42,8 @@ pub trait Queue: Send + Sync + 'static {
         receipts: &[String],
         visibility_secs: i32,
     ) -> impl Future<Output = Result<usize, QueueError>> + Send;
+    /// Whether the queue answers (for `/readyz`).
+    fn probe(&self) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 pub struct SqsQueue {
@@ -109,6 +111,17 @@ impl Queue for SqsQueue {
             .await
             .map_err(|e| self.error(e))?;
         Ok(out.failed.len())
+    }
+
+    async fn probe(&self) -> Result<(), QueueError> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(e))
     }
 
     async fn extend(&self, receipts: &[String], visibility_secs: i32) -> Result<usize, QueueError> {

@@ -68,6 +68,7 @@ fn spool_daemon_applies_new_files_once_and_drains_on_sigterm() {
     let daemon = start(&config);
     wait_applied(port, 1.0, 1.0);
     assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(http_get(port, "/readyz"), Some((200, "ready\n".to_owned())));
     // A file that appears while the daemon runs, in a new directory.
     drop_file(
         &spool.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/03/errors.json.gz"),
@@ -137,6 +138,10 @@ fn a_spool_that_disappears_is_retried_not_fatal() {
         metric(&metrics(port)?, "trailwatch_spool_scan_failures_total").filter(|&n| n >= 2.0)
     })
     .expect("scan failures are counted while the spool is missing");
+    let (status, body) = http_get(port, "/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("not ready: spool "), "{body}");
+    assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200), "alive, though not ready");
     let fixture = std::fs::read(data("fixtures/identities.json")).unwrap();
     drop_file(&spool.join("later/identities.json"), &fixture);
     wait_applied(port, 1.0, 0.0);
