@@ -38,6 +38,10 @@ pub struct Metrics {
     pub s3_fetch_duration: Histogram,
     /// Objects recognised in the ledger (key and ETag) and not applied again.
     pub ledger_duplicates: IntCounter,
+    /// Per committed file: now − the newest `eventTime` in it (CloudTrail's delivery delay plus ours).
+    pub event_lag: Histogram,
+    /// Per received message: now − the time it was sent.
+    pub sqs_message_lag: Histogram,
 }
 
 impl Metrics {
@@ -124,6 +128,21 @@ impl Metrics {
         .expect("valid metric");
         let ledger_duplicates =
             counter("trailwatch_ledger_duplicates_total", "Objects found in the ledger and not applied again");
+        let lag_buckets =
+            vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0];
+        let event_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "trailwatch_event_lag_seconds",
+                "Per committed file: seconds between its newest event and its commit",
+            )
+            .buckets(lag_buckets.clone()),
+        )
+        .expect("valid metric");
+        let sqs_message_lag = Histogram::with_opts(
+            HistogramOpts::new("trailwatch_sqs_message_lag_seconds", "Per received message: seconds since it was sent")
+                .buckets(lag_buckets),
+        )
+        .expect("valid metric");
         for outcome in ["applied", "duplicate", "rejected"] {
             files.with_label_values(&[outcome]);
         }
@@ -154,6 +173,8 @@ impl Metrics {
             Box::new(s3_fetch_failures.clone()),
             Box::new(s3_fetch_duration.clone()),
             Box::new(ledger_duplicates.clone()),
+            Box::new(event_lag.clone()),
+            Box::new(sqs_message_lag.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -183,6 +204,8 @@ impl Metrics {
             s3_fetch_failures,
             s3_fetch_duration,
             ledger_duplicates,
+            event_lag,
+            sqs_message_lag,
         }
     }
 

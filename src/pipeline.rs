@@ -143,8 +143,8 @@ pub struct Worker {
 #[derive(Default)]
 pub struct Unit {
     pub delta: Delta,
-    /// The unit's files with their record counts.
-    pub files: Vec<(FileJob, u64)>,
+    /// The unit's files with their record counts and newest event time.
+    pub files: Vec<(FileJob, RecordCounts)>,
     pub counts: RecordCounts,
     pub read_bytes: u64,
     pub decoded_bytes: u64,
@@ -459,7 +459,7 @@ pub fn run(
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
                     let msg = match res {
                         Ok(counts) => {
-                            unit.files.push((job, counts.records));
+                            unit.files.push((job, counts));
                             unit.counts.add(&counts);
                             unit.read_bytes += read_bytes;
                             unit.decoded_bytes += worker.decoded_len();
@@ -494,7 +494,7 @@ pub fn run(
 #[derive(Default)]
 struct Batch {
     delta: Delta,
-    files: Vec<(FileJob, u64)>,
+    files: Vec<(FileJob, RecordCounts)>,
     counts: RecordCounts,
     opened: Option<Instant>,
 }
@@ -553,9 +553,9 @@ impl Committer<'_, '_> {
                 self.batch.opened.get_or_insert_with(Instant::now);
                 self.batch.delta.merge(unit.delta);
                 self.batch.counts.add(&unit.counts);
-                for (job, records) in unit.files {
-                    tracing::debug!(file = %job.location, records, "parsed file");
-                    self.batch.files.push((job, records));
+                for (job, counts) in unit.files {
+                    tracing::debug!(file = %job.location, records = counts.records, "parsed file");
+                    self.batch.files.push((job, counts));
                 }
             }
         }
@@ -569,7 +569,7 @@ impl Committer<'_, '_> {
         let batch = std::mem::take(&mut self.batch);
         let started = Instant::now();
         let entries: Vec<LedgerEntry<'_>> =
-            batch.files.iter().map(|(job, records)| LedgerEntry { key: &job.key, records: *records }).collect();
+            batch.files.iter().map(|(job, counts)| LedgerEntry { key: &job.key, records: counts.records }).collect();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         if let Err(err) = self.store.commit(&batch.delta, &entries, now) {
             self.ctx.metrics.commit_failures.inc();
@@ -580,6 +580,9 @@ impl Committer<'_, '_> {
         metrics.last_commit_timestamp.set(now);
         metrics.files.with_label_values(&["applied"]).inc_by(batch.files.len() as u64);
         metrics.observe_records(&batch.counts);
+        for newest in batch.files.iter().filter_map(|(_, counts)| counts.newest) {
+            metrics.event_lag.observe((now - newest).max(0) as f64);
+        }
         tracing::debug!(files = batch.files.len(), records = batch.counts.records, "committed batch");
         self.summary.files_applied += batch.files.len() as u64;
         self.summary.counts.add(&batch.counts);

@@ -259,6 +259,11 @@ async fn poll_loop<Q: Queue, O: Objects>(
 }
 
 async fn handle_message<Q: Queue, O: Objects>(shared: &Arc<Shared<Q, O>>, message: Received) {
+    if let Some(sent_ms) = message.sent_at_ms {
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        shared.metrics.sqs_message_lag.observe((now_ms - sent_ms).max(0) as f64 / 1000.0);
+    }
     let notification = match parse_body(&message.body) {
         Ok(n) => n,
         Err(err) => {

@@ -107,6 +107,8 @@ pub struct RecordCounts {
     pub insights: u64,
     /// Skipped records, indexed like [`SkipReason::ALL`].
     pub skipped: [u64; 6],
+    /// The latest `eventTime` among the events: how far behind real time the file is.
+    pub newest: Option<Timestamp>,
 }
 
 impl RecordCounts {
@@ -121,6 +123,7 @@ impl RecordCounts {
         for (a, b) in self.skipped.iter_mut().zip(other.skipped) {
             *a += b;
         }
+        self.newest = self.newest.max(other.newest);
     }
 }
 
@@ -386,6 +389,7 @@ impl<'de> Visitor<'de> for RecordsSeed<'_, '_, 'de> {
             match validate(raw) {
                 Ok(Some(event)) => {
                     self.counts.events += 1;
+                    self.counts.newest = self.counts.newest.max(Some(event.time));
                     (self.on_event)(&event);
                 }
                 Ok(None) => self.counts.insights += 1,

@@ -156,3 +156,19 @@ fn escaped_strings_are_unescaped() {
         .unwrap();
     assert_eq!(got, [("arn:aws:iam::1:user/abc".to_owned(), Some("aws-cli/2 \"quoted\"".to_owned()))]);
 }
+
+#[test]
+fn counts_keep_the_newest_event_time() {
+    let file = format!(
+        r#"{{"Records":[
+        {{"eventTime":"2026-10-01T12:00:05Z","eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}},
+        {{"eventTime":"2026-10-01T12:09:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}},
+        {{"eventTime":"2026-10-01T12:03:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}},
+        {{"eventTime":"2026-10-01T13:00:00Z","eventType":"AwsCloudTrailInsight"}}
+    ]}}"#
+    );
+    let counts = Parser::default().parse_unpadded(file.as_bytes(), &mut |_| {}).unwrap();
+    assert_eq!(counts.newest, crate::time::parse_rfc3339("2026-10-01T12:09:00Z"), "insight events do not count");
+    let empty = Parser::default().parse_unpadded(br#"{"Records":[]}"#, &mut |_| {}).unwrap();
+    assert_eq!(empty.newest, None);
+}

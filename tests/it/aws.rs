@@ -372,6 +372,8 @@ fn sqs_daemon_drains_every_notification_shape_exactly_once() {
     );
     assert_eq!(metric(&body, "trailwatch_sqs_messages_deleted_total"), Some(21.0), "{body}");
     assert_eq!(http_get(port, "/readyz"), Some((200, "ready\n".to_owned())), "store open and queue reachable");
+    assert_eq!(metric(&body, "trailwatch_event_lag_seconds_count"), Some(16.0), "one per committed file: {body}");
+    assert!(metric(&body, "trailwatch_sqs_message_lag_seconds_count").is_some_and(|n| n >= 22.0), "{body}");
     let status = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = wait_for(Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits after SIGTERM");
