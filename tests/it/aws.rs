@@ -414,9 +414,16 @@ fn start_daemon(config: &Path) -> Child {
         .unwrap()
 }
 
-/// `kill -9` while objects are in flight, then a restart: nothing lost, nothing counted twice, no message left.
-#[test]
-fn sqs_daemon_killed_mid_stream_then_restarted_is_exact() {
+/// How a running daemon is interrupted mid-stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    Kill9,
+    Sigterm,
+}
+
+/// Interrupts the SQS daemon while objects are in flight, restarts it, and checks: nothing lost, nothing counted
+/// twice, no message left in the queue.
+fn interrupt_mid_stream_then_restart(interrupt: Interrupt) {
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 
     let tmp = tempfile::tempdir().unwrap();
@@ -458,7 +465,7 @@ fn sqs_daemon_killed_mid_stream_then_restarted_is_exact() {
     assert_eq!(upload_dir(&rt, &s3, "trail", &corpus, str::to_owned), 40);
 
     let port = free_port();
-    // The shortest visibility timeout SQS allows, so that deliveries in flight at the kill come back quickly.
+    // The shortest visibility timeout SQS allows, so that deliveries abandoned at the interruption come back quickly.
     let config = sqs_config(&moto, tmp.path(), &queue_url, port, 10);
     let mut daemon = start_daemon(&config);
     let applied = wait_for(Duration::from_secs(60), || {
@@ -466,10 +473,20 @@ fn sqs_daemon_killed_mid_stream_then_restarted_is_exact() {
         metric(&body, r#"trailwatch_files_total{outcome="applied"}"#).filter(|&n| n >= 2.0)
     })
     .expect("the daemon applies files");
-    daemon.kill().unwrap(); // SIGKILL
-    daemon.wait().unwrap();
-    eprintln!("killed after {applied} of 40 files were applied");
-    assert!(applied < 40.0, "the kill must land mid-stream");
+    match interrupt {
+        Interrupt::Kill9 => {
+            daemon.kill().unwrap(); // SIGKILL
+            daemon.wait().unwrap();
+        }
+        Interrupt::Sigterm => {
+            let status = std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+            assert!(status.success());
+            let exit = wait_for(Duration::from_secs(40), || daemon.try_wait().unwrap()).expect("exits after SIGTERM");
+            assert!(exit.success(), "SIGTERM drains and exits 0: {exit:?}");
+        }
+    }
+    eprintln!("interrupted after {applied} of 40 files were applied");
+    assert!(applied < 40.0, "the interruption must land mid-stream");
 
     let mut daemon = start_daemon(&config);
     let drained = wait_for(Duration::from_secs(90), || (queue_depth(&rt, &sqs, &queue_url) == 0).then_some(()));
@@ -479,4 +496,14 @@ fn sqs_daemon_killed_mid_stream_then_restarted_is_exact() {
     assert!(exit.success(), "{exit:?}");
     assert!(drained.is_some(), "messages were left in the queue: {}", queue_depth(&rt, &sqs, &queue_url));
     assert_same_report(&report(&tmp.path().join("state.db")), &want);
+}
+
+#[test]
+fn sqs_daemon_killed_mid_stream_then_restarted_is_exact() {
+    interrupt_mid_stream_then_restart(Interrupt::Kill9);
+}
+
+#[test]
+fn sqs_daemon_sigterm_mid_stream_drains_exits_0_and_a_restart_is_exact() {
+    interrupt_mid_stream_then_restart(Interrupt::Sigterm);
 }

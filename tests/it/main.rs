@@ -12,5 +12,8 @@ mod daemon;
 // The AWS edge against moto's S3 emulator and the real SDK: backfill from S3.
 mod aws;
 
+// The SQS consumer at volume on the in-process queue and object store.
+mod volume;
+
 // `validate` and configuration errors.
 mod config;

@@ -1,0 +1,105 @@
+//! Volume through the SQS consumer on the in-process queue and object store (moto's SQS handles only tens of
+//! messages per second): every object announced twice in different shapes, missing objects and poison bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use trailwatch::config::{Config, SqsConfig};
+use trailwatch::intake::consumer;
+use trailwatch::intake::memory::{MemoryObjects, MemoryQueue};
+use trailwatch::metrics::Metrics;
+use trailwatch::pipeline::Applied;
+use trailwatch::state::store::{Store, Synchronous};
+
+use crate::util::*;
+
+#[test]
+fn in_process_volume_applies_each_object_once_and_deletes_all_but_poison() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let expect = tmp.path().join("expected.json");
+    ok(&trailwatch(&[
+        "synth",
+        "--out",
+        corpus.to_str().unwrap(),
+        "--files",
+        "300",
+        "--records",
+        "40",
+        "--principals",
+        "150",
+        "--seed",
+        "21",
+        "--expect",
+        expect.to_str().unwrap(),
+    ]));
+    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&expect).unwrap()).unwrap();
+
+    let mut files = Vec::new();
+    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    let mut objects = MemoryObjects::default();
+    let queue = Arc::new(MemoryQueue::default());
+    for (path, _) in &files {
+        let key = path.strip_prefix(&corpus).unwrap().to_str().unwrap().to_owned();
+        objects.insert("trail", &key, std::fs::read(path).unwrap());
+        let s3_event = serde_json::json!({"Records": [{"eventVersion": "2.1", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "trail"}, "object": {"key": key.replace(' ', "+")}}}]});
+        queue.push(s3_event.to_string());
+        let cloudtrail = serde_json::json!({"s3Bucket": "trail", "s3ObjectKey": [key]}).to_string();
+        queue.push(serde_json::json!({"Type": "Notification", "TopicArn": "t", "Message": cloudtrail}).to_string());
+    }
+    for i in 0..20 {
+        queue.push(
+            serde_json::json!({"s3Bucket": "trail", "s3ObjectKey": format!("AWSLogs/gone-{i}.json.gz")}).to_string(),
+        );
+    }
+    const POISON: usize = 10;
+    for i in 0..POISON {
+        queue.push(format!("poison {i}"));
+    }
+    assert_eq!(queue.remaining(), 2 * 300 + 20 + POISON);
+
+    let mut config = Config::parse("[pipeline]\nthreads = 2\nbatch_max_files = 32\n", "volume").unwrap();
+    config.threads = 2;
+    let settings = SqsConfig {
+        queue_url: "memory".into(),
+        pollers: 3,
+        visibility_timeout_secs: 300,
+        wait_time_secs: 1,
+        max_in_flight_objects: 64,
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let state = tmp.path().join("state.db");
+    let mut store = Store::open(&state, Synchronous::Normal).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let drained = Arc::clone(&queue);
+    let summary = consumer::run(
+        &runtime,
+        Arc::clone(&queue),
+        Arc::new(objects),
+        &config,
+        &settings,
+        &mut store,
+        Applied::default(),
+        &metrics,
+        async move {
+            // Poison bodies are never deleted: done when only they are left.
+            while drained.remaining() > POISON {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        },
+    )
+    .unwrap();
+    drop(store);
+    assert_eq!(summary.files_applied, 300);
+    assert_eq!(summary.rejections.get("no_such_key"), Some(&20));
+    assert_eq!(queue.remaining(), POISON);
+    let exposition = metrics.render();
+    assert_eq!(metric(&exposition, "trailwatch_sqs_messages_deleted_total"), Some((2 * 300 + 20) as f64));
+    assert_eq!(
+        metric(&exposition, r#"trailwatch_sqs_unreadable_messages_total{reason="not_json"}"#),
+        Some(POISON as f64)
+    );
+    assert_same_report(&report(&state), &want);
+}
