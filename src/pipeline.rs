@@ -357,8 +357,9 @@ pub struct RunContext<'a> {
     pub metrics: &'a Metrics,
     /// Set to stop: workers take no new file, the committer commits what is done and returns.
     pub stop: &'a AtomicBool,
-    /// Also commit a batch once nothing has arrived for this long. The SQS intake sets it, so that messages are
-    /// deleted promptly when traffic pauses; replay leaves it off, since extra commits only cost it time.
+    /// Also commit a batch when the workers are waiting for input, checked this often. The SQS intake sets it,
+    /// so that messages are deleted promptly when traffic pauses (while input flows, batches still fill by size);
+    /// replay leaves it off.
     pub flush_when_idle: Option<Duration>,
 }
 
@@ -375,7 +376,10 @@ pub fn run(
     applied: &Applied,
     observer: &mut dyn Observer,
 ) -> Result<Summary, StoreError> {
-    let mut committer = Committer { store, applied, ctx, batch: Batch::default(), summary: Summary::default() };
+    // Set while a worker holds the fetched-input channel and waits on it empty.
+    let starved = AtomicBool::new(false);
+    let mut committer =
+        Committer { store, applied, ctx, batch: Batch::default(), summary: Summary::default(), starved: &starved };
     // `discover` lists each file once, so after this filter no job can be applied twice in this run.
     let pending: Vec<&FileJob> = match &jobs {
         Jobs::Local(local) => local.iter().filter(|j| !committer.applied.contains(&j.key)).collect(),
@@ -387,8 +391,6 @@ pub fn run(
     };
     committer.ctx.metrics.files.with_label_values(&["duplicate"]).inc_by(committer.summary.files_duplicate);
     let next = AtomicUsize::new(0);
-    // Set while a worker holds the fetched-input channel and waits on it empty.
-    let starved = AtomicBool::new(false);
     let threads = match &jobs {
         Jobs::Local(_) => ctx.threads.max(1).min(pending.len().max(1)),
         Jobs::Fetched { .. } => ctx.threads.max(1),
@@ -505,6 +507,7 @@ struct Committer<'r, 'c> {
     ctx: &'r RunContext<'c>,
     batch: Batch,
     summary: Summary,
+    starved: &'r AtomicBool,
 }
 
 impl Committer<'_, '_> {
@@ -525,7 +528,12 @@ impl Committer<'_, '_> {
                         self.flush(observer)?;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => self.flush(observer)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let waited_out = self.batch.opened.is_some_and(|o| o.elapsed() >= self.ctx.batch.max_wait);
+                    if waited_out || self.starved.load(Ordering::Acquire) {
+                        self.flush(observer)?;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return self.flush(observer),
             }
         }
