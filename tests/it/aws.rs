@@ -123,24 +123,8 @@ fn upload_dir(
 #[test]
 fn s3_backfill_equals_local_replay_and_applies_each_object_once() {
     let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 12, 150, 120, 5);
     let corpus = tmp.path().join("corpus");
-    let expect = tmp.path().join("expected.json");
-    ok(&trailwatch(&[
-        "synth",
-        "--out",
-        corpus.to_str().unwrap(),
-        "--files",
-        "12",
-        "--records",
-        "150",
-        "--principals",
-        "120",
-        "--seed",
-        "5",
-        "--expect",
-        expect.to_str().unwrap(),
-    ]));
-    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&expect).unwrap()).unwrap();
 
     let moto = Moto::start();
     let s3 = moto.s3();
@@ -266,39 +250,17 @@ fn queue_depth(rt: &tokio::runtime::Runtime, sqs: &aws_sdk_sqs::Client, url: &st
         .sum()
 }
 
-#[test]
-fn sqs_daemon_drains_every_notification_shape_exactly_once() {
+/// Creates the bucket `trail` and the queue `ct`, with the bucket's object-created events notifying the queue
+/// (moto then sends S3's test event to it). Returns the queue's URL.
+fn trail_notifying_queue(rt: &tokio::runtime::Runtime, s3: &aws_sdk_s3::Client, sqs: &aws_sdk_sqs::Client) -> String {
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 
-    let tmp = tempfile::tempdir().unwrap();
-    let corpus = tmp.path().join("corpus");
-    let expect = tmp.path().join("expected.json");
-    ok(&trailwatch(&[
-        "synth",
-        "--out",
-        corpus.to_str().unwrap(),
-        "--files",
-        "16",
-        "--records",
-        "150",
-        "--principals",
-        "100",
-        "--seed",
-        "9",
-        "--expect",
-        expect.to_str().unwrap(),
-    ]));
-    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&expect).unwrap()).unwrap();
-
-    let moto = Moto::start();
-    let (s3, sqs, rt) = (moto.s3(), sqs_client(&moto), runtime());
     rt.block_on(s3.create_bucket().bucket("trail").send()).unwrap();
     let queue_url = rt.block_on(sqs.create_queue().queue_name("ct").send()).unwrap().queue_url.unwrap();
-    let queue_arn = "arn:aws:sqs:us-east-1:123456789012:ct";
     let notification = NotificationConfiguration::builder()
         .queue_configurations(
             QueueConfiguration::builder()
-                .queue_arn(queue_arn)
+                .queue_arn("arn:aws:sqs:us-east-1:123456789012:ct")
                 .events(Event::from("s3:ObjectCreated:*"))
                 .build()
                 .unwrap(),
@@ -308,6 +270,18 @@ fn sqs_daemon_drains_every_notification_shape_exactly_once() {
         s3.put_bucket_notification_configuration().bucket("trail").notification_configuration(notification).send(),
     )
     .unwrap();
+    queue_url
+}
+
+#[test]
+fn sqs_daemon_drains_every_notification_shape_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 16, 150, 100, 9);
+    let corpus = tmp.path().join("corpus");
+
+    let moto = Moto::start();
+    let (s3, sqs, rt) = (moto.s3(), sqs_client(&moto), runtime());
+    let queue_url = trail_notifying_queue(&rt, &s3, &sqs);
     let uploaded = upload_dir(&rt, &s3, "trail", &corpus, str::to_owned);
     assert_eq!(uploaded, 16);
     let mut files = Vec::new();
@@ -333,27 +307,8 @@ fn sqs_daemon_drains_every_notification_shape_exactly_once() {
     send("this is not a notification".to_owned());
 
     let port = free_port();
-    let config = tmp.path().join("sqs.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[intake]\nkind = \"sqs\"\n[intake.sqs]\nqueue_url = \"{queue_url}\"\nwait_time_secs = 1\nvisibility_timeout_secs = 30\n\
-             [store]\npath = {:?}\n[pipeline]\nbatch_max_wait_ms = 50\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\ns3_force_path_style = true\n",
-            tmp.path().join("state.db").to_str().unwrap(),
-            moto.endpoint()
-        ),
-    )
-    .unwrap();
-    let mut daemon = bin()
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let config = sqs_config(&moto, tmp.path(), &queue_url, port, 30);
+    let mut daemon = start_daemon(&config);
     // 16 S3 events + the S3 test event + 5 sent: all but the poison body are deleted.
     let body = wait_for(Duration::from_secs(90), || {
         let (status, body) = http_get(port, "/metrics")?;
@@ -409,7 +364,8 @@ fn start_daemon(config: &Path) -> Child {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Logged at warn only (`bin()` sets RUST_LOG), so the pipe does not fill.
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -424,44 +380,12 @@ enum Interrupt {
 /// Interrupts the SQS daemon while objects are in flight, restarts it, and checks: nothing lost, nothing counted
 /// twice, no message left in the queue.
 fn interrupt_mid_stream_then_restart(interrupt: Interrupt) {
-    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-
     let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 40, 100, 80, 13);
     let corpus = tmp.path().join("corpus");
-    let expect = tmp.path().join("expected.json");
-    ok(&trailwatch(&[
-        "synth",
-        "--out",
-        corpus.to_str().unwrap(),
-        "--files",
-        "40",
-        "--records",
-        "100",
-        "--principals",
-        "80",
-        "--seed",
-        "13",
-        "--expect",
-        expect.to_str().unwrap(),
-    ]));
-    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&expect).unwrap()).unwrap();
     let moto = Moto::start();
     let (s3, sqs, rt) = (moto.s3(), sqs_client(&moto), runtime());
-    rt.block_on(s3.create_bucket().bucket("trail").send()).unwrap();
-    let queue_url = rt.block_on(sqs.create_queue().queue_name("ct").send()).unwrap().queue_url.unwrap();
-    let notification = NotificationConfiguration::builder()
-        .queue_configurations(
-            QueueConfiguration::builder()
-                .queue_arn("arn:aws:sqs:us-east-1:123456789012:ct")
-                .events(Event::from("s3:ObjectCreated:*"))
-                .build()
-                .unwrap(),
-        )
-        .build();
-    rt.block_on(
-        s3.put_bucket_notification_configuration().bucket("trail").notification_configuration(notification).send(),
-    )
-    .unwrap();
+    let queue_url = trail_notifying_queue(&rt, &s3, &sqs);
     assert_eq!(upload_dir(&rt, &s3, "trail", &corpus, str::to_owned), 40);
 
     let port = free_port();

@@ -63,26 +63,6 @@ fn replaying_twice_changes_nothing() {
     assert_eq!(report(&state), first);
 }
 
-fn synth(dir: &Path, files: usize, records: usize, principals: usize, seed: u64) -> serde_json::Value {
-    let expect = dir.join("expected.json");
-    ok(&trailwatch(&[
-        "synth",
-        "--out",
-        dir.join("corpus").to_str().unwrap(),
-        "--files",
-        &files.to_string(),
-        "--records",
-        &records.to_string(),
-        "--principals",
-        &principals.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--expect",
-        expect.to_str().unwrap(),
-    ]));
-    serde_json::from_slice(&std::fs::read(expect).unwrap()).unwrap()
-}
-
 /// The synth generator knows what it generated; the replayed state must equal it field for field.
 #[test]
 fn synth_corpus_replays_exactly() {

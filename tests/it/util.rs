@@ -130,3 +130,24 @@ pub fn fixture_dir(dir: &Path) {
     // Neither `.json` nor `.gz`: not a candidate inside a directory.
     std::fs::write(dir.join("README.txt"), b"not a log").unwrap();
 }
+
+/// Writes a synth corpus to `dir/corpus` and returns the report it must produce.
+pub fn synth(dir: &Path, files: usize, records: usize, principals: usize, seed: u64) -> serde_json::Value {
+    let expect = dir.join("expected.json");
+    ok(&trailwatch(&[
+        "synth",
+        "--out",
+        dir.join("corpus").to_str().unwrap(),
+        "--files",
+        &files.to_string(),
+        "--records",
+        &records.to_string(),
+        "--principals",
+        &principals.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--expect",
+        expect.to_str().unwrap(),
+    ]));
+    serde_json::from_slice(&std::fs::read(expect).unwrap()).unwrap()
+}

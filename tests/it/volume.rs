@@ -16,24 +16,8 @@ use crate::util::*;
 #[test]
 fn in_process_volume_applies_each_object_once_and_deletes_all_but_poison() {
     let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 300, 40, 150, 21);
     let corpus = tmp.path().join("corpus");
-    let expect = tmp.path().join("expected.json");
-    ok(&trailwatch(&[
-        "synth",
-        "--out",
-        corpus.to_str().unwrap(),
-        "--files",
-        "300",
-        "--records",
-        "40",
-        "--principals",
-        "150",
-        "--seed",
-        "21",
-        "--expect",
-        expect.to_str().unwrap(),
-    ]));
-    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&expect).unwrap()).unwrap();
 
     let mut files = Vec::new();
     trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
