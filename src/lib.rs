@@ -15,6 +15,7 @@ pub mod backfill;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod detect;
 pub mod fetch;
 pub mod http;
 pub mod intake;
