@@ -19,6 +19,7 @@ struct MemoryQueueInner {
     ready: VecDeque<(String, String)>,
     in_flight: HashMap<String, (String, String)>,
     next: u64,
+    extensions: u64,
 }
 
 impl MemoryQueue {
@@ -27,6 +28,11 @@ impl MemoryQueue {
         inner.next += 1;
         let id = format!("m-{}", inner.next);
         inner.ready.push_back((id, body));
+    }
+
+    /// Visibility extensions asked for so far (deliveries, not calls).
+    pub fn extensions(&self) -> u64 {
+        self.lock().extensions
     }
 
     /// Messages not yet deleted, visible or in flight.
@@ -68,8 +74,11 @@ impl Queue for MemoryQueue {
         Ok(receipts.iter().filter(|r| inner.in_flight.remove(*r).is_none()).count())
     }
 
-    async fn extend(&self, _receipts: &[String], _visibility_secs: i32) -> Result<usize, QueueError> {
-        Ok(0)
+    async fn extend(&self, receipts: &[String], _visibility_secs: i32) -> Result<usize, QueueError> {
+        let mut inner = self.lock();
+        let unknown = receipts.iter().filter(|r| !inner.in_flight.contains_key(*r)).count();
+        inner.extensions += (receipts.len() - unknown) as u64;
+        Ok(unknown)
     }
 
     async fn probe(&self) -> Result<(), QueueError> {

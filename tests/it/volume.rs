@@ -87,3 +87,69 @@ fn in_process_volume_applies_each_object_once_and_deletes_all_but_poison() {
     );
     assert_same_report(&report(&state), &want);
 }
+
+/// An object source that takes its time, to keep a delivery in flight.
+struct Slow(MemoryObjects, Duration);
+
+impl trailwatch::fetch::Objects for Slow {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        max: u64,
+    ) -> Result<trailwatch::fetch::Fetched, trailwatch::fetch::FetchError> {
+        tokio::time::sleep(self.1).await;
+        self.0.get(bucket, key, max).await
+    }
+}
+
+/// A delivery whose object is still being fetched past half the visibility timeout is kept invisible.
+#[test]
+fn in_flight_deliveries_are_kept_invisible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 1, 20, 10, 3);
+    let corpus = tmp.path().join("corpus");
+    let mut files = Vec::new();
+    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    let key = files[0].0.strip_prefix(&corpus).unwrap().to_str().unwrap().to_owned();
+    let mut objects = MemoryObjects::default();
+    objects.insert("trail", &key, std::fs::read(&files[0].0).unwrap());
+    let queue = Arc::new(MemoryQueue::default());
+    queue.push(serde_json::json!({"s3Bucket": "trail", "s3ObjectKey": [key]}).to_string());
+
+    let config = Config::parse("[pipeline]\nthreads = 1\n", "heartbeat").unwrap();
+    // The shortest timeout SQS allows: the heartbeat runs every 5 s; the fetch takes 6 s.
+    let settings = SqsConfig {
+        queue_url: "memory".into(),
+        pollers: 1,
+        visibility_timeout_secs: 10,
+        wait_time_secs: 1,
+        max_in_flight_objects: 8,
+        shutdown_grace: Duration::from_secs(30),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let state = tmp.path().join("state.db");
+    let mut store = Store::open(&state, Synchronous::Normal).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let drained = Arc::clone(&queue);
+    consumer::run(
+        &runtime,
+        Arc::clone(&queue),
+        Slow(objects, Duration::from_secs(6)),
+        &config,
+        &settings,
+        &mut store,
+        Applied::default(),
+        &metrics,
+        async move {
+            while drained.remaining() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        },
+    )
+    .unwrap();
+    drop(store);
+    assert_eq!(queue.extensions(), 1, "one heartbeat while the 6 s fetch was in flight");
+    assert_eq!(metric(&metrics.render(), "trailwatch_sqs_visibility_extensions_total"), Some(1.0));
+    assert_same_report(&report(&state), &want);
+}
