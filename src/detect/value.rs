@@ -1,0 +1,256 @@
+//! One Sigma field test (`eventName|contains|all: [...]`): the field's modifiers and values compiled into a matcher
+//! over the field's value in an event (`None` when the field is absent or null).
+//!
+//! Modifiers: `contains`, `startswith`, `endswith`, `all`, `cased`, `re` (with `i`, `m`, `s` flags), `cidr`,
+//! `exists`. A value list matches if any value matches (all, with `all`); a `null` value matches an absent field.
+//! `re` uses Rust's regex engine (no look-around or back-references: such rules are rejected with the reason) and
+//! searches anywhere in the value, case-sensitively unless `i` is given.
+
+use std::net::IpAddr;
+
+use crate::detect::pattern::{Anchor, Pattern};
+
+/// A compiled field test.
+#[derive(Debug, Clone)]
+pub enum FieldTest {
+    /// `field|exists: true|false`.
+    Exists(bool),
+    /// A list of values, any of which (or all of which) must match.
+    Values { matchers: Vec<Matcher>, all: bool },
+}
+
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// `null`: the field is absent.
+    Null,
+    Pattern(Pattern),
+    Regex(regex::Regex),
+    Cidr {
+        network: IpAddr,
+        prefix: u8,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("unsupported modifier `{0}`")]
+    UnsupportedModifier(String),
+    #[error("modifiers `{0}` and `{1}` cannot be combined")]
+    Conflict(&'static str, &'static str),
+    #[error("invalid regular expression `{value}`: {reason}")]
+    BadRegex { value: String, reason: String },
+    #[error("invalid cidr `{0}`")]
+    BadCidr(String),
+    #[error("`exists` takes `true` or `false`, not `{0}`")]
+    BadExists(String),
+    #[error("no values")]
+    NoValues,
+}
+
+impl FieldTest {
+    /// Compiles the modifiers (the parts after the field name) and the values (`None` is YAML's `null`).
+    pub fn compile(modifiers: &[&str], values: &[Option<&str>]) -> Result<FieldTest, ValueError> {
+        let mut anchor = Anchor::Whole;
+        let (mut all, mut cased, mut regex, mut cidr, mut exists) = (false, false, false, false, false);
+        let mut flags = String::new();
+        for modifier in modifiers {
+            let (kind, set): (&'static str, Anchor) = match *modifier {
+                "contains" => ("contains", Anchor::Contains),
+                "startswith" => ("startswith", Anchor::StartsWith),
+                "endswith" => ("endswith", Anchor::EndsWith),
+                "all" => {
+                    all = true;
+                    continue;
+                }
+                "cased" => {
+                    cased = true;
+                    continue;
+                }
+                "re" => {
+                    regex = true;
+                    continue;
+                }
+                "i" | "m" | "s" if regex => {
+                    flags.push_str(modifier);
+                    continue;
+                }
+                "cidr" => {
+                    cidr = true;
+                    continue;
+                }
+                "exists" => {
+                    exists = true;
+                    continue;
+                }
+                other => return Err(ValueError::UnsupportedModifier(other.to_owned())),
+            };
+            if anchor != Anchor::Whole {
+                return Err(ValueError::Conflict(anchor_name(anchor), kind));
+            }
+            anchor = set;
+        }
+        if regex && (anchor != Anchor::Whole || cidr) {
+            return Err(ValueError::Conflict("re", if cidr { "cidr" } else { anchor_name(anchor) }));
+        }
+        if exists {
+            return match values {
+                [Some("true")] => Ok(FieldTest::Exists(true)),
+                [Some("false")] => Ok(FieldTest::Exists(false)),
+                other => Err(ValueError::BadExists(format!("{other:?}"))),
+            };
+        }
+        if values.is_empty() {
+            return Err(ValueError::NoValues);
+        }
+        let matchers = values
+            .iter()
+            .map(|value| {
+                let Some(value) = value else { return Ok(Matcher::Null) };
+                if regex {
+                    let source = if flags.is_empty() { (*value).to_owned() } else { format!("(?{flags}){value}") };
+                    return regex::Regex::new(&source)
+                        .map(Matcher::Regex)
+                        .map_err(|e| ValueError::BadRegex { value: (*value).to_owned(), reason: e.to_string() });
+                }
+                if cidr {
+                    return parse_cidr(value).ok_or_else(|| ValueError::BadCidr((*value).to_owned()));
+                }
+                Ok(Matcher::Pattern(Pattern::new(value, anchor, cased)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(FieldTest::Values { matchers, all })
+    }
+
+    /// Tests the field's value (`None`: absent or null).
+    pub fn test(&self, value: Option<&str>) -> bool {
+        match self {
+            FieldTest::Exists(expected) => value.is_some() == *expected,
+            FieldTest::Values { matchers, all: true } => matchers.iter().all(|m| m.test(value)),
+            FieldTest::Values { matchers, all: false } => matchers.iter().any(|m| m.test(value)),
+        }
+    }
+}
+
+impl Matcher {
+    fn test(&self, value: Option<&str>) -> bool {
+        match (self, value) {
+            (Matcher::Null, value) => value.is_none(),
+            (_, None) => false,
+            (Matcher::Pattern(p), Some(v)) => p.matches(v),
+            (Matcher::Regex(r), Some(v)) => r.is_match(v),
+            (Matcher::Cidr { network, prefix }, Some(v)) => {
+                v.parse::<IpAddr>().is_ok_and(|ip| in_network(ip, *network, *prefix))
+            }
+        }
+    }
+}
+
+fn anchor_name(anchor: Anchor) -> &'static str {
+    match anchor {
+        Anchor::Whole => "(none)",
+        Anchor::Contains => "contains",
+        Anchor::StartsWith => "startswith",
+        Anchor::EndsWith => "endswith",
+    }
+}
+
+fn parse_cidr(text: &str) -> Option<Matcher> {
+    let (addr, prefix) = text.split_once('/')?;
+    let network: IpAddr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let max = if network.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then_some(Matcher::Cidr { network, prefix })
+}
+
+fn in_network(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (ip, network) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `spec` is the field key as written in a rule (`field|mod|mod`); each case is a field value and the result.
+    #[track_caller]
+    fn check(spec: &str, values: &[Option<&str>], cases: &[(Option<&str>, bool)]) {
+        let modifiers: Vec<&str> = spec.split('|').skip(1).collect();
+        let test = FieldTest::compile(&modifiers, values).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        for (value, expected) in cases {
+            assert_eq!(test.test(*value), *expected, "{spec}: {values:?} vs {value:?}");
+        }
+    }
+
+    #[test]
+    fn modifiers_and_lists() {
+        check(
+            "eventName",
+            &[Some("StopLogging"), Some("DeleteTrail")],
+            &[(Some("deletetrail"), true), (Some("UpdateTrail"), false), (None, false)],
+        );
+        check(
+            "userAgent|contains",
+            &[Some("kali"), Some("parrot")],
+            &[(Some("x Parrot OS"), true), (Some("aws-cli"), false)],
+        );
+        check(
+            "requestParameters.policyArn|endswith|all",
+            &[Some("arn:aws:iam::aws:policy/"), Some("FullAccess")],
+            &[(Some("arn:aws:iam::aws:policy/AmazonS3FullAccess"), false)],
+        );
+        check(
+            "userAgent|contains|all",
+            &[Some("python"), Some("boto")],
+            &[(Some("Boto3/1.34 Python/3.12"), true), (Some("Boto3/1.34"), false)],
+        );
+        check("eventName|cased", &[Some("StopLogging")], &[(Some("StopLogging"), true), (Some("stoplogging"), false)]);
+        check("errorCode", &[None], &[(None, true), (Some("AccessDenied"), false)]);
+        check("errorCode", &[None, Some("ThrottlingException")], &[(None, true), (Some("ThrottlingException"), true)]);
+        check("errorCode|exists", &[Some("true")], &[(Some("AccessDenied"), true), (None, false)]);
+        check("errorCode|exists", &[Some("false")], &[(None, true)]);
+        check("userAgent|re", &[Some(r"^aws-cli/[0-9]+")], &[(Some("aws-cli/2.15"), true), (Some("AWS-CLI/2"), false)]);
+        check("userAgent|re|i", &[Some(r"^aws-cli/[0-9]+")], &[(Some("AWS-CLI/2"), true)]);
+        check("userAgent|re", &[Some("sqlmap")], &[(Some("Mozilla sqlmap/1.0"), true)]);
+        check(
+            "sourceIPAddress|cidr",
+            &[Some("10.0.0.0/8"), Some("2001:db8::/32")],
+            &[
+                (Some("10.200.3.4"), true),
+                (Some("11.0.0.1"), false),
+                (Some("2001:db8:1::5"), true),
+                (Some("ec2.amazonaws.com"), false),
+                (None, false),
+            ],
+        );
+        check("sourceIPAddress|cidr", &[Some("0.0.0.0/0")], &[(Some("203.0.113.9"), true), (Some("::1"), false)]);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_honour() {
+        let cases: &[(&str, &[Option<&str>], ValueError)] = &[
+            ("f|windash", &[Some("x")], ValueError::UnsupportedModifier("windash".into())),
+            ("f|base64offset|contains", &[Some("x")], ValueError::UnsupportedModifier("base64offset".into())),
+            ("f|contains|endswith", &[Some("x")], ValueError::Conflict("contains", "endswith")),
+            ("f|re|contains", &[Some("x")], ValueError::Conflict("re", "contains")),
+            ("f|cidr", &[Some("10.0.0.0/33")], ValueError::BadCidr("10.0.0.0/33".into())),
+            ("f|cidr", &[Some("10.0.0.0")], ValueError::BadCidr("10.0.0.0".into())),
+            ("f|exists", &[Some("maybe")], ValueError::BadExists(r#"[Some("maybe")]"#.into())),
+            ("f", &[], ValueError::NoValues),
+        ];
+        for (spec, values, expected) in cases {
+            let modifiers: Vec<&str> = spec.split('|').skip(1).collect();
+            assert_eq!(FieldTest::compile(&modifiers, values).err().as_ref(), Some(expected), "{spec}");
+        }
+        let lookbehind = FieldTest::compile(&["re"], &[Some("(?<=a)b")]);
+        assert!(matches!(lookbehind, Err(ValueError::BadRegex { .. })), "{lookbehind:?}");
+    }
+}
