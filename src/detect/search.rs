@@ -1,0 +1,178 @@
+//! One named Sigma search of a rule's `detection`: a map of field tests (all must match) or a list of such maps
+//! (any must match), compiled from the rule's YAML (as a JSON-shaped value) and evaluated over an event's fields.
+
+use serde_json::Value;
+
+use crate::detect::value::{FieldTest, ValueError};
+
+/// Read access to an event's fields by Sigma name (`eventName`, `userIdentity.type`, ...). `None`: absent or null.
+pub trait Fields {
+    fn get(&self, field: &str) -> Option<&str>;
+}
+
+#[derive(Debug, Clone)]
+pub enum Search {
+    /// Every field test must match.
+    AllOf(Vec<(String, FieldTest)>),
+    /// Any of the maps must match.
+    AnyOf(Vec<Search>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    #[error("field `{field}`: {source}")]
+    Value { field: String, source: ValueError },
+    #[error("field `{0}`: values must be strings, numbers, booleans or null")]
+    BadValue(String),
+    #[error("keyword searches (a bare list of values) are not supported; name the field")]
+    Keywords,
+    #[error("a search is a map of fields or a list of such maps")]
+    Shape,
+}
+
+impl Search {
+    pub fn compile(value: &Value) -> Result<Search, SearchError> {
+        match value {
+            Value::Object(map) => {
+                let mut tests = Vec::with_capacity(map.len());
+                for (key, values) in map {
+                    let mut parts = key.split('|');
+                    let field = parts.next().unwrap_or_default().to_owned();
+                    let modifiers: Vec<&str> = parts.collect();
+                    let scalars = scalars(values).ok_or_else(|| SearchError::BadValue(field.clone()))?;
+                    let refs: Vec<Option<&str>> = scalars.iter().map(Option::as_deref).collect();
+                    let test = FieldTest::compile(&modifiers, &refs)
+                        .map_err(|source| SearchError::Value { field: field.clone(), source })?;
+                    tests.push((field, test));
+                }
+                Ok(Search::AllOf(tests))
+            }
+            Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+                Ok(Search::AnyOf(items.iter().map(Search::compile).collect::<Result<_, _>>()?))
+            }
+            Value::Array(_) => Err(SearchError::Keywords),
+            _ => Err(SearchError::Shape),
+        }
+    }
+
+    pub fn matches(&self, event: &dyn Fields) -> bool {
+        match self {
+            Search::AllOf(tests) => tests.iter().all(|(field, test)| test.test(event.get(field))),
+            Search::AnyOf(maps) => maps.iter().any(|m| m.matches(event)),
+        }
+    }
+
+    /// Every field name the search reads: what the parse stage must capture for it.
+    pub fn fields<'s>(&'s self, out: &mut Vec<&'s str>) {
+        match self {
+            Search::AllOf(tests) => out.extend(tests.iter().map(|(f, _)| f.as_str())),
+            Search::AnyOf(maps) => maps.iter().for_each(|m| m.fields(out)),
+        }
+    }
+}
+
+/// A value or list of values as strings (`None` for null); YAML numbers and booleans compare as their text.
+fn scalars(value: &Value) -> Option<Vec<Option<String>>> {
+    let one = |v: &Value| match v {
+        Value::Null => Some(None),
+        Value::String(s) => Some(Some(s.clone())),
+        Value::Number(n) => Some(Some(n.to_string())),
+        Value::Bool(b) => Some(Some(b.to_string())),
+        _ => None,
+    };
+    match value {
+        Value::Array(items) => items.iter().map(one).collect(),
+        other => one(other).map(|v| vec![v]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    struct Event(HashMap<&'static str, &'static str>);
+
+    impl Fields for Event {
+        fn get(&self, field: &str) -> Option<&str> {
+            self.0.get(field).copied()
+        }
+    }
+
+    fn event(fields: &[(&'static str, &'static str)]) -> Event {
+        Event(fields.iter().copied().collect())
+    }
+
+    #[test]
+    fn maps_and_lists_of_maps() {
+        // A CIS-style root usage selection: all fields of the map must hold.
+        let root = Search::compile(&json!({
+            "userIdentity.type": "Root",
+            "userIdentity.invokedBy": null,
+            "eventType|cased": ["AwsApiCall", "AwsConsoleSignIn"]
+        }))
+        .unwrap();
+        let cases = [
+            (event(&[("userIdentity.type", "Root"), ("eventType", "AwsApiCall")]), true),
+            (event(&[("userIdentity.type", "root"), ("eventType", "AwsConsoleSignIn")]), true),
+            (event(&[("userIdentity.type", "Root"), ("eventType", "awsapicall")]), false),
+            (
+                event(&[
+                    ("userIdentity.type", "Root"),
+                    ("userIdentity.invokedBy", "s3.amazonaws.com"),
+                    ("eventType", "AwsApiCall"),
+                ]),
+                false,
+            ),
+            (event(&[("userIdentity.type", "IAMUser"), ("eventType", "AwsApiCall")]), false),
+        ];
+        for (e, expected) in &cases {
+            assert_eq!(root.matches(e), *expected, "{:?}", e.0);
+        }
+        // A list of maps: any map.
+        let tampering = Search::compile(&json!([
+            {"eventSource": "cloudtrail.amazonaws.com", "eventName": ["StopLogging", "DeleteTrail"]},
+            {"eventSource": "config.amazonaws.com", "eventName|startswith": "Delete"}
+        ]))
+        .unwrap();
+        assert!(
+            tampering.matches(&event(&[("eventSource", "cloudtrail.amazonaws.com"), ("eventName", "DeleteTrail")]))
+        );
+        assert!(
+            tampering.matches(&event(&[("eventSource", "config.amazonaws.com"), ("eventName", "DeleteConfigRule")]))
+        );
+        assert!(!tampering.matches(&event(&[("eventSource", "config.amazonaws.com"), ("eventName", "PutConfigRule")])));
+        let mut fields = Vec::new();
+        tampering.fields(&mut fields);
+        assert_eq!(
+            fields,
+            ["eventName", "eventSource", "eventName|startswith".split('|').next().unwrap(), "eventSource"]
+        );
+        // Numbers and booleans compare as text.
+        let numeric = Search::compile(&json!({"requestParameters.maxResults": [100, 50], "readOnly": true})).unwrap();
+        assert!(numeric.matches(&event(&[("requestParameters.maxResults", "50"), ("readOnly", "true")])));
+    }
+
+    #[test]
+    fn rejects_shapes_it_cannot_honour() {
+        let cases = [
+            (json!(["kali", "parrot"]), SearchError::Keywords),
+            (json!("eventName"), SearchError::Shape),
+            (json!([]), SearchError::Keywords),
+            (json!({"eventName": {"nested": 1}}), SearchError::BadValue("eventName".into())),
+            (
+                json!({"eventName|base64": "x"}),
+                SearchError::Value {
+                    field: "eventName".into(),
+                    source: ValueError::UnsupportedModifier("base64".into()),
+                },
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(Search::compile(&value).err(), Some(expected), "{value}");
+        }
+    }
+}
