@@ -1,0 +1,152 @@
+//! A Sigma rule's `detection` block: its named searches and its condition, compiled together.
+
+use serde_json::Value;
+
+use crate::detect::condition::{self, Condition, ConditionError};
+use crate::detect::search::{Fields, Search, SearchError};
+
+#[derive(Debug, Clone)]
+pub struct Detection {
+    names: Vec<String>,
+    searches: Vec<Search>,
+    condition: Condition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetectionError {
+    #[error("`detection` must be a map of named searches with a `condition`")]
+    Shape,
+    #[error("`detection` has no `condition`")]
+    NoCondition,
+    #[error("search `{name}`: {source}")]
+    Search { name: String, source: SearchError },
+    #[error("condition `{text}`: {source}")]
+    Condition { text: String, source: ConditionError },
+    #[error("`timeframe` is not supported: use a correlation rule")]
+    Timeframe,
+}
+
+impl Detection {
+    pub fn compile(detection: &Value) -> Result<Detection, DetectionError> {
+        let map = detection.as_object().ok_or(DetectionError::Shape)?;
+        let mut names = Vec::new();
+        let mut searches = Vec::new();
+        for (name, value) in map {
+            match name.as_str() {
+                "condition" => continue,
+                "timeframe" => return Err(DetectionError::Timeframe),
+                _ => {}
+            }
+            let search =
+                Search::compile(value).map_err(|source| DetectionError::Search { name: name.clone(), source })?;
+            names.push(name.clone());
+            searches.push(search);
+        }
+        // A list of conditions means any of them.
+        let texts: Vec<&str> = match map.get("condition") {
+            Some(Value::String(text)) => vec![text],
+            Some(Value::Array(items)) if !items.is_empty() => {
+                items.iter().map(|i| i.as_str().ok_or(DetectionError::Shape)).collect::<Result<_, _>>()?
+            }
+            Some(_) => return Err(DetectionError::Shape),
+            None => return Err(DetectionError::NoCondition),
+        };
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut conditions = texts
+            .iter()
+            .map(|text| {
+                condition::compile(text, &refs)
+                    .map_err(|source| DetectionError::Condition { text: (*text).to_owned(), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let condition = if conditions.len() == 1 { conditions.pop().expect("one") } else { Condition::Or(conditions) };
+        Ok(Detection { names, searches, condition })
+    }
+
+    /// Whether the event matches; each search is evaluated only if the condition asks for it.
+    pub fn matches(&self, event: &dyn Fields) -> bool {
+        self.condition.eval(&|i| self.searches[i].matches(event))
+    }
+
+    /// Every field the detection reads.
+    pub fn fields(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        for search in &self.searches {
+            search.fields(&mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    pub fn search_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    struct Event(HashMap<&'static str, &'static str>);
+
+    impl Fields for Event {
+        fn get(&self, field: &str) -> Option<&str> {
+            self.0.get(field).copied()
+        }
+    }
+
+    #[test]
+    fn root_account_usage_as_cis_defines_it() {
+        let detection = Detection::compile(&json!({
+            "selection": {"userIdentity.type": "Root"},
+            "filter_service": {"userIdentity.invokedBy|exists": true},
+            "filter_event": {"eventType": "AwsServiceEvent"},
+            "condition": "selection and not 1 of filter_*"
+        }))
+        .unwrap();
+        let event = |fields: &[(&'static str, &'static str)]| Event(fields.iter().copied().collect());
+        assert!(detection.matches(&event(&[("userIdentity.type", "Root"), ("eventType", "AwsApiCall")])));
+        assert!(
+            !detection
+                .matches(&event(&[("userIdentity.type", "Root"), ("userIdentity.invokedBy", "s3.amazonaws.com")]))
+        );
+        assert!(!detection.matches(&event(&[("userIdentity.type", "Root"), ("eventType", "AwsServiceEvent")])));
+        assert!(!detection.matches(&event(&[("userIdentity.type", "IAMUser")])));
+        assert_eq!(detection.fields(), ["eventType", "userIdentity.invokedBy", "userIdentity.type"]);
+        // A list of conditions is their `or`.
+        let either = Detection::compile(&json!({
+            "a": {"eventName": "StopLogging"}, "b": {"eventName": "DeleteTrail"}, "condition": ["a", "b"]
+        }))
+        .unwrap();
+        assert!(either.matches(&event(&[("eventName", "DeleteTrail")])));
+    }
+
+    #[test]
+    fn broken_detections_say_why() {
+        let cases = [
+            (json!("selection"), DetectionError::Shape),
+            (json!({"selection": {"a": "b"}}), DetectionError::NoCondition),
+            (json!({"selection": {"a": "b"}, "condition": 3}), DetectionError::Shape),
+            (json!({"selection": {"a": "b"}, "timeframe": "5m", "condition": "selection"}), DetectionError::Timeframe),
+            (
+                json!({"selection": {"a": "b"}, "condition": "selection and filter"}),
+                DetectionError::Condition {
+                    text: "selection and filter".into(),
+                    source: ConditionError::UnknownSearch("filter".into()),
+                },
+            ),
+            (
+                json!({"keywords": ["kali"], "condition": "keywords"}),
+                DetectionError::Search { name: "keywords".into(), source: SearchError::Keywords },
+            ),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(Detection::compile(&value).err(), Some(expected), "{value}");
+        }
+    }
+}
