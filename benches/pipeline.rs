@@ -143,7 +143,7 @@ fn stages(c: &mut Criterion) {
                         batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
                         metrics: &metrics,
                         stop: &stop,
-                        flush_when_idle: None,
+                        flush_when_starved: None,
                     };
                     let summary = pipeline::run(
                         pipeline::Jobs::Local(&corpus.jobs),

@@ -86,7 +86,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         batch: config.batch,
         metrics: &metrics,
         stop: &stop,
-        flush_when_idle: None,
+        flush_when_starved: None,
     };
     // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
     let mut scan_error: Option<String> = None;

@@ -261,7 +261,7 @@ fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &F
         batch: config.batch,
         metrics: &metrics,
         stop: &stop,
-        flush_when_idle: None,
+        flush_when_starved: None,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);

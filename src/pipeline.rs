@@ -360,7 +360,7 @@ pub struct RunContext<'a> {
     /// Also commit a batch when the workers are waiting for input, checked this often. The SQS intake sets it,
     /// so that messages are deleted promptly when traffic pauses (while input flows, batches still fill by size);
     /// replay leaves it off.
-    pub flush_when_idle: Option<Duration>,
+    pub flush_when_starved: Option<Duration>,
 }
 
 /// A worker hands its unit over at this many records (or at the batch's file limit), whichever comes first.
@@ -513,7 +513,7 @@ struct Committer<'r, 'c> {
 impl Committer<'_, '_> {
     fn drain(&mut self, rx: &mpsc::Receiver<Message>, observer: &mut dyn Observer) -> Result<(), StoreError> {
         loop {
-            let wait = match (self.batch.opened, self.ctx.flush_when_idle) {
+            let wait = match (self.batch.opened, self.ctx.flush_when_starved) {
                 (Some(opened), Some(idle)) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()).min(idle),
                 (Some(opened), None) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()),
                 (None, _) => Duration::from_secs(3600),

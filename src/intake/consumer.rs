@@ -153,7 +153,7 @@ pub fn run<Q: Queue, O: Objects>(
         batch: config.batch,
         metrics,
         stop: &never,
-        flush_when_idle: Some(Duration::from_millis(5)),
+        flush_when_starved: Some(Duration::from_millis(5)),
     };
     let mut observer = Completion { tracker, deletes: deletes_tx };
     std::thread::scope(|scope| {
