@@ -11,10 +11,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use trailwatch::config::{Config, SqsConfig};
+use trailwatch::config::Config;
 use trailwatch::decode::decode_into;
-use trailwatch::intake::consumer;
-use trailwatch::intake::memory::{MemoryObjects, MemoryQueue};
+use trailwatch::intake::memory::{self, MemoryObjects, MemoryQueue};
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::Parser;
 use trailwatch::pipeline::{self, Applied, BatchLimits, Limits, RunContext, Summary, Worker};
@@ -175,14 +174,7 @@ fn stages(c: &mut Criterion) {
     let objects = std::sync::Arc::new(objects);
     let mut config = Config::parse("", "bench").unwrap();
     config.threads = 2;
-    let settings = SqsConfig {
-        queue_url: "memory".into(),
-        pollers: 2,
-        visibility_timeout_secs: 300,
-        wait_time_secs: 1,
-        max_in_flight_objects: 2000,
-        shutdown_grace: Duration::from_secs(30),
-    };
+    let settings = memory::settings(2, 300, 2000);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("intake");
     group
@@ -201,23 +193,9 @@ fn stages(c: &mut Criterion) {
             |(dir, queue)| {
                 let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
                 let metrics = std::sync::Arc::new(Metrics::new());
-                let drained = std::sync::Arc::clone(&queue);
-                let summary = consumer::run(
-                    &runtime,
-                    queue,
-                    std::sync::Arc::clone(&objects),
-                    &config,
-                    &settings,
-                    &mut store,
-                    Applied::default(),
-                    &metrics,
-                    async move {
-                        while drained.remaining() > 0 {
-                            tokio::time::sleep(Duration::from_micros(200)).await;
-                        }
-                    },
-                )
-                .unwrap();
+                let objects = std::sync::Arc::clone(&objects);
+                let summary =
+                    memory::drain(&runtime, &queue, objects, &config, &settings, &mut store, &metrics, 0).unwrap();
                 assert_eq!(summary.counts.records, corpus.records);
                 dir
             },
@@ -225,7 +203,6 @@ fn stages(c: &mut Criterion) {
         );
     });
     group.finish();
-    let _ = &corpus.root;
 }
 
 criterion_group!(benches, stages);

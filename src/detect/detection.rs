@@ -86,19 +86,10 @@ impl Detection {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use serde_json::json;
 
     use super::*;
-
-    struct Event(HashMap<&'static str, &'static str>);
-
-    impl Fields for Event {
-        fn get(&self, field: &str) -> Option<&str> {
-            self.0.get(field).copied()
-        }
-    }
+    use crate::detect::search::event;
 
     #[test]
     fn root_account_usage_as_cis_defines_it() {
@@ -109,7 +100,6 @@ mod tests {
             "condition": "selection and not 1 of filter_*"
         }))
         .unwrap();
-        let event = |fields: &[(&'static str, &'static str)]| Event(fields.iter().copied().collect());
         assert!(detection.matches(&event(&[("userIdentity.type", "Root"), ("eventType", "AwsApiCall")])));
         assert!(
             !detection

@@ -86,25 +86,27 @@ fn scalars(value: &Value) -> Option<Vec<Option<String>>> {
     }
 }
 
+/// An event as a plain map of field values, for the detect stage's tests.
+#[cfg(test)]
+pub(crate) struct FieldMap(std::collections::HashMap<&'static str, &'static str>);
+
+#[cfg(test)]
+impl Fields for FieldMap {
+    fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).copied()
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn event(fields: &[(&'static str, &'static str)]) -> FieldMap {
+    FieldMap(fields.iter().copied().collect())
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use serde_json::json;
 
     use super::*;
-
-    struct Event(HashMap<&'static str, &'static str>);
-
-    impl Fields for Event {
-        fn get(&self, field: &str) -> Option<&str> {
-            self.0.get(field).copied()
-        }
-    }
-
-    fn event(fields: &[(&'static str, &'static str)]) -> Event {
-        Event(fields.iter().copied().collect())
-    }
 
     #[test]
     fn maps_and_lists_of_maps() {

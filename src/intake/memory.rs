@@ -2,11 +2,50 @@
 //! and benchmarks, where moto's SQS (tens of messages per second) would measure moto.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::{Config, SqsConfig};
 use crate::fetch::{FetchError, Fetched, Objects};
+use crate::intake::consumer;
 use crate::intake::sqs::{Queue, QueueError, Received};
+use crate::metrics::Metrics;
+use crate::pipeline::{Applied, Summary};
+use crate::state::store::{Store, StoreError};
+
+/// Consumer settings for the in-process queue (the queue URL is only a label).
+pub fn settings(pollers: usize, visibility_timeout_secs: u32, max_in_flight_objects: usize) -> SqsConfig {
+    SqsConfig {
+        queue_url: "memory".into(),
+        pollers,
+        visibility_timeout_secs,
+        wait_time_secs: 1,
+        max_in_flight_objects,
+        shutdown_grace: Duration::from_secs(30),
+    }
+}
+
+/// Runs the consumer over `queue` and `objects` until only `leave` messages remain (those it must not delete,
+/// such as unreadable bodies), then lets it shut down and returns its summary.
+#[allow(clippy::too_many_arguments)] // The consumer's own arguments, plus where to stop.
+pub fn drain<O: Objects>(
+    runtime: &tokio::runtime::Runtime,
+    queue: &Arc<MemoryQueue>,
+    objects: O,
+    config: &Config,
+    settings: &SqsConfig,
+    store: &mut Store,
+    metrics: &Arc<Metrics>,
+    leave: usize,
+) -> Result<Summary, StoreError> {
+    let watched = Arc::clone(queue);
+    let drained = async move {
+        while watched.remaining() > leave {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    };
+    consumer::run(runtime, Arc::clone(queue), objects, config, settings, store, Applied::default(), metrics, drained)
+}
 
 /// A queue with SQS's delivery semantics minus time: received messages stay in flight until deleted.
 #[derive(Default)]

@@ -4,11 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use trailwatch::config::{Config, SqsConfig};
-use trailwatch::intake::consumer;
-use trailwatch::intake::memory::{MemoryObjects, MemoryQueue};
+use trailwatch::config::Config;
+use trailwatch::intake::memory::{self, MemoryObjects, MemoryQueue};
 use trailwatch::metrics::Metrics;
-use trailwatch::pipeline::Applied;
 use trailwatch::state::store::{Store, Synchronous};
 
 use crate::util::*;
@@ -45,36 +43,14 @@ fn in_process_volume_applies_each_object_once_and_deletes_all_but_poison() {
 
     let mut config = Config::parse("[pipeline]\nthreads = 2\nbatch_max_files = 32\n", "volume").unwrap();
     config.threads = 2;
-    let settings = SqsConfig {
-        queue_url: "memory".into(),
-        pollers: 3,
-        visibility_timeout_secs: 300,
-        wait_time_secs: 1,
-        max_in_flight_objects: 64,
-        shutdown_grace: Duration::from_secs(30),
-    };
+    let settings = memory::settings(3, 300, 64);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let state = tmp.path().join("state.db");
     let mut store = Store::open(&state, Synchronous::Normal).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let drained = Arc::clone(&queue);
-    let summary = consumer::run(
-        &runtime,
-        Arc::clone(&queue),
-        Arc::new(objects),
-        &config,
-        &settings,
-        &mut store,
-        Applied::default(),
-        &metrics,
-        async move {
-            // Poison bodies are never deleted: done when only they are left.
-            while drained.remaining() > POISON {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        },
-    )
-    .unwrap();
+    // Poison bodies are never deleted: done when only they are left.
+    let summary =
+        memory::drain(&runtime, &queue, Arc::new(objects), &config, &settings, &mut store, &metrics, POISON).unwrap();
     drop(store);
     assert_eq!(summary.files_applied, 300);
     assert_eq!(summary.rejections.get("no_such_key"), Some(&20));
@@ -119,35 +95,13 @@ fn in_flight_deliveries_are_kept_invisible() {
 
     let config = Config::parse("[pipeline]\nthreads = 1\n", "heartbeat").unwrap();
     // The shortest timeout SQS allows: the heartbeat runs every 5 s; the fetch takes 6 s.
-    let settings = SqsConfig {
-        queue_url: "memory".into(),
-        pollers: 1,
-        visibility_timeout_secs: 10,
-        wait_time_secs: 1,
-        max_in_flight_objects: 8,
-        shutdown_grace: Duration::from_secs(30),
-    };
+    let settings = memory::settings(1, 10, 8);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let state = tmp.path().join("state.db");
     let mut store = Store::open(&state, Synchronous::Normal).unwrap();
     let metrics = Arc::new(Metrics::new());
-    let drained = Arc::clone(&queue);
-    consumer::run(
-        &runtime,
-        Arc::clone(&queue),
-        Slow(objects, Duration::from_secs(6)),
-        &config,
-        &settings,
-        &mut store,
-        Applied::default(),
-        &metrics,
-        async move {
-            while drained.remaining() > 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        },
-    )
-    .unwrap();
+    let slow = Slow(objects, Duration::from_secs(6));
+    memory::drain(&runtime, &queue, slow, &config, &settings, &mut store, &metrics, 0).unwrap();
     drop(store);
     assert_eq!(queue.extensions(), 1, "one heartbeat while the 6 s fetch was in flight");
     assert_eq!(metric(&metrics.render(), "trailwatch_sqs_visibility_extensions_total"), Some(1.0));
