@@ -78,7 +78,7 @@ fn stages(c: &mut Criterion) {
     let mut buf = json.clone();
     Parser::pad(&mut buf);
     let mut events = Vec::new();
-    Parser::default().parse(&mut buf, json.len(), &mut |e| events.push(*e)).unwrap();
+    Parser::default().parse(&mut buf, json.len(), &mut |e, _| events.push(*e)).unwrap();
     let mut group = c.benchmark_group("state");
     group.throughput(Throughput::Elements(events.len() as u64));
     let mut scratch = Scratch::default();

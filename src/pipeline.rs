@@ -172,7 +172,7 @@ impl Worker {
         Parser::pad(&mut self.json);
         let scratch = &mut self.scratch;
         let mut folded = 0u64;
-        let res = self.parser.parse(&mut self.json, len, &mut |event| {
+        let res = self.parser.parse(&mut self.json, len, &mut |event, _| {
             folded += 1;
             delta.apply(event, scratch)
         });

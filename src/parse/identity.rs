@@ -172,7 +172,9 @@ mod tests {
     #[track_caller]
     fn check(identity_json: &str, expected: Option<(&str, &str, Option<&str>, Option<&str>)>) {
         let mut buf = identity_json.as_bytes().to_vec();
-        let identity: RawIdentity = simd_json::serde::from_slice(&mut buf).unwrap();
+        let tape = simd_json::to_tape(&mut buf).unwrap();
+        let record = crate::parse::lenient::Json::root(&tape.0).unwrap();
+        let identity = RawIdentity::read(record).unwrap();
         let got = resolve(&identity, Some("999999999999"));
         let got = got.as_ref().map(|p| (p.key.to_canonical(), p.kind, p.account, p.session));
         let expected = expected.map(|(k, kind, acct, sess)| (k.to_owned(), kind, acct, sess));

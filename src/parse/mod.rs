@@ -8,13 +8,11 @@ pub mod identity;
 pub mod lenient;
 pub mod record;
 
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 
 use crate::action::{IamActions, iam_actions};
 use crate::parse::identity::{Principal, resolve};
-use crate::parse::lenient::Obj;
+use crate::parse::lenient::Json;
 use crate::parse::record::RawRecord;
 use crate::time::{Timestamp, parse_rfc3339};
 
@@ -178,32 +176,24 @@ impl Parser {
         &mut self,
         json: &'de mut [u8],
         len: usize,
-        on_event: &mut dyn FnMut(&Event<'de>),
+        on_event: &mut dyn FnMut(&Event<'de>, Record<'_, 'de>),
     ) -> Result<RecordCounts, ParseError> {
         let mut tape = self.tape.take().unwrap_or_else(|| simd_json::Tape::null().reset()).reset();
         let filled = simd_json::fill_tape_padded(json, len, &mut self.buffers, &mut tape);
-        if let Err(err) = filled {
-            self.tape = Some(tape.reset());
-            return Err(ParseError::InvalidJson(describe(&err)));
-        }
-        let mut de = simd_json::Deserializer::from_tape(tape);
         let mut counts = RecordCounts::default();
-        let shape = FileSeed { counts: &mut counts, on_event }.deserialize(&mut de);
-        self.tape = Some(de.into_tape().reset());
-        match shape.map_err(|err| ParseError::InvalidJson(describe(&err)))? {
-            FileShape::LogFile => Ok(counts),
-            FileShape::NotAnObject => Err(ParseError::NotCloudTrail("top level is not an object")),
-            FileShape::RecordsNotArray => Err(ParseError::NotCloudTrail("`Records` is not an array")),
-            FileShape::Digest => Err(ParseError::Digest),
-            FileShape::NoRecords => Err(ParseError::NotCloudTrail("no `Records` key")),
-        }
+        let walked = match filled {
+            Err(err) => Err(ParseError::InvalidJson(describe(&err))),
+            Ok(()) => walk(Json::root(&tape.0), &mut counts, on_event),
+        };
+        self.tape = Some(tape.reset());
+        walked.map(|()| counts)
     }
 
     /// [`Parser::parse`] for a document without padding: copies it into a padded buffer first. For tests and tools.
     pub fn parse_unpadded(
         &mut self,
         json: &[u8],
-        on_event: &mut dyn FnMut(&Event<'_>),
+        on_event: &mut dyn FnMut(&Event<'_>, Record<'_, '_>),
     ) -> Result<RecordCounts, ParseError> {
         let mut buf = json.to_vec();
         Parser::pad(&mut buf);
@@ -276,153 +266,56 @@ pub fn is_authorization_failure(code: &str) -> bool {
     code.starts_with("AccessDenied") || code.contains("Unauthorized")
 }
 
-enum FileShape {
-    LogFile,
-    NotAnObject,
-    RecordsNotArray,
-    Digest,
-    NoRecords,
-}
-
-struct FileSeed<'s, 'f, 'de> {
-    counts: &'s mut RecordCounts,
-    on_event: &'s mut (dyn FnMut(&Event<'de>) + 'f),
-}
-
-impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_, 'de> {
-    type Value = FileShape;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<FileShape, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FileSeed<'_, '_, 'de> {
-    type Value = FileShape;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a CloudTrail log file")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileShape, A::Error> {
-        let mut records = None;
-        let mut digest = false;
-        while let Some(key) = map.next_key::<&'de str>()? {
-            match key {
-                "Records" if records.is_none() => {
-                    let seed = RecordsSeed { counts: &mut *self.counts, on_event: &mut *self.on_event };
-                    records = Some(map.next_value_seed(seed)?);
-                }
-                "logFiles" | "digestStartTime" | "digestEndTime" | "previousDigestSignature" => {
-                    digest = true;
-                    map.next_value::<IgnoredAny>()?;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
+/// Walks `{"Records":[...]}` on the tape, validating each record and handing events on.
+fn walk<'t, 'de>(
+    root: Option<Json<'t, 'de>>,
+    counts: &mut RecordCounts,
+    on_event: &mut dyn FnMut(&Event<'de>, Record<'t, 'de>),
+) -> Result<(), ParseError> {
+    let entries = root.and_then(Json::entries).ok_or(ParseError::NotCloudTrail("top level is not an object"))?;
+    let mut records = None;
+    let mut digest = false;
+    for (key, value) in entries {
+        match key {
+            "Records" if records.is_none() => records = Some(value),
+            "logFiles" | "digestStartTime" | "digestEndTime" | "previousDigestSignature" => digest = true,
+            _ => {}
         }
-        Ok(match (records, digest) {
-            (Some(true), _) => FileShape::LogFile,
-            (Some(false), _) => FileShape::RecordsNotArray,
-            (None, true) => FileShape::Digest,
-            (None, false) => FileShape::NoRecords,
-        })
     }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FileShape, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(FileShape::NotAnObject)
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<FileShape, E> {
-        Ok(FileShape::NotAnObject)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<FileShape, E> {
-        Ok(FileShape::NotAnObject)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<FileShape, E> {
-        Ok(FileShape::NotAnObject)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<FileShape, E> {
-        Ok(FileShape::NotAnObject)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<FileShape, E> {
-        Ok(FileShape::NotAnObject)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<FileShape, E> {
-        Ok(FileShape::NotAnObject)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<FileShape, E> {
-        Ok(FileShape::NotAnObject)
-    }
-}
-
-/// Streams the `Records` array; its value says whether it was an array at all.
-struct RecordsSeed<'s, 'f, 'de> {
-    counts: &'s mut RecordCounts,
-    on_event: &'s mut (dyn FnMut(&Event<'de>) + 'f),
-}
-
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_, 'de> {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsSeed<'_, '_, 'de> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of records")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while let Some(raw) = seq.next_element::<Obj<RawRecord<'de>>>()? {
-            self.counts.records += 1;
-            let Some(raw) = raw.get() else {
-                self.counts.skipped[SkipReason::NotAnObject as usize] += 1;
-                continue;
-            };
-            match validate(raw) {
-                Ok(Some(event)) => {
-                    self.counts.events += 1;
-                    self.counts.newest = self.counts.newest.max(Some(event.time));
-                    (self.on_event)(&event);
-                }
-                Ok(None) => self.counts.insights += 1,
-                Err(reason) => self.counts.skipped[reason as usize] += 1,
+    let records = match (records, digest) {
+        (Some(records), _) => records.elements().ok_or(ParseError::NotCloudTrail("`Records` is not an array"))?,
+        (None, true) => return Err(ParseError::Digest),
+        (None, false) => return Err(ParseError::NotCloudTrail("no `Records` key")),
+    };
+    for json in records {
+        counts.records += 1;
+        let Some(raw) = RawRecord::read(json) else {
+            counts.skipped[SkipReason::NotAnObject as usize] += 1;
+            continue;
+        };
+        match validate(&raw) {
+            Ok(Some(event)) => {
+                counts.events += 1;
+                counts.newest = counts.newest.max(Some(event.time));
+                on_event(&event, Record(json));
             }
+            Ok(None) => counts.insights += 1,
+            Err(reason) => counts.skipped[reason as usize] += 1,
         }
-        Ok(true)
     }
+    Ok(())
+}
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
+/// The whole record an event came from, for looking up any field by its dotted name (the detect stage's rules)
+/// without parsing again. Valid during the event's callback only: the tape is reused for the next file.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'t, 'de>(Json<'t, 'de>);
+
+impl<'t, 'de> Record<'t, 'de> {
+    /// A field by dotted path (`userIdentity.type`, `requestParameters.policyArn`) as text; objects and arrays as
+    /// compact JSON; `None` when absent or null.
+    pub fn field(&self, path: &str) -> Option<Cow<'de, str>> {
+        self.0.path(path).and_then(Json::as_text)
     }
 }
 

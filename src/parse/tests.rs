@@ -35,7 +35,7 @@ type Expected<'a> = Result<(&'a [&'a str], &'a [(&'a str, u64)]), ParseError>;
 #[track_caller]
 fn check(json: &str, expected: Expected<'_>) {
     let mut events = Vec::new();
-    let got = Parser::default().parse_unpadded(json.as_bytes(), &mut |e| events.push(render(e)));
+    let got = Parser::default().parse_unpadded(json.as_bytes(), &mut |e, _| events.push(render(e)));
     match (got, expected) {
         (Ok(counts), Ok((want_events, want_counts))) => {
             assert_eq!(events, want_events, "events of {json}");
@@ -132,17 +132,17 @@ fn files_that_are_not_log_files_are_rejected() {
     check(r#""Records""#, Err(ParseError::NotCloudTrail("top level is not an object")));
     let mut parser = Parser::default();
     let truncated = br#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z""#;
-    assert!(matches!(parser.parse_unpadded(truncated, &mut |_| {}), Err(ParseError::InvalidJson(_))));
+    assert!(matches!(parser.parse_unpadded(truncated, &mut |_, _| {}), Err(ParseError::InvalidJson(_))));
     assert!(matches!(
-        parser.parse_unpadded(b"{\"Records\":[]} trailing", &mut |_| {}),
+        parser.parse_unpadded(b"{\"Records\":[]} trailing", &mut |_, _| {}),
         Err(ParseError::InvalidJson(_))
     ));
     assert_eq!(
-        parser.parse_unpadded(br#"{"Records":[{"a":1,}]}"#, &mut |_| {}),
+        parser.parse_unpadded(br#"{"Records":[{"a":1,}]}"#, &mut |_, _| {}),
         Err(ParseError::InvalidJson("expected object key at byte 19".to_owned()))
     );
     // The parser is reusable after an error.
-    assert_eq!(parser.parse_unpadded(br#"{"Records":[]}"#, &mut |_| {}).map(|c| c.records), Ok(0));
+    assert_eq!(parser.parse_unpadded(br#"{"Records":[]}"#, &mut |_, _| {}).map(|c| c.records), Ok(0));
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn escaped_strings_are_unescaped() {
     let file = r#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z","eventSource":"iam.amazonaws.com","eventName":"GetUser","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/a\u0062c"},"userAgent":"aws-cli/2 \"quoted\""}]}"#;
     let mut got = Vec::new();
     Parser::default()
-        .parse_unpadded(file.as_bytes(), &mut |e| {
+        .parse_unpadded(file.as_bytes(), &mut |e, _| {
             got.push((e.principal.key.to_canonical(), e.user_agent.map(str::to_owned)))
         })
         .unwrap();
@@ -167,8 +167,56 @@ fn counts_keep_the_newest_event_time() {
         {{"eventTime":"2026-10-01T13:00:00Z","eventType":"AwsCloudTrailInsight"}}
     ]}}"#
     );
-    let counts = Parser::default().parse_unpadded(file.as_bytes(), &mut |_| {}).unwrap();
+    let counts = Parser::default().parse_unpadded(file.as_bytes(), &mut |_, _| {}).unwrap();
     assert_eq!(counts.newest, crate::time::parse_rfc3339("2026-10-01T12:09:00Z"), "insight events do not count");
-    let empty = Parser::default().parse_unpadded(br#"{"Records":[]}"#, &mut |_| {}).unwrap();
+    let empty = Parser::default().parse_unpadded(br#"{"Records":[]}"#, &mut |_, _| {}).unwrap();
     assert_eq!(empty.newest, None);
+}
+
+#[test]
+fn any_field_is_readable_by_its_dotted_path() {
+    let file = r#"{"Records":[{"eventTime":"2026-10-01T12:00:00Z","eventSource":"iam.amazonaws.com",
+        "eventName":"PutUserPolicy","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::1:user/a",
+        "sessionContext":{"sessionIssuer":{"arn":"arn:aws:iam::1:role/r"}}},"errorMessage":"",
+        "requestParameters":{"userName":"bob","policyDocument":"{\"Effect\":\"Allow\"}","maxItems":100,
+        "force":true,"tags":["a","b\nc"],"nothing":null},"tls.details":{"v":"1.3"}}]}"#;
+    let mut got = Vec::new();
+    let fields = [
+        "eventName",
+        "userIdentity.type",
+        "userIdentity.sessionContext.sessionIssuer.arn",
+        "requestParameters.userName",
+        "requestParameters.policyDocument",
+        "requestParameters.maxItems",
+        "requestParameters.force",
+        "requestParameters.tags",
+        "requestParameters.nothing",
+        "requestParameters.missing",
+        "errorMessage",
+        "tls.details.v",
+        "requestParameters",
+    ];
+    Parser::default()
+        .parse_unpadded(file.as_bytes(), &mut |_, record| {
+            got.extend(fields.iter().map(|f| record.field(f).map(|v| v.into_owned())));
+        })
+        .unwrap();
+    let want = [
+        Some("PutUserPolicy"),
+        Some("IAMUser"),
+        Some("arn:aws:iam::1:role/r"),
+        Some("bob"),
+        Some(r#"{"Effect":"Allow"}"#),
+        Some("100"),
+        Some("true"),
+        Some(r#"["a","b\nc"]"#),
+        None,
+        None,
+        Some(""),
+        Some("1.3"),
+        Some(
+            r#"{"userName":"bob","policyDocument":"{\"Effect\":\"Allow\"}","maxItems":100,"force":true,"tags":["a","b\nc"],"nothing":null}"#,
+        ),
+    ];
+    assert_eq!(got, want.map(|w| w.map(str::to_owned)));
 }

@@ -6,7 +6,7 @@ use crate::parse::Parser;
 fn delta_of(json: &str) -> Delta {
     let mut delta = Delta::default();
     let mut scratch = Scratch::default();
-    Parser::default().parse_unpadded(json.as_bytes(), &mut |e| delta.apply(e, &mut scratch)).unwrap();
+    Parser::default().parse_unpadded(json.as_bytes(), &mut |e, _| delta.apply(e, &mut scratch)).unwrap();
     delta
 }
 
