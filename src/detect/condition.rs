@@ -30,6 +30,29 @@ impl Condition {
     }
 }
 
+impl Condition {
+    /// A set of values one of which the condition needs, given the set each search needs (`None`: unconstrained).
+    /// `not` constrains nothing; `and` takes the smallest constrained side; `or` needs every side constrained.
+    pub fn required(&self, search: &dyn Fn(usize) -> Option<Vec<String>>) -> Option<Vec<String>> {
+        let smallest = |sets: Vec<Option<Vec<String>>>| sets.into_iter().flatten().min_by_key(Vec::len);
+        let union = |sets: Vec<Option<Vec<String>>>| -> Option<Vec<String>> {
+            let mut all = Vec::new();
+            for set in sets {
+                all.extend(set?);
+            }
+            Some(all)
+        };
+        match self {
+            Condition::Search(i) => search(*i),
+            Condition::Not(_) => None,
+            Condition::And(cs) => smallest(cs.iter().map(|c| c.required(search)).collect()),
+            Condition::AllOf(is) => smallest(is.iter().map(|&i| search(i)).collect()),
+            Condition::Or(cs) => union(cs.iter().map(|c| c.required(search)).collect()),
+            Condition::AnyOf(is) => union(is.iter().map(|&i| search(i)).collect()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConditionError {
     #[error("empty condition")]

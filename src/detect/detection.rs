@@ -68,6 +68,15 @@ impl Detection {
         self.condition.eval(&|i| self.searches[i].matches(event))
     }
 
+    /// Case-folded values of `field` one of which every matching event has, when the detection says so (a rule
+    /// over `eventName: [StopLogging, DeleteTrail]`); `None` when an event with any value could match.
+    pub fn required_values(&self, field: &str) -> Option<Vec<String>> {
+        let mut values = self.condition.required(&|i| self.searches[i].required_values(field))?;
+        values.sort_unstable();
+        values.dedup();
+        Some(values)
+    }
+
     /// Every field the detection reads.
     pub fn fields(&self) -> Vec<&str> {
         let mut out = Vec::new();

@@ -9,5 +9,10 @@
 pub mod condition;
 pub mod detection;
 pub mod pattern;
+pub mod rule;
+pub mod ruleset;
 pub mod search;
 pub mod value;
+
+#[cfg(test)]
+mod builtin_tests;

@@ -27,7 +27,7 @@ pub struct Pattern {
 }
 
 /// Case folding used on both sides: one lowercase character per character.
-fn fold(c: char) -> char {
+pub fn fold(c: char) -> char {
     if c.is_ascii() { c.to_ascii_lowercase() } else { c.to_lowercase().next().unwrap_or(c) }
 }
 
@@ -63,6 +63,16 @@ impl Pattern {
         // Adjacent runs are one run; keeping one makes backtracking cheaper.
         atoms.dedup_by(|a, b| *a == Atom::AnyRun && *b == Atom::AnyRun);
         Pattern { atoms, cased }
+    }
+
+    /// The one value this pattern matches (case-folded unless cased), when it has no wildcard: what the rule
+    /// index keys on.
+    pub fn literal(&self) -> Option<String> {
+        self.atoms.iter().map(|a| if let Atom::Char(c) = a { Some(*c) } else { None }).collect()
+    }
+
+    pub fn is_cased(&self) -> bool {
+        self.cased
     }
 
     pub fn matches(&self, text: &str) -> bool {

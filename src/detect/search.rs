@@ -1,13 +1,22 @@
 //! One named Sigma search of a rule's `detection`: a map of field tests (all must match) or a list of such maps
 //! (any must match), compiled from the rule's YAML (as a JSON-shaped value) and evaluated over an event's fields.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::detect::value::{FieldTest, ValueError};
 
 /// Read access to an event's fields by Sigma name (`eventName`, `userIdentity.type`, ...). `None`: absent or null.
+/// Strings are borrowed; numbers, booleans, objects and arrays are rendered as text (JSON for containers).
 pub trait Fields {
-    fn get(&self, field: &str) -> Option<&str>;
+    fn get(&self, field: &str) -> Option<Cow<'_, str>>;
+}
+
+impl Fields for crate::parse::Record<'_, '_> {
+    fn get(&self, field: &str) -> Option<Cow<'_, str>> {
+        self.field(field)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,8 +66,22 @@ impl Search {
 
     pub fn matches(&self, event: &dyn Fields) -> bool {
         match self {
-            Search::AllOf(tests) => tests.iter().all(|(field, test)| test.test(event.get(field))),
+            Search::AllOf(tests) => tests.iter().all(|(field, test)| test.test(event.get(field).as_deref(), event)),
             Search::AnyOf(maps) => maps.iter().any(|m| m.matches(event)),
+        }
+    }
+
+    /// The values of which `field` must hold one for the search to match (see [`FieldTest::literals`]).
+    pub fn required_values(&self, field: &str) -> Option<Vec<String>> {
+        match self {
+            Search::AllOf(tests) => tests.iter().filter(|(f, _)| f == field).find_map(|(_, t)| t.literals()),
+            Search::AnyOf(maps) => {
+                let mut all = Vec::new();
+                for map in maps {
+                    all.extend(map.required_values(field)?);
+                }
+                Some(all)
+            }
         }
     }
 
@@ -92,8 +115,8 @@ pub(crate) struct FieldMap(std::collections::HashMap<&'static str, &'static str>
 
 #[cfg(test)]
 impl Fields for FieldMap {
-    fn get(&self, field: &str) -> Option<&str> {
-        self.0.get(field).copied()
+    fn get(&self, field: &str) -> Option<Cow<'_, str>> {
+        self.0.get(field).map(|v| Cow::Borrowed(*v))
     }
 }
 

@@ -2,13 +2,14 @@
 //! over the field's value in an event (`None` when the field is absent or null).
 //!
 //! Modifiers: `contains`, `startswith`, `endswith`, `all`, `cased`, `re` (with `i`, `m`, `s` flags), `cidr`,
-//! `exists`. A value list matches if any value matches (all, with `all`); a `null` value matches an absent field.
+//! `exists`, `fieldref` (compare with another field of the same event). A value list matches if any value matches (all, with `all`); a `null` value matches an absent field.
 //! `re` uses Rust's regex engine (no look-around or back-references: such rules are rejected with the reason) and
 //! searches anywhere in the value, case-sensitively unless `i` is given.
 
 use std::net::IpAddr;
 
 use crate::detect::pattern::{Anchor, Pattern};
+use crate::detect::search::Fields;
 
 /// A compiled field test.
 #[derive(Debug, Clone)]
@@ -28,6 +29,12 @@ pub enum Matcher {
     Cidr {
         network: IpAddr,
         prefix: u8,
+    },
+    /// `fieldref`: the value is another field's name; that field's value (literally, no wildcards) is compared.
+    FieldRef {
+        field: String,
+        anchor: Anchor,
+        cased: bool,
     },
 }
 
@@ -52,6 +59,7 @@ impl FieldTest {
     pub fn compile(modifiers: &[&str], values: &[Option<&str>]) -> Result<FieldTest, ValueError> {
         let mut anchor = Anchor::Whole;
         let (mut all, mut cased, mut regex, mut cidr, mut exists) = (false, false, false, false, false);
+        let mut fieldref = false;
         let mut flags = String::new();
         for modifier in modifiers {
             let (kind, set): (&'static str, Anchor) = match *modifier {
@@ -82,12 +90,19 @@ impl FieldTest {
                     exists = true;
                     continue;
                 }
+                "fieldref" => {
+                    fieldref = true;
+                    continue;
+                }
                 other => return Err(ValueError::UnsupportedModifier(other.to_owned())),
             };
             if anchor != Anchor::Whole {
                 return Err(ValueError::Conflict(anchor_name(anchor), kind));
             }
             anchor = set;
+        }
+        if fieldref && (regex || cidr) {
+            return Err(ValueError::Conflict("fieldref", if regex { "re" } else { "cidr" }));
         }
         if regex && (anchor != Anchor::Whole || cidr) {
             return Err(ValueError::Conflict("re", if cidr { "cidr" } else { anchor_name(anchor) }));
@@ -106,6 +121,9 @@ impl FieldTest {
             .iter()
             .map(|value| {
                 let Some(value) = value else { return Ok(Matcher::Null) };
+                if fieldref {
+                    return Ok(Matcher::FieldRef { field: (*value).to_owned(), anchor, cased });
+                }
                 if regex {
                     let source = if flags.is_empty() { (*value).to_owned() } else { format!("(?{flags}){value}") };
                     return regex::Regex::new(&source)
@@ -121,21 +139,41 @@ impl FieldTest {
         Ok(FieldTest::Values { matchers, all })
     }
 
-    /// Tests the field's value (`None`: absent or null).
-    pub fn test(&self, value: Option<&str>) -> bool {
+    /// The exact values (case-folded) of which the field must hold one for the test to pass, when the test is a
+    /// plain list of wildcard-free, case-insensitive values; `None` when it can pass otherwise.
+    pub fn literals(&self) -> Option<Vec<String>> {
+        match self {
+            FieldTest::Values { matchers, all: false } => matchers
+                .iter()
+                .map(|m| match m {
+                    Matcher::Pattern(p) if !p.is_cased() => p.literal(),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+
+    /// Tests the field's value (`None`: absent or null); `event` answers `fieldref` lookups.
+    pub fn test(&self, value: Option<&str>, event: &dyn Fields) -> bool {
         match self {
             FieldTest::Exists(expected) => value.is_some() == *expected,
-            FieldTest::Values { matchers, all: true } => matchers.iter().all(|m| m.test(value)),
-            FieldTest::Values { matchers, all: false } => matchers.iter().any(|m| m.test(value)),
+            FieldTest::Values { matchers, all: true } => matchers.iter().all(|m| m.test(value, event)),
+            FieldTest::Values { matchers, all: false } => matchers.iter().any(|m| m.test(value, event)),
         }
     }
 }
 
 impl Matcher {
-    fn test(&self, value: Option<&str>) -> bool {
+    fn test(&self, value: Option<&str>, event: &dyn Fields) -> bool {
         match (self, value) {
             (Matcher::Null, value) => value.is_none(),
             (_, None) => false,
+            (Matcher::FieldRef { field, anchor, cased }, Some(v)) => {
+                // Rare (a few IAM rules), so building the pattern per test is fine.
+                let other = event.get(field);
+                other.is_some_and(|o| Pattern::new(&escape(&o), *anchor, *cased).matches(v))
+            }
             (Matcher::Pattern(p), Some(v)) => p.matches(v),
             (Matcher::Regex(r), Some(v)) => r.is_match(v),
             (Matcher::Cidr { network, prefix }, Some(v)) => {
@@ -143,6 +181,18 @@ impl Matcher {
             }
         }
     }
+}
+
+/// A field value as a literal Sigma string: wildcards and backslashes escaped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn anchor_name(anchor: Anchor) -> &'static str {
@@ -179,6 +229,7 @@ fn in_network(ip: IpAddr, network: IpAddr, prefix: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::search::event;
 
     /// `spec` is the field key as written in a rule (`field|mod|mod`); each case is a field value and the result.
     #[track_caller]
@@ -186,7 +237,7 @@ mod tests {
         let modifiers: Vec<&str> = spec.split('|').skip(1).collect();
         let test = FieldTest::compile(&modifiers, values).unwrap_or_else(|e| panic!("{spec}: {e}"));
         for (value, expected) in cases {
-            assert_eq!(test.test(*value), *expected, "{spec}: {values:?} vs {value:?}");
+            assert_eq!(test.test(*value, &event(&[])), *expected, "{spec}: {values:?} vs {value:?}");
         }
     }
 
@@ -232,6 +283,21 @@ mod tests {
             ],
         );
         check("sourceIPAddress|cidr", &[Some("0.0.0.0/0")], &[(Some("203.0.113.9"), true), (Some("::1"), false)]);
+    }
+
+    #[test]
+    fn fieldref_compares_two_fields() {
+        let other_user = FieldTest::compile(&["fieldref"], &[Some("userIdentity.userName")]).unwrap();
+        let e = event(&[("userIdentity.userName", "Alice*")]);
+        assert!(other_user.test(Some("alice*"), &e), "literal, case-insensitive");
+        assert!(!other_user.test(Some("alice-backup"), &e), "the other value's `*` is no wildcard");
+        assert!(!other_user.test(Some("bob"), &event(&[])), "an absent reference never matches");
+        let prefix = FieldTest::compile(&["fieldref", "startswith"], &[Some("a")]).unwrap();
+        assert!(prefix.test(Some("abc"), &event(&[("a", "ab")])));
+        assert_eq!(
+            FieldTest::compile(&["fieldref", "re"], &[Some("a")]).err(),
+            Some(ValueError::Conflict("fieldref", "re"))
+        );
     }
 
     #[test]

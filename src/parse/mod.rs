@@ -35,6 +35,10 @@ pub struct Event<'r> {
     pub actions: IamActions<'r>,
     /// Whether the record has an `errorCode` (of any kind).
     pub has_error_code: bool,
+    pub error_code: Option<&'r str>,
+    /// `userIdentity.type` as written.
+    pub identity_type: Option<&'r str>,
+    pub event_type: Option<&'r str>,
 }
 
 /// How a call ended, as far as permissions go.
@@ -258,6 +262,9 @@ pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason
         user_agent: raw.user_agent.get(),
         actions,
         has_error_code: error_code.is_some(),
+        error_code,
+        identity_type: identity.kind.get(),
+        event_type: raw.event_type.get(),
     }))
 }
 

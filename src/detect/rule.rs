@@ -1,0 +1,363 @@
+//! One Sigma rule file → compiled rules: the metadata an alert carries (`id`, `title`, `level`), and either an event
+//! detection or a correlation over other rules (Sigma's `event_count`, `value_count`, `temporal`).
+//!
+//! A file may hold several YAML documents (a correlation and the rules it counts); each document compiles on its
+//! own, so one broken rule is reported with its reason and the others still load.
+
+use serde_json::Value;
+
+use crate::detect::detection::{Detection, DetectionError};
+
+/// Sigma's `level`, lowest first. Bounded: a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] =
+        [Severity::Informational, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    /// Sigma's `name`, by which correlations may refer to a rule besides its id.
+    pub name: Option<String>,
+    pub title: String,
+    pub description: String,
+    pub level: Severity,
+    /// Where the rule came from: `builtin` or the file's path.
+    pub origin: String,
+    pub body: RuleBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleBody {
+    Event(Detection),
+    Correlation(Correlation),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correlation {
+    pub kind: CorrelationKind,
+    /// The rules correlated, by id or name.
+    pub rules: Vec<String>,
+    pub group_by: Vec<String>,
+    pub timespan_secs: i64,
+    /// For `event_count` and `value_count`; `temporal` needs every rule to match.
+    pub threshold: Option<Threshold>,
+    /// For `value_count`: the field whose distinct values are counted.
+    pub field: Option<String>,
+    /// Whether the correlated rules raise alerts of their own as well (Sigma's `generate`, default false).
+    pub generate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorrelationKind {
+    EventCount,
+    ValueCount,
+    Temporal,
+}
+
+/// `gte: 5` and friends; a range (`gte` and `lte`) holds both bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+}
+
+impl Threshold {
+    pub fn holds(&self, n: u64) -> bool {
+        self.min.is_none_or(|min| n >= min) && self.max.is_none_or(|max| n <= max)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("invalid yaml: {0}")]
+    Yaml(String),
+    #[error("a rule is a yaml map")]
+    NotAMap,
+    #[error("missing `{0}`")]
+    Missing(&'static str),
+    #[error("`{0}` must be a string")]
+    NotAString(&'static str),
+    #[error("unknown level `{0}`")]
+    Level(String),
+    #[error("logsource is not aws cloudtrail (product `{product}`, service `{service}`)")]
+    NotCloudTrail { product: String, service: String },
+    #[error("{0}")]
+    Detection(#[from] DetectionError),
+    #[error("correlation: {0}")]
+    Correlation(String),
+}
+
+/// Compiles every YAML document of a rule file. `origin` names the file in the rules and in errors.
+pub fn load(text: &str, origin: &str) -> Vec<Result<Rule, RuleError>> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = match Value::deserialize(document) {
+            Ok(Value::Null) => continue,
+            Ok(value) => value,
+            Err(err) => {
+                // The parser cannot resume after a syntax error: report it once for the rest of the file.
+                out.push(Err(RuleError::Yaml(err.to_string())));
+                break;
+            }
+        };
+        out.push(compile(&value, origin));
+    }
+    out
+}
+
+/// Compiles one rule document (as a JSON-shaped value).
+pub fn compile(doc: &Value, origin: &str) -> Result<Rule, RuleError> {
+    let map = doc.as_object().ok_or(RuleError::NotAMap)?;
+    let text = |key: &'static str| -> Result<Option<String>, RuleError> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(RuleError::NotAString(key)),
+        }
+    };
+    let title = text("title")?.ok_or(RuleError::Missing("title"))?;
+    let id = text("id")?.ok_or(RuleError::Missing("id"))?;
+    let level = match text("level")? {
+        None => Severity::Medium,
+        Some(level) => Severity::parse(&level).ok_or(RuleError::Level(level))?,
+    };
+    let body = if let Some(correlation) = map.get("correlation") {
+        RuleBody::Correlation(compile_correlation(correlation).map_err(RuleError::Correlation)?)
+    } else {
+        let logsource = map.get("logsource").ok_or(RuleError::Missing("logsource"))?;
+        let part = |key: &str| logsource.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+        let (product, service) = (part("product"), part("service"));
+        if !product.eq_ignore_ascii_case("aws") || !service.eq_ignore_ascii_case("cloudtrail") {
+            return Err(RuleError::NotCloudTrail { product, service });
+        }
+        RuleBody::Event(Detection::compile(map.get("detection").ok_or(RuleError::Missing("detection"))?)?)
+    };
+    Ok(Rule {
+        id,
+        name: text("name")?,
+        title,
+        description: text("description")?.unwrap_or_default().trim().to_owned(),
+        level,
+        origin: origin.to_owned(),
+        body,
+    })
+}
+
+fn compile_correlation(value: &Value) -> Result<Correlation, String> {
+    let map = value.as_object().ok_or("`correlation` must be a map")?;
+    let strings = |key: &str| -> Result<Vec<String>, String> {
+        match map.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| format!("`{key}` must list strings")))
+                .collect(),
+            Some(_) => Err(format!("`{key}` must be a string or a list of strings")),
+        }
+    };
+    let kind = match map.get("type").and_then(Value::as_str) {
+        Some("event_count") => CorrelationKind::EventCount,
+        Some("value_count") => CorrelationKind::ValueCount,
+        Some("temporal") => CorrelationKind::Temporal,
+        Some(other) => return Err(format!("unsupported type `{other}`")),
+        None => return Err("missing `type`".into()),
+    };
+    if map.contains_key("aliases") {
+        return Err("`aliases` is not supported".into());
+    }
+    let rules = strings("rules")?;
+    if rules.is_empty() {
+        return Err("`rules` lists no rule".into());
+    }
+    let timespan = map.get("timespan").and_then(Value::as_str).ok_or("missing `timespan`")?;
+    let timespan_secs = parse_timespan(timespan).ok_or_else(|| format!("invalid timespan `{timespan}`"))?;
+    let (threshold, field) = match (kind, map.get("condition")) {
+        (CorrelationKind::Temporal, None) => (None, None),
+        (_, None) => return Err("missing `condition`".into()),
+        (_, Some(condition)) => {
+            let condition = condition.as_object().ok_or("`condition` must be a map")?;
+            let mut threshold = Threshold { min: None, max: None };
+            let mut field = None;
+            for (op, value) in condition {
+                if op == "field" {
+                    field = Some(value.as_str().ok_or("`condition.field` must be a string")?.to_owned());
+                    continue;
+                }
+                let n = value.as_u64().ok_or_else(|| format!("`condition.{op}` must be a whole number"))?;
+                match op.as_str() {
+                    "gte" => threshold.min = Some(n),
+                    "gt" => threshold.min = Some(n + 1),
+                    "lte" => threshold.max = Some(n),
+                    "lt" => threshold.max = Some(n.checked_sub(1).ok_or("`condition.lt: 0` never holds")?),
+                    "eq" => (threshold.min, threshold.max) = (Some(n), Some(n)),
+                    other => return Err(format!("unsupported condition `{other}`")),
+                }
+            }
+            if threshold.min.is_none() && threshold.max.is_none() {
+                return Err("`condition` sets no bound".into());
+            }
+            (Some(threshold), field)
+        }
+    };
+    if kind == CorrelationKind::ValueCount && field.is_none() {
+        return Err("`value_count` needs `condition.field`".into());
+    }
+    let generate = match map.get("generate") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("`generate` must be true or false".into()),
+    };
+    Ok(Correlation { kind, rules, group_by: strings("group-by")?, timespan_secs, threshold, field, generate })
+}
+
+/// `30s`, `10m`, `1h`, `2d` → seconds.
+pub fn parse_timespan(text: &str) -> Option<i64> {
+    let unit = text.chars().last()?;
+    let n: i64 = text[..text.len() - unit.len_utf8()].parse().ok().filter(|n| *n > 0)?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_of_documents_loads_rule_by_rule() {
+        let file = r#"
+title: Failed console logins
+id: failed-login
+name: failed_login
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection:
+        eventName: ConsoleLogin
+        responseElements.ConsoleLogin: Failure
+    condition: selection
+---
+title: Many failed console logins
+id: many-failed-logins
+level: high
+correlation:
+    type: event_count
+    rules: failed_login
+    group-by: [userIdentity.arn]
+    timespan: 10m
+    condition: {gte: 5}
+---
+title: Windows rule
+id: win
+logsource: {product: windows, service: security}
+detection: {selection: {EventID: 4625}, condition: selection}
+---
+title: Broken
+id: broken
+logsource: {product: aws, service: cloudtrail}
+detection: {selection: {eventName|base64: x}, condition: selection}
+---
+title: No level given
+id: plain
+logsource: {product: aws, service: cloudtrail}
+detection: {selection: {eventName: [StopLogging, DeleteTrail]}, condition: selection}
+"#;
+        let rules = load(file, "rules/aws.yml");
+        let summary: Vec<String> = rules
+            .iter()
+            .map(|r| match r {
+                Ok(rule) => format!("{} {} {:?}", rule.id, rule.level.as_str(), rule.name),
+                Err(err) => format!("error: {err}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "failed-login medium Some(\"failed_login\")",
+                "many-failed-logins high None",
+                "error: logsource is not aws cloudtrail (product `windows`, service `security`)",
+                "error: search `selection`: field `eventName`: unsupported modifier `base64`",
+                "plain medium None",
+            ]
+        );
+        let Ok(Rule { body: RuleBody::Correlation(c), .. }) = &rules[1] else { panic!("a correlation") };
+        assert_eq!(
+            *c,
+            Correlation {
+                kind: CorrelationKind::EventCount,
+                rules: vec!["failed_login".into()],
+                group_by: vec!["userIdentity.arn".into()],
+                timespan_secs: 600,
+                threshold: Some(Threshold { min: Some(5), max: None }),
+                field: None,
+                generate: false,
+            }
+        );
+        let Ok(Rule { body: RuleBody::Event(d), .. }) = &rules[4] else { panic!("an event rule") };
+        assert_eq!(d.required_values("eventName"), Some(vec!["deletetrail".into(), "stoplogging".into()]));
+    }
+
+    #[test]
+    fn broken_rules_say_why() {
+        let cases = [
+            ("title: [unclosed", "invalid yaml: "),
+            ("- a\n- b", "a rule is a yaml map"),
+            ("id: x", "missing `title`"),
+            ("title: t", "missing `id`"),
+            ("title: t\nid: x\nlevel: urgent", "unknown level `urgent`"),
+            ("title: t\nid: x\ndetection: {}", "missing `logsource`"),
+            (
+                "title: t\nid: x\ncorrelation: {type: event_count, rules: [a], timespan: 5x, condition: {gte: 2}}",
+                "correlation: invalid timespan `5x`",
+            ),
+            (
+                "title: t\nid: x\ncorrelation: {type: value_count, rules: [a], timespan: 5m, condition: {gte: 2}}",
+                "correlation: `value_count` needs `condition.field`",
+            ),
+            (
+                "title: t\nid: x\ncorrelation: {type: ordered, rules: [a], timespan: 5m}",
+                "correlation: unsupported type `ordered`",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = load(text, "t.yml");
+            let err = got[0].as_ref().err().map(ToString::to_string).unwrap_or_default();
+            assert!(err.starts_with(want), "{text}: got `{err}`, want `{want}`");
+        }
+        assert_eq!(parse_timespan("90s"), Some(90));
+        assert_eq!(parse_timespan("2d"), Some(172_800));
+        assert_eq!(parse_timespan("0m"), None);
+    }
+}
