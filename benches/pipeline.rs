@@ -113,7 +113,7 @@ fn stages(c: &mut Criterion) {
                 (dir, store)
             },
             |(dir, mut store)| {
-                store.commit(&delta, &entries, 0).unwrap();
+                store.commit(&delta, &entries, 0, &Default::default()).unwrap();
                 (dir, store)
             },
             BatchSize::PerIteration,
@@ -143,6 +143,7 @@ fn stages(c: &mut Criterion) {
                         metrics: &metrics,
                         stop: &stop,
                         flush_when_starved: None,
+                        alerting: None,
                     };
                     let summary = pipeline::run(
                         pipeline::Jobs::Local(&corpus.jobs),

@@ -26,6 +26,158 @@ pub struct Config {
     pub batch: BatchLimits,
     pub http_listen: SocketAddr,
     pub aws: AwsSettings,
+    pub rules: RulesConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// `[rules]`: which Sigma rules run, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Load the built-in rules (`config/rules/`).
+    pub builtin: bool,
+    /// Directories whose `*.yml` / `*.yaml` files (at any depth) are loaded beside the built-ins.
+    pub dirs: Vec<PathBuf>,
+    /// Rule ids that only count matches (metrics) and send nothing.
+    pub dry_run: Vec<String>,
+    /// Rule ids not evaluated at all.
+    pub disabled: Vec<String>,
+    /// Alerts of one rule for one subject within this window (by event time) merge into one.
+    pub dedup_window_secs: i64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            builtin: true,
+            dirs: Vec::new(),
+            dry_run: Vec::new(),
+            disabled: Vec::new(),
+            dedup_window_secs: 3600,
+        }
+    }
+}
+
+/// `[alerts]`: where alerts go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Off: rules still count matches, nothing is raised (like `replay --no-alerts`).
+    pub enabled: bool,
+    pub sinks: Vec<SinkConfig>,
+    pub suppress: Vec<Suppression>,
+    /// Retries back off exponentially from one second up to this.
+    pub max_backoff_secs: u64,
+    /// How long `replay` keeps retrying failed deliveries before it exits (what is left stays in the outbox).
+    pub replay_wait_secs: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            sinks: vec![SinkConfig {
+                path: Some(PathBuf::from("alerts.jsonl")),
+                ..SinkConfig::new("jsonl", SinkKind::File)
+            }],
+            suppress: Vec::new(),
+            max_backoff_secs: 300,
+            replay_wait_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    File,
+    Stdout,
+    Webhook,
+    Slack,
+    Pagerduty,
+    Alertmanager,
+}
+
+impl SinkKind {
+    /// The bounded metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::File => "file",
+            SinkKind::Stdout => "stdout",
+            SinkKind::Webhook => "webhook",
+            SinkKind::Slack => "slack",
+            SinkKind::Pagerduty => "pagerduty",
+            SinkKind::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// One `[[alerts.sinks]]` entry. Which keys apply depends on `kind` (see the reference file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique; names the sink in the outbox, so keep it stable across restarts.
+    pub name: String,
+    pub kind: SinkKind,
+    /// Only alerts at least this severe.
+    #[serde(default = "SinkConfig::default_min_severity")]
+    pub min_severity: crate::detect::rule::Severity,
+    /// Only these rule ids (Sigma wildcards allowed); empty: every rule.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// `file`: the JSONL file alerts are appended to.
+    pub path: Option<PathBuf>,
+    /// `webhook`, `slack`, `alertmanager` (its base URL), `pagerduty` (defaults to the Events API v2).
+    pub url: Option<String>,
+    /// `webhook`: extra request headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `webhook`: the environment variable holding the HMAC-SHA256 key; the body's signature is sent as
+    /// `X-Trailwatch-Signature: sha256=<hex>`.
+    pub secret_env: Option<String>,
+    /// `pagerduty`: the environment variable holding the integration's routing key.
+    pub routing_key_env: Option<String>,
+    /// HTTP request timeout.
+    #[serde(default = "SinkConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl SinkConfig {
+    pub fn new(name: &str, kind: SinkKind) -> SinkConfig {
+        SinkConfig {
+            name: name.to_owned(),
+            kind,
+            min_severity: SinkConfig::default_min_severity(),
+            rules: Vec::new(),
+            path: None,
+            url: None,
+            headers: Default::default(),
+            secret_env: None,
+            routing_key_env: None,
+            timeout_ms: SinkConfig::default_timeout_ms(),
+        }
+    }
+
+    fn default_min_severity() -> crate::detect::rule::Severity {
+        crate::detect::rule::Severity::Informational
+    }
+
+    fn default_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+/// `[[alerts.suppress]]`: alerts matching every given key are dropped (counted, never stored).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Suppression {
+    /// Rule id, Sigma wildcards allowed.
+    pub rule: Option<String>,
+    /// Principal ARN, Sigma wildcards allowed (`arn:aws:iam::*:role/ci-*`).
+    pub principal: Option<String>,
+    pub account: Option<String>,
+    /// The alert's source IP lies in this CIDR.
+    pub source_cidr: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,8 +363,10 @@ impl Config {
             }
         };
         for key in table.keys() {
-            if !["intake", "store", "pipeline", "http", "aws"].contains(&key.as_str()) {
-                problems.push(format!("`{key}`: unknown section (expected intake, store, pipeline, http, aws)"));
+            if !["intake", "store", "pipeline", "http", "aws", "rules", "alerts"].contains(&key.as_str()) {
+                problems.push(format!(
+                    "`{key}`: unknown section (expected intake, store, pipeline, http, aws, rules, alerts)"
+                ));
             }
         }
         let intake: RawIntake = section(&table, "intake", &mut problems);
@@ -220,6 +374,9 @@ impl Config {
         let pipeline: RawPipeline = section(&table, "pipeline", &mut problems);
         let http: RawHttp = section(&table, "http", &mut problems);
         let aws: RawAws = section(&table, "aws", &mut problems);
+        let rules: RulesConfig = section(&table, "rules", &mut problems);
+        let alerts: AlertsConfig = section(&table, "alerts", &mut problems);
+        check_alerts(&rules, &alerts, &mut problems);
 
         let mut check = |ok: bool, problem: &str| {
             if !ok {
@@ -304,7 +461,57 @@ impl Config {
                 s3_force_path_style: aws.s3_force_path_style,
                 max_concurrent_fetches: aws.max_concurrent_fetches,
             },
+            rules,
+            alerts,
         })
+    }
+}
+
+fn check_alerts(rules: &RulesConfig, alerts: &AlertsConfig, problems: &mut Vec<String>) {
+    if rules.dedup_window_secs < 1 {
+        problems.push("`rules.dedup_window_secs`: must be at least 1".to_owned());
+    }
+    if alerts.max_backoff_secs < 1 {
+        problems.push("`alerts.max_backoff_secs`: must be at least 1".to_owned());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, sink) in alerts.sinks.iter().enumerate() {
+        let at = format!("`alerts.sinks[{i}]` ({})", sink.name);
+        if sink.name.is_empty() || !names.insert(sink.name.as_str()) {
+            problems.push(format!("{at}: `name` must be non-empty and unique"));
+        }
+        let url_ok = |url: &Option<String>| {
+            url.as_deref().is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
+        };
+        match sink.kind {
+            SinkKind::File if sink.path.as_deref().is_none_or(|p| p.as_os_str().is_empty()) => {
+                problems.push(format!("{at}: kind \"file\" needs `path`"));
+            }
+            SinkKind::Webhook | SinkKind::Slack | SinkKind::Alertmanager if !url_ok(&sink.url) => {
+                problems.push(format!("{at}: kind \"{}\" needs an http:// or https:// `url`", sink.kind.as_str()));
+            }
+            SinkKind::Pagerduty if sink.routing_key_env.is_none() => {
+                problems.push(format!("{at}: kind \"pagerduty\" needs `routing_key_env`"));
+            }
+            SinkKind::Pagerduty if sink.url.is_some() && !url_ok(&sink.url) => {
+                problems.push(format!("{at}: `url` is not an http:// or https:// url"));
+            }
+            _ => {}
+        }
+        if sink.timeout_ms == 0 {
+            problems.push(format!("{at}: `timeout_ms` must be at least 1"));
+        }
+    }
+    for (i, s) in alerts.suppress.iter().enumerate() {
+        let at = format!("`alerts.suppress[{i}]`");
+        if s.rule.is_none() && s.principal.is_none() && s.account.is_none() && s.source_cidr.is_none() {
+            problems.push(format!("{at}: sets no key, so it would drop every alert"));
+        }
+        if let Some(cidr) = &s.source_cidr
+            && crate::detect::value::FieldTest::compile(&["cidr"], &[Some(cidr)]).is_err()
+        {
+            problems.push(format!("{at}: `source_cidr` `{cidr}` is not a CIDR"));
+        }
     }
 }
 

@@ -79,6 +79,17 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         "trailwatch running"
     );
 
+    let alerting = crate::alert::stage::setup(config, &store, true)?;
+    let delivery = match &alerting {
+        Some(alerting) => Some(crate::alert::stage::Delivery::start(
+            &runtime,
+            alerting,
+            &store,
+            Arc::clone(&metrics),
+            Duration::from_secs(config.alerts.max_backoff_secs),
+        )?),
+        None => None,
+    };
     let mut spool = Spool::new(spool_config);
     let ctx = RunContext {
         threads: config.threads,
@@ -87,6 +98,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         metrics: &metrics,
         stop: &stop,
         flush_when_starved: None,
+        alerting: alerting.as_ref(),
     };
     // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
     let mut scan_error: Option<String> = None;
@@ -126,6 +138,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+    }
+    if let Some(delivery) = delivery {
+        delivery.stop(&runtime);
     }
     let _ = http_stop_tx.send(());
     let _ = runtime.block_on(server);

@@ -10,6 +10,7 @@
 //! - [`report`], [`synth`], [`config`], [`metrics`], [`http`]: the edges.
 
 pub mod action;
+pub mod alert;
 pub mod aws;
 pub mod backfill;
 pub mod config;

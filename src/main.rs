@@ -10,7 +10,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
 use trailwatch::config::{Config, ConfigErrors};
+use trailwatch::detect::rule::{RuleBody, Severity};
+use trailwatch::detect::ruleset::{Mode, RuleSet};
 use trailwatch::intake::layout::Filters;
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::SkipReason;
@@ -55,6 +59,19 @@ enum Command {
         /// Only these regions (repeatable).
         #[arg(long = "region", value_name = "REGION")]
         regions: Vec<String>,
+        /// Evaluate no rules and raise no alerts (quiet backfills).
+        #[arg(long)]
+        no_alerts: bool,
+    },
+    /// The detection rules: list what is loaded, or check rule files.
+    Rules {
+        #[command(subcommand)]
+        what: RulesCommand,
+    },
+    /// Alert delivery.
+    Alerts {
+        #[command(subcommand)]
+        what: AlertsCommand,
     },
     /// Print what trailwatch knows.
     Report {
@@ -84,6 +101,21 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         expect: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// The rules `[rules]` loads (built-ins and `dirs`), with their level and mode; failures are listed too.
+    List,
+    /// Loads every rule file under DIR (without the built-ins) and reports each rule that fails, with its reason.
+    /// Exit code 1 when any fails.
+    Check { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Sends a test alert to the sink with this name (from `[[alerts.sinks]]`) and reports the result.
+    Test { sink: String },
 }
 
 #[derive(Subcommand)]
@@ -165,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::run(&config)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { paths, threads, since, until, accounts, regions } => {
+        Command::Replay { paths, threads, since, until, accounts, regions, no_alerts } => {
             let mut config = load_config(&cli)?;
             if let Some(threads) = threads {
                 config.threads = (*threads).max(1);
@@ -198,7 +230,62 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !problems.is_empty() {
                 return Err(ConfigErrors { source_name: "(command line)".to_owned(), problems }.into());
             }
-            replay(&config, paths, &s3, &filters)
+            replay(&config, paths, &s3, &filters, !no_alerts)
+        }
+        Command::Rules { what: RulesCommand::List } => {
+            let config = load_config(&cli)?;
+            let (mut rules, errors) =
+                RuleSet::load_except(config.rules.builtin, &config.rules.dirs, &config.rules.disabled);
+            rules.set_dry_run(&config.rules.dry_run);
+            let mut out = std::io::stdout().lock();
+            for (i, rule) in rules.rules().iter().enumerate() {
+                let kind = match &rule.body {
+                    RuleBody::Event(_) => "event",
+                    RuleBody::Correlation(_) => "correlation",
+                };
+                let mode = match rules.mode(i as u32) {
+                    Mode::Live if !rules.alerting(i as u32) => "counted",
+                    Mode::Live => "live",
+                    Mode::DryRun => "dry-run",
+                };
+                writeln!(
+                    out,
+                    "{:<40} {:<13} {:<11} {:<8} {}  ({})",
+                    rule.id,
+                    rule.level.as_str(),
+                    kind,
+                    mode,
+                    rule.title,
+                    rule.origin
+                )?;
+            }
+            for err in &errors {
+                writeln!(out, "not loaded: {err}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules { what: RulesCommand::Check { dir } } => {
+            anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+            let (rules, errors) = RuleSet::load(false, std::slice::from_ref(dir));
+            let mut out = std::io::stdout().lock();
+            for err in &errors {
+                writeln!(out, "{err}")?;
+            }
+            writeln!(out, "{} rules loaded, {} failed", rules.rules().len(), errors.len())?;
+            Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Alerts { what: AlertsCommand::Test { sink } } => {
+            let config = load_config(&cli)?;
+            let Some(sink_config) = config.alerts.sinks.iter().find(|s| &s.name == sink) else {
+                let names: Vec<&str> = config.alerts.sinks.iter().map(|s| s.name.as_str()).collect();
+                anyhow::bail!("no sink named `{sink}` (configured: {})", names.join(", "));
+            };
+            let alert = trailwatch::alert::test_alert(time::now());
+            let sink = trailwatch::alert::sink::Sink::new(sink_config.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(sink.send(&alert))?;
+            println!("sent test alert {} to {} ({})", alert.id, sink.name(), sink.config.kind.as_str());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Report { what: ReportCommand::Identities { format } } => {
             let config = load_config(&cli)?;
@@ -249,12 +336,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &Filters) -> anyhow::Result<ExitCode> {
+fn replay(
+    config: &Config,
+    paths: &[String],
+    s3: &[backfill::S3Url],
+    filters: &Filters,
+    alerts: bool,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut store = Store::open(&config.store_path, config.synchronous)?;
     let applied = Applied::load(&store)?;
-    let metrics = Metrics::new();
+    let metrics = Arc::new(Metrics::new());
     let stop = AtomicBool::new(false);
+    let alerting = trailwatch::alert::stage::setup(config, &store, alerts)?;
     let ctx = RunContext {
         threads: config.threads,
         limits: config.limits,
@@ -262,6 +356,7 @@ fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &F
         metrics: &metrics,
         stop: &stop,
         flush_when_starved: None,
+        alerting: alerting.as_ref(),
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -302,6 +397,27 @@ fn replay(config: &Config, paths: &[String], s3: &[backfill::S3Url], filters: &F
         bar.finish_and_clear();
     }
     print_summary(&summary, started.elapsed().as_secs_f64(), config.threads);
+    if let Some(alerting) = &alerting {
+        // Delivered, or durably pending in the outbox for the next run or the daemon.
+        let pending = trailwatch::alert::stage::drain(
+            alerting,
+            &store,
+            Arc::clone(&metrics),
+            std::time::Duration::from_secs(config.alerts.max_backoff_secs),
+            std::time::Duration::from_secs(config.alerts.replay_wait_secs),
+        )?;
+        let raised: u64 =
+            Severity::ALL.iter().map(|s| metrics.alerts_raised.with_label_values(&[s.as_str()]).get()).sum();
+        println!(
+            "alerts: {raised} raised, {} merged into earlier ones, {} suppressed, {} deliveries sent, {pending} pending",
+            metrics.alerts_deduplicated.get(),
+            metrics.alerts_suppressed.get(),
+            ["file", "stdout", "webhook", "slack", "pagerduty", "alertmanager"]
+                .iter()
+                .map(|k| metrics.alerts_sent.with_label_values(&[k]).get())
+                .sum::<u64>(),
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -42,6 +42,22 @@ pub struct Metrics {
     pub event_lag: Histogram,
     /// Per received message: now − the time it was sent.
     pub sqs_message_lag: Histogram,
+    /// Rule matches by rule id and mode (`live`, `dry_run`); a correlation counts when its condition holds.
+    pub rule_matches: IntCounterVec,
+    /// New alerts written to the outbox, by severity.
+    pub alerts_raised: IntCounterVec,
+    /// Alerts merged into one already raised (same id, within the dedup window): not sent again.
+    pub alerts_deduplicated: IntCounter,
+    /// Alerts dropped by a suppression.
+    pub alerts_suppressed: IntCounter,
+    /// Deliveries accepted, by sink kind.
+    pub alerts_sent: IntCounterVec,
+    /// Delivery attempts that failed (retried with backoff), by sink kind.
+    pub alert_delivery_failures: IntCounterVec,
+    /// Undelivered (alert, sink) pairs.
+    pub outbox_depth: IntGauge,
+    /// Seconds from the commit that raised an alert to its delivery.
+    pub alert_latency: Histogram,
 }
 
 impl Metrics {
@@ -143,6 +159,37 @@ impl Metrics {
                 .buckets(lag_buckets),
         )
         .expect("valid metric");
+        let rule_matches = IntCounterVec::new(
+            Opts::new("trailwatch_rule_matches_total", "Rule matches, by rule id and mode (live or dry_run)"),
+            &["rule", "mode"],
+        )
+        .expect("valid metric");
+        let alerts_raised = counter_vec("trailwatch_alerts_raised_total", "New alerts raised, by severity", "severity");
+        let alerts_deduplicated = counter(
+            "trailwatch_alerts_deduplicated_total",
+            "Alerts merged into an alert already raised within its dedup window (not sent again)",
+        );
+        let alerts_suppressed = counter("trailwatch_alerts_suppressed_total", "Alerts dropped by a suppression");
+        let alerts_sent =
+            counter_vec("trailwatch_alerts_sent_total", "Alert deliveries accepted, by sink kind", "sink");
+        let alert_delivery_failures = counter_vec(
+            "trailwatch_alert_delivery_failures_total",
+            "Alert delivery attempts that failed and will be retried, by sink kind",
+            "sink",
+        );
+        let outbox_depth = IntGauge::new("trailwatch_alert_outbox_depth", "Alert deliveries (alert and sink) pending")
+            .expect("valid metric");
+        let alert_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "trailwatch_alert_latency_seconds",
+                "Seconds from the commit of the file that raised an alert to the alert's delivery",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+        )
+        .expect("valid metric");
+        for severity in crate::detect::rule::Severity::ALL {
+            alerts_raised.with_label_values(&[severity.as_str()]);
+        }
         for outcome in ["applied", "duplicate", "rejected"] {
             files.with_label_values(&[outcome]);
         }
@@ -175,6 +222,14 @@ impl Metrics {
             Box::new(ledger_duplicates.clone()),
             Box::new(event_lag.clone()),
             Box::new(sqs_message_lag.clone()),
+            Box::new(rule_matches.clone()),
+            Box::new(alerts_raised.clone()),
+            Box::new(alerts_deduplicated.clone()),
+            Box::new(alerts_suppressed.clone()),
+            Box::new(alerts_sent.clone()),
+            Box::new(alert_delivery_failures.clone()),
+            Box::new(outbox_depth.clone()),
+            Box::new(alert_latency.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -206,6 +261,14 @@ impl Metrics {
             ledger_duplicates,
             event_lag,
             sqs_message_lag,
+            rule_matches,
+            alerts_raised,
+            alerts_deduplicated,
+            alerts_suppressed,
+            alerts_sent,
+            alert_delivery_failures,
+            outbox_depth,
+            alert_latency,
         }
     }
 

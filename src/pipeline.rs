@@ -12,10 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use crate::alert::stage::Alerting;
 use crate::decode::{DecodeError, decode_into};
+use crate::detect::ruleset::{MatchScratch, RuleSet};
 use crate::fetch::FetchError;
 use crate::metrics::Metrics;
 use crate::parse::{ParseError, Parser, RecordCounts};
+use crate::state::outbox::AlertWrite;
 use crate::state::store::{LedgerEntry, LedgerKey, Store, StoreError};
 use crate::state::{Delta, Scratch};
 
@@ -134,6 +139,9 @@ pub struct Worker {
     raw: Vec<u8>,
     json: Vec<u8>,
     scratch: Scratch,
+    /// Rules evaluated on every event in the same pass; their matches go into the delta.
+    rules: Option<Arc<RuleSet>>,
+    match_scratch: MatchScratch,
 }
 
 /// Several files folded into one delta by one worker; committed as a whole, with a ledger entry per file.
@@ -157,6 +165,11 @@ pub enum Message {
 }
 
 impl Worker {
+    /// A worker that also evaluates `rules` on every event.
+    pub fn with_rules(rules: Option<Arc<RuleSet>>) -> Worker {
+        Worker { rules, ..Worker::default() }
+    }
+
     /// Decodes and parses one file's bytes, folding its events into `delta`.
     ///
     /// On error nothing was folded in: simd-json validates the whole document before the first record is visited,
@@ -171,10 +184,14 @@ impl Worker {
         let len = self.json.len();
         Parser::pad(&mut self.json);
         let scratch = &mut self.scratch;
+        let (rules, match_scratch) = (self.rules.as_deref(), &mut self.match_scratch);
         let mut folded = 0u64;
-        let res = self.parser.parse(&mut self.json, len, &mut |event, _| {
+        let res = self.parser.parse(&mut self.json, len, &mut |event, record| {
             folded += 1;
-            delta.apply(event, scratch)
+            delta.apply(event, scratch);
+            if let Some(rules) = rules {
+                rules.evaluate(event, record, match_scratch, &mut delta.matches);
+            }
         });
         debug_assert!(res.is_ok() || folded == 0, "a rejected file folded {folded} events");
         res.map_err(BytesError::Parse)
@@ -361,6 +378,8 @@ pub struct RunContext<'a> {
     /// so that messages are deleted promptly when traffic pauses (while input flows, batches still fill by size);
     /// replay leaves it off.
     pub flush_when_starved: Option<Duration>,
+    /// Rules and alerting; `None` runs no rules (`--no-alerts`, `[alerts] enabled = false`).
+    pub alerting: Option<&'a Alerting>,
 }
 
 /// A worker hands its unit over at this many records (or at the batch's file limit), whichever comes first.
@@ -402,7 +421,7 @@ pub fn run(
             let tx = tx.clone();
             let (next, pending, jobs, starved) = (&next, &pending, &jobs, &starved);
             scope.spawn(move || {
-                let mut worker = Worker::default();
+                let mut worker = Worker::with_rules(ctx.alerting.map(|a| a.rules.clone()));
                 let mut unit = Unit::default();
                 while !ctx.stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
@@ -574,16 +593,32 @@ impl Committer<'_, '_> {
             self.batch.opened = None;
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
         let started = Instant::now();
         let entries: Vec<LedgerEntry<'_>> =
             batch.files.iter().map(|(job, counts)| LedgerEntry { key: &job.key, records: counts.records }).collect();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        if let Err(err) = self.store.commit(&batch.delta, &entries, now) {
-            self.ctx.metrics.commit_failures.inc();
-            return Err(err);
-        }
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = now_ms / 1000;
         let metrics = self.ctx.metrics;
+        let matches = std::mem::take(&mut batch.delta.matches);
+        let alerts = match self.ctx.alerting {
+            Some(alerting) => alerting.prepare(&matches, now_ms, metrics),
+            None => AlertWrite::default(),
+        };
+        match self.store.commit(&batch.delta, &entries, now, &alerts) {
+            Ok(outcome) => {
+                if let Some(alerting) = self.ctx.alerting {
+                    alerting.committed(&alerts, &outcome, metrics);
+                }
+            }
+            Err(err) => {
+                metrics.commit_failures.inc();
+                if let Some(alerting) = self.ctx.alerting {
+                    alerting.rolled_back(self.store);
+                }
+                return Err(err);
+            }
+        }
         metrics.commit_duration.observe(started.elapsed().as_secs_f64());
         metrics.last_commit_timestamp.set(now);
         metrics.files.with_label_values(&["applied"]).inc_by(batch.files.len() as u64);

@@ -7,6 +7,11 @@
 /// Seconds since 1970-01-01T00:00:00Z.
 pub type Timestamp = i64;
 
+/// The current time.
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Parses an RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`) to whole seconds, truncating fractions.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     let b = text.as_bytes();

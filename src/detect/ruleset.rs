@@ -90,6 +90,11 @@ impl RuleSet {
     /// Loads the built-in rules (unless `builtin` is false) and every `*.yml`/`*.yaml` file under `dirs`.
     /// A rule that cannot be loaded is returned as an error; the others still make up the set.
     pub fn load(builtin: bool, dirs: &[std::path::PathBuf]) -> (RuleSet, Vec<LoadError>) {
+        RuleSet::load_except(builtin, dirs, &[])
+    }
+
+    /// [`RuleSet::load`] leaving out the rules whose ids are in `disabled`.
+    pub fn load_except(builtin: bool, dirs: &[std::path::PathBuf], disabled: &[String]) -> (RuleSet, Vec<LoadError>) {
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let add = |text: &str, origin: &str, rules: &mut Vec<Rule>, errors: &mut Vec<LoadError>| {
@@ -119,6 +124,7 @@ impl RuleSet {
                 }
             }
         }
+        rules.retain(|r| !disabled.contains(&r.id));
         let (set, more) = RuleSet::build(rules);
         errors.extend(more);
         (set, errors)

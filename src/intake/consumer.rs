@@ -101,10 +101,25 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         "trailwatch running"
     );
     let objects = s3_client(&sdk, &config.aws);
-    let summary = run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, async {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: no more receives, finishing objects in flight");
-    });
+    let alerting = crate::alert::stage::setup(config, &store, true)?;
+    let delivery = match &alerting {
+        Some(alerting) => Some(crate::alert::stage::Delivery::start(
+            &runtime,
+            alerting,
+            &store,
+            Arc::clone(&metrics),
+            Duration::from_secs(config.alerts.max_backoff_secs),
+        )?),
+        None => None,
+    };
+    let summary =
+        run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, alerting.as_ref(), async {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: no more receives, finishing objects in flight");
+        });
+    if let Some(delivery) = delivery {
+        delivery.stop(&runtime);
+    }
     let _ = http_stop.send(());
     let _ = runtime.block_on(http);
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -126,6 +141,7 @@ pub fn run<Q: Queue, O: Objects>(
     store: &mut Store,
     applied: Applied,
     metrics: &Arc<Metrics>,
+    alerting: Option<&crate::alert::stage::Alerting>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<pipeline::Summary, crate::state::store::StoreError> {
     let applied = Arc::new(applied);
@@ -154,6 +170,7 @@ pub fn run<Q: Queue, O: Objects>(
         metrics,
         stop: &never,
         flush_when_starved: Some(Duration::from_millis(5)),
+        alerting,
     };
     let mut observer = Completion { tracker, deletes: deletes_tx };
     std::thread::scope(|scope| {

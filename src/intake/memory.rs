@@ -44,7 +44,18 @@ pub fn drain<O: Objects>(
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     };
-    consumer::run(runtime, Arc::clone(queue), objects, config, settings, store, Applied::default(), metrics, drained)
+    consumer::run(
+        runtime,
+        Arc::clone(queue),
+        objects,
+        config,
+        settings,
+        store,
+        Applied::default(),
+        metrics,
+        None,
+        drained,
+    )
 }
 
 /// A queue with SQS's delivery semantics minus time: received messages stay in flight until deleted.

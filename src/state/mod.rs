@@ -5,6 +5,7 @@
 //! processed on any thread in any order and the result is the same. The durable state in [`store`] applies exactly
 //! the same merge in SQL.
 
+pub mod outbox;
 pub mod store;
 
 use std::cmp::Ordering;
@@ -22,6 +23,8 @@ pub const MAX_SESSIONS: usize = 10;
 pub struct Delta {
     pub principals: FxHashMap<Box<str>, PrincipalDelta>,
     pub access_keys: FxHashMap<Box<str>, KeyDelta>,
+    /// Rule matches among the events, for the alert stage (committed with the state they came with).
+    pub matches: Vec<crate::detect::ruleset::Match>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +74,7 @@ pub struct Scratch {
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.principals.is_empty() && self.access_keys.is_empty()
+        self.principals.is_empty() && self.access_keys.is_empty() && self.matches.is_empty()
     }
 
     /// Number of principal-action pairs.
@@ -103,6 +106,7 @@ impl Delta {
 
     /// Merges `other` into `self`; the result does not depend on the order of merges.
     pub fn merge(&mut self, other: Delta) {
+        self.matches.extend(other.matches);
         for (name, p) in other.principals {
             match self.principals.get_mut(&name) {
                 Some(mine) => mine.merge(p),

@@ -10,6 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use rustc_hash::FxHashMap;
 
+use crate::state::outbox::{self, AlertWrite, WriteOutcome};
 use crate::state::{ActionDelta, Delta, MAX_SESSIONS, PrincipalDelta};
 use crate::time::Timestamp;
 
@@ -197,6 +198,7 @@ impl Store {
         ))
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(outbox::SCHEMA).map_err(err)?;
         let found: Option<i64> = conn
             .query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()
@@ -239,6 +241,21 @@ impl Store {
         StoreError::Sqlite { path: self.path.clone(), source }
     }
 
+    /// The correlation windows' stored hits.
+    pub fn correlation_hits(
+        &self,
+    ) -> Result<Vec<(crate::alert::correlate::WindowKey, crate::alert::correlate::Hit)>, StoreError> {
+        outbox::load_hits(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// A second connection to this writer's state for the alert deliverer (outbox updates only), which runs beside
+    /// the committer in the same process and so under the same writer lock.
+    pub fn outbox_connection(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.path).map_err(|e| self.err(e))?;
+        conn.execute_batch("PRAGMA busy_timeout = 10000;").map_err(|e| self.err(e))?;
+        Ok(conn)
+    }
+
     /// Every ledger key, for skipping already-applied files without a query per file.
     pub fn ledger_keys(&self) -> Result<Vec<LedgerKey>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT source, version FROM ledger").map_err(|e| self.err(e))?;
@@ -254,7 +271,8 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Applies `delta` and records `files` in the ledger, all in one transaction.
+    /// Applies `delta`, records `files` in the ledger and writes the alerts they raised (outbox and correlation
+    /// windows), all in one transaction.
     ///
     /// A file already in the ledger must not be in `files`: the caller checks (see `pipeline`), and the ledger's
     /// primary key turns a violation into an error that rolls the whole batch back instead of counting twice.
@@ -263,11 +281,13 @@ impl Store {
         delta: &Delta,
         files: &[LedgerEntry<'_>],
         applied_at: Timestamp,
-    ) -> Result<(), StoreError> {
+        alerts: &AlertWrite,
+    ) -> Result<WriteOutcome, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
-        let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at);
-        match res.and_then(|()| tx.commit()) {
-            Ok(()) => Ok(()),
+        let res =
+            write_batch(&tx, &mut self.action_ids, delta, files, applied_at).and_then(|()| outbox::write(&tx, alerts));
+        match res.and_then(|outcome| tx.commit().map(|()| outcome)) {
+            Ok(outcome) => Ok(outcome),
             Err(source) => {
                 // The transaction rolled back, so ids interned during it may not exist: reload them.
                 self.action_ids = load_action_ids(&self.conn).unwrap_or_default();

@@ -9,9 +9,13 @@ use std::time::{Duration, Instant};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
+/// The binary, run from a scratch directory so that relative defaults (the `alerts.jsonl` sink) land there and
+/// not in the source tree. Tests pass absolute paths.
 pub fn bin() -> Command {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cwd");
+    std::fs::create_dir_all(&scratch).expect("scratch directory");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailwatch"));
-    cmd.env("RUST_LOG", "warn").env_remove("TRAILWATCH_API_TOKEN");
+    cmd.env("RUST_LOG", "warn").env_remove("TRAILWATCH_API_TOKEN").current_dir(scratch);
     cmd
 }
 

@@ -1,0 +1,205 @@
+//! Sigma correlations (`event_count`, `value_count`, `temporal`): per rule and group, the recent matches of the
+//! correlated rules in event-time order, and the windows that satisfy the condition.
+//!
+//! The windows live in memory on the committer and are mirrored in the store (new hits inserted and old ones
+//! pruned in the batch's transaction), so a restart resumes with exactly the windows the committed files built.
+//! A window is `[end − timespan, end]` for each hit `end`; a hit is checked against every window that contains it,
+//! so files arriving out of order (backfills) still count.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{Alert, MAX_EVENT_IDS, bucket, digest};
+use crate::detect::rule::CorrelationKind;
+use crate::detect::ruleset::{Match, RuleSet};
+use crate::time::Timestamp;
+
+/// One match of a correlated rule, as kept in a window (and stored as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Hit {
+    pub time: Timestamp,
+    /// The correlated rule that matched (its id).
+    pub rule: String,
+    pub event_id: Option<String>,
+    /// For `value_count`: the counted field's value.
+    pub value: Option<String>,
+    pub principal: String,
+    pub account_id: Option<String>,
+    pub region: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A window's key: the correlation rule's id and the group-by values.
+pub type WindowKey = (String, String);
+
+#[derive(Debug, Default)]
+pub struct Correlator {
+    windows: HashMap<WindowKey, Vec<Hit>>,
+    /// Since the last [`Correlator::take_changes`]: hits to insert, and windows pruned below a time.
+    added: Vec<(WindowKey, Hit)>,
+    pruned: Vec<(WindowKey, Timestamp)>,
+}
+
+/// What the store must write to mirror the windows.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub added: Vec<(WindowKey, Hit)>,
+    pub pruned: Vec<(WindowKey, Timestamp)>,
+}
+
+impl Correlator {
+    /// Rebuilds windows from stored hits.
+    pub fn from_hits(hits: impl IntoIterator<Item = (WindowKey, Hit)>) -> Correlator {
+        let mut correlator = Correlator::default();
+        for (key, hit) in hits {
+            correlator.windows.entry(key).or_default().push(hit);
+        }
+        for window in correlator.windows.values_mut() {
+            window.sort();
+        }
+        correlator
+    }
+
+    pub fn take_changes(&mut self) -> Changes {
+        Changes { added: std::mem::take(&mut self.added), pruned: std::mem::take(&mut self.pruned) }
+    }
+
+    /// Hits held, over all windows.
+    pub fn len(&self) -> usize {
+        self.windows.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds the matches' correlation hits and returns an alert for every window that now satisfies its condition.
+    pub fn observe(&mut self, rules: &RuleSet, matches: &[Match], dedup_secs: i64) -> Vec<Alert> {
+        // Per touched window: the earliest and latest new hit.
+        let mut touched: HashMap<(u32, String), (Timestamp, Timestamp)> = HashMap::new();
+        for m in matches {
+            for h in &m.hits {
+                let correlation = rules.rule(h.correlation);
+                let key = (correlation.id.clone(), h.group.clone());
+                let hit = Hit {
+                    time: m.time,
+                    rule: rules.rule(m.rule).id.clone(),
+                    event_id: m.event_id.clone(),
+                    value: h.value.clone(),
+                    principal: m.principal.clone(),
+                    account_id: m.account_id.clone(),
+                    region: m.region.clone(),
+                    source_ip: m.source_ip.clone(),
+                    user_agent: m.user_agent.clone(),
+                };
+                let window = self.windows.entry(key.clone()).or_default();
+                let at = window.partition_point(|x| x < &hit);
+                window.insert(at, hit.clone());
+                self.added.push((key, hit));
+                let span = touched.entry((h.correlation, h.group.clone())).or_insert((m.time, m.time));
+                span.0 = span.0.min(m.time);
+                span.1 = span.1.max(m.time);
+            }
+        }
+        let mut alerts = Vec::new();
+        let mut touched: Vec<_> = touched.into_iter().collect();
+        touched.sort();
+        for ((index, group), (from, to)) in touched {
+            let rule = rules.rule(index);
+            let correlation = rules.correlation(index).expect("hits name correlations");
+            let span = correlation.timespan_secs;
+            let key = (rule.id.clone(), group.clone());
+            let window = &self.windows[&key];
+            // Every window [end − span, end] that contains a new hit.
+            let mut best: Option<(usize, usize, u64)> = None;
+            for end in window.partition_point(|h| h.time < from)..window.len() {
+                if window[end].time > to + span {
+                    break;
+                }
+                let end_time = window[end].time;
+                let start = window.partition_point(|h| h.time < end_time - span);
+                let last = window.partition_point(|h| h.time <= end_time);
+                let hits = &window[start..last];
+                let measure = match correlation.kind {
+                    CorrelationKind::EventCount => hits.len() as u64,
+                    CorrelationKind::ValueCount => {
+                        hits.iter().filter_map(|h| h.value.as_deref()).collect::<BTreeSet<_>>().len() as u64
+                    }
+                    CorrelationKind::Temporal => {
+                        hits.iter().map(|h| h.rule.as_str()).collect::<BTreeSet<_>>().len() as u64
+                    }
+                };
+                let holds = match (correlation.kind, correlation.threshold) {
+                    (CorrelationKind::Temporal, _) => measure as usize >= correlation.rules.len(),
+                    (_, Some(threshold)) => threshold.holds(measure),
+                    (_, None) => false,
+                };
+                if holds && best.is_none_or(|(_, _, n)| measure >= n) {
+                    best = Some((start, last, measure));
+                }
+            }
+            if let Some((start, last, measure)) = best {
+                let hits = &window[start..last];
+                let latest = hits.last().expect("a satisfied window has hits");
+                let fingerprint = digest(&[&rule.id, &group], 16);
+                let id = digest(&[&fingerprint, &bucket(latest.time, dedup_secs.max(span)).to_string()], 16);
+                let mut event_ids: Vec<String> = hits.iter().filter_map(|h| h.event_id.clone()).collect();
+                event_ids.sort_unstable();
+                event_ids.dedup();
+                event_ids.truncate(MAX_EVENT_IDS);
+                let group_values: Vec<&str> = group.split('\u{1f}').collect();
+                let summary = format!(
+                    "{}: {} matching events of {} for {} within {}s",
+                    rule.title,
+                    hits.len(),
+                    correlation.rules.join(", "),
+                    group_values.join(", "),
+                    span
+                );
+                alerts.push(Alert {
+                    id,
+                    fingerprint,
+                    rule: rule.id.clone(),
+                    title: rule.title.clone(),
+                    severity: rule.level,
+                    principal: latest.principal.clone(),
+                    account_id: latest.account_id.clone(),
+                    region: latest.region.clone(),
+                    source_ip: latest.source_ip.clone(),
+                    user_agent: latest.user_agent.clone(),
+                    event_ids,
+                    event_time: latest.time,
+                    first_seen: hits[0].time,
+                    count: hits.len() as u64,
+                    summary,
+                    details: serde_json::json!({
+                        "correlation": match correlation.kind {
+                            CorrelationKind::EventCount => "event_count",
+                            CorrelationKind::ValueCount => "value_count",
+                            CorrelationKind::Temporal => "temporal",
+                        },
+                        "rules": correlation.rules,
+                        "group_by": correlation.group_by.iter().zip(&group_values)
+                            .map(|(f, v)| (f.clone(), serde_json::Value::from(*v)))
+                            .collect::<serde_json::Map<_, _>>(),
+                        "measure": measure,
+                        "timespan_secs": span,
+                        "description": rule.description,
+                    }),
+                });
+            }
+            // Keep two timespans behind the newest hit: enough for late files to still meet their window.
+            let window = self.windows.get_mut(&key).expect("touched");
+            let newest = window.last().map_or(Timestamp::MIN, |h| h.time);
+            let cutoff = newest.saturating_sub(2 * span);
+            let keep_from = window.partition_point(|h| h.time < cutoff);
+            if keep_from > 0 {
+                window.drain(..keep_from);
+                self.pruned.push((key, cutoff));
+            }
+        }
+        alerts
+    }
+}

@@ -1,0 +1,232 @@
+//! Stage 7, alert: rule matches → alerts with stable ids, merged within a dedup window, and correlation windows.
+//!
+//! Architecture invariant: pure, no I/O. The committer turns a batch's matches into [`Alert`]s here; the store
+//! writes them in the same transaction as the state change that raised them (the outbox), and `deliver` sends
+//! them afterwards. An alert's `id` depends only on its rule, subject and dedup bucket, never on when or where it
+//! was computed, so a resend after a crash carries the same id.
+
+pub mod correlate;
+pub mod deliver;
+pub mod sink;
+pub mod stage;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::detect::rule::Severity;
+use crate::detect::ruleset::{Match, Mode, RuleSet};
+use crate::time::{Timestamp, format_rfc3339};
+
+/// At most this many CloudTrail event ids are kept on one alert; `count` keeps counting.
+pub const MAX_EVENT_IDS: usize = 50;
+
+/// One alert, as sinks receive it. The JSON shape is a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Alert {
+    /// Stable: the fingerprint and the dedup bucket.
+    pub id: String,
+    /// Rule, principal and account (correlations: rule and group), hashed.
+    pub fingerprint: String,
+    pub rule: String,
+    pub title: String,
+    pub severity: Severity,
+    pub principal: String,
+    pub account_id: Option<String>,
+    pub region: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// CloudTrail `eventID`s of the events behind the alert (sorted, at most [`MAX_EVENT_IDS`]).
+    pub event_ids: Vec<String>,
+    /// The latest event's time.
+    #[serde(with = "rfc3339")]
+    pub event_time: Timestamp,
+    /// The earliest event's time.
+    #[serde(with = "rfc3339")]
+    pub first_seen: Timestamp,
+    pub count: u64,
+    pub summary: String,
+    pub details: serde_json::Value,
+}
+
+/// How a later alert with the same id folds into the stored one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Event rules: every batch brings new events, so counts add up.
+    Sum,
+    /// Correlations: a later window overlaps the earlier one, so the larger count stands.
+    Max,
+}
+
+impl Alert {
+    /// Folds `other` (same id) into `self`: counts by `merge`, earliest and latest times, event ids united, and the
+    /// context (ip, region, agent) of the latest event. Commutative, like the state merge.
+    pub fn merge(&mut self, other: Alert, merge: Merge) {
+        self.count = match merge {
+            Merge::Sum => self.count + other.count,
+            Merge::Max => self.count.max(other.count),
+        };
+        self.first_seen = self.first_seen.min(other.first_seen);
+        if (other.event_time, &other.source_ip, &other.region, &other.user_agent)
+            > (self.event_time, &self.source_ip, &self.region, &self.user_agent)
+        {
+            self.event_time = other.event_time;
+            self.source_ip = other.source_ip;
+            self.region = other.region;
+            self.user_agent = other.user_agent;
+            self.summary = other.summary;
+        }
+        self.event_ids.extend(other.event_ids);
+        self.event_ids.sort_unstable();
+        self.event_ids.dedup();
+        self.event_ids.truncate(MAX_EVENT_IDS);
+    }
+}
+
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::time::{Timestamp, format_rfc3339, parse_rfc3339};
+
+    pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_rfc3339(*ts))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_rfc3339(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid time `{text}`")))
+    }
+}
+
+/// Hex of the first `len` bytes of SHA-256 over `parts` separated by NUL.
+pub fn digest(parts: &[&str], len: usize) -> String {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..len])
+}
+
+/// The dedup bucket an event time falls in.
+pub fn bucket(time: Timestamp, window_secs: i64) -> i64 {
+    time.div_euclid(window_secs.max(1))
+}
+
+/// An alert for one event rule's match.
+pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
+    let rule = rules.rule(m.rule);
+    let account = m.account_id.as_deref().unwrap_or("");
+    let fingerprint = digest(&[&rule.id, &m.principal, account], 16);
+    let id = digest(&[&fingerprint, &bucket(m.time, dedup_secs).to_string()], 16);
+    let mut summary = format!("{}: {} called {}", rule.title, m.principal, m.event_name);
+    if let Some(ip) = &m.source_ip {
+        summary.push_str(&format!(" from {ip}"));
+    }
+    if let Some(region) = &m.region {
+        summary.push_str(&format!(" in {region}"));
+    }
+    Alert {
+        id,
+        fingerprint,
+        rule: rule.id.clone(),
+        title: rule.title.clone(),
+        severity: rule.level,
+        principal: m.principal.clone(),
+        account_id: m.account_id.clone(),
+        region: m.region.clone(),
+        source_ip: m.source_ip.clone(),
+        user_agent: m.user_agent.clone(),
+        event_ids: m.event_id.iter().cloned().collect(),
+        event_time: m.time,
+        first_seen: m.time,
+        count: 1,
+        summary,
+        details: serde_json::json!({
+            "event_name": m.event_name,
+            "description": rule.description,
+            "origin": rule.origin,
+        }),
+    }
+}
+
+/// What a batch's matches amount to.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// New or merging alerts, one per id, with how they merge.
+    pub alerts: Vec<(Alert, Merge)>,
+    /// Matches per rule id and mode, for the metrics.
+    pub matches: Vec<(String, Mode, u64)>,
+}
+
+impl Planned {
+    pub fn add(&mut self, alert: Alert, merge: Merge) {
+        match self.alerts.iter_mut().find(|(a, _)| a.id == alert.id) {
+            Some((mine, _)) => mine.merge(alert, merge),
+            None => self.alerts.push((alert, merge)),
+        }
+    }
+
+    fn count(&mut self, rule: &str, mode: Mode) {
+        match self.matches.iter_mut().find(|(r, m, _)| r == rule && *m == mode) {
+            Some((_, _, n)) => *n += 1,
+            None => self.matches.push((rule.to_owned(), mode, 1)),
+        }
+    }
+}
+
+/// Turns one batch's event-rule matches into alerts (dry-run rules only count) and feeds correlations.
+pub fn plan(
+    rules: &RuleSet,
+    matches: &[Match],
+    dedup_secs: i64,
+    correlator: &mut correlate::Correlator,
+    planned: &mut Planned,
+) {
+    for m in matches {
+        let rule = rules.rule(m.rule);
+        let mode = rules.mode(m.rule);
+        planned.count(&rule.id, mode);
+        if mode == Mode::Live && rules.alerting(m.rule) {
+            planned.add(from_match(rules, m, dedup_secs), Merge::Sum);
+        }
+    }
+    for alert in correlator.observe(rules, matches, dedup_secs) {
+        let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
+        let mode = rules.mode(index);
+        planned.count(&alert.rule, mode);
+        if mode == Mode::Live {
+            planned.add(alert, Merge::Max);
+        }
+    }
+    planned.alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+}
+
+/// The alert `trailwatch alerts test` sends: clearly a test, with an id unique to the second it was made.
+pub fn test_alert(now: Timestamp) -> Alert {
+    let fingerprint = digest(&["trailwatch-test"], 16);
+    Alert {
+        id: digest(&[&fingerprint, &now.to_string()], 16),
+        fingerprint,
+        rule: "trailwatch-test".into(),
+        title: "trailwatch test alert".into(),
+        severity: Severity::Informational,
+        principal: "trailwatch".into(),
+        account_id: None,
+        region: None,
+        source_ip: None,
+        user_agent: None,
+        event_ids: Vec::new(),
+        event_time: now,
+        first_seen: now,
+        count: 1,
+        summary: "trailwatch test alert: delivery works".into(),
+        details: serde_json::json!({"test": true}),
+    }
+}
+
+/// RFC 3339 rendering for sinks that want text.
+pub fn time_text(ts: Timestamp) -> String {
+    format_rfc3339(ts)
+}

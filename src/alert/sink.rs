@@ -1,0 +1,258 @@
+//! Alert sinks: JSONL file, stdout, generic webhook (HMAC-signed), Slack, PagerDuty Events API v2 and
+//! Alertmanager's `POST /api/v2/alerts`. Each takes one alert at a time and says whether it was accepted.
+//!
+//! Every payload carries the alert's stable `id` (PagerDuty's `dedup_key`, Alertmanager's `trailwatch_id` label),
+//! so a resend after a crash is recognisable as the same alert.
+
+use std::io::Write;
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde_json::json;
+
+use crate::alert::Alert;
+use crate::config::{SinkConfig, SinkKind};
+use crate::detect::pattern::{Anchor, Pattern};
+use crate::detect::rule::Severity;
+
+/// PagerDuty's Events API v2 endpoint, used when a `pagerduty` sink sets no `url`.
+pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink {sink}: {path}: {source}")]
+    File { sink: String, path: String, source: std::io::Error },
+    #[error("sink {sink}: {url}: {message}")]
+    Http { sink: String, url: String, message: String },
+    #[error("sink {sink}: environment variable {var} is not set")]
+    MissingSecret { sink: String, var: String },
+}
+
+impl SinkError {
+    /// The bounded metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::File { .. } => "file_error",
+            SinkError::Http { .. } => "http_error",
+            SinkError::MissingSecret { .. } => "missing_secret",
+        }
+    }
+}
+
+/// A configured sink, ready to send.
+pub struct Sink {
+    pub config: SinkConfig,
+    rules: Vec<Pattern>,
+    client: Option<reqwest::Client>,
+}
+
+impl Sink {
+    pub fn new(config: SinkConfig) -> Sink {
+        let rules = config.rules.iter().map(|r| Pattern::new(r, Anchor::Whole, false)).collect();
+        let client = match config.kind {
+            SinkKind::File | SinkKind::Stdout => None,
+            _ => reqwest::Client::builder()
+                .timeout(Duration::from_millis(config.timeout_ms))
+                .user_agent(concat!("trailwatch/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .ok(),
+        };
+        Sink { config, rules, client }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Whether alerts of this rule and severity go to this sink.
+    pub fn routes(&self, rule: &str, severity: Severity) -> bool {
+        severity >= self.config.min_severity && (self.rules.is_empty() || self.rules.iter().any(|p| p.matches(rule)))
+    }
+
+    pub async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        let name = &self.config.name;
+        match self.config.kind {
+            SinkKind::File => {
+                let path = self.config.path.as_deref().expect("validated: file sinks have a path");
+                let file_err =
+                    |source| SinkError::File { sink: name.clone(), path: path.display().to_string(), source };
+                let mut line = serde_json::to_vec(alert).expect("alerts serialize");
+                line.push(b'\n');
+                let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(file_err)?;
+                file.write_all(&line).map_err(file_err)?;
+                file.sync_data().map_err(file_err)
+            }
+            SinkKind::Stdout => {
+                let line = serde_json::to_string(alert).expect("alerts serialize");
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|source| SinkError::File {
+                    sink: name.clone(),
+                    path: "stdout".into(),
+                    source,
+                })
+            }
+            SinkKind::Webhook => {
+                let body = serde_json::to_vec(alert).expect("alerts serialize");
+                let url = self.config.url.as_deref().unwrap_or_default();
+                let mut request = self.post(url).header("content-type", "application/json");
+                for (key, value) in &self.config.headers {
+                    request = request.header(key, value);
+                }
+                if let Some(var) = &self.config.secret_env {
+                    let secret = self.secret(var)?;
+                    request = request.header("x-trailwatch-signature", format!("sha256={}", sign(&secret, &body)));
+                }
+                self.finish(url, request.header("x-trailwatch-alert-id", &alert.id).body(body)).await
+            }
+            SinkKind::Slack => {
+                let url = self.config.url.as_deref().unwrap_or_default();
+                let text = format!(
+                    "*[{}] {}*\n{}\nrule `{}` · principal `{}` · account `{}` · {} event(s) · id `{}`",
+                    alert.severity.as_str().to_uppercase(),
+                    alert.title,
+                    alert.summary,
+                    alert.rule,
+                    alert.principal,
+                    alert.account_id.as_deref().unwrap_or("-"),
+                    alert.count,
+                    alert.id
+                );
+                self.finish(url, self.post_json(url, &json!({ "text": text }))).await
+            }
+            SinkKind::Pagerduty => {
+                let url = self.config.url.as_deref().unwrap_or(PAGERDUTY_URL);
+                let key = self.secret(self.config.routing_key_env.as_deref().unwrap_or_default())?;
+                let severity = match alert.severity {
+                    Severity::Critical => "critical",
+                    Severity::High => "error",
+                    Severity::Medium => "warning",
+                    Severity::Low | Severity::Informational => "info",
+                };
+                let body = json!({
+                    "routing_key": key,
+                    "event_action": "trigger",
+                    "dedup_key": alert.id,
+                    "payload": {
+                        "summary": truncate(&alert.summary, 1024),
+                        "source": alert.account_id.as_deref().unwrap_or("trailwatch"),
+                        "severity": severity,
+                        "timestamp": crate::alert::time_text(alert.first_seen),
+                        "component": alert.principal,
+                        "class": alert.rule,
+                        "custom_details": alert,
+                    },
+                });
+                self.finish(url, self.post_json(url, &body)).await
+            }
+            SinkKind::Alertmanager => {
+                let base = self.config.url.as_deref().unwrap_or_default().trim_end_matches('/');
+                let url = format!("{base}/api/v2/alerts");
+                self.finish(&url, self.post_json(&url, &alertmanager_payload(alert))).await
+            }
+        }
+    }
+
+    fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.client.as_ref().expect("http sinks have a client").post(url)
+    }
+
+    fn post_json(&self, url: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.post(url).header("content-type", "application/json").body(body.to_string())
+    }
+
+    fn secret(&self, var: &str) -> Result<String, SinkError> {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| SinkError::MissingSecret { sink: self.config.name.clone(), var: var.to_owned() })
+    }
+
+    async fn finish(&self, url: &str, request: reqwest::RequestBuilder) -> Result<(), SinkError> {
+        let http = |message: String| SinkError::Http { sink: self.config.name.clone(), url: url.to_owned(), message };
+        let response = request.send().await.map_err(|e| http(describe(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(http(format!("status {status}: {}", truncate(body.trim(), 200))))
+    }
+}
+
+/// The alert as one Alertmanager alert: labels for routing, grouping and silences; the rest as annotations.
+pub fn alertmanager_payload(alert: &Alert) -> serde_json::Value {
+    let mut labels = json!({
+        "alertname": alert.rule,
+        "severity": alert.severity.as_str(),
+        "source": "trailwatch",
+        "trailwatch_id": alert.id,
+        "principal": alert.principal,
+    });
+    if let Some(account) = &alert.account_id {
+        labels["account_id"] = json!(account);
+    }
+    json!([{
+        "labels": labels,
+        "annotations": {
+            "title": alert.title,
+            "summary": alert.summary,
+            "event_ids": alert.event_ids.join(","),
+            "count": alert.count.to_string(),
+            "source_ip": alert.source_ip.as_deref().unwrap_or(""),
+            "region": alert.region.as_deref().unwrap_or(""),
+        },
+        "startsAt": crate::alert::time_text(alert.first_seen),
+    }])
+}
+
+/// `hex(HMAC-SHA256(secret, body))`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac takes any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+/// reqwest's error with its causes, lowercase (`error sending request: connection refused`).
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn routing_by_severity_and_rule() {
+        let mut config = SinkConfig::new("pager", SinkKind::Stdout);
+        config.min_severity = Severity::High;
+        config.rules = vec!["root-*".into(), "cloudtrail-tampering".into()];
+        let sink = Sink::new(config);
+        assert!(sink.routes("root-account-usage", Severity::High));
+        assert!(sink.routes("cloudtrail-tampering", Severity::Critical));
+        assert!(!sink.routes("root-account-usage", Severity::Medium));
+        assert!(!sink.routes("network-config-changed", Severity::Critical));
+    }
+}

@@ -1,0 +1,204 @@
+//! The alert stage as the committer runs it: a batch's matches → planned alerts (suppressed, routed) → the
+//! outbox write that goes into the batch's transaction; after the commit, the deliverer is woken.
+
+use std::sync::{Arc, Mutex};
+
+use crate::alert::correlate::Correlator;
+use crate::alert::sink::Sink;
+use crate::alert::{Alert, Planned, plan};
+use crate::config::Suppression;
+use crate::detect::pattern::{Anchor, Pattern};
+use crate::detect::ruleset::{Match, Mode, RuleSet};
+use crate::detect::value::FieldTest;
+use crate::metrics::Metrics;
+use crate::state::outbox::{AlertWrite, WriteOutcome};
+use crate::state::store::{Store, StoreError};
+
+pub struct Alerting {
+    pub rules: Arc<RuleSet>,
+    pub sinks: Arc<Vec<Sink>>,
+    dedup_secs: i64,
+    suppress: Vec<CompiledSuppression>,
+    correlator: Mutex<Correlator>,
+    /// Notified after a commit that raised alerts.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+struct CompiledSuppression {
+    rule: Option<Pattern>,
+    principal: Option<Pattern>,
+    account: Option<String>,
+    source: Option<FieldTest>,
+}
+
+impl CompiledSuppression {
+    fn matches(&self, alert: &Alert) -> bool {
+        self.rule.as_ref().is_none_or(|p| p.matches(&alert.rule))
+            && self.principal.as_ref().is_none_or(|p| p.matches(&alert.principal))
+            && self.account.as_ref().is_none_or(|a| alert.account_id.as_deref() == Some(a))
+            && self.source.as_ref().is_none_or(|t| t.test(alert.source_ip.as_deref(), &NoFields))
+    }
+}
+
+struct NoFields;
+
+impl crate::detect::search::Fields for NoFields {
+    fn get(&self, _: &str) -> Option<std::borrow::Cow<'_, str>> {
+        None
+    }
+}
+
+impl Alerting {
+    /// `store` supplies the correlation windows the committed files built.
+    pub fn new(
+        rules: Arc<RuleSet>,
+        sinks: Arc<Vec<Sink>>,
+        dedup_secs: i64,
+        suppressions: &[Suppression],
+        store: &Store,
+    ) -> Result<Alerting, StoreError> {
+        let pattern = |p: &Option<String>| p.as_deref().map(|p| Pattern::new(p, Anchor::Whole, false));
+        let suppress = suppressions
+            .iter()
+            .map(|s| CompiledSuppression {
+                rule: pattern(&s.rule),
+                principal: pattern(&s.principal),
+                account: s.account.clone(),
+                // Validated with the configuration.
+                source: s.source_cidr.as_deref().and_then(|c| FieldTest::compile(&["cidr"], &[Some(c)]).ok()),
+            })
+            .collect();
+        let correlator = Mutex::new(Correlator::from_hits(store.correlation_hits()?));
+        Ok(Alerting { rules, sinks, dedup_secs, suppress, correlator, wake: Arc::new(tokio::sync::Notify::new()) })
+    }
+
+    /// What the batch's matches write to the outbox.
+    pub fn prepare(&self, matches: &[Match], raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
+        let mut write = AlertWrite { raised_at_ms, ..AlertWrite::default() };
+        if matches.is_empty() {
+            return write;
+        }
+        let mut correlator = self.correlator.lock().unwrap_or_else(|p| p.into_inner());
+        let mut planned = Planned::default();
+        plan(&self.rules, matches, self.dedup_secs, &mut correlator, &mut planned);
+        write.hits = correlator.take_changes();
+        for (rule, mode, n) in &planned.matches {
+            let mode = match mode {
+                Mode::Live => "live",
+                Mode::DryRun => "dry_run",
+            };
+            metrics.rule_matches.with_label_values(&[rule, mode]).inc_by(*n);
+        }
+        for (alert, merge) in planned.alerts {
+            if self.suppress.iter().any(|s| s.matches(&alert)) {
+                metrics.alerts_suppressed.inc();
+                continue;
+            }
+            let sinks = self
+                .sinks
+                .iter()
+                .filter(|s| s.routes(&alert.rule, alert.severity))
+                .map(|s| s.name().to_owned())
+                .collect();
+            write.alerts.push((alert, merge, sinks));
+        }
+        write
+    }
+
+    /// After the batch committed: metrics, and wake the deliverer.
+    pub fn committed(&self, write: &AlertWrite, outcome: &WriteOutcome, metrics: &Metrics) {
+        for ((alert, _, sinks), new) in write.alerts.iter().zip(&outcome.new) {
+            if *new {
+                tracing::info!(rule = %alert.rule, alert = %alert.id, severity = alert.severity.as_str(), sinks = sinks.len(), "alert raised");
+                metrics.alerts_raised.with_label_values(&[alert.severity.as_str()]).inc();
+            } else {
+                tracing::debug!(rule = %alert.rule, alert = %alert.id, "alert merged into one already raised");
+            }
+        }
+        metrics.alerts_deduplicated.inc_by(outcome.merged());
+        if outcome.raised() > 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The batch did not commit: the windows go back to what the store holds.
+    pub fn rolled_back(&self, store: &Store) {
+        let mut correlator = self.correlator.lock().unwrap_or_else(|p| p.into_inner());
+        match store.correlation_hits() {
+            Ok(hits) => *correlator = Correlator::from_hits(hits),
+            Err(err) => tracing::error!("reloading correlation windows: {err}"),
+        }
+    }
+}
+
+/// Loads the rules `[rules]` names and sets up alerting, or `None` when alerting is off. Rules that cannot be
+/// loaded are logged one by one; the others run.
+pub fn setup(config: &crate::config::Config, store: &Store, enabled: bool) -> Result<Option<Alerting>, StoreError> {
+    if !enabled || !config.alerts.enabled {
+        return Ok(None);
+    }
+    let (mut rules, errors) = RuleSet::load_except(config.rules.builtin, &config.rules.dirs, &config.rules.disabled);
+    for err in &errors {
+        tracing::warn!("rule not loaded: {err}");
+    }
+    for id in rules.set_dry_run(&config.rules.dry_run) {
+        tracing::warn!("`rules.dry_run` names `{id}`, which is not loaded");
+    }
+    tracing::info!(rules = rules.rules().len(), failed = errors.len(), "rules loaded");
+    let sinks = config.alerts.sinks.iter().cloned().map(Sink::new).collect();
+    Alerting::new(Arc::new(rules), Arc::new(sinks), config.rules.dedup_window_secs, &config.alerts.suppress, store)
+        .map(Some)
+}
+
+/// The deliverer running on a daemon's runtime.
+pub struct Delivery {
+    stop: crate::alert::deliver::Stop,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Delivery {
+    /// Starts delivering what the outbox holds now (a previous run's leftovers) and whatever commits raise.
+    pub fn start(
+        runtime: &tokio::runtime::Runtime,
+        alerting: &Alerting,
+        store: &Store,
+        metrics: Arc<Metrics>,
+        max_backoff: std::time::Duration,
+    ) -> Result<Delivery, StoreError> {
+        let deliverer = crate::alert::deliver::Deliverer::new(
+            store.outbox_connection()?,
+            alerting.sinks.clone(),
+            metrics,
+            max_backoff,
+        );
+        let stop = crate::alert::deliver::Stop::new();
+        let handle = runtime.spawn(deliverer.run(alerting.wake.clone(), stop.clone()));
+        Ok(Delivery { stop, handle })
+    }
+
+    /// Stops after the pass in progress; what is left stays in the outbox for the next start.
+    pub fn stop(self, runtime: &tokio::runtime::Runtime) {
+        self.stop.stop();
+        let _ = runtime.block_on(self.handle);
+    }
+}
+
+/// For `replay`: delivers everything pending (retrying failures for up to `wait`); returns what is left pending.
+pub fn drain(
+    alerting: &Alerting,
+    store: &Store,
+    metrics: Arc<Metrics>,
+    max_backoff: std::time::Duration,
+    wait: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let conn = store.outbox_connection()?;
+    let mut deliverer = crate::alert::deliver::Deliverer::new(conn, alerting.sinks.clone(), metrics, max_backoff);
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StoreError::Sqlite {
+            path: store.path().to_owned(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+    runtime
+        .block_on(deliverer.drain(wait))
+        .map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })
+}

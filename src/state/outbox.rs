@@ -1,0 +1,200 @@
+//! The alert outbox in the state store: alerts written in the same transaction as the state change that raised
+//! them, one outbox row per sink they are routed to, and the correlation windows' hits.
+//!
+//! Architecture invariant: an alert is in `alerts` (and its outbox rows exist) if and only if the batch that raised
+//! it is committed; an outbox row is deleted only after its sink accepted the alert. A crash between the two resends
+//! the alert with the same id.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::alert::correlate::{Changes, Hit, WindowKey};
+use crate::alert::{Alert, Merge};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    event_time INTEGER NOT NULL,
+    raised_at_ms INTEGER NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (raised_at_ms);
+CREATE TABLE IF NOT EXISTS outbox (
+    alert_id TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT,
+    PRIMARY KEY (alert_id, sink)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS correlation_hits (
+    correlation TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    hit TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS correlation_hits_by_window ON correlation_hits (correlation, grp, time);
+";
+
+/// What a batch adds to the outbox and the correlation windows.
+#[derive(Debug, Default)]
+pub struct AlertWrite {
+    /// Alerts with how they merge and the sinks a new one is routed to.
+    pub alerts: Vec<(Alert, Merge, Vec<String>)>,
+    pub hits: Changes,
+    /// Wall-clock time of the commit, in milliseconds (alert latency is measured from it).
+    pub raised_at_ms: i64,
+}
+
+/// What happened to each alert of a write, in order: raised (`true`, new) or merged into one already raised.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub new: Vec<bool>,
+}
+
+impl WriteOutcome {
+    pub fn raised(&self) -> u64 {
+        self.new.iter().filter(|n| **n).count() as u64
+    }
+
+    pub fn merged(&self) -> u64 {
+        self.new.len() as u64 - self.raised()
+    }
+}
+
+pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<WriteOutcome> {
+    let mut outcome = WriteOutcome::default();
+    let mut select = tx.prepare_cached("SELECT body FROM alerts WHERE id = ?1")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut update = tx.prepare_cached("UPDATE alerts SET event_time = ?2, body = ?3 WHERE id = ?1")?;
+    let mut enqueue =
+        tx.prepare_cached("INSERT OR IGNORE INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, ?2, ?3)")?;
+    for (alert, merge, sinks) in &write.alerts {
+        let stored: Option<String> = select.query_row([&alert.id], |r| r.get(0)).optional()?;
+        match stored.and_then(|body| serde_json::from_str::<Alert>(&body).ok()) {
+            Some(mut stored) => {
+                stored.merge(alert.clone(), *merge);
+                update.execute(params![stored.id, stored.event_time, to_json(&stored)])?;
+                outcome.new.push(false);
+            }
+            None => {
+                insert.execute(params![
+                    alert.id,
+                    alert.rule,
+                    alert.severity.as_str(),
+                    alert.event_time,
+                    write.raised_at_ms,
+                    to_json(alert)
+                ])?;
+                for sink in sinks {
+                    enqueue.execute(params![alert.id, sink, write.raised_at_ms])?;
+                }
+                outcome.new.push(true);
+            }
+        }
+    }
+    let mut insert_hit =
+        tx.prepare_cached("INSERT INTO correlation_hits (correlation, grp, time, hit) VALUES (?1, ?2, ?3, ?4)")?;
+    for ((correlation, group), hit) in &write.hits.added {
+        insert_hit.execute(params![correlation, group, hit.time, to_json(hit)])?;
+    }
+    let mut prune =
+        tx.prepare_cached("DELETE FROM correlation_hits WHERE correlation = ?1 AND grp = ?2 AND time < ?3")?;
+    for ((correlation, group), cutoff) in &write.hits.pruned {
+        prune.execute(params![correlation, group, cutoff])?;
+    }
+    Ok(outcome)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("alerts serialize")
+}
+
+/// Every stored correlation hit, to rebuild the windows at start.
+pub fn load_hits(conn: &Connection) -> rusqlite::Result<Vec<(WindowKey, Hit)>> {
+    let mut stmt = conn.prepare("SELECT correlation, grp, hit FROM correlation_hits")?;
+    let rows =
+        stmt.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, String>(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, hit) = row?;
+        // A row this version cannot read is dropped from the window rather than failing the start.
+        if let Ok(hit) = serde_json::from_str(&hit) {
+            out.push((key, hit));
+        }
+    }
+    Ok(out)
+}
+
+/// One alert waiting for one sink.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub alert: Alert,
+    pub sink: String,
+    pub attempts: u32,
+    pub raised_at_ms: i64,
+}
+
+/// Deliveries due at `now_ms`, oldest first.
+pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Pending>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.body, o.sink, o.attempts, a.raised_at_ms FROM outbox o JOIN alerts a ON a.id = o.alert_id
+         WHERE o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.alert_id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (body, sink, attempts, raised_at_ms) = row?;
+        if let Ok(alert) = serde_json::from_str(&body) {
+            out.push(Pending { alert, sink, attempts, raised_at_ms });
+        }
+    }
+    Ok(out)
+}
+
+/// The earliest time a pending delivery is due, if any.
+pub fn next_due_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT min(next_attempt_ms) FROM outbox", [], |r| r.get(0))
+}
+
+pub fn delivered(conn: &Connection, alert_id: &str, sink: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM outbox WHERE alert_id = ?1 AND sink = ?2", params![alert_id, sink]).map(|_| ())
+}
+
+pub fn failed(
+    conn: &Connection,
+    alert_id: &str,
+    sink: &str,
+    next_attempt_ms: i64,
+    error: &str,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?3, last_error = ?4
+         WHERE alert_id = ?1 AND sink = ?2",
+        params![alert_id, sink, next_attempt_ms, error],
+    )
+    .map(|_| ())
+}
+
+/// Outbox rows (alert × sink) not yet delivered.
+pub fn depth(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+}
+
+/// The most recently raised alerts, newest first.
+pub fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Alert>> {
+    let mut stmt = conn.prepare("SELECT body FROM alerts ORDER BY raised_at_ms DESC, id LIMIT ?1")?;
+    let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for body in rows {
+        if let Ok(alert) = serde_json::from_str(&body?) {
+            out.push(alert);
+        }
+    }
+    Ok(out)
+}
