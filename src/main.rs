@@ -100,6 +100,12 @@ enum Command {
         /// Also write the exact `report identities --format json` this corpus must produce.
         #[arg(long, value_name = "FILE")]
         expect: Option<PathBuf>,
+        /// Clean background traffic plus injected incidents, one or more per built-in rule.
+        #[arg(long)]
+        incidents: bool,
+        /// With --incidents: write the alerts (rule, principal, event ids) a replay must raise.
+        #[arg(long, value_name = "FILE", requires = "incidents")]
+        expect_alerts: Option<PathBuf>,
     },
 }
 
@@ -304,13 +310,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.flush().context("writing the report")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Synth { out, files, records, seed, principals, actions_per_principal, expect } => {
+        Command::Synth {
+            out,
+            files,
+            records,
+            seed,
+            principals,
+            actions_per_principal,
+            expect,
+            incidents,
+            expect_alerts,
+        } => {
             let cfg = SynthConfig {
                 files: *files,
                 records_per_file: *records,
                 seed: *seed,
                 principals: (*principals).max(1),
                 actions_per_principal: (*actions_per_principal).max(1),
+                incidents: *incidents,
                 ..SynthConfig::default()
             };
             let started = Instant::now();
@@ -319,6 +336,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(path) = expect {
                 let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
                 serde_json::to_writer_pretty(std::io::BufWriter::new(file), &expected)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = expect_alerts {
+                let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+                serde_json::to_writer_pretty(std::io::BufWriter::new(file), &summary.alerts)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             eprintln!(

@@ -25,6 +25,10 @@ pub struct SynthConfig {
     pub actions_per_principal: usize,
     /// Time of the first file's window.
     pub start: Timestamp,
+    /// Background traffic that no built-in rule matches (no root, no sign-in without MFA, no denied calls, no
+    /// security-relevant changes), plus one file of injected incidents, one or more per built-in rule, whose
+    /// expected alerts are returned in [`SynthSummary::alerts`].
+    pub incidents: bool,
 }
 
 impl Default for SynthConfig {
@@ -36,6 +40,7 @@ impl Default for SynthConfig {
             principals: 200,
             actions_per_principal: 12,
             start: parse_rfc3339("2026-10-01T00:00:00Z").expect("valid constant"),
+            incidents: false,
         }
     }
 }
@@ -47,7 +52,20 @@ pub struct SynthSummary {
     pub records: u64,
     pub bytes: u64,
     pub json_bytes: u64,
+    /// With `incidents`: the alerts a replay with the built-in rules must raise, sorted by rule and principal.
+    pub alerts: Vec<ExpectedAlert>,
 }
+
+/// One alert the injected incidents must raise: its rule, principal and the CloudTrail event ids behind it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ExpectedAlert {
+    pub rule: String,
+    pub principal: String,
+    pub event_ids: Vec<String>,
+}
+
+/// Calls that built-in rules watch; left out of clean background traffic.
+const WATCHED_CALLS: &[&str] = &["AuthorizeSecurityGroupIngress", "CreateAccessKey", "AttachRolePolicy"];
 
 /// `(eventSource, eventName, IAM actions it maps to)`. The third column is written out by hand, independently of
 /// `action.rs`, so the synth corpus checks that table too.
@@ -270,7 +288,7 @@ fn build_principals(cfg: &SynthConfig, rng: &mut Rng) -> (Vec<Principal>, usize)
         let mut kind = match slot {
             0..=9 => Kind::Role,
             10..=14 => Kind::User,
-            15 if i / 20 < n_accounts => Kind::Root,
+            15 if i / 20 < n_accounts && !cfg.incidents => Kind::Root,
             15 => Kind::User,
             16 => Kind::Federated,
             17 if services_used < SERVICES.len() => Kind::Service,
@@ -314,7 +332,13 @@ fn build_principals(cfg: &SynthConfig, rng: &mut Rng) -> (Vec<Principal>, usize)
         };
         let ips = [ip(rng), ip(rng)];
         let agents = [rng.below(USER_AGENTS.len()), rng.below(USER_AGENTS.len())];
-        let calls = pick_calls(rng.below(CALLS.len()), k);
+        let mut calls = pick_calls(rng.below(CALLS.len()), k);
+        if cfg.incidents {
+            calls.retain(|c| !WATCHED_CALLS.contains(&CALLS[*c].1));
+            if calls.is_empty() {
+                calls.push(0);
+            }
+        }
         principals.push(Principal { kind, account: account_id(account_idx), name, keys, ips, agents, calls });
     }
     (principals, n_accounts)
@@ -382,7 +406,12 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> std::io::Result<(SynthSummary,
                 summary.records += 1;
                 continue;
             }
-            let truth = make_truth(principal, call_slot, time, region, &mut rng);
+            let mut truth = make_truth(principal, call_slot, time, region, &mut rng);
+            if cfg.incidents {
+                // Clean background: sign-ins succeed with MFA, and only errors no rule watches.
+                truth.console = truth.console.map(|_| (true, true));
+                truth.error = truth.error.filter(|e| !crate::parse::is_authorization_failure(e));
+            }
             write_record(&mut json, &mut rng, &truth);
             oracle.observe(&truth);
             summary.records += 1;
@@ -392,7 +421,220 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> std::io::Result<(SynthSummary,
         summary.bytes += write_file(out, account_idx, region, window, &json, &mut rng)?;
         summary.files += 1;
     }
+    if cfg.incidents {
+        let (json, alerts) = incidents(cfg.start, &mut rng);
+        summary.records += json.matches("\"eventID\"").count() as u64;
+        summary.json_bytes += json.len() as u64;
+        summary.bytes += write_file(out, 0, "us-east-1", cfg.start, &json, &mut rng)?;
+        summary.files += 1;
+        summary.alerts = alerts;
+    }
     Ok((summary, oracle.finish()))
+}
+
+/// One file of incidents, one or more per built-in rule, within one hour (one dedup window), and the alerts it
+/// must raise. The expected rules per event are written here by hand, from the rules' descriptions.
+fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
+    use serde_json::{Value, json};
+    let acct = account_id(0);
+    let admin = format!("arn:aws:iam::{acct}:user/incident-admin");
+    let root = format!("arn:aws:iam::{acct}:root");
+    let prober = format!("arn:aws:iam::{acct}:role/incident-prober");
+    let user = |name: &str| {
+        json!({"type": "IAMUser", "principalId": format!("AIDA{name}"), "arn": format!("arn:aws:iam::{acct}:user/{name}"),
+               "accountId": acct, "userName": name, "accessKeyId": "AKIAINCIDENTADMIN01"})
+    };
+    let root_identity = json!({"type": "Root", "principalId": acct, "arn": root, "accountId": acct});
+    let role_session = json!({"type": "AssumedRole", "principalId": "AROAPROBER:probe",
+        "arn": format!("arn:aws:sts::{acct}:assumed-role/incident-prober/probe"), "accountId": acct,
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": prober, "accountId": acct, "userName": "incident-prober"}}});
+    // (identity, principal, eventSource, eventName, extra fields, rules expected to fire on it)
+    type Incident<'a> = (Value, &'a str, &'a str, &'a str, Value, &'a [&'a str]);
+    let mut plan: Vec<Incident<'_>> = vec![
+        (root_identity.clone(), &root, "ec2.amazonaws.com", "DescribeInstances", json!({}), &["root-account-usage"]),
+        (
+            root_identity.clone(),
+            &root,
+            "iam.amazonaws.com",
+            "CreateAccessKey",
+            json!({}),
+            &["root-account-usage", "root-access-key-created"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "signin.amazonaws.com",
+            "ConsoleLogin",
+            json!({"eventType": "AwsConsoleSignIn", "responseElements": {"ConsoleLogin": "Success"},
+                   "additionalEventData": {"MFAUsed": "No"}}),
+            &["console-login-without-mfa"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "cloudtrail.amazonaws.com",
+            "StopLogging",
+            json!({}),
+            &["cloudtrail-tampering"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "guardduty.amazonaws.com",
+            "DeleteDetector",
+            json!({}),
+            &["security-tooling-disabled"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "AttachRolePolicy",
+            json!({"requestParameters": {"roleName": "ops", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}}),
+            &["admin-policy-attached"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "PutUserPolicy",
+            json!({"requestParameters": {"userName": "bob", "policyName": "p",
+                "policyDocument": "{\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"s3:GetObject\",\"Resource\":\"*\"}]}"}}),
+            &["user-policy-attached"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "CreateAccessKey",
+            json!({"requestParameters": {"userName": "bob"}}),
+            &["access-key-created-for-other-user"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "UpdateLoginProfile",
+            json!({"requestParameters": {"userName": "bob"}}),
+            &["login-profile-changed-for-other-user"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "DeactivateMFADevice",
+            json!({"requestParameters": {"userName": "bob", "serialNumber": format!("arn:aws:iam::{acct}:mfa/bob")}}),
+            &["mfa-device-removed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "DeleteAccountPasswordPolicy",
+            json!({}),
+            &["password-policy-weakened"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "kms.amazonaws.com",
+            "ScheduleKeyDeletion",
+            json!({"requestParameters": {"keyId": "k-1", "pendingWindowInDays": 7}}),
+            &["kms-key-disabled-or-deleted"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "s3.amazonaws.com",
+            "PutBucketPolicy",
+            json!({"requestParameters": {"bucketName": "b"}}),
+            &["s3-bucket-policy-changed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "s3.amazonaws.com",
+            "DeleteBucketPublicAccessBlock",
+            json!({"requestParameters": {"bucketName": "b"}}),
+            &["s3-public-access-block-removed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ec2.amazonaws.com",
+            "AuthorizeSecurityGroupIngress",
+            json!({"requestParameters": {"groupId": "sg-1"}}),
+            &["network-config-changed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "organizations.amazonaws.com",
+            "LeaveOrganization",
+            json!({}),
+            &["organizations-changed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "sts.amazonaws.com",
+            "GetCallerIdentity",
+            json!({"userAgent": "Boto3/1.34.1 Python/3.11 Linux/6.6.9-amd64-kali1 Botocore/1.34.1"}),
+            &["pentest-user-agent"],
+        ),
+    ];
+    for _ in 0..5 {
+        plan.push((
+            user("incident-target"),
+            "",
+            "signin.amazonaws.com",
+            "ConsoleLogin",
+            json!({"eventType": "AwsConsoleSignIn", "responseElements": {"ConsoleLogin": "Failure"},
+                   "errorMessage": "Failed authentication", "additionalEventData": {"MFAUsed": "No"}}),
+            &["console-login-failures"],
+        ));
+    }
+    for _ in 0..20 {
+        plan.push((
+            role_session.clone(),
+            &prober,
+            "iam.amazonaws.com",
+            "ListUsers",
+            json!({"errorCode": "AccessDenied", "errorMessage": "not authorized"}),
+            &["unauthorized-api-calls"],
+        ));
+    }
+    let target = format!("arn:aws:iam::{acct}:user/incident-target");
+    let mut records = Vec::new();
+    let mut expected: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (i, (identity, principal, source, name, extra, rules)) in plan.into_iter().enumerate() {
+        let mut event_id = String::new();
+        rng.uuid(&mut event_id);
+        let mut record = json!({
+            "eventVersion": "1.09", "userIdentity": identity,
+            // 20 s apart: every burst fits its 10-minute window, and all of it one hour.
+            "eventTime": format_rfc3339(start + 60 + 20 * i as i64),
+            "eventSource": source, "eventName": name, "awsRegion": "us-east-1",
+            "sourceIPAddress": "198.51.100.66", "userAgent": "aws-cli/2.15.30 Python/3.11.8",
+            "eventID": event_id, "eventType": "AwsApiCall", "recipientAccountId": acct,
+        });
+        for (key, value) in extra.as_object().expect("a map") {
+            record[key] = value.clone();
+        }
+        records.push(record);
+        let principal = if principal.is_empty() { target.clone() } else { principal.to_owned() };
+        for rule in rules {
+            expected.entry(((*rule).to_owned(), principal.clone())).or_default().push(event_id.clone());
+        }
+    }
+    let alerts = expected
+        .into_iter()
+        .map(|((rule, principal), mut event_ids)| {
+            event_ids.sort();
+            ExpectedAlert { rule, principal, event_ids }
+        })
+        .collect();
+    (json!({ "Records": records }).to_string(), alerts)
 }
 
 fn make_truth<'p>(

@@ -17,3 +17,6 @@ mod volume;
 
 // `validate` and configuration errors.
 mod config;
+
+// Detections and alerts: injected incidents, webhook retries and a crash before delivery, a real Alertmanager.
+mod alerts;
