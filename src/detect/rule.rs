@@ -126,13 +126,19 @@ pub fn load(text: &str, origin: &str) -> Vec<Result<Rule, RuleError>> {
                 break;
             }
         };
-        out.push(compile(&value, origin));
+        match compile(&value, origin) {
+            Ok(rules) => out.extend(rules.into_iter().map(Ok)),
+            Err(err) => out.push(Err(err)),
+        }
     }
     out
 }
 
-/// Compiles one rule document (as a JSON-shaped value).
-pub fn compile(doc: &Value, origin: &str) -> Result<Rule, RuleError> {
+/// Compiles one rule document (as a JSON-shaped value). A Sigma 1 aggregation (`condition: selection | count()
+/// by userIdentity.arn > 20` with `timeframe`) becomes two rules: the selection as an event rule with the id
+/// `<id>#events`, and an `event_count` (or, for `count(field)`, `value_count`) correlation over it with the rule's
+/// own id, so that its alerts carry the id the rule was written with.
+pub fn compile(doc: &Value, origin: &str) -> Result<Vec<Rule>, RuleError> {
     let map = doc.as_object().ok_or(RuleError::NotAMap)?;
     let text = |key: &'static str| -> Result<Option<String>, RuleError> {
         match map.get(key) {
@@ -147,26 +153,100 @@ pub fn compile(doc: &Value, origin: &str) -> Result<Rule, RuleError> {
         None => Severity::Medium,
         Some(level) => Severity::parse(&level).ok_or(RuleError::Level(level))?,
     };
-    let body = if let Some(correlation) = map.get("correlation") {
-        RuleBody::Correlation(compile_correlation(correlation).map_err(RuleError::Correlation)?)
-    } else {
-        let logsource = map.get("logsource").ok_or(RuleError::Missing("logsource"))?;
-        let part = |key: &str| logsource.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
-        let (product, service) = (part("product"), part("service"));
-        if !product.eq_ignore_ascii_case("aws") || !service.eq_ignore_ascii_case("cloudtrail") {
-            return Err(RuleError::NotCloudTrail { product, service });
-        }
-        RuleBody::Event(Detection::compile(map.get("detection").ok_or(RuleError::Missing("detection"))?)?)
+    let rule = |id: String, name: Option<String>, body: RuleBody| -> Result<Rule, RuleError> {
+        Ok(Rule {
+            id,
+            name,
+            title: title.clone(),
+            description: text("description")?.unwrap_or_default().trim().to_owned(),
+            level,
+            origin: origin.to_owned(),
+            body,
+        })
     };
-    Ok(Rule {
-        id,
-        name: text("name")?,
-        title,
-        description: text("description")?.unwrap_or_default().trim().to_owned(),
-        level,
-        origin: origin.to_owned(),
-        body,
-    })
+    if let Some(correlation) = map.get("correlation") {
+        let body = RuleBody::Correlation(compile_correlation(correlation).map_err(RuleError::Correlation)?);
+        return Ok(vec![rule(id, text("name")?, body)?]);
+    }
+    let logsource = map.get("logsource").ok_or(RuleError::Missing("logsource"))?;
+    let part = |key: &str| logsource.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let (product, service) = (part("product"), part("service"));
+    if !product.eq_ignore_ascii_case("aws") || !service.eq_ignore_ascii_case("cloudtrail") {
+        return Err(RuleError::NotCloudTrail { product, service });
+    }
+    let mut detection = map.get("detection").ok_or(RuleError::Missing("detection"))?.clone();
+    // `timeframe` sits in `detection` or beside it.
+    let timeframe =
+        detection.as_object_mut().and_then(|d| d.remove("timeframe")).or_else(|| map.get("timeframe").cloned());
+    let aggregation = match detection.get("condition") {
+        Some(Value::String(condition)) if condition.contains('|') => {
+            let (base, aggregation) = condition.split_once('|').expect("contains `|`");
+            let aggregation = aggregation.trim().to_owned();
+            detection["condition"] = Value::String(base.trim().to_owned());
+            Some(aggregation)
+        }
+        _ => None,
+    };
+    let Some(aggregation) = aggregation else {
+        if timeframe.is_some() {
+            return Err(RuleError::Correlation("`timeframe` without an aggregation in `condition`".into()));
+        }
+        return Ok(vec![rule(id, text("name")?, RuleBody::Event(Detection::compile(&detection)?))?]);
+    };
+    let timespan_secs = match &timeframe {
+        None => DEFAULT_AGGREGATION_SECS,
+        Some(Value::String(t)) => {
+            parse_timespan(t).ok_or_else(|| RuleError::Correlation(format!("invalid timeframe `{t}`")))?
+        }
+        Some(_) => return Err(RuleError::Correlation("`timeframe` must be a string such as 5m".into())),
+    };
+    let (field, group_by, threshold) = parse_aggregation(&aggregation).map_err(RuleError::Correlation)?;
+    let base_id = format!("{id}#events");
+    let correlation = Correlation {
+        kind: if field.is_some() { CorrelationKind::ValueCount } else { CorrelationKind::EventCount },
+        rules: vec![base_id.clone()],
+        group_by,
+        timespan_secs,
+        threshold: Some(threshold),
+        field,
+        generate: false,
+    };
+    Ok(vec![
+        rule(base_id, None, RuleBody::Event(Detection::compile(&detection)?))?,
+        rule(id, text("name")?, RuleBody::Correlation(correlation))?,
+    ])
+}
+
+/// The window of a Sigma 1 aggregation that gives no `timeframe`.
+pub const DEFAULT_AGGREGATION_SECS: i64 = 3600;
+
+/// `count() by userIdentity.arn > 20`, `count(eventName) by userIdentity.arn >= 6`, `count() > 100`.
+fn parse_aggregation(text: &str) -> Result<(Option<String>, Vec<String>, Threshold), String> {
+    let unsupported = || format!("unsupported aggregation `{text}` (only `count([field]) [by field] > n`)");
+    let rest = text.strip_prefix("count(").ok_or_else(unsupported)?;
+    let (field, rest) = rest.split_once(')').ok_or_else(unsupported)?;
+    let field = Some(field.trim()).filter(|f| !f.is_empty()).map(str::to_owned);
+    let rest = rest.trim();
+    let (group_by, rest) = match rest.strip_prefix("by ") {
+        Some(rest) => {
+            let at = rest.find(['<', '>', '=']).ok_or_else(unsupported)?;
+            let groups = rest[..at].split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect();
+            (groups, &rest[at..])
+        }
+        None => (Vec::new(), rest),
+    };
+    let (op, n) = ["<=", ">=", "<", ">", "="]
+        .iter()
+        .find_map(|op| rest.strip_prefix(op).map(|n| (*op, n.trim())))
+        .ok_or_else(unsupported)?;
+    let n: u64 = n.parse().map_err(|_| unsupported())?;
+    let threshold = match op {
+        ">" => Threshold { min: Some(n + 1), max: None },
+        ">=" => Threshold { min: Some(n), max: None },
+        "=" => Threshold { min: Some(n), max: Some(n) },
+        _ => return Err(format!("`{op}` in `{text}`: only lower bounds are supported (an absence needs a timer)")),
+    };
+    Ok((field, group_by, threshold))
 }
 
 fn compile_correlation(value: &Value) -> Result<Correlation, String> {
@@ -220,8 +300,8 @@ fn compile_correlation(value: &Value) -> Result<Correlation, String> {
                     other => return Err(format!("unsupported condition `{other}`")),
                 }
             }
-            if threshold.min.is_none() && threshold.max.is_none() {
-                return Err("`condition` sets no bound".into());
+            if threshold.min.is_none_or(|min| min == 0) {
+                return Err("`condition` needs a lower bound (gte, gt, eq): an absence needs a timer".into());
             }
             (Some(threshold), field)
         }
@@ -327,6 +407,66 @@ detection: {selection: {eventName: [StopLogging, DeleteTrail]}, condition: selec
         );
         let Ok(Rule { body: RuleBody::Event(d), .. }) = &rules[4] else { panic!("an event rule") };
         assert_eq!(d.required_values("eventName"), Some(vec!["deletetrail".into(), "stoplogging".into()]));
+    }
+
+    #[test]
+    fn sigma_1_aggregations_become_correlations() {
+        let file = r#"
+title: Secret harvesting
+id: harvest
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection: {eventSource: secretsmanager.amazonaws.com, eventName: GetSecretValue}
+    condition: selection | count() by userIdentity.arn > 20
+    timeframe: 5m
+---
+title: Discovery
+id: discovery
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection: {eventName|startswith: Describe}
+    condition: selection | count(eventName) by userIdentity.arn >= 6
+"#;
+        let rules: Vec<Rule> = load(file, "t.yml").into_iter().map(Result::unwrap).collect();
+        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["harvest#events", "harvest", "discovery#events", "discovery"]);
+        let correlation = |r: &Rule| match &r.body {
+            RuleBody::Correlation(c) => c.clone(),
+            RuleBody::Event(_) => panic!("{} is an event rule", r.id),
+        };
+        assert_eq!(
+            correlation(&rules[1]),
+            Correlation {
+                kind: CorrelationKind::EventCount,
+                rules: vec!["harvest#events".into()],
+                group_by: vec!["userIdentity.arn".into()],
+                timespan_secs: 300,
+                threshold: Some(Threshold { min: Some(21), max: None }),
+                field: None,
+                generate: false,
+            }
+        );
+        let discovery = correlation(&rules[3]);
+        assert_eq!(
+            (discovery.kind, discovery.field.as_deref(), discovery.timespan_secs, discovery.threshold),
+            (
+                CorrelationKind::ValueCount,
+                Some("eventName"),
+                DEFAULT_AGGREGATION_SECS,
+                Some(Threshold { min: Some(6), max: None })
+            )
+        );
+        for (condition, want) in [
+            ("selection | count() by a < 5", "only lower bounds"),
+            ("selection | sum(bytes) by a > 5", "unsupported aggregation"),
+            ("selection | count() by a > many", "unsupported aggregation"),
+        ] {
+            let text = format!(
+                "title: t\nid: x\nlogsource: {{product: aws, service: cloudtrail}}\ndetection:\n  selection: {{a: b}}\n  condition: {condition}\n"
+            );
+            let err = load(&text, "t.yml").remove(0).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(want), "{condition}: {err}");
+        }
     }
 
     #[test]
