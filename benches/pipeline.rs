@@ -7,12 +7,15 @@
 //! the SQS consumer over in-process queue and objects, to compare with replay. Targets are in README.md.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use trailwatch::alert::stage::Alerting;
 use trailwatch::config::Config;
 use trailwatch::decode::decode_into;
+use trailwatch::detect::ruleset::RuleSet;
 use trailwatch::intake::memory::{self, MemoryObjects, MemoryQueue};
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::Parser;
@@ -162,6 +165,65 @@ fn stages(c: &mut Criterion) {
     }
     group.finish();
 
+    // Rules on the replay path: off, the built-ins, and the built-ins plus SigmaHQ's AWS rules (a directory named by
+    // TRAILWATCH_BENCH_SIGMA_DIR, e.g. a checkout's rules/cloud/aws) or, without it, a generated stand-in of the same
+    // shapes and size (see `sigmahq_standin`).
+    let builtin = Arc::new(RuleSet::load(true, &[]).0);
+    let with_sigma = {
+        let standin = tempfile::tempdir().unwrap();
+        let dir = match std::env::var_os("TRAILWATCH_BENCH_SIGMA_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                std::fs::write(standin.path().join("standin.yml"), sigmahq_standin(140)).unwrap();
+                standin.path().to_owned()
+            }
+        };
+        let (set, errors) = RuleSet::load(true, &[dir]);
+        eprintln!("rules: built-in + sigma: {} loaded, {} not loaded", set.rules().len(), errors.len());
+        Arc::new(set)
+    };
+    let mut group = c.benchmark_group("rules");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::ElementsAndBytes { elements: corpus.records, bytes: corpus.json_bytes });
+    for (name, rules) in [("off", None), ("builtin", Some(builtin)), ("builtin_and_sigmahq", Some(with_sigma))] {
+        group.bench_function(format!("replay_2_threads/{name}"), |b| {
+            b.iter_batched(
+                || tempfile::tempdir().unwrap(),
+                |dir| {
+                    let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+                    let alerting = rules.as_ref().map(|rules| {
+                        Alerting::new(Arc::clone(rules), Arc::new(Vec::new()), 3600, &[], &store).unwrap()
+                    });
+                    let metrics = Metrics::new();
+                    let stop = AtomicBool::new(false);
+                    let ctx = RunContext {
+                        threads: 2,
+                        limits: LIMITS,
+                        batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
+                        metrics: &metrics,
+                        stop: &stop,
+                        flush_when_starved: None,
+                        alerting: alerting.as_ref(),
+                    };
+                    let summary = pipeline::run(
+                        pipeline::Jobs::Local(&corpus.jobs),
+                        &ctx,
+                        &mut store,
+                        &Applied::default(),
+                        &mut |_: &Summary| {},
+                    )
+                    .unwrap();
+                    assert_eq!(summary.counts.records, corpus.records);
+                    dir
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+
     // The SQS intake over in-process doubles: notifications → fetch → parse → commit → delete, same files, same
     // two workers as `replay/end_to_end/2_threads`; the difference is the intake's overhead.
     let mut objects = MemoryObjects::default();
@@ -204,6 +266,64 @@ fn stages(c: &mut Criterion) {
         );
     });
     group.finish();
+}
+
+/// `n` rules in the shapes SigmaHQ's AWS CloudTrail rules take (counted from rules/cloud/aws): mostly
+/// `eventSource` + a list of `eventName`s (indexed), some with a `userAgent` or `requestParameters|contains` filter;
+/// a few that name no `eventName` and so run on every event (`eventName|startswith`, `userIdentity.arn|re`,
+/// `userAgent|contains`); a few aggregations. Some event names are common in the corpus, most are rare.
+fn sigmahq_standin(n: usize) -> String {
+    const NAMES: &[(&str, &str)] = &[
+        ("ec2.amazonaws.com", "CreateVpcPeeringConnection"),
+        ("ec2.amazonaws.com", "DisableEbsEncryptionByDefault"),
+        ("ec2.amazonaws.com", "ModifyInstanceAttribute"),
+        ("ec2.amazonaws.com", "ImportKeyPair"),
+        ("ec2.amazonaws.com", "DescribeInstances"),
+        ("ec2.amazonaws.com", "RunInstances"),
+        ("iam.amazonaws.com", "CreateUser"),
+        ("iam.amazonaws.com", "DeleteSAMLProvider"),
+        ("iam.amazonaws.com", "UpdateAssumeRolePolicy"),
+        ("iam.amazonaws.com", "CreatePolicyVersion"),
+        ("iam.amazonaws.com", "GetUser"),
+        ("s3.amazonaws.com", "PutBucketVersioning"),
+        ("s3.amazonaws.com", "DeleteBucket"),
+        ("s3.amazonaws.com", "ListBuckets"),
+        ("s3.amazonaws.com", "GetObject"),
+        ("secretsmanager.amazonaws.com", "GetSecretValue"),
+        ("secretsmanager.amazonaws.com", "BatchGetSecretValue"),
+        ("ssm.amazonaws.com", "SendCommand"),
+        ("lambda.amazonaws.com", "UpdateFunctionConfiguration20150331v2"),
+        ("lambda.amazonaws.com", "CreateFunctionUrlConfig20211031"),
+        ("rds.amazonaws.com", "RestoreDBInstanceFromDBSnapshot"),
+        ("rds.amazonaws.com", "ModifyDBInstance"),
+        ("sts.amazonaws.com", "GetSessionToken"),
+        ("sts.amazonaws.com", "AssumeRole"),
+        ("kms.amazonaws.com", "ImportKeyMaterial"),
+        ("bedrock.amazonaws.com", "DeleteModelInvocationLoggingConfiguration"),
+        ("route53domains.amazonaws.com", "TransferDomainToAnotherAwsAccount"),
+        ("eks.amazonaws.com", "CreateCluster"),
+        ("elasticfilesystem.amazonaws.com", "DeleteFileSystem"),
+        ("dynamodb.amazonaws.com", "DeleteTable"),
+    ];
+    let mut out = String::new();
+    for i in 0..n {
+        let (source, name) = NAMES[i % NAMES.len()];
+        let (_, other) = NAMES[(i * 7 + 3) % NAMES.len()];
+        let detection = match i % 20 {
+            // Rules that any event could match: they run on every record.
+            0 => "    selection:\n        eventName|startswith: [Create, Delete, Put]\n    filter:\n        userAgent|contains: terraform\n    condition: selection and not filter\n".to_owned(),
+            1 => "    selection:\n        userIdentity.arn|re: '.+:assumed-role/aws:.+'\n    filter:\n        - eventSource: ssm.amazonaws.com\n        - sourceIPAddress: AWS Internal\n    condition: selection and not 1 of filter*\n".to_owned(),
+            2 => format!("    selection:\n        userAgent|contains: ['tool-{i}', 'scanner-{i}']\n    condition: selection\n"),
+            3 => format!("    selection:\n        eventSource: {source}\n        eventName: {name}\n    condition: selection | count() by userIdentity.arn > 20\n    timeframe: 5m\n"),
+            4 | 5 => format!("    selection:\n        eventSource: {source}\n        eventName: {name}\n    filter:\n        requestParameters|contains: '\"value-{i}\"'\n    condition: selection and filter\n"),
+            6..=8 => format!("    selection:\n        eventSource: {source}\n        eventName: [{name}, {other}]\n    filter_ua:\n        userAgent|contains: 'Jersey/{i}'\n    condition: selection and not 1 of filter_*\n"),
+            _ => format!("    selection:\n        eventSource: {source}\n        eventName:\n            - {name}\n            - {other}\n    condition: selection\n"),
+        };
+        out.push_str(&format!(
+            "title: Stand-in rule {i}\nid: standin-{i}\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n{detection}level: medium\n---\n"
+        ));
+    }
+    out
 }
 
 criterion_group!(benches, stages);

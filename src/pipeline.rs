@@ -420,7 +420,9 @@ pub fn run(
         for _ in 0..threads {
             let tx = tx.clone();
             let (next, pending, jobs, starved) = (&next, &pending, &jobs, &starved);
-            scope.spawn(move || {
+            // Named, so that `top -H` and profiles tell workers from the committer (the calling thread).
+            let worker_thread = std::thread::Builder::new().name("tw-worker".into());
+            let spawned = worker_thread.spawn_scoped(scope, move || {
                 let mut worker = Worker::with_rules(ctx.alerting.map(|a| a.rules.clone()));
                 let mut unit = Unit::default();
                 while !ctx.stop.load(Ordering::Relaxed) {
@@ -499,6 +501,10 @@ pub fn run(
                     let _ = tx.send(Message::Unit(unit));
                 }
             });
+            // Spawning fails only when the OS is out of threads; fewer workers still do all the work.
+            if let Err(err) = spawned {
+                tracing::error!("cannot start a worker thread: {err}");
+            }
         }
         drop(tx);
         let res = committer.drain(&rx, observer);

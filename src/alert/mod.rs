@@ -10,6 +10,9 @@ pub mod deliver;
 pub mod sink;
 pub mod stage;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -120,13 +123,7 @@ pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
     let account = m.account_id.as_deref().unwrap_or("");
     let fingerprint = digest(&[&rule.id, &m.principal, account], 16);
     let id = digest(&[&fingerprint, &bucket(m.time, dedup_secs).to_string()], 16);
-    let mut summary = format!("{}: {} called {}", rule.title, m.principal, m.event_name);
-    if let Some(ip) = &m.source_ip {
-        summary.push_str(&format!(" from {ip}"));
-    }
-    if let Some(region) = &m.region {
-        summary.push_str(&format!(" in {region}"));
-    }
+    let summary = summary(&rule.title, m);
     Alert {
         id,
         fingerprint,
@@ -154,29 +151,16 @@ pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
 /// What a batch's matches amount to.
 #[derive(Debug, Default)]
 pub struct Planned {
-    /// New or merging alerts, one per id, with how they merge.
+    /// New or merging alerts, one per id (sorted by id), with how they merge.
     pub alerts: Vec<(Alert, Merge)>,
     /// Matches per rule id and mode, for the metrics.
     pub matches: Vec<(String, Mode, u64)>,
 }
 
-impl Planned {
-    pub fn add(&mut self, alert: Alert, merge: Merge) {
-        match self.alerts.iter_mut().find(|(a, _)| a.id == alert.id) {
-            Some((mine, _)) => mine.merge(alert, merge),
-            None => self.alerts.push((alert, merge)),
-        }
-    }
-
-    fn count(&mut self, rule: &str, mode: Mode) {
-        match self.matches.iter_mut().find(|(r, m, _)| r == rule && *m == mode) {
-            Some((_, _, n)) => *n += 1,
-            None => self.matches.push((rule.to_owned(), mode, 1)),
-        }
-    }
-}
-
 /// Turns one batch's event-rule matches into alerts (dry-run rules only count) and feeds correlations.
+///
+/// Matches of one rule, subject and dedup bucket fold into one alert before any hashing or formatting, so a
+/// noisy rule costs one alert's work per batch, not one per event.
 pub fn plan(
     rules: &RuleSet,
     matches: &[Match],
@@ -184,23 +168,83 @@ pub fn plan(
     correlator: &mut correlate::Correlator,
     planned: &mut Planned,
 ) {
+    let mut counts: HashMap<(u32, Mode), u64> = HashMap::new();
+    let mut groups: HashMap<(u32, &str, Option<&str>, i64), Alert> = HashMap::new();
     for m in matches {
-        let rule = rules.rule(m.rule);
         let mode = rules.mode(m.rule);
-        planned.count(&rule.id, mode);
-        if mode == Mode::Live && rules.alerting(m.rule) {
-            planned.add(from_match(rules, m, dedup_secs), Merge::Sum);
+        *counts.entry((m.rule, mode)).or_default() += 1;
+        if mode != Mode::Live || !rules.alerting(m.rule) {
+            continue;
         }
+        let key = (m.rule, m.principal.as_str(), m.account_id.as_deref(), bucket(m.time, dedup_secs));
+        match groups.entry(key) {
+            Entry::Occupied(mut alert) => fold_match(alert.get_mut(), m),
+            Entry::Vacant(slot) => {
+                slot.insert(from_match(rules, m, dedup_secs));
+            }
+        }
+    }
+    let mut alerts: HashMap<String, (Alert, Merge)> = HashMap::with_capacity(groups.len());
+    let mut add = |mut alert: Alert, merge: Merge| {
+        alert.event_ids.sort_unstable();
+        alert.event_ids.dedup();
+        alert.event_ids.truncate(MAX_EVENT_IDS);
+        match alerts.entry(alert.id.clone()) {
+            Entry::Occupied(mut mine) => mine.get_mut().0.merge(alert, merge),
+            Entry::Vacant(slot) => {
+                slot.insert((alert, merge));
+            }
+        }
+    };
+    for alert in groups.into_values() {
+        add(alert, Merge::Sum);
     }
     for alert in correlator.observe(rules, matches, dedup_secs) {
         let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
         let mode = rules.mode(index);
-        planned.count(&alert.rule, mode);
+        *counts.entry((index, mode)).or_default() += 1;
         if mode == Mode::Live {
-            planned.add(alert, Merge::Max);
+            add(alert, Merge::Max);
         }
     }
+    planned.alerts = alerts.into_values().collect();
     planned.alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    planned.matches = counts.into_iter().map(|((rule, mode), n)| (rules.rule(rule).id.clone(), mode, n)).collect();
+    planned.matches.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// Folds one more match of the same rule, subject and bucket into its alert (as [`Alert::merge`] would, without
+/// building a second alert).
+fn fold_match(alert: &mut Alert, m: &Match) {
+    alert.count += 1;
+    alert.first_seen = alert.first_seen.min(m.time);
+    if let Some(id) = &m.event_id
+        && alert.event_ids.len() < 4 * MAX_EVENT_IDS
+    {
+        alert.event_ids.push(id.clone());
+    }
+    if (m.time, &m.source_ip, &m.region, &m.user_agent)
+        > (alert.event_time, &alert.source_ip, &alert.region, &alert.user_agent)
+    {
+        alert.event_time = m.time;
+        alert.source_ip.clone_from(&m.source_ip);
+        alert.region.clone_from(&m.region);
+        alert.user_agent.clone_from(&m.user_agent);
+        alert.summary = summary(&alert.title, m);
+    }
+}
+
+fn summary(title: &str, m: &Match) -> String {
+    let mut summary = format!("{title}: {} called {}", m.principal, m.event_name);
+    if let Some(ip) = &m.source_ip {
+        summary.push_str(" from ");
+        summary.push_str(ip);
+    }
+    if let Some(region) = &m.region {
+        summary.push_str(" in ");
+        summary.push_str(region);
+    }
+    summary
 }
 
 /// The alert `trailwatch alerts test` sends: clearly a test, with an id unique to the second it was made.

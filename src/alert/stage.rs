@@ -109,7 +109,7 @@ impl Alerting {
     pub fn committed(&self, write: &AlertWrite, outcome: &WriteOutcome, metrics: &Metrics) {
         for ((alert, _, sinks), new) in write.alerts.iter().zip(&outcome.new) {
             if *new {
-                tracing::info!(rule = %alert.rule, alert = %alert.id, severity = alert.severity.as_str(), sinks = sinks.len(), "alert raised");
+                tracing::debug!(rule = %alert.rule, alert = %alert.id, severity = alert.severity.as_str(), sinks = sinks.len(), "alert raised");
                 metrics.alerts_raised.with_label_values(&[alert.severity.as_str()]).inc();
             } else {
                 tracing::debug!(rule = %alert.rule, alert = %alert.id, "alert merged into one already raised");
@@ -117,6 +117,7 @@ impl Alerting {
         }
         metrics.alerts_deduplicated.inc_by(outcome.merged());
         if outcome.raised() > 0 {
+            tracing::info!(raised = outcome.raised(), merged = outcome.merged(), "alerts raised");
             self.wake.notify_one();
         }
     }

@@ -24,6 +24,15 @@ enum Atom {
 pub struct Pattern {
     atoms: Vec<Atom>,
     cased: bool,
+    /// A value without wildcards (the common case) is matched as bytes: equality, prefix, suffix or substring.
+    literal: Option<Literal>,
+}
+
+/// A wildcard-free value: ASCII when matched case-insensitively, so that byte-wise ASCII folding is exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Literal {
+    needle: Box<[u8]>,
+    anchor: Anchor,
 }
 
 /// Case folding used on both sides: one lowercase character per character.
@@ -62,7 +71,24 @@ impl Pattern {
         }
         // Adjacent runs are one run; keeping one makes backtracking cheaper.
         atoms.dedup_by(|a, b| *a == Atom::AnyRun && *b == Atom::AnyRun);
-        Pattern { atoms, cased }
+        let inner = match anchor {
+            Anchor::Whole => &atoms[..],
+            Anchor::Contains => &atoms[1..atoms.len() - 1],
+            Anchor::StartsWith => &atoms[..atoms.len() - 1],
+            Anchor::EndsWith => &atoms[1..],
+        };
+        let text: Option<String> = inner.iter().map(|a| if let Atom::Char(c) = a { Some(*c) } else { None }).collect();
+        // `contains` of "" is an `AnyRun` alone, which the general path handles.
+        let literal = text
+            .filter(|t| (cased || t.is_ascii()) && !(t.is_empty() && anchor == Anchor::Contains))
+            .map(|t| Literal { needle: t.into_bytes().into_boxed_slice(), anchor });
+        Pattern { atoms, cased, literal }
+    }
+
+    /// The needle of a wildcard-free, case-insensitive `contains` value (folded, ASCII): several of them in one
+    /// field test are searched for together.
+    pub fn contains_needle(&self) -> Option<&[u8]> {
+        self.literal.as_ref().filter(|l| l.anchor == Anchor::Contains && !self.cased).map(|l| &*l.needle)
     }
 
     /// The one value this pattern matches (case-folded unless cased), when it has no wildcard: what the rule
@@ -76,6 +102,13 @@ impl Pattern {
     }
 
     pub fn matches(&self, text: &str) -> bool {
+        if let Some(literal) = &self.literal {
+            return literal.matches(text.as_bytes(), self.cased);
+        }
+        self.matches_wildcards(text)
+    }
+
+    fn matches_wildcards(&self, text: &str) -> bool {
         let (atoms, bytes) = (&self.atoms, text);
         let (mut p, mut t) = (0usize, 0usize);
         // The last `*` seen, and where in the text its run currently ends.
@@ -109,6 +142,27 @@ impl Pattern {
             t = star_t + swallowed;
         }
         atoms[p..].iter().all(|a| *a == Atom::AnyRun)
+    }
+}
+
+impl Literal {
+    fn matches(&self, text: &[u8], cased: bool) -> bool {
+        let n = self.needle.len();
+        let eq = |a: &[u8]| if cased { a == &*self.needle } else { a.eq_ignore_ascii_case(&self.needle) };
+        match self.anchor {
+            Anchor::Whole => text.len() == n && eq(text),
+            Anchor::StartsWith => text.get(..n).is_some_and(eq),
+            Anchor::EndsWith => text.len() >= n && eq(&text[text.len() - n..]),
+            Anchor::Contains if cased => memchr::memmem::find(text, &self.needle).is_some(),
+            Anchor::Contains => {
+                // Candidates are the positions of the first byte in either case.
+                let first = self.needle[0];
+                let last_start = text.len().saturating_sub(n);
+                memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), text)
+                    .take_while(|&i| i <= last_start)
+                    .any(|i| text.len() >= i + n && eq(&text[i..i + n]))
+            }
+        }
     }
 }
 
@@ -159,6 +213,8 @@ mod tests {
         for (value, anchor, cased, text, expected) in cases {
             let pattern = Pattern::new(value, *anchor, *cased);
             assert_eq!(pattern.matches(text), *expected, "{value:?} {anchor:?} cased={cased} vs {text:?}");
+            // The literal fast path and the general matcher agree.
+            assert_eq!(pattern.matches_wildcards(text), *expected, "general path: {value:?} {anchor:?} vs {text:?}");
         }
     }
 

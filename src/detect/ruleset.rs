@@ -58,7 +58,7 @@ impl std::fmt::Display for LoadError {
 }
 
 /// What a rule does when it matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Raises alerts.
     Live,

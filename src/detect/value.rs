@@ -18,6 +18,9 @@ pub enum FieldTest {
     Exists(bool),
     /// A list of values, any of which (or all of which) must match.
     Values { matchers: Vec<Matcher>, all: bool },
+    /// Several wildcard-free, case-insensitive `contains` values (`userAgent|contains: [kali, parrot, …]`), any of
+    /// which must occur: one pass over the field with an Aho-Corasick automaton instead of one scan per value.
+    AnyContains(aho_corasick::AhoCorasick),
 }
 
 #[derive(Debug, Clone)]
@@ -128,7 +131,7 @@ impl FieldTest {
                     let source = if flags.is_empty() { (*value).to_owned() } else { format!("(?{flags}){value}") };
                     return regex::Regex::new(&source)
                         .map(Matcher::Regex)
-                        .map_err(|e| ValueError::BadRegex { value: (*value).to_owned(), reason: e.to_string() });
+                        .map_err(|e| ValueError::BadRegex { value: (*value).to_owned(), reason: regex_reason(&e) });
                 }
                 if cidr {
                     return parse_cidr(value).ok_or_else(|| ValueError::BadCidr((*value).to_owned()));
@@ -136,6 +139,19 @@ impl FieldTest {
                 Ok(Matcher::Pattern(Pattern::new(value, anchor, cased)))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if !all && matchers.len() >= 2 {
+            let needles: Option<Vec<&[u8]>> =
+                matchers.iter().map(|m| if let Matcher::Pattern(p) = m { p.contains_needle() } else { None }).collect();
+            if let Some(automaton) = needles.and_then(|n| {
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                    .build(n)
+                    .ok()
+            }) {
+                return Ok(FieldTest::AnyContains(automaton));
+            }
+        }
         Ok(FieldTest::Values { matchers, all })
     }
 
@@ -160,6 +176,7 @@ impl FieldTest {
             FieldTest::Exists(expected) => value.is_some() == *expected,
             FieldTest::Values { matchers, all: true } => matchers.iter().all(|m| m.test(value, event)),
             FieldTest::Values { matchers, all: false } => matchers.iter().any(|m| m.test(value, event)),
+            FieldTest::AnyContains(automaton) => value.is_some_and(|v| automaton.is_match(v)),
         }
     }
 }
@@ -181,6 +198,13 @@ impl Matcher {
             }
         }
     }
+}
+
+/// The regex crate's error on one line: its last line says why (the lines above draw the pattern).
+fn regex_reason(err: &regex::Error) -> String {
+    let text = err.to_string();
+    let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&text);
+    last.trim().trim_start_matches("error: ").to_owned()
 }
 
 /// A field value as a literal Sigma string: wildcards and backslashes escaped.

@@ -359,3 +359,77 @@ fn a_real_alertmanager_receives_and_lists_the_alerts() {
         .collect();
     assert_eq!(theirs, ours);
 }
+
+/// Rules written in SigmaHQ's shapes (`tests/data/sigma/good`) against hand-written events, and rules trailwatch
+/// cannot honour (`tests/data/sigma/broken`), each reported with its file and reason while the rest load.
+#[test]
+fn sigma_rules_match_as_the_specification_says_and_failures_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = data("sigma/good");
+    let out = trailwatch(&["rules", "check", good.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "11 rules loaded, 0 failed\n");
+    assert!(out.status.success());
+
+    let broken = data("sigma/broken");
+    let out = trailwatch(&["rules", "check", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected = [
+        ("absence.yml", "only lower bounds are supported"),
+        ("expand.yml", "unsupported modifier `expand`"),
+        ("keywords.yml", "keyword searches (a bare list of values) are not supported"),
+        ("lookbehind.yml", "invalid regular expression"),
+        ("syntax.yml", "invalid yaml"),
+        (
+            "unknown_reference.yml",
+            "rule `b-unknown-reference`: correlation: no event rule with id or name `nothing_here`",
+        ),
+        ("windash.yml", "unsupported modifier `windash`"),
+        ("windows.yml", "logsource is not aws cloudtrail (product `windows`, service `security`)"),
+    ];
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), expected.len() + 1, "{report}");
+    for (file, reason) in expected {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("broken/{file}")) && l.contains(reason)),
+            "{file}: `{reason}` missing from\n{report}"
+        );
+    }
+    assert_eq!(lines.last(), Some(&"0 rules loaded, 8 failed"));
+
+    // The good rules (and no built-ins) over events written to hit and miss each of them.
+    let sink = tmp.path().join("alerts.jsonl");
+    let config = tmp.path().join("tw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {:?}\n[rules]\nbuiltin = false\ndirs = [{good:?}, {broken:?}]\n\
+             [[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n",
+            tmp.path().join("s.db")
+        ),
+    )
+    .unwrap();
+    ok(&trailwatch(&["--config", config.to_str().unwrap(), "replay", data("sigma-events.json").to_str().unwrap()]));
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for alert in jsonl(&sink) {
+        let mut ids: Vec<String> =
+            alert["event_ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        assert!(got.insert(alert["rule"].as_str().unwrap().to_owned(), ids).is_none(), "one alert per rule here");
+    }
+    let want: BTreeMap<String, Vec<String>> = [
+        ("t-selection-lists", &["e-peer"][..]),
+        ("t-regex-null", &["e-imds"]),
+        ("t-contains-all", &["e-policy"]),
+        ("t-aggregation", &["e-secret-1", "e-secret-2", "e-secret-3"]),
+        ("t-value-count", &["e-recon-1", "e-recon-2", "e-recon-3"]),
+        ("t-user-created", &["e-create-user"]),
+        ("t-admin-attached", &["e-attach"]),
+        ("t-temporal", &["e-attach", "e-create-user"]),
+        ("t-cidr-all", &["e-cidr", "e-cidr-v6"]),
+    ]
+    .into_iter()
+    .map(|(rule, ids)| (rule.to_owned(), ids.iter().map(|i| (*i).to_owned()).collect()))
+    .collect();
+    assert_eq!(got, want);
+}
