@@ -584,7 +584,12 @@ impl Committer<'_, '_> {
                 self.summary.read_bytes += unit.read_bytes;
                 self.summary.decoded_bytes += unit.decoded_bytes;
                 self.batch.opened.get_or_insert_with(Instant::now);
-                self.batch.delta.merge(unit.delta);
+                let mut delta = unit.delta;
+                if let Some(alerting) = self.ctx.alerting {
+                    alerting.observe(&delta.matches);
+                }
+                delta.matches = Vec::new();
+                self.batch.delta.merge(delta);
                 self.batch.counts.add(&unit.counts);
                 for (job, counts) in unit.files {
                     tracing::debug!(file = %job.location, records = counts.records, "parsed file");
@@ -599,16 +604,15 @@ impl Committer<'_, '_> {
             self.batch.opened = None;
             return Ok(());
         }
-        let mut batch = std::mem::take(&mut self.batch);
+        let batch = std::mem::take(&mut self.batch);
         let started = Instant::now();
         let entries: Vec<LedgerEntry<'_>> =
             batch.files.iter().map(|(job, counts)| LedgerEntry { key: &job.key, records: counts.records }).collect();
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let now = now_ms / 1000;
         let metrics = self.ctx.metrics;
-        let matches = std::mem::take(&mut batch.delta.matches);
         let alerts = match self.ctx.alerting {
-            Some(alerting) => alerting.prepare(&matches, now_ms, metrics),
+            Some(alerting) => alerting.take_write(now_ms, metrics),
             None => AlertWrite::default(),
         };
         match self.store.commit(&batch.delta, &entries, now, &alerts) {

@@ -6,17 +6,17 @@
 //! A window is `[end − timespan, end]` for each hit `end`; a hit is checked against every window that contains it,
 //! so files arriving out of order (backfills) still count.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::alert::{Alert, MAX_EVENT_IDS, bucket, digest};
 use crate::detect::rule::CorrelationKind;
 use crate::detect::ruleset::{Match, RuleSet};
 use crate::time::Timestamp;
 
-/// One match of a correlated rule, as kept in a window (and stored as JSON).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// One match of a correlated rule, as kept in a window (and stored, without region, IP and agent).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hit {
     pub time: Timestamp,
     /// The correlated rule that matched (its id).
@@ -30,6 +30,11 @@ pub struct Hit {
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
 }
+
+/// How far behind the newest hit of a window a late hit still counts: CloudTrail delivers most files within
+/// 15 minutes, and a backfill walks its layout in time order, so an hour covers both without keeping a noisy
+/// group's whole day in memory.
+pub const LATE_SECS: i64 = 3600;
 
 /// A window's key: the correlation rule's id and the group-by values.
 pub type WindowKey = (String, String);
@@ -78,7 +83,7 @@ impl Correlator {
     /// Adds the matches' correlation hits and returns an alert for every window that now satisfies its condition.
     pub fn observe(&mut self, rules: &RuleSet, matches: &[Match], dedup_secs: i64) -> Vec<Alert> {
         // Per touched window: the earliest and latest new hit.
-        let mut touched: HashMap<(u32, String), (Timestamp, Timestamp)> = HashMap::new();
+        let mut touched: HashMap<(u32, String), (Timestamp, Timestamp)> = HashMap::default();
         for m in matches {
             for h in &m.hits {
                 let correlation = rules.rule(h.correlation);
@@ -143,6 +148,8 @@ impl Correlator {
             if let Some((start, last, measure)) = best {
                 let hits = &window[start..last];
                 let latest = hits.last().expect("a satisfied window has hits");
+                // Stored hits come back without their context; the newest hit that has it speaks for the window.
+                let context = hits.iter().rev().find(|h| h.source_ip.is_some() || h.region.is_some()).unwrap_or(latest);
                 let fingerprint = digest(&[&rule.id, &group], 16);
                 let id = digest(&[&fingerprint, &bucket(latest.time, dedup_secs.max(span)).to_string()], 16);
                 let mut event_ids: Vec<String> = hits.iter().filter_map(|h| h.event_id.clone()).collect();
@@ -166,9 +173,9 @@ impl Correlator {
                     severity: rule.level,
                     principal: latest.principal.clone(),
                     account_id: latest.account_id.clone(),
-                    region: latest.region.clone(),
-                    source_ip: latest.source_ip.clone(),
-                    user_agent: latest.user_agent.clone(),
+                    region: context.region.clone(),
+                    source_ip: context.source_ip.clone(),
+                    user_agent: context.user_agent.clone(),
                     event_ids,
                     event_time: latest.time,
                     first_seen: hits[0].time,
@@ -186,14 +193,13 @@ impl Correlator {
                             .collect::<serde_json::Map<_, _>>(),
                         "measure": measure,
                         "timespan_secs": span,
-                        "description": rule.description,
                     }),
                 });
             }
-            // Keep two timespans behind the newest hit: enough for late files to still meet their window.
+            // Keep what late files may still need: two timespans, and at least LATE_SECS, behind the newest hit.
             let window = self.windows.get_mut(&key).expect("touched");
             let newest = window.last().map_or(Timestamp::MIN, |h| h.time);
-            let cutoff = newest.saturating_sub(2 * span);
+            let cutoff = newest.saturating_sub((2 * span).max(LATE_SECS));
             let keep_from = window.partition_point(|h| h.time < cutoff);
             if keep_from > 0 {
                 window.drain(..keep_from);
@@ -201,5 +207,93 @@ impl Correlator {
             }
         }
         alerts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::ruleset::CorrelationHit;
+
+    const RULES: &str = r#"
+title: Denied
+id: denied
+logsource: {product: aws, service: cloudtrail}
+detection: {selection: {errorCode: AccessDenied}, condition: selection}
+---
+title: Burst of denied calls
+id: burst
+correlation: {type: event_count, rules: denied, group-by: [principal], timespan: 10m, condition: {gte: 3}}
+level: high
+"#;
+
+    fn rules() -> RuleSet {
+        let rules = crate::detect::rule::load(RULES, "t.yml").into_iter().map(Result::unwrap).collect();
+        RuleSet::build(rules).0
+    }
+
+    fn hit(rules: &RuleSet, principal: &str, minute: i64, id: &str) -> Match {
+        let burst = rules.index_of("burst").unwrap();
+        Match {
+            rule: rules.index_of("denied").unwrap(),
+            time: 1_790_000_000 + minute * 60,
+            event_id: Some(id.to_owned()),
+            event_name: "ListUsers".into(),
+            principal: principal.into(),
+            account_id: Some("1".into()),
+            region: Some("eu-west-1".into()),
+            source_ip: Some("198.51.100.1".into()),
+            user_agent: None,
+            hits: vec![CorrelationHit { correlation: burst, group: principal.into(), value: None }],
+        }
+    }
+
+    /// `(principal, count, event ids)` of the alerts, by id.
+    fn summary(alerts: Vec<Alert>) -> Vec<(String, String, u64, Vec<String>)> {
+        let mut out: Vec<_> = alerts.into_iter().map(|a| (a.id, a.principal, a.count, a.event_ids)).collect();
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0 && a.2 <= b.2);
+        out
+    }
+
+    #[test]
+    fn windows_count_in_event_time_whatever_the_order_and_across_restarts() {
+        let rules = rules();
+        let events = [
+            hit(&rules, "alice", 0, "a1"),
+            hit(&rules, "alice", 4, "a2"),
+            hit(&rules, "bob", 5, "b1"),
+            hit(&rules, "alice", 9, "a3"),
+            hit(&rules, "bob", 30, "b2"),
+            hit(&rules, "bob", 45, "b3"),
+            hit(&rules, "alice", 25, "a4"),
+        ];
+        // All at once: alice has 3 within 10 minutes, bob never does.
+        let mut all = Correlator::default();
+        let once = summary(all.observe(&rules, &events, 3600));
+        assert_eq!(once.len(), 1, "{once:?}");
+        assert_eq!(
+            (once[0].1.as_str(), once[0].2, once[0].3.clone()),
+            ("alice", 3, vec!["a1".into(), "a2".into(), "a3".into()])
+        );
+        // Reversed, one event per batch (a backfill of files out of order): the same alert, same id.
+        let mut reversed = Correlator::default();
+        let mut got = Vec::new();
+        for e in events.iter().rev() {
+            got.extend(reversed.observe(&rules, std::slice::from_ref(e), 3600));
+        }
+        assert_eq!(summary(got), once);
+        // Half, then a restart from what the store holds, then the rest.
+        let mut first = Correlator::default();
+        let mut got = first.observe(&rules, &events[..2], 3600);
+        let stored = first.take_changes();
+        let kept: Vec<(WindowKey, Hit)> = stored
+            .added
+            .into_iter()
+            .filter(|(k, h)| !stored.pruned.iter().any(|(pk, cut)| pk == k && h.time < *cut))
+            .collect();
+        let mut restarted = Correlator::from_hits(kept);
+        got.extend(restarted.observe(&rules, &events[2..], 3600));
+        assert_eq!(summary(got), once);
     }
 }

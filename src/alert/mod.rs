@@ -10,8 +10,9 @@ pub mod deliver;
 pub mod sink;
 pub mod stage;
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -140,27 +141,52 @@ pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
         first_seen: m.time,
         count: 1,
         summary,
-        details: serde_json::json!({
-            "event_name": m.event_name,
-            "description": rule.description,
-            "origin": rule.origin,
-        }),
+        details: serde_json::json!({ "event_name": m.event_name, "origin": rule.origin }),
     }
 }
 
-/// What a batch's matches amount to.
+/// Matches of one rule (by id) in one mode.
+pub type RuleCount = (String, Mode, u64);
+
+/// What a batch's matches amount to so far: built unit by unit as workers hand them over (so the work overlaps
+/// with parsing), taken whole when the batch commits.
 #[derive(Debug, Default)]
 pub struct Planned {
-    /// New or merging alerts, one per id (sorted by id), with how they merge.
-    pub alerts: Vec<(Alert, Merge)>,
-    /// Matches per rule id and mode, for the metrics.
-    pub matches: Vec<(String, Mode, u64)>,
+    /// New or merging alerts by id, with how they merge.
+    alerts: HashMap<String, (Alert, Merge)>,
+    /// Matches per rule and mode, for the metrics.
+    counts: HashMap<(u32, Mode), u64>,
 }
 
-/// Turns one batch's event-rule matches into alerts (dry-run rules only count) and feeds correlations.
+impl Planned {
+    fn add(&mut self, mut alert: Alert, merge: Merge) {
+        alert.event_ids.sort_unstable();
+        alert.event_ids.dedup();
+        alert.event_ids.truncate(MAX_EVENT_IDS);
+        match self.alerts.entry(alert.id.clone()) {
+            Entry::Occupied(mut mine) => mine.get_mut().0.merge(alert, merge),
+            Entry::Vacant(slot) => {
+                slot.insert((alert, merge));
+            }
+        }
+    }
+
+    /// The alerts sorted by id, and the match counts per rule id and mode.
+    pub fn finish(self, rules: &RuleSet) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
+        let mut alerts: Vec<_> = self.alerts.into_values().collect();
+        alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        let mut counts: Vec<_> =
+            self.counts.into_iter().map(|((rule, mode), n)| (rules.rule(rule).id.clone(), mode, n)).collect();
+        counts.sort_by(|a, b| a.0.cmp(&b.0));
+        (alerts, counts)
+    }
+}
+
+/// Adds one unit's event-rule matches to `planned`: alerts for live rules (dry-run rules only count), and
+/// correlation hits, with an alert for every correlation whose condition now holds.
 ///
 /// Matches of one rule, subject and dedup bucket fold into one alert before any hashing or formatting, so a
-/// noisy rule costs one alert's work per batch, not one per event.
+/// noisy rule costs one alert's work per unit, not one per event.
 pub fn plan(
     rules: &RuleSet,
     matches: &[Match],
@@ -168,11 +194,10 @@ pub fn plan(
     correlator: &mut correlate::Correlator,
     planned: &mut Planned,
 ) {
-    let mut counts: HashMap<(u32, Mode), u64> = HashMap::new();
-    let mut groups: HashMap<(u32, &str, Option<&str>, i64), Alert> = HashMap::new();
+    let mut groups: HashMap<(u32, &str, Option<&str>, i64), Alert> = HashMap::default();
     for m in matches {
         let mode = rules.mode(m.rule);
-        *counts.entry((m.rule, mode)).or_default() += 1;
+        *planned.counts.entry((m.rule, mode)).or_default() += 1;
         if mode != Mode::Live || !rules.alerting(m.rule) {
             continue;
         }
@@ -184,33 +209,17 @@ pub fn plan(
             }
         }
     }
-    let mut alerts: HashMap<String, (Alert, Merge)> = HashMap::with_capacity(groups.len());
-    let mut add = |mut alert: Alert, merge: Merge| {
-        alert.event_ids.sort_unstable();
-        alert.event_ids.dedup();
-        alert.event_ids.truncate(MAX_EVENT_IDS);
-        match alerts.entry(alert.id.clone()) {
-            Entry::Occupied(mut mine) => mine.get_mut().0.merge(alert, merge),
-            Entry::Vacant(slot) => {
-                slot.insert((alert, merge));
-            }
-        }
-    };
     for alert in groups.into_values() {
-        add(alert, Merge::Sum);
+        planned.add(alert, Merge::Sum);
     }
     for alert in correlator.observe(rules, matches, dedup_secs) {
         let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
         let mode = rules.mode(index);
-        *counts.entry((index, mode)).or_default() += 1;
+        *planned.counts.entry((index, mode)).or_default() += 1;
         if mode == Mode::Live {
-            add(alert, Merge::Max);
+            planned.add(alert, Merge::Max);
         }
     }
-    planned.alerts = alerts.into_values().collect();
-    planned.alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    planned.matches = counts.into_iter().map(|((rule, mode), n)| (rules.rule(rule).id.clone(), mode, n)).collect();
-    planned.matches.sort_by(|a, b| a.0.cmp(&b.0));
 }
 
 /// Folds one more match of the same rule, subject and bucket into its alert (as [`Alert::merge`] would, without

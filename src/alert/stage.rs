@@ -20,6 +20,8 @@ pub struct Alerting {
     dedup_secs: i64,
     suppress: Vec<CompiledSuppression>,
     correlator: Mutex<Correlator>,
+    /// The open batch's alerts so far (the committer adds each unit's matches as it arrives).
+    pending: Mutex<Planned>,
     /// Notified after a commit that raised alerts.
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -69,27 +71,41 @@ impl Alerting {
             })
             .collect();
         let correlator = Mutex::new(Correlator::from_hits(store.correlation_hits()?));
-        Ok(Alerting { rules, sinks, dedup_secs, suppress, correlator, wake: Arc::new(tokio::sync::Notify::new()) })
+        Ok(Alerting {
+            rules,
+            sinks,
+            dedup_secs,
+            suppress,
+            correlator,
+            pending: Mutex::new(Planned::default()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 
-    /// What the batch's matches write to the outbox.
-    pub fn prepare(&self, matches: &[Match], raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
-        let mut write = AlertWrite { raised_at_ms, ..AlertWrite::default() };
+    /// Adds one unit's matches to the open batch (alerts, correlation windows).
+    pub fn observe(&self, matches: &[Match]) {
         if matches.is_empty() {
-            return write;
+            return;
         }
         let mut correlator = self.correlator.lock().unwrap_or_else(|p| p.into_inner());
-        let mut planned = Planned::default();
-        plan(&self.rules, matches, self.dedup_secs, &mut correlator, &mut planned);
-        write.hits = correlator.take_changes();
-        for (rule, mode, n) in &planned.matches {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        plan(&self.rules, matches, self.dedup_secs, &mut correlator, &mut pending);
+    }
+
+    /// What the open batch writes to the outbox, suppressed and routed; the batch is closed.
+    pub fn take_write(&self, raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
+        let planned = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let hits = self.correlator.lock().unwrap_or_else(|p| p.into_inner()).take_changes();
+        let (alerts, counts) = planned.finish(&self.rules);
+        let mut write = AlertWrite { raised_at_ms, hits, ..AlertWrite::default() };
+        for (rule, mode, n) in &counts {
             let mode = match mode {
                 Mode::Live => "live",
                 Mode::DryRun => "dry_run",
             };
             metrics.rule_matches.with_label_values(&[rule, mode]).inc_by(*n);
         }
-        for (alert, merge) in planned.alerts {
+        for (alert, merge) in alerts {
             if self.suppress.iter().any(|s| s.matches(&alert)) {
                 metrics.alerts_suppressed.inc();
                 continue;
@@ -124,6 +140,7 @@ impl Alerting {
 
     /// The batch did not commit: the windows go back to what the store holds.
     pub fn rolled_back(&self, store: &Store) {
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Planned::default();
         let mut correlator = self.correlator.lock().unwrap_or_else(|p| p.into_inner());
         match store.correlation_hits() {
             Ok(hits) => *correlator = Correlator::from_hits(hits),

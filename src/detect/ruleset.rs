@@ -5,7 +5,8 @@
 //! (`crate::alert`), since a window spans files and workers.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::detect::pattern::fold;
 use crate::detect::rule::{self, Correlation, Rule, RuleBody};
@@ -75,7 +76,7 @@ pub struct RuleSet {
     /// Per rule: the correlations (indices into `rules`) that count its matches.
     feeds: Vec<Vec<u32>>,
     /// Event rules by the case-folded `eventName`s they require.
-    by_event_name: HashMap<String, Vec<u32>>,
+    by_event_name: FxHashMap<Box<str>, Vec<u32>>,
     /// Event rules that could match any `eventName`.
     unindexed: Vec<u32>,
 }
@@ -209,7 +210,7 @@ impl RuleSet {
             match detection.required_values("eventName") {
                 Some(names) => {
                     for name in names {
-                        set.by_event_name.entry(name).or_default().push(i as u32);
+                        set.by_event_name.entry(name.into_boxed_str()).or_default().push(i as u32);
                     }
                 }
                 None => set.unindexed.push(i as u32),
@@ -276,7 +277,13 @@ impl RuleSet {
         on_match: &mut dyn FnMut(u32),
     ) {
         scratch.folded.clear();
-        scratch.folded.extend(event_name.chars().map(fold));
+        if event_name.is_ascii() {
+            // CloudTrail's event names are ASCII: fold bytes, not characters.
+            scratch.folded.push_str(event_name);
+            scratch.folded.make_ascii_lowercase();
+        } else {
+            scratch.folded.extend(event_name.chars().map(fold));
+        }
         let indexed = self.by_event_name.get(scratch.folded.as_str()).map(Vec::as_slice).unwrap_or_default();
         for &i in indexed.iter().chain(&self.unindexed) {
             if let RuleBody::Event(detection) = &self.rules[i as usize].body

@@ -12,13 +12,13 @@ use crate::alert::{Alert, Merge};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
-    id TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     rule TEXT NOT NULL,
     severity TEXT NOT NULL,
     event_time INTEGER NOT NULL,
     raised_at_ms INTEGER NOT NULL,
     body TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (raised_at_ms);
 CREATE TABLE IF NOT EXISTS outbox (
     alert_id TEXT NOT NULL,
@@ -28,13 +28,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     PRIMARY KEY (alert_id, sink)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS correlation_hits (
+CREATE TABLE IF NOT EXISTS correlation_window (
     correlation TEXT NOT NULL,
     grp TEXT NOT NULL,
     time INTEGER NOT NULL,
-    hit TEXT NOT NULL
+    rule TEXT NOT NULL,
+    event_id TEXT,
+    value TEXT,
+    principal TEXT NOT NULL,
+    account_id TEXT
 );
-CREATE INDEX IF NOT EXISTS correlation_hits_by_window ON correlation_hits (correlation, grp, time);
+CREATE INDEX IF NOT EXISTS correlation_window_by_group ON correlation_window (correlation, grp, time);
 ";
 
 /// What a batch adds to the outbox and the correlation windows.
@@ -96,13 +100,25 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
             }
         }
     }
-    let mut insert_hit =
-        tx.prepare_cached("INSERT INTO correlation_hits (correlation, grp, time, hit) VALUES (?1, ?2, ?3, ?4)")?;
+    // Plain columns, no JSON: a noisy correlation (denied calls) adds a row per matching event.
+    let mut insert_hit = tx.prepare_cached(
+        "INSERT INTO correlation_window (correlation, grp, time, rule, event_id, value, principal, account_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
     for ((correlation, group), hit) in &write.hits.added {
-        insert_hit.execute(params![correlation, group, hit.time, to_json(hit)])?;
+        insert_hit.execute(params![
+            correlation,
+            group,
+            hit.time,
+            hit.rule,
+            hit.event_id,
+            hit.value,
+            hit.principal,
+            hit.account_id
+        ])?;
     }
     let mut prune =
-        tx.prepare_cached("DELETE FROM correlation_hits WHERE correlation = ?1 AND grp = ?2 AND time < ?3")?;
+        tx.prepare_cached("DELETE FROM correlation_window WHERE correlation = ?1 AND grp = ?2 AND time < ?3")?;
     for ((correlation, group), cutoff) in &write.hits.pruned {
         prune.execute(params![correlation, group, cutoff])?;
     }
@@ -113,20 +129,29 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("alerts serialize")
 }
 
-/// Every stored correlation hit, to rebuild the windows at start.
+/// Every stored correlation hit, to rebuild the windows at start. Region, source IP and user agent are not
+/// stored: an alert takes them from the newest hit that has them, which is one of the current batch.
 pub fn load_hits(conn: &Connection) -> rusqlite::Result<Vec<(WindowKey, Hit)>> {
-    let mut stmt = conn.prepare("SELECT correlation, grp, hit FROM correlation_hits")?;
-    let rows =
-        stmt.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get::<_, String>(2)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (key, hit) = row?;
-        // A row this version cannot read is dropped from the window rather than failing the start.
-        if let Ok(hit) = serde_json::from_str(&hit) {
-            out.push((key, hit));
-        }
-    }
-    Ok(out)
+    let mut stmt = conn.prepare(
+        "SELECT correlation, grp, time, rule, event_id, value, principal, account_id FROM correlation_window",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (r.get(0)?, r.get(1)?),
+            Hit {
+                time: r.get(2)?,
+                rule: r.get(3)?,
+                event_id: r.get(4)?,
+                value: r.get(5)?,
+                principal: r.get(6)?,
+                account_id: r.get(7)?,
+                region: None,
+                source_ip: None,
+                user_agent: None,
+            },
+        ))
+    })?;
+    rows.collect()
 }
 
 /// One alert waiting for one sink.

@@ -188,9 +188,15 @@ impl Receiver {
                         headers.insert(k.to_ascii_lowercase(), v.trim().to_owned());
                     }
                 }
-                let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+                // A connection the killed daemon opened but never wrote a request on is not a delivery either.
+                let Some(len) = headers.get("content-length").and_then(|l| l.parse::<usize>().ok()) else {
+                    continue;
+                };
                 let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap_or_default();
+                // A request cut off by the `kill -9` is not a delivery: the sender died before finishing it.
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
                 let signature = headers.get("x-trailwatch-signature").cloned().unwrap_or_default();
                 let valid = signature == format!("sha256={}", hmac_sha256_hex(secret.as_bytes(), &body));
                 let alert: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
