@@ -28,6 +28,7 @@ pub struct Config {
     pub aws: AwsSettings,
     pub rules: RulesConfig,
     pub alerts: AlertsConfig,
+    pub findings: crate::findings::FindingsConfig,
 }
 
 /// `[rules]`: which Sigma rules run, and how.
@@ -363,9 +364,9 @@ impl Config {
             }
         };
         for key in table.keys() {
-            if !["intake", "store", "pipeline", "http", "aws", "rules", "alerts"].contains(&key.as_str()) {
+            if !["intake", "store", "pipeline", "http", "aws", "rules", "alerts", "findings"].contains(&key.as_str()) {
                 problems.push(format!(
-                    "`{key}`: unknown section (expected intake, store, pipeline, http, aws, rules, alerts)"
+                    "`{key}`: unknown section (expected intake, store, pipeline, http, aws, rules, alerts, findings)"
                 ));
             }
         }
@@ -376,6 +377,10 @@ impl Config {
         let aws: RawAws = section(&table, "aws", &mut problems);
         let rules: RulesConfig = section(&table, "rules", &mut problems);
         let alerts: AlertsConfig = section(&table, "alerts", &mut problems);
+        let findings: crate::findings::FindingsConfig = section(&table, "findings", &mut problems);
+        if findings.inactive_days < 1 || findings.access_key_unused_days < 1 {
+            problems.push("`findings.inactive_days`, `findings.access_key_unused_days`: must be at least 1".into());
+        }
         check_alerts(&rules, &alerts, &mut problems);
 
         let mut check = |ok: bool, problem: &str| {
@@ -463,6 +468,7 @@ impl Config {
             },
             rules,
             alerts,
+            findings,
         })
     }
 }

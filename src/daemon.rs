@@ -81,13 +81,16 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
 
     let alerting = crate::alert::stage::setup(config, &store, true)?;
     let delivery = match &alerting {
-        Some(alerting) => Some(crate::alert::stage::Delivery::start(
-            &runtime,
-            alerting,
-            &store,
-            Arc::clone(&metrics),
-            Duration::from_secs(config.alerts.max_backoff_secs),
-        )?),
+        Some(alerting) => Some(
+            crate::alert::stage::Delivery::start(
+                &runtime,
+                alerting,
+                &store,
+                Arc::clone(&metrics),
+                Duration::from_secs(config.alerts.max_backoff_secs),
+            )?
+            .with_findings(&runtime, alerting, &store, config.findings.clone(), Arc::clone(&metrics))?,
+        ),
         None => None,
     };
     let mut spool = Spool::new(spool_config);
@@ -98,7 +101,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         metrics: &metrics,
         stop: &stop,
         flush_when_starved: None,
-        alerting: alerting.as_ref(),
+        alerting: alerting.as_deref(),
     };
     // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
     let mut scan_error: Option<String> = None;

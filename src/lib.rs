@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod fetch;
+pub mod findings;
 pub mod http;
 pub mod intake;
 pub mod metrics;

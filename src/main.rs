@@ -131,6 +131,14 @@ enum ReportCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Periodic findings at a reference time: inactive identities, unused access keys (`[findings]` thresholds).
+    Findings {
+        /// The reference time (RFC 3339 or YYYY-MM-DD); default now.
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -293,6 +301,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("sent test alert {} to {} ({})", alert.id, sink.name(), sink.config.kind.as_str());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report { what: ReportCommand::Findings { as_of, format } } => {
+            let config = load_config(&cli)?;
+            let as_of = match as_of {
+                None => time::now(),
+                Some(text) => {
+                    time::parse_rfc3339(text).or_else(|| time::parse_date(text)).ok_or_else(|| ConfigErrors {
+                        source_name: "(command line)".into(),
+                        problems: vec![format!("`--as-of`: `{text}` is not a time (RFC 3339) or a date (YYYY-MM-DD)")],
+                    })?
+                }
+            };
+            anyhow::ensure!(
+                config.store_path.exists(),
+                "state store {} does not exist: run `trailwatch replay` or `trailwatch run` first",
+                config.store_path.display()
+            );
+            let store = Store::open_reader(&config.store_path)?;
+            let findings = trailwatch::findings::compute(store.connection(), as_of, &config.findings)
+                .with_context(|| format!("reading findings from {}", store.path()))?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match format {
+                Format::Json => serde_json::to_writer_pretty(&mut out, &findings)?,
+                Format::Table => {
+                    writeln!(out, "{:<18} {:>5} {:<20} {:<60} principal", "rule", "days", "last used", "subject")?;
+                    for f in &findings {
+                        writeln!(
+                            out,
+                            "{:<18} {:>5} {:<20} {:<60} {}",
+                            f.rule, f.days_unused, f.last_used, f.subject, f.principal
+                        )?;
+                    }
+                }
+            }
+            writeln!(out)?;
+            out.flush().context("writing the report")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { what: ReportCommand::Identities { format } } => {
             let config = load_config(&cli)?;
             anyhow::ensure!(
@@ -378,7 +423,7 @@ fn replay(
         metrics: &metrics,
         stop: &stop,
         flush_when_starved: None,
-        alerting: alerting.as_ref(),
+        alerting: alerting.as_deref(),
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);

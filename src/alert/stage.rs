@@ -138,6 +138,34 @@ impl Alerting {
         }
     }
 
+    /// Raises the periodic findings at `as_of` (suppressions and routing as for rule alerts); returns how many
+    /// were new.
+    pub fn raise_findings(
+        &self,
+        conn: &mut rusqlite::Connection,
+        as_of: crate::time::Timestamp,
+        config: &crate::findings::FindingsConfig,
+        metrics: &Metrics,
+    ) -> rusqlite::Result<u64> {
+        let route = |alert: &Alert| -> Option<Vec<String>> {
+            (!self.suppress.iter().any(|s| s.matches(alert))).then(|| {
+                self.sinks
+                    .iter()
+                    .filter(|s| s.routes(&alert.rule, alert.severity))
+                    .map(|s| s.name().to_owned())
+                    .collect()
+            })
+        };
+        let new = crate::findings::raise(conn, as_of, config, &route, crate::alert::deliver::now_ms())?;
+        for severity in &new {
+            metrics.alerts_raised.with_label_values(&[severity.as_str()]).inc();
+        }
+        if !new.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(new.len() as u64)
+    }
+
     /// The batch did not commit: the windows go back to what the store holds.
     pub fn rolled_back(&self, store: &Store) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Planned::default();
@@ -151,7 +179,11 @@ impl Alerting {
 
 /// Loads the rules `[rules]` names and sets up alerting, or `None` when alerting is off. Rules that cannot be
 /// loaded are logged one by one; the others run.
-pub fn setup(config: &crate::config::Config, store: &Store, enabled: bool) -> Result<Option<Alerting>, StoreError> {
+pub fn setup(
+    config: &crate::config::Config,
+    store: &Store,
+    enabled: bool,
+) -> Result<Option<Arc<Alerting>>, StoreError> {
     if !enabled || !config.alerts.enabled {
         return Ok(None);
     }
@@ -165,13 +197,14 @@ pub fn setup(config: &crate::config::Config, store: &Store, enabled: bool) -> Re
     tracing::info!(rules = rules.rules().len(), failed = errors.len(), "rules loaded");
     let sinks = config.alerts.sinks.iter().cloned().map(Sink::new).collect();
     Alerting::new(Arc::new(rules), Arc::new(sinks), config.rules.dedup_window_secs, &config.alerts.suppress, store)
-        .map(Some)
+        .map(|a| Some(Arc::new(a)))
 }
 
-/// The deliverer running on a daemon's runtime.
+/// The deliverer, and the periodic findings, running on a daemon's runtime.
 pub struct Delivery {
     stop: crate::alert::deliver::Stop,
     handle: tokio::task::JoinHandle<()>,
+    findings: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Delivery {
@@ -191,13 +224,56 @@ impl Delivery {
         );
         let stop = crate::alert::deliver::Stop::new();
         let handle = runtime.spawn(deliverer.run(alerting.wake.clone(), stop.clone()));
-        Ok(Delivery { stop, handle })
+        Ok(Delivery { stop, handle, findings: None })
+    }
+
+    /// Also raises the periodic findings every `config.interval_secs` (on its own connection: it writes only
+    /// alerts and outbox rows, beside the committer).
+    pub fn with_findings(
+        mut self,
+        runtime: &tokio::runtime::Runtime,
+        alerting: &Arc<Alerting>,
+        store: &Store,
+        config: crate::findings::FindingsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Delivery, StoreError> {
+        if config.interval_secs == 0 {
+            return Ok(self);
+        }
+        let conn = Arc::new(Mutex::new(store.outbox_connection()?));
+        let (alerting, stop) = (Arc::clone(alerting), self.stop.clone());
+        self.findings = Some(runtime.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.interval_secs));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.wait() => return,
+                }
+                let (conn, alerting, config, metrics) =
+                    (Arc::clone(&conn), Arc::clone(&alerting), config.clone(), Arc::clone(&metrics));
+                let raised = tokio::task::spawn_blocking(move || {
+                    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    alerting.raise_findings(&mut conn, crate::time::now(), &config, &metrics)
+                })
+                .await;
+                match raised {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(raised = n, "periodic findings raised"),
+                    Ok(Err(err)) => tracing::error!("periodic findings: {err}"),
+                    Err(err) => tracing::error!("periodic findings: {err}"),
+                }
+            }
+        }));
+        Ok(self)
     }
 
     /// Stops after the pass in progress; what is left stays in the outbox for the next start.
     pub fn stop(self, runtime: &tokio::runtime::Runtime) {
         self.stop.stop();
         let _ = runtime.block_on(self.handle);
+        if let Some(findings) = self.findings {
+            let _ = runtime.block_on(findings);
+        }
     }
 }
 

@@ -439,3 +439,97 @@ fn sigma_rules_match_as_the_specification_says_and_failures_are_reported() {
     .collect();
     assert_eq!(got, want);
 }
+
+/// `report findings` against the fixtures' pinned report: at a reference time, every identity (not an AWS service
+/// or account) last seen before the threshold, and every access key last used before its threshold.
+#[test]
+fn findings_at_a_reference_time_follow_the_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    fixture_dir(&logs);
+    let state = tmp.path().join("s.db");
+    ok(&trailwatch(&["--state", state.to_str().unwrap(), "replay", "--no-alerts", logs.to_str().unwrap()]));
+    let pinned: Vec<Value> = serde_json::from_slice(&std::fs::read(data("fixtures-report.json")).unwrap()).unwrap();
+    // 2026-10-01/02 plus 120 days is 2027-01-29/30; plus 90 days, 2026-12-30/31.
+    for (as_of, inactive_days, key_days) in [("2027-01-30T00:00:00Z", 120, 90), ("2026-12-31T00:00:00Z", 120, 90)] {
+        let as_of_ts = rfc3339_secs(as_of);
+        let mut want: Vec<(String, String)> = Vec::new();
+        for identity in &pinned {
+            let kind = identity["kind"].as_str().unwrap();
+            let last_seen = rfc3339_secs(identity["last_seen"].as_str().unwrap());
+            if !["AWSService", "AWSAccount"].contains(&kind) && last_seen <= as_of_ts - inactive_days * 86_400 {
+                want.push(("inactive-identity".into(), identity["principal"].as_str().unwrap().into()));
+            }
+            for key in identity["access_keys"].as_array().unwrap() {
+                if rfc3339_secs(key["last_used"].as_str().unwrap()) <= as_of_ts - key_days * 86_400 {
+                    want.push(("access-key-unused".into(), key["id"].as_str().unwrap().into()));
+                }
+            }
+        }
+        want.sort();
+        let out = ok(&trailwatch(&[
+            "--state",
+            state.to_str().unwrap(),
+            "report",
+            "findings",
+            "--as-of",
+            as_of,
+            "--format",
+            "json",
+        ]));
+        let findings: Vec<Value> = serde_json::from_str(&out).unwrap();
+        let mut got: Vec<(String, String)> = findings
+            .iter()
+            .map(|f| (f["rule"].as_str().unwrap().into(), f["subject"].as_str().unwrap().into()))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "as of {as_of}");
+        assert!(!want.is_empty(), "the fixtures give findings as of {as_of}");
+    }
+}
+
+/// The daemon raises periodic findings once per subject, not once per tick.
+#[test]
+fn the_daemon_raises_each_finding_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    fixture_dir(&spool);
+    let (port, sink) = (free_port(), tmp.path().join("alerts.jsonl"));
+    let config = tmp.path().join("tw.toml");
+    // The fixtures are from October 2026: with one-day thresholds every identity and key is a finding now.
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {:?}\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n[rules]\nbuiltin = false\n\
+             [findings]\ninactive_days = 1\naccess_key_unused_days = 1\ninterval_secs = 1\n\
+             [[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n",
+            tmp.path().join("s.db")
+        ),
+    )
+    .unwrap();
+    let mut daemon = bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // 10 identities that are not services or accounts, and 4 keys.
+    let first = wait_for(Duration::from_secs(30), || {
+        let alerts = jsonl(&sink);
+        (alerts.len() >= 14).then_some(alerts.len())
+    });
+    // Three more ticks raise nothing new.
+    std::thread::sleep(Duration::from_millis(3500));
+    let after = jsonl(&sink);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert_eq!(first, Some(14), "{after:?}");
+    assert_eq!(after.len(), 14);
+    let rules: BTreeSet<&str> = after.iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, BTreeSet::from(["access-key-unused", "inactive-identity"]));
+}
+
+fn rfc3339_secs(text: &str) -> i64 {
+    trailwatch::time::parse_rfc3339(text).unwrap_or_else(|| panic!("{text} is RFC 3339"))
+}

@@ -1,0 +1,182 @@
+//! Periodic findings from the state, relative to a reference time: identities with no activity for
+//! `findings.inactive_days` (`inactive-identity`) and long-term access keys unused for
+//! `findings.access_key_unused_days` (`access-key-unused`).
+//!
+//! Each finding becomes an alert whose id is derived from the rule, the subject and the subject's last use, so a
+//! finding is raised once per inactivity episode: the daemon's next tick finds the same id and raises nothing,
+//! and only fresh activity followed by a new lapse raises it again.
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use crate::alert::{Alert, digest};
+use crate::detect::rule::Severity;
+use crate::time::{Timestamp, format_rfc3339};
+
+/// Rule ids of the periodic findings (part of the contract, like the built-in rules').
+pub const INACTIVE_IDENTITY: &str = "inactive-identity";
+pub const ACCESS_KEY_UNUSED: &str = "access-key-unused";
+
+/// `[findings]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FindingsConfig {
+    /// An identity with no event for this many days is inactive.
+    pub inactive_days: i64,
+    /// A long-term access key not used for this many days is unused.
+    pub access_key_unused_days: i64,
+    /// How often the daemon looks (0: never; `trailwatch report findings` still works).
+    pub interval_secs: u64,
+}
+
+impl Default for FindingsConfig {
+    fn default() -> Self {
+        FindingsConfig { inactive_days: 120, access_key_unused_days: 90, interval_secs: 3600 }
+    }
+}
+
+/// One finding. The JSON shape is what `report findings --format json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: &'static str,
+    /// The principal, or the access key id.
+    pub subject: String,
+    pub principal: String,
+    pub account_id: Option<String>,
+    pub kind: String,
+    pub last_used: String,
+    pub days_unused: i64,
+}
+
+/// Every finding at `as_of`, sorted by rule and subject. AWS services and accounts are not identities one could
+/// remove, so they are left out of `inactive-identity`.
+pub fn compute(conn: &Connection, as_of: Timestamp, config: &FindingsConfig) -> rusqlite::Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let day = 86_400;
+    let mut stmt = conn.prepare(
+        "SELECT principal, kind, account_id, last_seen FROM principals
+         WHERE last_seen <= ?1 AND kind NOT IN ('AWSService', 'AWSAccount') ORDER BY principal",
+    )?;
+    let rows = stmt.query_map([as_of - config.inactive_days * day], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+    })?;
+    for row in rows {
+        let (principal, kind, account, last_seen) = row?;
+        out.push(Finding {
+            rule: INACTIVE_IDENTITY,
+            subject: principal.clone(),
+            principal,
+            account_id: Some(account).filter(|a| !a.is_empty()),
+            kind,
+            last_used: format_rfc3339(last_seen),
+            days_unused: (as_of - last_seen) / day,
+        });
+    }
+    let mut stmt = conn.prepare(
+        "SELECT k.key_id, k.principal, coalesce(p.account_id, ''), coalesce(p.kind, ''), k.last_used
+         FROM access_keys k LEFT JOIN principals p ON p.principal = k.principal
+         WHERE k.last_used <= ?1 ORDER BY k.key_id",
+    )?;
+    let rows = stmt.query_map([as_of - config.access_key_unused_days * day], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (key, principal, account, kind, last_used) = row?;
+        out.push(Finding {
+            rule: ACCESS_KEY_UNUSED,
+            subject: key,
+            principal,
+            account_id: Some(account).filter(|a| !a.is_empty()),
+            kind,
+            last_used: format_rfc3339(last_used),
+            days_unused: (as_of - last_used) / day,
+        });
+    }
+    Ok(out)
+}
+
+/// The alert for a finding: its id depends on the rule, the subject and the last use only.
+pub fn to_alert(finding: &Finding, as_of: Timestamp) -> Alert {
+    let fingerprint = digest(&[finding.rule, &finding.subject], 16);
+    let id = digest(&[&fingerprint, &finding.last_used], 16);
+    let (title, severity, what) = match finding.rule {
+        INACTIVE_IDENTITY => ("Inactive identity", Severity::Low, "has not been used"),
+        _ => ("Unused access key", Severity::Medium, "has not been used"),
+    };
+    let last_used = crate::time::parse_rfc3339(&finding.last_used).unwrap_or(as_of);
+    Alert {
+        id,
+        fingerprint,
+        rule: finding.rule.to_owned(),
+        title: title.to_owned(),
+        severity,
+        principal: finding.principal.clone(),
+        account_id: finding.account_id.clone(),
+        region: None,
+        source_ip: None,
+        user_agent: None,
+        event_ids: Vec::new(),
+        event_time: last_used,
+        first_seen: last_used,
+        count: 1,
+        summary: format!(
+            "{title}: {} {what} for {} days (last used {})",
+            finding.subject, finding.days_unused, finding.last_used
+        ),
+        details: serde_json::json!({
+            "subject": finding.subject,
+            "kind": finding.kind,
+            "days_unused": finding.days_unused,
+            "as_of": format_rfc3339(as_of),
+        }),
+    }
+}
+
+/// Raises the findings at `as_of` as alerts (one transaction): `route` gives the sinks of an alert, or `None`
+/// when a suppression drops it. Returns the severities of the alerts that were new.
+pub fn raise(
+    conn: &mut Connection,
+    as_of: Timestamp,
+    config: &FindingsConfig,
+    route: &dyn Fn(&Alert) -> Option<Vec<String>>,
+    raised_at_ms: i64,
+) -> rusqlite::Result<Vec<Severity>> {
+    let findings = compute(conn, as_of, config)?;
+    let tx = conn.transaction()?;
+    let mut new = Vec::new();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO alerts (id, rule, severity, event_time, raised_at_ms, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut enqueue =
+            tx.prepare_cached("INSERT OR IGNORE INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, ?2, ?3)")?;
+        for finding in &findings {
+            let alert = to_alert(finding, as_of);
+            let Some(sinks) = route(&alert) else { continue };
+            let body = serde_json::to_string(&alert).expect("alerts serialize");
+            let inserted = insert.execute(params![
+                alert.id,
+                alert.rule,
+                alert.severity.as_str(),
+                alert.event_time,
+                raised_at_ms,
+                body
+            ])?;
+            if inserted == 1 {
+                new.push(alert.severity);
+                for sink in sinks {
+                    enqueue.execute(params![alert.id, sink, raised_at_ms])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(new)
+}
