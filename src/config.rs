@@ -29,6 +29,7 @@ pub struct Config {
     pub rules: RulesConfig,
     pub alerts: AlertsConfig,
     pub findings: crate::findings::FindingsConfig,
+    pub behaviour: crate::alert::behaviour::BehaviourConfig,
 }
 
 /// `[rules]`: which Sigma rules run, and how.
@@ -364,9 +365,12 @@ impl Config {
             }
         };
         for key in table.keys() {
-            if !["intake", "store", "pipeline", "http", "aws", "rules", "alerts", "findings"].contains(&key.as_str()) {
+            if !["intake", "store", "pipeline", "http", "aws", "rules", "alerts", "findings", "behaviour"]
+                .contains(&key.as_str())
+            {
                 problems.push(format!(
-                    "`{key}`: unknown section (expected intake, store, pipeline, http, aws, rules, alerts, findings)"
+                    "`{key}`: unknown section (expected intake, store, pipeline, http, aws, rules, alerts, findings, \
+                     behaviour)"
                 ));
             }
         }
@@ -378,6 +382,13 @@ impl Config {
         let rules: RulesConfig = section(&table, "rules", &mut problems);
         let alerts: AlertsConfig = section(&table, "alerts", &mut problems);
         let findings: crate::findings::FindingsConfig = section(&table, "findings", &mut problems);
+        let behaviour: crate::alert::behaviour::BehaviourConfig = section(&table, "behaviour", &mut problems);
+        if behaviour.new_region_learning_days < 0 || behaviour.key_ips_window_secs < 1 {
+            problems.push(
+                "`behaviour.new_region_learning_days` must be at least 0 and `behaviour.key_ips_window_secs` at least 1"
+                    .into(),
+            );
+        }
         if findings.inactive_days < 1 || findings.access_key_unused_days < 1 {
             problems.push("`findings.inactive_days`, `findings.access_key_unused_days`: must be at least 1".into());
         }
@@ -469,6 +480,7 @@ impl Config {
             rules,
             alerts,
             findings,
+            behaviour,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::detect::ruleset::{MatchScratch, RuleSet};
 use crate::fetch::FetchError;
 use crate::metrics::Metrics;
 use crate::parse::{ParseError, Parser, RecordCounts};
-use crate::state::outbox::AlertWrite;
+use crate::state::outbox::{AlertWrite, WriteOutcome};
 use crate::state::store::{LedgerEntry, LedgerKey, Store, StoreError};
 use crate::state::{Delta, Scratch};
 
@@ -615,10 +615,23 @@ impl Committer<'_, '_> {
             Some(alerting) => alerting.take_write(now_ms, metrics),
             None => AlertWrite::default(),
         };
-        match self.store.commit(&batch.delta, &entries, now, &alerts) {
+        let mut raised = AlertWrite::default();
+        let raise = |facts: &[crate::alert::behaviour::Fact], at_ms: i64| match self.ctx.alerting {
+            Some(alerting) => alerting.behaviour_alerts(facts, at_ms, metrics),
+            None => AlertWrite::default(),
+        };
+        let behaviour = self.ctx.alerting.map(|alerting| crate::state::store::Behaviour {
+            config: &alerting.behaviour,
+            raise: &raise,
+            raised: &mut raised,
+        });
+        match self.store.commit(&batch.delta, &entries, now, &alerts, behaviour) {
             Ok(outcome) => {
                 if let Some(alerting) = self.ctx.alerting {
-                    alerting.committed(&alerts, &outcome, metrics);
+                    // The outcome lists the rule alerts first, then the behavioural ones.
+                    let (rules, behaviour) = outcome.new.split_at(alerts.alerts.len().min(outcome.new.len()));
+                    alerting.committed(&alerts, &WriteOutcome { new: rules.to_vec() }, metrics);
+                    alerting.committed(&raised, &WriteOutcome { new: behaviour.to_vec() }, metrics);
                 }
             }
             Err(err) => {

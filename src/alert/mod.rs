@@ -5,6 +5,7 @@
 //! them afterwards. An alert's `id` depends only on its rule, subject and dedup bucket, never on when or where it
 //! was computed, so a resend after a crash carries the same id.
 
+pub mod behaviour;
 pub mod correlate;
 pub mod deliver;
 pub mod sink;

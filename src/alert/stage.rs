@@ -22,6 +22,7 @@ pub struct Alerting {
     correlator: Mutex<Correlator>,
     /// The open batch's alerts so far (the committer adds each unit's matches as it arrives).
     pending: Mutex<Planned>,
+    pub behaviour: crate::alert::behaviour::BehaviourConfig,
     /// Notified after a commit that raised alerts.
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -78,6 +79,7 @@ impl Alerting {
             suppress,
             correlator,
             pending: Mutex::new(Planned::default()),
+            behaviour: crate::alert::behaviour::BehaviourConfig::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -138,6 +140,32 @@ impl Alerting {
         }
     }
 
+    /// The behavioural facts of a batch as routed alerts (suppressed ones dropped and counted).
+    pub fn behaviour_alerts(
+        &self,
+        facts: &[crate::alert::behaviour::Fact],
+        raised_at_ms: i64,
+        metrics: &Metrics,
+    ) -> AlertWrite {
+        let mut write = AlertWrite { raised_at_ms, ..AlertWrite::default() };
+        for fact in facts {
+            let alert = crate::alert::behaviour::to_alert(fact, &self.behaviour);
+            metrics.rule_matches.with_label_values(&[&alert.rule, "live"]).inc();
+            if self.suppress.iter().any(|s| s.matches(&alert)) {
+                metrics.alerts_suppressed.inc();
+                continue;
+            }
+            let sinks = self
+                .sinks
+                .iter()
+                .filter(|s| s.routes(&alert.rule, alert.severity))
+                .map(|s| s.name().to_owned())
+                .collect();
+            write.alerts.push((alert, crate::alert::Merge::Max, sinks));
+        }
+        write
+    }
+
     /// Raises the periodic findings at `as_of` (suppressions and routing as for rule alerts); returns how many
     /// were new.
     pub fn raise_findings(
@@ -196,8 +224,15 @@ pub fn setup(
     }
     tracing::info!(rules = rules.rules().len(), failed = errors.len(), "rules loaded");
     let sinks = config.alerts.sinks.iter().cloned().map(Sink::new).collect();
-    Alerting::new(Arc::new(rules), Arc::new(sinks), config.rules.dedup_window_secs, &config.alerts.suppress, store)
-        .map(|a| Some(Arc::new(a)))
+    let mut alerting = Alerting::new(
+        Arc::new(rules),
+        Arc::new(sinks),
+        config.rules.dedup_window_secs,
+        &config.alerts.suppress,
+        store,
+    )?;
+    alerting.behaviour = config.behaviour.clone();
+    Ok(Some(Arc::new(alerting)))
 }
 
 /// The deliverer, and the periodic findings, running on a daemon's runtime.

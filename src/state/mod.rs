@@ -46,6 +46,8 @@ pub struct PrincipalDelta {
     /// Most recent session names with their last use, at most [`MAX_SESSIONS`].
     pub sessions: Vec<(String, Timestamp)>,
     pub actions: FxHashMap<Box<str>, ActionDelta>,
+    /// Regions the principal acted in, with the first time (for `new-region-for-identity`).
+    pub regions: Vec<(Box<str>, Timestamp)>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +65,13 @@ pub struct KeyDelta {
     pub principal: String,
     pub first_used: Timestamp,
     pub last_used: Timestamp,
+    /// Source IPs the key was used from, with the last time (for `access-key-from-many-ips`), at most
+    /// [`MAX_KEY_IPS`] per delta: past that the key is flagged anyway.
+    pub ips: Vec<(Box<str>, Timestamp)>,
 }
+
+/// Source IPs kept per access key in one delta.
+pub const MAX_KEY_IPS: usize = 64;
 
 /// Reusable buffers for [`Delta::apply`], so that applying an event to known keys allocates nothing.
 #[derive(Debug, Default)]
@@ -95,11 +103,18 @@ impl Delta {
         };
         principal.apply(event, &mut scratch.action);
         if let Some(key) = event.access_key {
-            match self.access_keys.get_mut(key) {
-                Some(k) => k.merge(KeyDelta::borrowed(&scratch.principal, event.time)),
-                None => {
-                    self.access_keys.insert(key.into(), KeyDelta::borrowed(&scratch.principal, event.time).owned());
+            let k = match self.access_keys.get_mut(key) {
+                Some(k) => {
+                    k.merge(KeyDelta::borrowed(&scratch.principal, event.time));
+                    k
                 }
+                None => self
+                    .access_keys
+                    .entry(key.into())
+                    .or_insert_with(|| KeyDelta::borrowed(&scratch.principal, event.time).owned()),
+            };
+            if let Some(ip) = event.source_ip {
+                note_last(&mut k.ips, ip, event.time);
             }
         }
     }
@@ -117,7 +132,12 @@ impl Delta {
         }
         for (id, k) in other.access_keys {
             match self.access_keys.get_mut(&id) {
-                Some(mine) => mine.merge(KeyDelta::borrowed(&k.principal, k.first_used).with_last(k.last_used)),
+                Some(mine) => {
+                    mine.merge(KeyDelta::borrowed(&k.principal, k.first_used).with_last(k.last_used));
+                    for (ip, time) in k.ips {
+                        note_last(&mut mine.ips, &ip, time);
+                    }
+                }
                 None => {
                     self.access_keys.insert(id, k);
                 }
@@ -141,6 +161,7 @@ impl PrincipalDelta {
             console_login: None,
             sessions: Vec::new(),
             actions: FxHashMap::default(),
+            regions: Vec::new(),
         }
     }
 
@@ -169,6 +190,9 @@ impl PrincipalDelta {
         }
         if let Some(session) = event.principal.session {
             note_session(&mut self.sessions, session, event.time);
+        }
+        if let Some(region) = event.region {
+            note_first(&mut self.regions, region, event.time);
         }
         for action in event.actions.iter().flatten() {
             action_buf.clear();
@@ -203,6 +227,9 @@ impl PrincipalDelta {
         for (name, time) in other.sessions {
             note_session(&mut self.sessions, &name, time);
         }
+        for (region, time) in other.regions {
+            note_first(&mut self.regions, &region, time);
+        }
         for (name, a) in other.actions {
             match self.actions.get_mut(&name) {
                 Some(mine) => mine.merge(a),
@@ -211,6 +238,28 @@ impl PrincipalDelta {
                 }
             }
         }
+    }
+}
+
+/// Keeps the earliest time per name, sorted by name so that the result does not depend on merge order.
+fn note_first(list: &mut Vec<(Box<str>, Timestamp)>, name: &str, time: Timestamp) {
+    match list.binary_search_by(|(n, _)| (**n).cmp(name)) {
+        Ok(i) => list[i].1 = list[i].1.min(time),
+        Err(i) => list.insert(i, (name.into(), time)),
+    }
+}
+
+/// Keeps the latest time per name, sorted by name, and at most [`MAX_KEY_IPS`] names: the smallest ones, so that
+/// the kept set does not depend on merge order either.
+fn note_last(list: &mut Vec<(Box<str>, Timestamp)>, name: &str, time: Timestamp) {
+    match list.binary_search_by(|(n, _)| (**n).cmp(name)) {
+        Ok(i) => list[i].1 = list[i].1.max(time),
+        Err(i) if list.len() < MAX_KEY_IPS => list.insert(i, (name.into(), time)),
+        Err(i) if i < MAX_KEY_IPS => {
+            list.pop();
+            list.insert(i, (name.into(), time));
+        }
+        Err(_) => {}
     }
 }
 
@@ -308,7 +357,12 @@ impl KeyUse<'_> {
     }
 
     fn owned(&self) -> KeyDelta {
-        KeyDelta { principal: self.principal.to_owned(), first_used: self.first_used, last_used: self.last_used }
+        KeyDelta {
+            principal: self.principal.to_owned(),
+            first_used: self.first_used,
+            last_used: self.last_used,
+            ips: Vec::new(),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 use rustc_hash::FxHashMap;
 
+use crate::alert::behaviour::{BehaviourConfig, Fact};
 use crate::state::outbox::{self, AlertWrite, WriteOutcome};
 use crate::state::{ActionDelta, Delta, MAX_SESSIONS, PrincipalDelta};
 use crate::time::Timestamp;
@@ -97,6 +98,18 @@ CREATE TABLE IF NOT EXISTS access_keys (
     last_used INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS access_keys_by_principal ON access_keys (principal);
+CREATE TABLE IF NOT EXISTS principal_regions (
+    principal_id INTEGER NOT NULL,
+    region TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    PRIMARY KEY (principal_id, region)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_ips (
+    key_id TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (key_id, ip)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger (
     source TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -133,7 +146,7 @@ ON CONFLICT (principal) DO UPDATE SET
     console_login_mfa = CASE WHEN excluded.console_login_at IS NOT NULL AND (console_login_at IS NULL
         OR (excluded.console_login_at, excluded.console_login_mfa) > (console_login_at, console_login_mfa))
         THEN excluded.console_login_mfa ELSE console_login_mfa END
-RETURNING id";
+RETURNING id, first_seen";
 
 const UPSERT_ACTION: &str = "
 INSERT INTO actions (principal_id, action_id, first_used, last_used, uses, last_denied, denied)
@@ -160,6 +173,90 @@ ON CONFLICT (key_id) DO UPDATE SET
         THEN excluded.principal ELSE principal END,
     first_used = min(first_used, excluded.first_used),
     last_used = max(last_used, excluded.last_used)";
+
+/// The behavioural rules for a commit: their thresholds, how facts become routed alerts, and where the alerts
+/// raised are handed back (for metrics and logs).
+pub struct Behaviour<'a> {
+    pub config: &'a BehaviourConfig,
+    pub raise: &'a dyn Fn(&[Fact], i64) -> AlertWrite,
+    pub raised: &'a mut AlertWrite,
+}
+
+/// What the batch tells about regions and key IPs that the store did not know: written first, then compared.
+fn behaviour_facts(
+    tx: &rusqlite::Transaction<'_>,
+    delta: &Delta,
+    config: &BehaviourConfig,
+) -> rusqlite::Result<Vec<Fact>> {
+    let mut facts = Vec::new();
+    if config.new_region_learning_days > 0 {
+        let mut principal = tx.prepare_cached("SELECT id, first_seen FROM principals WHERE principal = ?1")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO principal_regions (principal_id, region, first_seen) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut update = tx.prepare_cached(
+            "UPDATE principal_regions SET first_seen = min(first_seen, ?3) WHERE principal_id = ?1 AND region = ?2",
+        )?;
+        let learning = config.new_region_learning_days * 86_400;
+        let mut names: Vec<&str> = delta.principals.keys().map(|k| &**k).collect();
+        names.sort_unstable();
+        for name in names {
+            let p = &delta.principals[name];
+            if p.regions.is_empty() {
+                continue;
+            }
+            let (id, first_seen): (i64, i64) = principal.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for (region, time) in &p.regions {
+                if insert.execute(params![id, &**region, time])? == 1 {
+                    // New to the store: worth an alert once the principal is past its learning period.
+                    if *time >= first_seen + learning {
+                        facts.push(Fact::NewRegion {
+                            principal: name.to_owned(),
+                            account_id: Some(p.account.clone()).filter(|a| !a.is_empty()),
+                            region: region.to_string(),
+                            time: *time,
+                            known_since: first_seen,
+                        });
+                    }
+                } else {
+                    update.execute(params![id, &**region, time])?;
+                }
+            }
+        }
+    }
+    if config.key_max_source_ips > 0 {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO key_ips (key_id, ip, last_seen) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key_id, ip) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+        )?;
+        let mut count = tx
+            .prepare_cached("SELECT count(*) FROM key_ips WHERE key_id = ?1 AND last_seen >= ?2 AND last_seen <= ?3")?;
+        let mut prune = tx.prepare_cached("DELETE FROM key_ips WHERE key_id = ?1 AND last_seen < ?2")?;
+        let mut keys: Vec<&str> = delta.access_keys.keys().map(|k| &**k).collect();
+        keys.sort_unstable();
+        for key in keys {
+            let k = &delta.access_keys[key];
+            for (ip, time) in &k.ips {
+                upsert.execute(params![key, &**ip, time])?;
+            }
+            let at = k.last_used;
+            let ips: i64 = count.query_row(params![key, at - config.key_ips_window_secs, at], |r| r.get(0))?;
+            if ips as usize > config.key_max_source_ips {
+                let account = delta.principals.get(k.principal.as_str()).map(|p| p.account.clone());
+                facts.push(Fact::KeyManyIps {
+                    key: key.to_owned(),
+                    principal: k.principal.clone(),
+                    account_id: account.filter(|a| !a.is_empty()),
+                    ips: ips as usize,
+                    time: at,
+                });
+            }
+            // A day of history is enough for any window worth configuring, and keeps the table small.
+            prune.execute(params![key, at - (config.key_ips_window_secs * 2).max(86_400)])?;
+        }
+    }
+    Ok(facts)
+}
 
 /// A file to record in the ledger with the batch.
 pub struct LedgerEntry<'a> {
@@ -272,7 +369,8 @@ impl Store {
     }
 
     /// Applies `delta`, records `files` in the ledger and writes the alerts they raised (outbox and correlation
-    /// windows), all in one transaction.
+    /// windows), and, with `behaviour`, the regions and key IPs the behavioural rules compare against and the
+    /// alerts they raise, all in one transaction.
     ///
     /// A file already in the ledger must not be in `files`: the caller checks (see `pipeline`), and the ledger's
     /// primary key turns a violation into an error that rolls the whole batch back instead of counting twice.
@@ -282,10 +380,19 @@ impl Store {
         files: &[LedgerEntry<'_>],
         applied_at: Timestamp,
         alerts: &AlertWrite,
+        behaviour: Option<Behaviour<'_>>,
     ) -> Result<WriteOutcome, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
-        let res =
-            write_batch(&tx, &mut self.action_ids, delta, files, applied_at).and_then(|()| outbox::write(&tx, alerts));
+        let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at).and_then(|()| {
+            let mut outcome = outbox::write(&tx, alerts)?;
+            if let Some(behaviour) = behaviour {
+                let facts = behaviour_facts(&tx, delta, behaviour.config)?;
+                let write = (behaviour.raise)(&facts, alerts.raised_at_ms);
+                outcome.new.extend(outbox::write(&tx, &write)?.new);
+                *behaviour.raised = write;
+            }
+            Ok(outcome)
+        });
         match res.and_then(|outcome| tx.commit().map(|()| outcome)) {
             Ok(outcome) => Ok(outcome),
             Err(source) => {
@@ -319,7 +426,7 @@ fn write_batch(
     // land on the same B-tree pages instead of jumping across a table larger than the page cache.
     let mut by_id: Vec<(i64, &PrincipalDelta)> = Vec::with_capacity(delta.principals.len());
     for (name, p) in &delta.principals {
-        let id: i64 = upsert_principal.query_row(
+        let (id, _first_seen): (i64, i64) = upsert_principal.query_row(
             params![
                 &**name,
                 p.kind,
@@ -334,7 +441,7 @@ fn write_batch(
                 p.console_login.map(|c| c.0),
                 p.console_login.map(|c| c.1),
             ],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         by_id.push((id, p));
     }

@@ -533,3 +533,64 @@ fn the_daemon_raises_each_finding_once() {
 fn rfc3339_secs(text: &str) -> i64 {
     trailwatch::time::parse_rfc3339(text).unwrap_or_else(|| panic!("{text} is RFC 3339"))
 }
+
+/// The behavioural rules: a region new to an identity past its learning period, and a key used from more source
+/// IPs than allowed within the window; neither for an identity still learning or a key at the limit.
+#[test]
+fn behavioural_rules_use_the_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sink = tmp.path().join("alerts.jsonl");
+    let config = tmp.path().join("tw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {:?}\n[rules]\nbuiltin = false\n[[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n",
+            tmp.path().join("s.db")
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    // alice: us-east-1 for a month, then ap-south-1; bob: a new region on his second day (still learning);
+    // carol's key from 6 addresses within an hour, dave's from 5 (the limit).
+    let file = data("behaviour.json");
+    ok(&trailwatch(&["--config", cfg, "replay", file.to_str().unwrap()]));
+    let got: Vec<(String, String, Option<String>)> = jsonl(&sink)
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].as_str().unwrap().to_owned(),
+                a["principal"].as_str().unwrap().to_owned(),
+                a["region"].as_str().map(str::to_owned),
+            )
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("access-key-from-many-ips".to_owned(), "arn:aws:iam::111111111111:user/carol".to_owned(), None),
+            (
+                "new-region-for-identity".to_owned(),
+                "arn:aws:iam::111111111111:user/alice".to_owned(),
+                Some("ap-south-1".to_owned())
+            ),
+        ]
+    );
+    // A later event in a known region raises nothing; a second new region does.
+    let later = tmp.path().join("later.json");
+    let record = |region: &str, id: &str| {
+        format!(
+            r#"{{"eventTime":"2026-11-01T10:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances","awsRegion":"{region}","sourceIPAddress":"198.51.100.1","eventID":"{id}","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::111111111111:user/alice","accountId":"111111111111"}}}}"#
+        )
+    };
+    std::fs::write(&later, format!(r#"{{"Records":[{},{}]}}"#, record("ap-south-1", "l1"), record("sa-east-1", "l2")))
+        .unwrap();
+    ok(&trailwatch(&["--config", cfg, "replay", later.to_str().unwrap()]));
+    let regions: Vec<String> = jsonl(&sink)
+        .iter()
+        .filter(|a| a["rule"] == "new-region-for-identity")
+        .map(|a| a["region"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(regions, ["ap-south-1", "sa-east-1"]);
+}

@@ -1,0 +1,97 @@
+//! Behavioural rules over the per-identity state: `new-region-for-identity` (a principal acts in a region it
+//! never used before, once past its learning period) and `access-key-from-many-ips` (a long-term key used from
+//! more distinct source IPs than configured within a window: shared or leaked).
+//!
+//! The store finds the facts while it writes a batch (it alone knows what was already there); this module turns
+//! them into alerts. Pure, no I/O.
+
+use crate::alert::{Alert, bucket, digest};
+use crate::detect::rule::Severity;
+use crate::time::{Timestamp, format_rfc3339};
+
+pub const NEW_REGION: &str = "new-region-for-identity";
+pub const KEY_MANY_IPS: &str = "access-key-from-many-ips";
+
+/// `[behaviour]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BehaviourConfig {
+    /// A principal's new regions alert only once it has been seen for this many days (0: `new-region-for-identity`
+    /// is off).
+    pub new_region_learning_days: i64,
+    /// `access-key-from-many-ips` fires when a key is used from more than this many source IPs (0: off) ...
+    pub key_max_source_ips: usize,
+    /// ... within this window.
+    pub key_ips_window_secs: i64,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        BehaviourConfig { new_region_learning_days: 14, key_max_source_ips: 5, key_ips_window_secs: 3600 }
+    }
+}
+
+/// What the store noticed while writing a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    NewRegion { principal: String, account_id: Option<String>, region: String, time: Timestamp, known_since: Timestamp },
+    KeyManyIps { key: String, principal: String, account_id: Option<String>, ips: usize, time: Timestamp },
+}
+
+/// The alert for a fact. New regions fire once per principal and region; a key once per key and window.
+pub fn to_alert(fact: &Fact, config: &BehaviourConfig) -> Alert {
+    let (rule, title, severity, principal, account_id, subject, time, bucket_key, summary, details) = match fact {
+        Fact::NewRegion { principal, account_id, region, time, known_since } => (
+            NEW_REGION,
+            "Identity acts in a region it never used",
+            Severity::Medium,
+            principal,
+            account_id,
+            format!("{principal}\u{1f}{region}"),
+            *time,
+            String::new(),
+            format!(
+                "Identity acts in a region it never used: {principal} in {region} (known since {})",
+                format_rfc3339(*known_since)
+            ),
+            serde_json::json!({"region": region, "known_since": format_rfc3339(*known_since)}),
+        ),
+        Fact::KeyManyIps { key, principal, account_id, ips, time } => (
+            KEY_MANY_IPS,
+            "Access key used from many source IPs",
+            Severity::High,
+            principal,
+            account_id,
+            key.clone(),
+            *time,
+            bucket(*time, config.key_ips_window_secs).to_string(),
+            format!(
+                "Access key used from many source IPs: {key} of {principal} from {ips} addresses within {}s",
+                config.key_ips_window_secs
+            ),
+            serde_json::json!({"access_key": key, "source_ips": ips, "window_secs": config.key_ips_window_secs}),
+        ),
+    };
+    let fingerprint = digest(&[rule, &subject], 16);
+    Alert {
+        id: digest(&[&fingerprint, &bucket_key], 16),
+        fingerprint,
+        rule: rule.to_owned(),
+        title: title.to_owned(),
+        severity,
+        principal: principal.clone(),
+        account_id: account_id.clone(),
+        region: match fact {
+            Fact::NewRegion { region, .. } => Some(region.clone()),
+            Fact::KeyManyIps { .. } => None,
+        },
+        source_ip: None,
+        user_agent: None,
+        event_ids: Vec::new(),
+        event_time: time,
+        first_seen: time,
+        count: 1,
+        summary,
+        details,
+    }
+}
