@@ -186,11 +186,11 @@ pub struct Behaviour<'a> {
 fn behaviour_facts(
     tx: &rusqlite::Transaction<'_>,
     delta: &Delta,
+    stored: &[(i64, i64)],
     config: &BehaviourConfig,
 ) -> rusqlite::Result<Vec<Fact>> {
     let mut facts = Vec::new();
     if config.new_region_learning_days > 0 {
-        let mut principal = tx.prepare_cached("SELECT id, first_seen FROM principals WHERE principal = ?1")?;
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO principal_regions (principal_id, region, first_seen) VALUES (?1, ?2, ?3)",
         )?;
@@ -198,14 +198,10 @@ fn behaviour_facts(
             "UPDATE principal_regions SET first_seen = min(first_seen, ?3) WHERE principal_id = ?1 AND region = ?2",
         )?;
         let learning = config.new_region_learning_days * 86_400;
-        let mut names: Vec<&str> = delta.principals.keys().map(|k| &**k).collect();
-        names.sort_unstable();
-        for name in names {
-            let p = &delta.principals[name];
-            if p.regions.is_empty() {
-                continue;
-            }
-            let (id, first_seen): (i64, i64) = principal.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut principals: Vec<(&str, &PrincipalDelta, i64, i64)> =
+            delta.principals.iter().zip(stored).map(|((name, p), (id, first))| (&**name, p, *id, *first)).collect();
+        principals.sort_unstable_by_key(|(name, ..)| *name);
+        for (name, p, id, first_seen) in principals {
             for (region, time) in &p.regions {
                 if insert.execute(params![id, &**region, time])? == 1 {
                     // New to the store: worth an alert once the principal is past its learning period.
@@ -383,10 +379,12 @@ impl Store {
         behaviour: Option<Behaviour<'_>>,
     ) -> Result<WriteOutcome, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
-        let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at).and_then(|()| {
+        // Each principal's id and first time after the upsert, in `delta.principals` order.
+        let mut stored = Vec::new();
+        let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at, &mut stored).and_then(|()| {
             let mut outcome = outbox::write(&tx, alerts)?;
             if let Some(behaviour) = behaviour {
-                let facts = behaviour_facts(&tx, delta, behaviour.config)?;
+                let facts = behaviour_facts(&tx, delta, &stored, behaviour.config)?;
                 let write = (behaviour.raise)(&facts, alerts.raised_at_ms);
                 outcome.new.extend(outbox::write(&tx, &write)?.new);
                 *behaviour.raised = write;
@@ -416,6 +414,7 @@ fn write_batch(
     delta: &Delta,
     files: &[LedgerEntry<'_>],
     applied_at: Timestamp,
+    stored: &mut Vec<(i64, i64)>,
 ) -> rusqlite::Result<()> {
     let mut upsert_principal = tx.prepare_cached(UPSERT_PRINCIPAL)?;
     let mut upsert_action = tx.prepare_cached(UPSERT_ACTION)?;
@@ -425,8 +424,9 @@ fn write_batch(
     // Principals first, to learn their ids; then every child row in primary-key order, so that consecutive upserts
     // land on the same B-tree pages instead of jumping across a table larger than the page cache.
     let mut by_id: Vec<(i64, &PrincipalDelta)> = Vec::with_capacity(delta.principals.len());
+    stored.clear();
     for (name, p) in &delta.principals {
-        let (id, _first_seen): (i64, i64) = upsert_principal.query_row(
+        let (id, first_seen): (i64, i64) = upsert_principal.query_row(
             params![
                 &**name,
                 p.kind,
@@ -444,6 +444,7 @@ fn write_batch(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         by_id.push((id, p));
+        stored.push((id, first_seen));
     }
     by_id.sort_unstable_by_key(|(id, _)| *id);
     let mut actions: Vec<(i64, &ActionDelta)> = Vec::new();
