@@ -143,31 +143,7 @@ fn stages(c: &mut Criterion) {
         group.bench_function(format!("end_to_end/{threads}_threads"), |b| {
             b.iter_batched(
                 || tempfile::tempdir().unwrap(),
-                |dir| {
-                    let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-                    let applied = Applied::default();
-                    let metrics = Metrics::new();
-                    let stop = AtomicBool::new(false);
-                    let ctx = RunContext {
-                        threads,
-                        limits: LIMITS,
-                        batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
-                        metrics: &metrics,
-                        stop: &stop,
-                        flush_when_starved: None,
-                        alerting: None,
-                    };
-                    let summary = pipeline::run(
-                        pipeline::Jobs::Local(&corpus.jobs),
-                        &ctx,
-                        &mut store,
-                        &applied,
-                        &mut |_: &Summary| {},
-                    )
-                    .unwrap();
-                    assert_eq!(summary.counts.records, corpus.records);
-                    dir
-                },
+                |dir| replay(&corpus, dir, threads, None),
                 BatchSize::PerIteration,
             );
         });
@@ -200,33 +176,7 @@ fn stages(c: &mut Criterion) {
         group.bench_function(format!("replay_2_threads/{name}"), |b| {
             b.iter_batched(
                 || tempfile::tempdir().unwrap(),
-                |dir| {
-                    let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-                    let alerting = rules.as_ref().map(|rules| {
-                        Alerting::new(Arc::clone(rules), Arc::new(Vec::new()), 3600, &[], &store).unwrap()
-                    });
-                    let metrics = Metrics::new();
-                    let stop = AtomicBool::new(false);
-                    let ctx = RunContext {
-                        threads: 2,
-                        limits: LIMITS,
-                        batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
-                        metrics: &metrics,
-                        stop: &stop,
-                        flush_when_starved: None,
-                        alerting: alerting.as_ref(),
-                    };
-                    let summary = pipeline::run(
-                        pipeline::Jobs::Local(&corpus.jobs),
-                        &ctx,
-                        &mut store,
-                        &Applied::default(),
-                        &mut |_: &Summary| {},
-                    )
-                    .unwrap();
-                    assert_eq!(summary.counts.records, corpus.records);
-                    dir
-                },
+                |dir| replay(&corpus, dir, 2, rules.as_ref()),
                 BatchSize::PerIteration,
             );
         });
@@ -275,6 +225,35 @@ fn stages(c: &mut Criterion) {
         );
     });
     group.finish();
+}
+
+/// One replay of the corpus into a fresh store under `dir` (returned, so that dropping it is not timed), with
+/// `rules` evaluated when given.
+fn replay(corpus: &Corpus, dir: tempfile::TempDir, threads: usize, rules: Option<&Arc<RuleSet>>) -> tempfile::TempDir {
+    let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
+    let alerting =
+        rules.map(|rules| Alerting::new(Arc::clone(rules), Arc::new(Vec::new()), 3600, &[], &store).unwrap());
+    let metrics = Metrics::new();
+    let stop = AtomicBool::new(false);
+    let ctx = RunContext {
+        threads,
+        limits: LIMITS,
+        batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
+        metrics: &metrics,
+        stop: &stop,
+        flush_when_starved: None,
+        alerting: alerting.as_ref(),
+    };
+    let summary = pipeline::run(
+        pipeline::Jobs::Local(&corpus.jobs),
+        &ctx,
+        &mut store,
+        &Applied::default(),
+        &mut |_: &Summary| {},
+    )
+    .unwrap();
+    assert_eq!(summary.counts.records, corpus.records);
+    dir
 }
 
 /// `n` rules in the shapes SigmaHQ's AWS CloudTrail rules take (from reading rules/cloud/aws): most name a service

@@ -79,20 +79,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         "trailwatch running"
     );
 
-    let alerting = crate::alert::stage::setup(config, &store, true)?;
-    let delivery = match &alerting {
-        Some(alerting) => Some(
-            crate::alert::stage::Delivery::start(
-                &runtime,
-                alerting,
-                &store,
-                Arc::clone(&metrics),
-                Duration::from_secs(config.alerts.max_backoff_secs),
-            )?
-            .with_findings(&runtime, alerting, &store, config.findings.clone(), Arc::clone(&metrics))?,
-        ),
-        None => None,
-    };
+    let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
     let mut spool = Spool::new(spool_config);
     let ctx = RunContext {
         threads: config.threads,

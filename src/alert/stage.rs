@@ -108,19 +108,20 @@ impl Alerting {
             metrics.rule_matches.with_label_values(&[rule, mode]).inc_by(*n);
         }
         for (alert, merge) in alerts {
-            if self.suppress.iter().any(|s| s.matches(&alert)) {
-                metrics.alerts_suppressed.inc();
-                continue;
+            match self.route(&alert) {
+                Some(sinks) => write.alerts.push((alert, merge, sinks)),
+                None => metrics.alerts_suppressed.inc(),
             }
-            let sinks = self
-                .sinks
-                .iter()
-                .filter(|s| s.routes(&alert.rule, alert.severity))
-                .map(|s| s.name().to_owned())
-                .collect();
-            write.alerts.push((alert, merge, sinks));
         }
         write
+    }
+
+    /// The sinks an alert goes to, or `None` when a suppression drops it.
+    fn route(&self, alert: &Alert) -> Option<Vec<String>> {
+        if self.suppress.iter().any(|s| s.matches(alert)) {
+            return None;
+        }
+        Some(self.sinks.iter().filter(|s| s.routes(&alert.rule, alert.severity)).map(|s| s.name().to_owned()).collect())
     }
 
     /// After the batch committed: metrics, and wake the deliverer.
@@ -151,17 +152,10 @@ impl Alerting {
         for fact in facts {
             let alert = crate::alert::behaviour::to_alert(fact, &self.behaviour);
             metrics.rule_matches.with_label_values(&[&alert.rule, "live"]).inc();
-            if self.suppress.iter().any(|s| s.matches(&alert)) {
-                metrics.alerts_suppressed.inc();
-                continue;
+            match self.route(&alert) {
+                Some(sinks) => write.alerts.push((alert, crate::alert::Merge::Max, sinks)),
+                None => metrics.alerts_suppressed.inc(),
             }
-            let sinks = self
-                .sinks
-                .iter()
-                .filter(|s| s.routes(&alert.rule, alert.severity))
-                .map(|s| s.name().to_owned())
-                .collect();
-            write.alerts.push((alert, crate::alert::Merge::Max, sinks));
         }
         write
     }
@@ -175,14 +169,12 @@ impl Alerting {
         config: &crate::findings::FindingsConfig,
         metrics: &Metrics,
     ) -> rusqlite::Result<u64> {
-        let route = |alert: &Alert| -> Option<Vec<String>> {
-            (!self.suppress.iter().any(|s| s.matches(alert))).then(|| {
-                self.sinks
-                    .iter()
-                    .filter(|s| s.routes(&alert.rule, alert.severity))
-                    .map(|s| s.name().to_owned())
-                    .collect()
-            })
+        let route = |alert: &Alert| {
+            let sinks = self.route(alert);
+            if sinks.is_none() {
+                metrics.alerts_suppressed.inc();
+            }
+            sinks
         };
         let new = crate::findings::raise(conn, as_of, config, &route, crate::alert::deliver::now_ms())?;
         for severity in &new {
@@ -330,4 +322,24 @@ pub fn drain(
     runtime
         .block_on(deliverer.drain(wait))
         .map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })
+}
+
+/// Rules, alerting and delivery (with the periodic findings) for a daemon, as `[rules]`, `[alerts]` and
+/// `[findings]` say; `None` when alerting is off.
+pub fn start(
+    runtime: &tokio::runtime::Runtime,
+    config: &crate::config::Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+) -> Result<(Option<Arc<Alerting>>, Option<Delivery>), StoreError> {
+    let Some(alerting) = setup(config, store, true)? else { return Ok((None, None)) };
+    let backoff = std::time::Duration::from_secs(config.alerts.max_backoff_secs);
+    let delivery = Delivery::start(runtime, &alerting, store, Arc::clone(metrics), backoff)?.with_findings(
+        runtime,
+        &alerting,
+        store,
+        config.findings.clone(),
+        Arc::clone(metrics),
+    )?;
+    Ok((Some(alerting), Some(delivery)))
 }

@@ -101,20 +101,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         "trailwatch running"
     );
     let objects = s3_client(&sdk, &config.aws);
-    let alerting = crate::alert::stage::setup(config, &store, true)?;
-    let delivery = match &alerting {
-        Some(alerting) => Some(
-            crate::alert::stage::Delivery::start(
-                &runtime,
-                alerting,
-                &store,
-                Arc::clone(&metrics),
-                Duration::from_secs(config.alerts.max_backoff_secs),
-            )?
-            .with_findings(&runtime, alerting, &store, config.findings.clone(), Arc::clone(&metrics))?,
-        ),
-        None => None,
-    };
+    let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
     let summary =
         run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, alerting.as_deref(), async {
             wait_for_signal().await;
