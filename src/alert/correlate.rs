@@ -91,13 +91,13 @@ impl Correlator {
                 let hit = Hit {
                     time: m.time,
                     rule: rules.rule(m.rule).id.clone(),
-                    event_id: m.event_id.clone(),
+                    event_id: m.event_id().map(str::to_owned),
                     value: h.value.clone(),
-                    principal: m.principal.clone(),
-                    account_id: m.account_id.clone(),
-                    region: m.region.clone(),
-                    source_ip: m.source_ip.clone(),
-                    user_agent: m.user_agent.clone(),
+                    principal: m.principal().to_owned(),
+                    account_id: m.account_id().map(str::to_owned),
+                    region: m.region().map(str::to_owned),
+                    source_ip: m.source_ip().map(str::to_owned),
+                    user_agent: m.user_agent().map(str::to_owned),
                 };
                 let window = self.windows.entry(key.clone()).or_default();
                 let at = window.partition_point(|x| x < &hit);
@@ -234,18 +234,12 @@ level: high
 
     fn hit(rules: &RuleSet, principal: &str, minute: i64, id: &str) -> Match {
         let burst = rules.index_of("burst").unwrap();
-        Match {
-            rule: rules.index_of("denied").unwrap(),
-            time: 1_790_000_000 + minute * 60,
-            event_id: Some(id.to_owned()),
-            event_name: "ListUsers".into(),
-            principal: principal.into(),
-            account_id: Some("1".into()),
-            region: Some("eu-west-1".into()),
-            source_ip: Some("198.51.100.1".into()),
-            user_agent: None,
-            hits: vec![CorrelationHit { correlation: burst, group: principal.into(), value: None }],
-        }
+        Match::new(
+            rules.index_of("denied").unwrap(),
+            1_790_000_000 + minute * 60,
+            [Some(id), Some("ListUsers"), Some(principal), Some("1"), Some("eu-west-1"), Some("198.51.100.1"), None],
+            vec![CorrelationHit { correlation: burst, group: principal.into(), value: None }],
+        )
     }
 
     /// `(principal, count, event ids)` of the alerts, by id.

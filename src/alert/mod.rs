@@ -122,8 +122,8 @@ pub fn bucket(time: Timestamp, window_secs: i64) -> i64 {
 /// An alert for one event rule's match.
 pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
     let rule = rules.rule(m.rule);
-    let account = m.account_id.as_deref().unwrap_or("");
-    let fingerprint = digest(&[&rule.id, &m.principal, account], 16);
+    let account = m.account_id().unwrap_or("");
+    let fingerprint = digest(&[&rule.id, m.principal(), account], 16);
     let id = digest(&[&fingerprint, &bucket(m.time, dedup_secs).to_string()], 16);
     let summary = summary(&rule.title, m);
     Alert {
@@ -132,17 +132,17 @@ pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
         rule: rule.id.clone(),
         title: rule.title.clone(),
         severity: rule.level,
-        principal: m.principal.clone(),
-        account_id: m.account_id.clone(),
-        region: m.region.clone(),
-        source_ip: m.source_ip.clone(),
-        user_agent: m.user_agent.clone(),
-        event_ids: m.event_id.iter().cloned().collect(),
+        principal: m.principal().to_owned(),
+        account_id: m.account_id().map(str::to_owned),
+        region: m.region().map(str::to_owned),
+        source_ip: m.source_ip().map(str::to_owned),
+        user_agent: m.user_agent().map(str::to_owned),
+        event_ids: m.event_id().map(str::to_owned).into_iter().collect(),
         event_time: m.time,
         first_seen: m.time,
         count: 1,
         summary,
-        details: serde_json::json!({ "event_name": m.event_name, "origin": rule.origin }),
+        details: serde_json::json!({ "event_name": m.event_name(), "origin": rule.origin }),
     }
 }
 
@@ -202,7 +202,7 @@ pub fn plan(
         if mode != Mode::Live || !rules.alerting(m.rule) {
             continue;
         }
-        let key = (m.rule, m.principal.as_str(), m.account_id.as_deref(), bucket(m.time, dedup_secs));
+        let key = (m.rule, m.principal(), m.account_id(), bucket(m.time, dedup_secs));
         match groups.entry(key) {
             Entry::Occupied(mut alert) => fold_match(alert.get_mut(), m),
             Entry::Vacant(slot) => {
@@ -228,29 +228,29 @@ pub fn plan(
 fn fold_match(alert: &mut Alert, m: &Match) {
     alert.count += 1;
     alert.first_seen = alert.first_seen.min(m.time);
-    if let Some(id) = &m.event_id
+    if let Some(id) = m.event_id()
         && alert.event_ids.len() < 4 * MAX_EVENT_IDS
     {
-        alert.event_ids.push(id.clone());
+        alert.event_ids.push(id.to_owned());
     }
-    if (m.time, &m.source_ip, &m.region, &m.user_agent)
-        > (alert.event_time, &alert.source_ip, &alert.region, &alert.user_agent)
+    if (m.time, m.source_ip(), m.region(), m.user_agent())
+        > (alert.event_time, alert.source_ip.as_deref(), alert.region.as_deref(), alert.user_agent.as_deref())
     {
         alert.event_time = m.time;
-        alert.source_ip.clone_from(&m.source_ip);
-        alert.region.clone_from(&m.region);
-        alert.user_agent.clone_from(&m.user_agent);
+        alert.source_ip = m.source_ip().map(str::to_owned);
+        alert.region = m.region().map(str::to_owned);
+        alert.user_agent = m.user_agent().map(str::to_owned);
         alert.summary = summary(&alert.title, m);
     }
 }
 
 fn summary(title: &str, m: &Match) -> String {
-    let mut summary = format!("{title}: {} called {}", m.principal, m.event_name);
-    if let Some(ip) = &m.source_ip {
+    let mut summary = format!("{title}: {} called {}", m.principal(), m.event_name());
+    if let Some(ip) = m.source_ip() {
         summary.push_str(" from ");
         summary.push_str(ip);
     }
-    if let Some(region) = &m.region {
+    if let Some(region) = m.region() {
         summary.push_str(" in ");
         summary.push_str(region);
     }

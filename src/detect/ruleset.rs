@@ -323,22 +323,26 @@ impl RuleSet {
                     CorrelationHit { correlation: c, group, value }
                 })
                 .collect();
-            out.push(Match {
+            let principal = event.principal.key.to_canonical();
+            let event_id = record.field("eventID");
+            let account = match event.principal.account {
+                Some(account) => Some(std::borrow::Cow::Borrowed(account)),
+                None => record.field("recipientAccountId"),
+            };
+            out.push(Match::new(
                 rule,
-                time: event.time,
-                event_id: record.field("eventID").map(|v| v.into_owned()),
-                event_name: event.event_name.to_owned(),
-                principal: event.principal.key.to_canonical(),
-                account_id: event
-                    .principal
-                    .account
-                    .or(record.field("recipientAccountId").as_deref())
-                    .map(str::to_owned),
-                region: event.region.map(str::to_owned),
-                source_ip: event.source_ip.map(str::to_owned),
-                user_agent: event.user_agent.map(str::to_owned),
+                event.time,
+                [
+                    event_id.as_deref(),
+                    Some(event.event_name),
+                    Some(&principal),
+                    account.as_deref(),
+                    event.region,
+                    event.source_ip,
+                    event.user_agent,
+                ],
                 hits,
-            });
+            ));
         });
     }
 }
@@ -388,20 +392,72 @@ fn rule_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::
     Ok(())
 }
 
-/// One rule matching one event: what the alert stage needs, owned so that it outlives the file's buffer.
+/// One rule matching one event: what the alert stage needs, owned so that it outlives the file's buffer. The
+/// event's text fields share one allocation (matches are made on workers and freed on the committer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
     pub rule: u32,
     pub time: Timestamp,
-    pub event_id: Option<String>,
-    pub event_name: String,
-    pub principal: String,
-    pub account_id: Option<String>,
-    pub region: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
+    /// The fields, in [`Match::FIELDS`] order, one after the other.
+    text: String,
+    /// End of each field in `text`; `u32::MAX` for an absent field.
+    ends: [u32; 7],
     /// The correlations this match counts towards, with its group.
     pub hits: Vec<CorrelationHit>,
+}
+
+impl Match {
+    /// `event_id`, `event_name`, `principal`, `account_id`, `region`, `source_ip`, `user_agent`.
+    pub const FIELDS: usize = 7;
+
+    pub fn new(rule: u32, time: Timestamp, fields: [Option<&str>; 7], hits: Vec<CorrelationHit>) -> Match {
+        let mut text = String::with_capacity(fields.iter().flatten().map(|f| f.len()).sum());
+        let mut ends = [u32::MAX; 7];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            if let Some(field) = field {
+                text.push_str(field);
+                *end = text.len() as u32;
+            }
+        }
+        Match { rule, time, text, ends, hits }
+    }
+
+    fn field(&self, i: usize) -> Option<&str> {
+        let end = self.ends[i];
+        if end == u32::MAX {
+            return None;
+        }
+        let start = self.ends[..i].iter().rev().find(|e| **e != u32::MAX).map_or(0, |e| *e as usize);
+        Some(&self.text[start..end as usize])
+    }
+
+    pub fn event_id(&self) -> Option<&str> {
+        self.field(0)
+    }
+
+    pub fn event_name(&self) -> &str {
+        self.field(1).unwrap_or_default()
+    }
+
+    pub fn principal(&self) -> &str {
+        self.field(2).unwrap_or_default()
+    }
+
+    pub fn account_id(&self) -> Option<&str> {
+        self.field(3)
+    }
+
+    pub fn region(&self) -> Option<&str> {
+        self.field(4)
+    }
+
+    pub fn source_ip(&self) -> Option<&str> {
+        self.field(5)
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.field(6)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,4 +467,31 @@ pub struct CorrelationHit {
     pub group: String,
     /// For `value_count`: the counted field's value.
     pub value: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_match_keeps_its_fields_in_one_buffer() {
+        let cases: [[Option<&str>; 7]; 3] = [
+            [Some("id"), Some("GetUser"), Some("arn:p"), Some("1"), Some("eu-west-1"), Some("ip"), Some("ua")],
+            [None, Some("GetUser"), Some("arn:p"), None, None, Some("ip"), None],
+            [Some(""), Some(""), Some("arn:p"), Some(""), None, None, Some("ua")],
+        ];
+        for fields in cases {
+            let m = Match::new(3, 42, fields, Vec::new());
+            let got = [
+                m.event_id(),
+                Some(m.event_name()),
+                Some(m.principal()),
+                m.account_id(),
+                m.region(),
+                m.source_ip(),
+                m.user_agent(),
+            ];
+            assert_eq!(got, fields, "{m:?}");
+        }
+    }
 }
