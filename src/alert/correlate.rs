@@ -7,6 +7,7 @@
 //! so files arriving out of order (backfills) still count.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -39,18 +40,19 @@ pub const LATE_SECS: i64 = 3600;
 /// A window's key: the correlation rule's id and the group-by values.
 pub type WindowKey = (String, String);
 
+/// Windows and the hits to store share keys and hits (`Arc`): a noisy correlation adds a hit per matching event.
 #[derive(Debug, Default)]
 pub struct Correlator {
-    windows: HashMap<WindowKey, Vec<Hit>>,
+    windows: HashMap<Arc<WindowKey>, Vec<Arc<Hit>>>,
     /// Since the last [`Correlator::take_changes`]: hits to insert, and windows pruned below a time.
-    added: Vec<(WindowKey, Hit)>,
+    added: Vec<(Arc<WindowKey>, Arc<Hit>)>,
     pruned: Vec<(WindowKey, Timestamp)>,
 }
 
 /// What the store must write to mirror the windows.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub added: Vec<(WindowKey, Hit)>,
+    pub added: Vec<(Arc<WindowKey>, Arc<Hit>)>,
     pub pruned: Vec<(WindowKey, Timestamp)>,
 }
 
@@ -59,7 +61,7 @@ impl Correlator {
     pub fn from_hits(hits: impl IntoIterator<Item = (WindowKey, Hit)>) -> Correlator {
         let mut correlator = Correlator::default();
         for (key, hit) in hits {
-            correlator.windows.entry(key).or_default().push(hit);
+            correlator.windows.entry(Arc::new(key)).or_default().push(Arc::new(hit));
         }
         for window in correlator.windows.values_mut() {
             window.sort();
@@ -88,7 +90,7 @@ impl Correlator {
             for h in &m.hits {
                 let correlation = rules.rule(h.correlation);
                 let key = (correlation.id.clone(), h.group.clone());
-                let hit = Hit {
+                let hit = Arc::new(Hit {
                     time: m.time,
                     rule: rules.rule(m.rule).id.clone(),
                     event_id: m.event_id().map(str::to_owned),
@@ -98,10 +100,14 @@ impl Correlator {
                     region: m.region().map(str::to_owned),
                     source_ip: m.source_ip().map(str::to_owned),
                     user_agent: m.user_agent().map(str::to_owned),
+                });
+                let key = match self.windows.get_key_value(&key) {
+                    Some((shared, _)) => Arc::clone(shared),
+                    None => Arc::new(key),
                 };
-                let window = self.windows.entry(key.clone()).or_default();
+                let window = self.windows.entry(Arc::clone(&key)).or_default();
                 let at = window.partition_point(|x| x < &hit);
-                window.insert(at, hit.clone());
+                window.insert(at, Arc::clone(&hit));
                 self.added.push((key, hit));
                 let span = touched.entry((h.correlation, h.group.clone())).or_insert((m.time, m.time));
                 span.0 = span.0.min(m.time);
@@ -284,7 +290,8 @@ level: high
         let kept: Vec<(WindowKey, Hit)> = stored
             .added
             .into_iter()
-            .filter(|(k, h)| !stored.pruned.iter().any(|(pk, cut)| pk == k && h.time < *cut))
+            .filter(|(k, h)| !stored.pruned.iter().any(|(pk, cut)| *pk == **k && h.time < *cut))
+            .map(|(k, h)| ((*k).clone(), (*h).clone()))
             .collect();
         let mut restarted = Correlator::from_hits(kept);
         got.extend(restarted.observe(&rules, &events[2..], 3600));

@@ -105,7 +105,8 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
         "INSERT INTO correlation_window (correlation, grp, time, rule, event_id, value, principal, account_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for ((correlation, group), hit) in &write.hits.added {
+    for (key, hit) in &write.hits.added {
+        let (correlation, group) = &**key;
         insert_hit.execute(params![
             correlation,
             group,
