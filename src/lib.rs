@@ -5,9 +5,11 @@
 //! - [`decode`]: gzip or plain JSON bytes → JSON bytes, with a decompressed-size cap.
 //! - [`parse`]: JSON → validated events; [`action`] maps calls to IAM actions.
 //! - [`state`]: events → per-file deltas → the SQLite store with its ledger.
+//! - [`detect`]: Sigma rules matched on the workers in the same pass.
+//! - [`alert`]: matches → alerts, correlation windows, behavioural rules; outbox delivery to sinks.
 //! - [`pipeline`]: worker threads and the single committer that tie the stages together.
-//! - [`intake`]: where files come from in daemon mode (a spool directory).
-//! - [`report`], [`synth`], [`config`], [`metrics`], [`http`]: the edges.
+//! - [`intake`]: where files come from in daemon mode (a spool directory, or SQS notifications).
+//! - [`report`], [`findings`], [`synth`], [`config`], [`metrics`], [`http`]: the edges.
 
 pub mod action;
 pub mod alert;

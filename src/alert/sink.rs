@@ -55,6 +55,7 @@ impl Sink {
                 .timeout(Duration::from_millis(config.timeout_ms))
                 .user_agent(concat!("trailwatch/", env!("CARGO_PKG_VERSION")))
                 .build()
+                .inspect_err(|e| tracing::error!(sink = %config.name, "cannot build the http client: {}", describe(e)))
                 .ok(),
         };
         Sink { config, rules, client }
@@ -94,7 +95,7 @@ impl Sink {
             SinkKind::Webhook => {
                 let body = serde_json::to_vec(alert).expect("alerts serialize");
                 let url = self.config.url.as_deref().unwrap_or_default();
-                let mut request = self.post(url).header("content-type", "application/json");
+                let mut request = self.post(url)?.header("content-type", "application/json");
                 for (key, value) in &self.config.headers {
                     request = request.header(key, value);
                 }
@@ -117,7 +118,7 @@ impl Sink {
                     alert.count,
                     alert.id
                 );
-                self.finish(url, self.post_json(url, &json!({ "text": text }))).await
+                self.finish(url, self.post_json(url, &json!({ "text": text }))?).await
             }
             SinkKind::Pagerduty => {
                 let url = self.config.url.as_deref().unwrap_or(PAGERDUTY_URL);
@@ -142,22 +143,31 @@ impl Sink {
                         "custom_details": alert,
                     },
                 });
-                self.finish(url, self.post_json(url, &body)).await
+                self.finish(url, self.post_json(url, &body)?).await
             }
             SinkKind::Alertmanager => {
                 let base = self.config.url.as_deref().unwrap_or_default().trim_end_matches('/');
                 let url = format!("{base}/api/v2/alerts");
-                self.finish(&url, self.post_json(&url, &alertmanager_payload(alert))).await
+                self.finish(&url, self.post_json(&url, &alertmanager_payload(alert))?).await
             }
         }
     }
 
-    fn post(&self, url: &str) -> reqwest::RequestBuilder {
-        self.client.as_ref().expect("http sinks have a client").post(url)
+    /// A POST to `url`. The HTTP client is built with the sink; if that failed (no TLS roots, say), every send
+    /// fails with the reason and the alert stays in the outbox, rather than the deliverer panicking.
+    fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, SinkError> {
+        match &self.client {
+            Some(client) => Ok(client.post(url)),
+            None => Err(SinkError::Http {
+                sink: self.config.name.clone(),
+                url: url.to_owned(),
+                message: "the http client could not be built".into(),
+            }),
+        }
     }
 
-    fn post_json(&self, url: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
-        self.post(url).header("content-type", "application/json").body(body.to_string())
+    fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<reqwest::RequestBuilder, SinkError> {
+        Ok(self.post(url)?.header("content-type", "application/json").body(body.to_string()))
     }
 
     fn secret(&self, var: &str) -> Result<String, SinkError> {

@@ -1,10 +1,9 @@
-//! Stage 6, detect: rules over parsed events (issue 4). Pure: no I/O.
+//! Stage 6, detect: Sigma rules over parsed events, evaluated on the workers in the parse pass. Pure: no I/O.
 //!
-//! So far: the Sigma condition language compiled against a rule's named searches (`condition`), Sigma string
-//! values with wildcards, escapes and the position modifiers (`pattern`), and one field's test with every modifier
-//! the issue lists (`value`), one named search over an event's fields (`search`), and a rule's whole `detection`
-//! block (`detection`). Capturing those fields in the parse pass, YAML rule loading, correlations and alert
-//! delivery build on these.
+//! From the inside out: Sigma string values (`pattern`), one field's test with its modifiers (`value`), one named
+//! search (`search`), a rule's `detection` block with its condition (`condition`, `detection`), a rule file with
+//! event rules and correlations (`rule`), and the loaded, indexed set with the built-in rules (`ruleset`).
+//! Matches leave this stage as owned `Match`es; counting correlations and raising alerts is `crate::alert`.
 
 pub mod condition;
 pub mod detection;
