@@ -88,12 +88,10 @@ impl<'t, 'de> Json<'t, 'de> {
     }
 
     /// The value at a dotted path (`userIdentity.sessionContext.sessionIssuer.arn`). A key that itself contains a
-    /// dot is found too (`tls.details` as one key), trying the longest key first at each level.
+    /// dot is found too (`tls.details` as one key): the shortest prefix is tried first, since nested keys are the
+    /// common case and each try scans an object's keys.
     pub fn path(self, path: &str) -> Option<Json<'t, 'de>> {
-        if let Some(value) = self.get(path) {
-            return Some(value);
-        }
-        path.rmatch_indices('.').find_map(|(i, _)| self.get(&path[..i])?.path(&path[i + 1..]))
+        path.match_indices('.').find_map(|(i, _)| self.get(&path[..i])?.path(&path[i + 1..])).or_else(|| self.get(path))
     }
 
     /// The value as text: a string as it is (borrowed), a number or boolean as written, an object or array as
