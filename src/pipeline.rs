@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
+use crate::alert::UnitAlerts;
 use crate::alert::stage::Alerting;
 use crate::decode::{DecodeError, decode_into};
 use crate::detect::ruleset::{MatchScratch, RuleSet};
@@ -156,6 +157,8 @@ pub struct Unit {
     pub counts: RecordCounts,
     pub read_bytes: u64,
     pub decoded_bytes: u64,
+    /// The delta's rule matches, folded into alerts on the worker (see [`UnitAlerts`]).
+    pub alerts: UnitAlerts,
 }
 
 /// What workers hand to the committer.
@@ -479,6 +482,9 @@ pub fn run(
                             (fetched.job, outcome)
                         }
                     };
+                    if let Some(alerting) = ctx.alerting {
+                        alerting.fold(&mut unit.delta.matches, &mut unit.alerts);
+                    }
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
                     let msg = match res {
                         Ok(counts) => {
@@ -584,12 +590,10 @@ impl Committer<'_, '_> {
                 self.summary.read_bytes += unit.read_bytes;
                 self.summary.decoded_bytes += unit.decoded_bytes;
                 self.batch.opened.get_or_insert_with(Instant::now);
-                let mut delta = unit.delta;
                 if let Some(alerting) = self.ctx.alerting {
-                    alerting.observe(&delta.matches);
+                    alerting.observe(unit.alerts);
                 }
-                delta.matches = Vec::new();
-                self.batch.delta.merge(delta);
+                self.batch.delta.merge(unit.delta);
                 self.batch.counts.add(&unit.counts);
                 for (job, counts) in unit.files {
                     tracing::debug!(file = %job.location, records = counts.records, "parsed file");

@@ -6,7 +6,6 @@
 //! A window is `[end − timespan, end]` for each hit `end`; a hit is checked against every window that contains it,
 //! so files arriving out of order (backfills) still count.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -123,41 +122,72 @@ impl Correlator {
             let span = correlation.timespan_secs;
             let key = (rule.id.clone(), group.clone());
             let window = &self.windows[&key];
-            // Every window [end − span, end] that contains a new hit.
-            let mut best: Option<(usize, usize, u64)> = None;
+            // Every window [end − span, end] that contains a new hit, swept in time order: `start` and `last`
+            // only move forward, and value_count/temporal keep per-value counts of what is inside, so a noisy
+            // group costs O(hits) per batch rather than O(hits × window).
+            // The best window per dedup bucket of its end, so that which alerts exist does not depend on the order
+            // files arrive in: every window that finally holds is evaluated whole when its last hit arrives.
+            let alert_bucket = |time| bucket(time, dedup_secs.max(span));
+            let mut best: Vec<(i64, usize, usize, u64)> = Vec::new();
+            let mut inside: HashMap<&str, u32> = HashMap::default();
+            let (mut start, mut last) = (0, 0);
+            fn counted(kind: CorrelationKind, h: &Hit) -> Option<&str> {
+                match kind {
+                    CorrelationKind::EventCount => None,
+                    CorrelationKind::ValueCount => h.value.as_deref(),
+                    CorrelationKind::Temporal => Some(h.rule.as_str()),
+                }
+            }
             for end in window.partition_point(|h| h.time < from)..window.len() {
-                if window[end].time > to + span {
+                let end_time = window[end].time;
+                if end_time > to + span {
                     break;
                 }
-                let end_time = window[end].time;
-                let start = window.partition_point(|h| h.time < end_time - span);
-                let last = window.partition_point(|h| h.time <= end_time);
-                let hits = &window[start..last];
+                while last < window.len() && window[last].time <= end_time {
+                    if let Some(value) = counted(correlation.kind, &window[last]) {
+                        *inside.entry(value).or_default() += 1;
+                    }
+                    last += 1;
+                }
+                while window[start].time < end_time - span {
+                    if let Some(value) = counted(correlation.kind, &window[start])
+                        && let Some(n) = inside.get_mut(value)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            inside.remove(value);
+                        }
+                    }
+                    start += 1;
+                }
                 let measure = match correlation.kind {
-                    CorrelationKind::EventCount => hits.len() as u64,
-                    CorrelationKind::ValueCount => {
-                        hits.iter().filter_map(|h| h.value.as_deref()).collect::<BTreeSet<_>>().len() as u64
-                    }
-                    CorrelationKind::Temporal => {
-                        hits.iter().map(|h| h.rule.as_str()).collect::<BTreeSet<_>>().len() as u64
-                    }
+                    CorrelationKind::EventCount => (last - start) as u64,
+                    CorrelationKind::ValueCount | CorrelationKind::Temporal => inside.len() as u64,
                 };
                 let holds = match (correlation.kind, correlation.threshold) {
                     (CorrelationKind::Temporal, _) => measure as usize >= correlation.rules.len(),
                     (_, Some(threshold)) => threshold.holds(measure),
                     (_, None) => false,
                 };
-                if holds && best.is_none_or(|(_, _, n)| measure >= n) {
-                    best = Some((start, last, measure));
+                if holds {
+                    let b = alert_bucket(end_time);
+                    match best.last_mut() {
+                        Some(same) if same.0 == b => {
+                            if measure >= same.3 {
+                                *same = (b, start, last, measure);
+                            }
+                        }
+                        _ => best.push((b, start, last, measure)),
+                    }
                 }
             }
-            if let Some((start, last, measure)) = best {
+            for (b, start, last, measure) in best {
                 let hits = &window[start..last];
                 let latest = hits.last().expect("a satisfied window has hits");
                 // Stored hits come back without their context; the newest hit that has it speaks for the window.
                 let context = hits.iter().rev().find(|h| h.source_ip.is_some() || h.region.is_some()).unwrap_or(latest);
                 let fingerprint = digest(&[&rule.id, &group], 16);
-                let id = digest(&[&fingerprint, &bucket(latest.time, dedup_secs.max(span)).to_string()], 16);
+                let id = digest(&[&fingerprint, &b.to_string()], 16);
                 let mut event_ids: Vec<String> = hits.iter().filter_map(|h| h.event_id.clone()).collect();
                 event_ids.sort_unstable();
                 event_ids.dedup();
@@ -296,5 +326,51 @@ level: high
         let mut restarted = Correlator::from_hits(kept);
         got.extend(restarted.observe(&rules, &events[2..], 3600));
         assert_eq!(summary(got), once);
+    }
+
+    /// value_count over a sliding window: values that fell out of the window stop counting, a value seen twice
+    /// counts once, and the window that holds the most values is the one reported.
+    #[test]
+    fn value_count_counts_distinct_values_inside_each_window() {
+        const VALUES: &str = r#"
+title: Listed
+id: listed
+logsource: {product: aws, service: cloudtrail}
+detection: {selection: {eventName|startswith: List}, condition: selection}
+---
+title: Enumeration
+id: enum
+correlation: {type: value_count, rules: listed, group-by: [principal], timespan: 10m, condition: {gte: 3, field: eventName}}
+level: medium
+"#;
+        let rules: RuleSet =
+            RuleSet::build(crate::detect::rule::load(VALUES, "v.yml").into_iter().map(Result::unwrap).collect()).0;
+        let call = |minute: i64, name: &str| {
+            Match::new(
+                rules.index_of("listed").unwrap(),
+                1_790_000_000 + minute * 60,
+                [Some(&format!("{name}@{minute}")), Some(name), Some("carol"), Some("1"), None, None, None],
+                vec![CorrelationHit {
+                    correlation: rules.index_of("enum").unwrap(),
+                    group: "carol".into(),
+                    value: Some(name.into()),
+                }],
+            )
+        };
+        // (events as (minute, eventName), expected (count, distinct values) of the alert, if any)
+        type Case<'a> = (&'a [(i64, &'a str)], Option<(u64, u64)>);
+        let cases: &[Case] = &[
+            (&[(0, "ListA"), (1, "ListB"), (15, "ListC")], None),
+            (&[(0, "ListA"), (1, "ListA"), (2, "ListB"), (3, "ListB")], None),
+            (&[(0, "ListA"), (1, "ListB"), (2, "ListC")], Some((3, 3))),
+            (&[(0, "ListA"), (1, "ListB"), (20, "ListA"), (21, "ListC"), (22, "ListD")], Some((3, 3))),
+            (&[(0, "ListA"), (5, "ListB"), (6, "ListB"), (9, "ListC"), (12, "ListD")], Some((4, 3))),
+        ];
+        for (events, expected) in cases {
+            let matches: Vec<Match> = events.iter().map(|(m, n)| call(*m, n)).collect();
+            let alerts = Correlator::default().observe(&rules, &matches, 3600);
+            let got = alerts.iter().map(|a| (a.count, a.details["measure"].as_u64().unwrap())).max();
+            assert_eq!(got, *expected, "{events:?}");
+        }
     }
 }

@@ -183,37 +183,81 @@ impl Planned {
     }
 }
 
-/// Adds one unit's event-rule matches to `planned`: alerts for live rules (dry-run rules only count), and
-/// correlation hits, with an alert for every correlation whose condition now holds.
+/// One unit's matches as a worker hands them over: event-rule matches already folded into alerts, match counts,
+/// and the matches that feed correlations (those need the committer's windows).
 ///
-/// Matches of one rule, subject and dedup bucket fold into one alert before any hashing or formatting, so a
-/// noisy rule costs one alert's work per unit, not one per event.
+/// Folding happens on the worker, file by file, so that a noisy rule costs the serial committer one alert per
+/// rule, subject and bucket per unit, not one per event: matches of one group fold before any hashing or
+/// formatting.
+#[derive(Debug, Default)]
+pub struct UnitAlerts {
+    /// Alerts by rule index, principal, account and dedup bucket (joined by NUL, see [`UnitAlerts::fold`]), each
+    /// with its newest match: the alert takes its context (time, IP, region, agent, summary) from it once, when
+    /// the unit is planned, instead of reformatting at every newer match.
+    groups: HashMap<String, (Alert, Match)>,
+    counts: HashMap<(u32, Mode), u64>,
+    /// Matches with correlation hits, in event order.
+    correlated: Vec<Match>,
+    /// Reused to build group keys.
+    key: String,
+}
+
+impl UnitAlerts {
+    /// Folds `matches` (drained) into the unit's alerts.
+    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, dedup_secs: i64) {
+        use std::fmt::Write;
+        for m in matches.drain(..) {
+            let mode = rules.mode(m.rule);
+            *self.counts.entry((m.rule, mode)).or_default() += 1;
+            if mode == Mode::Live && rules.alerting(m.rule) {
+                self.key.clear();
+                let bucket = bucket(m.time, dedup_secs);
+                let _ =
+                    write!(self.key, "{}\0{}\0{}\0{bucket}", m.rule, m.principal(), m.account_id().unwrap_or("\u{1}"));
+                let (newest, correlated) = match m.hits.is_empty() {
+                    true => (m, None),
+                    false => (m.clone(), Some(m)),
+                };
+                match self.groups.get_mut(self.key.as_str()) {
+                    Some((alert, latest)) => fold_match(alert, latest, newest),
+                    None => {
+                        let alert = from_match(rules, &newest, dedup_secs);
+                        self.groups.insert(self.key.clone(), (alert, newest));
+                    }
+                }
+                self.correlated.extend(correlated);
+            } else if !m.hits.is_empty() {
+                self.correlated.push(m);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
+/// Adds one unit's alerts and counts to `planned`, and its correlation hits to the windows, with an alert for
+/// every correlation whose condition now holds.
 pub fn plan(
     rules: &RuleSet,
-    matches: &[Match],
+    unit: UnitAlerts,
     dedup_secs: i64,
     correlator: &mut correlate::Correlator,
     planned: &mut Planned,
 ) {
-    let mut groups: HashMap<(u32, &str, Option<&str>, i64), Alert> = HashMap::default();
-    for m in matches {
-        let mode = rules.mode(m.rule);
-        *planned.counts.entry((m.rule, mode)).or_default() += 1;
-        if mode != Mode::Live || !rules.alerting(m.rule) {
-            continue;
-        }
-        let key = (m.rule, m.principal(), m.account_id(), bucket(m.time, dedup_secs));
-        match groups.entry(key) {
-            Entry::Occupied(mut alert) => fold_match(alert.get_mut(), m),
-            Entry::Vacant(slot) => {
-                slot.insert(from_match(rules, m, dedup_secs));
-            }
-        }
+    for (key, n) in unit.counts {
+        *planned.counts.entry(key).or_default() += n;
     }
-    for alert in groups.into_values() {
+    for (mut alert, latest) in unit.groups.into_values() {
+        alert.event_time = latest.time;
+        alert.source_ip = latest.source_ip().map(str::to_owned);
+        alert.region = latest.region().map(str::to_owned);
+        alert.user_agent = latest.user_agent().map(str::to_owned);
+        alert.summary = summary(&alert.title, &latest);
         planned.add(alert, Merge::Sum);
     }
-    for alert in correlator.observe(rules, matches, dedup_secs) {
+    for alert in correlator.observe(rules, &unit.correlated, dedup_secs) {
         let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
         let mode = rules.mode(index);
         *planned.counts.entry((index, mode)).or_default() += 1;
@@ -224,8 +268,8 @@ pub fn plan(
 }
 
 /// Folds one more match of the same rule, subject and bucket into its alert (as [`Alert::merge`] would, without
-/// building a second alert).
-fn fold_match(alert: &mut Alert, m: &Match) {
+/// building a second alert); `latest` becomes `m` when `m` is newer.
+fn fold_match(alert: &mut Alert, latest: &mut Match, m: Match) {
     alert.count += 1;
     alert.first_seen = alert.first_seen.min(m.time);
     if let Some(id) = m.event_id()
@@ -234,13 +278,9 @@ fn fold_match(alert: &mut Alert, m: &Match) {
         alert.event_ids.push(id.to_owned());
     }
     if (m.time, m.source_ip(), m.region(), m.user_agent())
-        > (alert.event_time, alert.source_ip.as_deref(), alert.region.as_deref(), alert.user_agent.as_deref())
+        > (latest.time, latest.source_ip(), latest.region(), latest.user_agent())
     {
-        alert.event_time = m.time;
-        alert.source_ip = m.source_ip().map(str::to_owned);
-        alert.region = m.region().map(str::to_owned);
-        alert.user_agent = m.user_agent().map(str::to_owned);
-        alert.summary = summary(&alert.title, m);
+        *latest = m;
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::alert::correlate::Correlator;
 use crate::alert::sink::Sink;
-use crate::alert::{Alert, Planned, plan};
+use crate::alert::{Alert, Planned, UnitAlerts, plan};
 use crate::config::Suppression;
 use crate::detect::pattern::{Anchor, Pattern};
 use crate::detect::ruleset::{Match, Mode, RuleSet};
@@ -84,14 +84,21 @@ impl Alerting {
         })
     }
 
-    /// Adds one unit's matches to the open batch (alerts, correlation windows).
-    pub fn observe(&self, matches: &[Match]) {
-        if matches.is_empty() {
+    /// On a worker: folds one file's matches (drained) into its unit's alerts.
+    pub fn fold(&self, matches: &mut Vec<Match>, unit: &mut UnitAlerts) {
+        if !matches.is_empty() {
+            unit.fold(&self.rules, matches, self.dedup_secs);
+        }
+    }
+
+    /// On the committer: adds one unit's alerts to the open batch, and its hits to the correlation windows.
+    pub fn observe(&self, unit: UnitAlerts) {
+        if unit.is_empty() {
             return;
         }
         let mut correlator = self.correlator.lock().unwrap_or_else(|p| p.into_inner());
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        plan(&self.rules, matches, self.dedup_secs, &mut correlator, &mut pending);
+        plan(&self.rules, unit, self.dedup_secs, &mut correlator, &mut pending);
     }
 
     /// What the open batch writes to the outbox, suppressed and routed; the batch is closed.
