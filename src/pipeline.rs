@@ -19,6 +19,7 @@ use crate::alert::stage::Alerting;
 use crate::decode::{DecodeError, decode_into};
 use crate::detect::ruleset::{MatchScratch, RuleSet};
 use crate::fetch::FetchError;
+use crate::intake::layout::delivery_order;
 use crate::metrics::Metrics;
 use crate::parse::{ParseError, Parser, RecordCounts};
 use crate::state::outbox::{AlertWrite, WriteOutcome};
@@ -684,6 +685,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<FileJob>, std::io::Error> {
     let mut jobs: Vec<FileJob> = files.into_iter().map(|(path, meta)| FileJob::local(path, meta.len())).collect();
     jobs.sort_by(|a, b| a.key.cmp(&b.key));
     jobs.dedup_by(|a, b| a.key == b.key);
+    jobs.sort_by(|a, b| delivery_order(&a.key.source).cmp(&delivery_order(&b.key.source)));
     Ok(jobs)
 }
 

@@ -38,6 +38,26 @@ pub fn parse_key(key: &str) -> Option<Layout<'_>> {
     Some(Layout { organization, account, kind, region, day })
 }
 
+/// The delivery time in a CloudTrail file name (`<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<id>.json.gz`),
+/// as written there (it sorts as text); `None` for other names.
+pub fn file_time(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    name.split('_').find(|part| {
+        let b = part.as_bytes();
+        b.len() == 14 && b[8] == b'T' && b[13] == b'Z' && b[..8].iter().chain(&b[9..13]).all(u8::is_ascii_digit)
+    })
+}
+
+/// The order a backfill takes files in: by delivery time across accounts and regions, then by key.
+///
+/// Why: the key order (account, region, day) replays one region's whole day before the next region's, so an
+/// identity's calls in two regions would reach the correlation windows and the behavioural state hours apart
+/// (and windows only look back an hour for late files). In time order, what arrives late is only what other
+/// workers still hold.
+pub fn delivery_order(key: &str) -> (&str, &str) {
+    (file_time(key).unwrap_or(""), key)
+}
+
 /// Which files a backfill takes. Empty lists mean all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
@@ -77,6 +97,37 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_times_come_from_cloudtrail_names_only() {
+        let cases = [
+            (
+                "AWSLogs/111122223333/CloudTrail/eu-west-1/2026/10/01/111122223333_CloudTrail_eu-west-1_20261001T0020Z_Gw1.json.gz",
+                Some("20261001T0020Z"),
+            ),
+            (
+                "s3://b/AWSLogs/o-abc/111122223333/CloudTrail/us_gov_x/2026/10/01/111122223333_CloudTrail_us_gov_x_20261001T2359Z_x.json.gz",
+                Some("20261001T2359Z"),
+            ),
+            ("/spool/111122223333_CloudTrail_eu-west-1_20261001T002Z_Gw1.json.gz", None),
+            ("/spool/events.json", None),
+            ("/spool/20261001T0020Z/x.json", None),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(file_time(key), expected, "{key}");
+        }
+        let mut keys = [
+            "AWSLogs/1/CloudTrail/us-east-1/2026/10/01/1_CloudTrail_us-east-1_20261001T0005Z_a.json.gz",
+            "AWSLogs/1/CloudTrail/eu-west-1/2026/10/01/1_CloudTrail_eu-west-1_20261001T0010Z_b.json.gz",
+            "AWSLogs/1/CloudTrail/eu-west-1/2026/10/01/1_CloudTrail_eu-west-1_20261001T0000Z_c.json.gz",
+            "other/readme.json",
+        ];
+        keys.sort_by(|a, b| delivery_order(a).cmp(&delivery_order(b)));
+        assert_eq!(
+            keys.iter().map(|k| &k[k.len() - 9..]).collect::<Vec<_>>(),
+            ["adme.json", "c.json.gz", "a.json.gz", "b.json.gz"]
+        );
+    }
 
     /// (organisation, account, kind, region, day) of a key.
     type Parts<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, Timestamp);

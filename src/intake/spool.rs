@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::config::SpoolConfig;
+use crate::intake::layout::delivery_order;
 use crate::pipeline::{Applied, FileJob, walk};
 
 pub struct Spool {
@@ -41,7 +42,7 @@ impl Spool {
             .map(|(path, meta)| FileJob::local(path, meta.len()))
             .filter(|job| !applied.contains(&job.key))
             .collect();
-        jobs.sort_by(|a, b| a.local_path().cmp(&b.local_path()));
+        jobs.sort_by(|a, b| delivery_order(&a.key.source).cmp(&delivery_order(&b.key.source)));
         Ok(jobs)
     }
 
