@@ -3,15 +3,16 @@
 //!
 //! A restart resends whatever is still pending; receivers see the same alert `id`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
-use crate::alert::sink::Sink;
+use crate::alert::Alert;
+use crate::alert::sink::{Sink, SinkError};
 use crate::metrics::Metrics;
 use crate::state::outbox;
+use crate::state::outbox::Pending;
 
 /// Deliveries taken from the outbox per pass.
 const PASS_LIMIT: usize = 256;
@@ -42,6 +43,10 @@ impl Deliverer {
     }
 
     /// Sends every delivery due now, once.
+    ///
+    /// Per chunk of due deliveries: file and stdout sinks take theirs in one write, HTTP sinks one request per
+    /// alert; then every outcome is recorded in one transaction. A crash before that transaction resends the
+    /// chunk's alerts with the same ids, which is what receivers already expect after a crash.
     pub async fn pass(&mut self) -> rusqlite::Result<Pass> {
         let mut pass = Pass::default();
         loop {
@@ -49,46 +54,79 @@ impl Deliverer {
             if due.is_empty() {
                 break;
             }
-            let by_name: HashMap<&str, &Sink> = self.sinks.iter().map(|s| (s.name(), s)).collect();
-            for pending in &due {
-                let Some(sink) = by_name.get(pending.sink.as_str()) else {
-                    if self.unknown_logged.insert(pending.sink.clone()) {
-                        tracing::warn!(sink = %pending.sink, "outbox names a sink that is not configured; its alerts wait for it");
-                    }
-                    let retry = now_ms() + self.max_backoff.as_millis() as i64;
-                    outbox::failed(&self.conn, &pending.alert.id, &pending.sink, retry, "sink not configured")?;
-                    pass.failed += 1;
+            let mut outcomes: Vec<(&Pending, Result<(), String>)> = Vec::with_capacity(due.len());
+            for sink in self.sinks.iter() {
+                let mine: Vec<&Pending> = due.iter().filter(|p| p.sink == sink.name()).collect();
+                if mine.is_empty() {
                     continue;
-                };
-                let kind = sink.config.kind.as_str();
-                match sink.send(&pending.alert).await {
+                }
+                if sink.writes_lines() {
+                    let alerts: Vec<&Alert> = mine.iter().map(|p| &p.alert).collect();
+                    let res = sink.send_lines(&alerts);
+                    for pending in mine {
+                        outcomes.push((pending, self.outcome(sink, pending, res.as_ref().copied())));
+                    }
+                } else {
+                    for pending in mine {
+                        let res = sink.send(&pending.alert).await;
+                        outcomes.push((pending, self.outcome(sink, pending, res.as_ref().copied())));
+                    }
+                }
+            }
+            for pending in due.iter().filter(|p| !self.sinks.iter().any(|s| s.name() == p.sink)) {
+                if self.unknown_logged.insert(pending.sink.clone()) {
+                    tracing::warn!(sink = %pending.sink, "outbox names a sink that is not configured; its alerts wait for it");
+                }
+                outcomes.push((pending, Err("sink not configured".into())));
+            }
+            let tx = self.conn.transaction()?;
+            for (pending, outcome) in &outcomes {
+                match outcome {
                     Ok(()) => {
-                        outbox::delivered(&self.conn, &pending.alert.id, &pending.sink)?;
-                        self.metrics.alerts_sent.with_label_values(&[kind]).inc();
-                        let latency = (now_ms() - pending.raised_at_ms).max(0) as f64 / 1000.0;
-                        self.metrics.alert_latency.observe(latency);
-                        tracing::debug!(alert = %pending.alert.id, rule = %pending.alert.rule, sink = %pending.sink, "alert delivered");
+                        outbox::delivered(&tx, &pending.alert.id, &pending.sink)?;
                         pass.sent += 1;
                     }
-                    Err(err) => {
-                        let backoff = backoff(pending.attempts, self.max_backoff);
-                        tracing::warn!(
-                            alert = %pending.alert.id, attempts = pending.attempts + 1, retry_in_ms = backoff.as_millis() as u64,
-                            reason = err.kind(), "alert delivery failed: {err}"
-                        );
-                        self.metrics.alert_delivery_failures.with_label_values(&[kind]).inc();
+                    Err(reason) => {
+                        let backoff = match self.sinks.iter().any(|s| s.name() == pending.sink) {
+                            true => backoff(pending.attempts, self.max_backoff),
+                            false => self.max_backoff,
+                        };
                         let retry = now_ms() + backoff.as_millis() as i64;
-                        outbox::failed(&self.conn, &pending.alert.id, &pending.sink, retry, &err.to_string())?;
+                        outbox::failed(&tx, &pending.alert.id, &pending.sink, retry, reason)?;
                         pass.failed += 1;
                     }
                 }
             }
+            tx.commit()?;
             if due.len() < PASS_LIMIT {
                 break;
             }
         }
         self.metrics.outbox_depth.set(outbox::depth(&self.conn)? as i64);
         Ok(pass)
+    }
+
+    /// Metrics and logs for one delivery attempt; the outcome as the outbox records it.
+    fn outcome(&self, sink: &Sink, pending: &Pending, res: Result<(), &SinkError>) -> Result<(), String> {
+        let kind = sink.config.kind.as_str();
+        match res {
+            Ok(()) => {
+                self.metrics.alerts_sent.with_label_values(&[kind]).inc();
+                let latency = (now_ms() - pending.raised_at_ms).max(0) as f64 / 1000.0;
+                self.metrics.alert_latency.observe(latency);
+                tracing::debug!(alert = %pending.alert.id, rule = %pending.alert.rule, sink = %pending.sink, "alert delivered");
+                Ok(())
+            }
+            Err(err) => {
+                let backoff = backoff(pending.attempts, self.max_backoff);
+                tracing::warn!(
+                    alert = %pending.alert.id, attempts = pending.attempts + 1, retry_in_ms = backoff.as_millis() as u64,
+                    reason = err.kind(), "alert delivery failed: {err}"
+                );
+                self.metrics.alert_delivery_failures.with_label_values(&[kind]).inc();
+                Err(err.to_string())
+            }
+        }
     }
 
     /// The daemon's loop: a pass whenever woken (a commit raised alerts) or when a retry falls due, until `stop`.

@@ -1,5 +1,6 @@
 //! Alert sinks: JSONL file, stdout, generic webhook (HMAC-signed), Slack, PagerDuty Events API v2 and
-//! Alertmanager's `POST /api/v2/alerts`. Each takes one alert at a time and says whether it was accepted.
+//! Alertmanager's `POST /api/v2/alerts`. HTTP sinks take one alert per request; file and stdout take a pass's alerts
+//! as lines in one write. Each says whether it accepted them.
 //!
 //! Every payload carries the alert's stable `id` (PagerDuty's `dedup_key`, Alertmanager's `trailwatch_id` label),
 //! so a resend after a crash is recognisable as the same alert.
@@ -70,28 +71,43 @@ impl Sink {
         severity >= self.config.min_severity && (self.rules.is_empty() || self.rules.iter().any(|p| p.matches(rule)))
     }
 
-    pub async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+    /// Whether the sink takes many alerts in one write ([`Sink::send_lines`]): file and stdout.
+    pub fn writes_lines(&self) -> bool {
+        matches!(self.config.kind, SinkKind::File | SinkKind::Stdout)
+    }
+
+    /// File and stdout: every alert as one JSON line, in one write, and for a file one `fsync` for all of them
+    /// (an alert storm is written at disk speed, not at one sync per alert). All or none are accepted.
+    pub fn send_lines(&self, alerts: &[&Alert]) -> Result<(), SinkError> {
         let name = &self.config.name;
+        let mut lines = Vec::new();
+        for alert in alerts {
+            serde_json::to_writer(&mut lines, alert).expect("alerts serialize");
+            lines.push(b'\n');
+        }
         match self.config.kind {
             SinkKind::File => {
                 let path = self.config.path.as_deref().expect("validated: file sinks have a path");
                 let file_err =
                     |source| SinkError::File { sink: name.clone(), path: path.display().to_string(), source };
-                let mut line = serde_json::to_vec(alert).expect("alerts serialize");
-                line.push(b'\n');
                 let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(file_err)?;
-                file.write_all(&line).map_err(file_err)?;
+                file.write_all(&lines).map_err(file_err)?;
                 file.sync_data().map_err(file_err)
             }
-            SinkKind::Stdout => {
-                let line = serde_json::to_string(alert).expect("alerts serialize");
+            _ => {
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|source| SinkError::File {
+                out.write_all(&lines).and_then(|()| out.flush()).map_err(|source| SinkError::File {
                     sink: name.clone(),
                     path: "stdout".into(),
                     source,
                 })
             }
+        }
+    }
+
+    pub async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        match self.config.kind {
+            SinkKind::File | SinkKind::Stdout => self.send_lines(&[alert]),
             SinkKind::Webhook => {
                 let body = serde_json::to_vec(alert).expect("alerts serialize");
                 let url = self.config.url.as_deref().unwrap_or_default();
