@@ -48,14 +48,21 @@ pub fn file_time(key: &str) -> Option<&str> {
     })
 }
 
-/// The order a backfill takes files in: by delivery time across accounts and regions, then by key.
+/// The order a backfill takes files in: account by account, and within an account by delivery time across its
+/// regions, then by key.
 ///
 /// Why: the key order (account, region, day) replays one region's whole day before the next region's, so an
 /// identity's calls in two regions would reach the correlation windows and the behavioural state hours apart
-/// (and windows only look back an hour for late files). In time order, what arrives late is only what other
-/// workers still hold.
-pub fn delivery_order(key: &str) -> (&str, &str) {
-    (file_time(key).unwrap_or(""), key)
+/// (and windows only look back an hour for late files). Identities belong to one account, so time order within
+/// an account is what they need; keeping accounts apart keeps a unit's files on one account's identities, which
+/// is what makes folding a unit cheap (time order across a whole organisation cost 20% of replay throughput).
+pub fn delivery_order(key: &str) -> (&str, &str, &str) {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let account = parse_key(key).map(|l| l.account).or_else(|| {
+        let first = name.split('_').next()?;
+        (first.len() == 12 && first.bytes().all(|b| b.is_ascii_digit())).then_some(first)
+    });
+    (account.unwrap_or(""), file_time(key).unwrap_or(""), key)
 }
 
 /// Which files a backfill takes. Empty lists mean all.
@@ -117,15 +124,17 @@ mod tests {
             assert_eq!(file_time(key), expected, "{key}");
         }
         let mut keys = [
-            "AWSLogs/1/CloudTrail/us-east-1/2026/10/01/1_CloudTrail_us-east-1_20261001T0005Z_a.json.gz",
-            "AWSLogs/1/CloudTrail/eu-west-1/2026/10/01/1_CloudTrail_eu-west-1_20261001T0010Z_b.json.gz",
-            "AWSLogs/1/CloudTrail/eu-west-1/2026/10/01/1_CloudTrail_eu-west-1_20261001T0000Z_c.json.gz",
+            "AWSLogs/222222222222/CloudTrail/us-east-1/2026/10/01/222222222222_CloudTrail_us-east-1_20261001T0000Z_d.json.gz",
+            "AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/01/111111111111_CloudTrail_us-east-1_20261001T0005Z_a.json.gz",
+            "AWSLogs/111111111111/CloudTrail/eu-west-1/2026/10/01/111111111111_CloudTrail_eu-west-1_20261001T0010Z_b.json.gz",
+            "AWSLogs/111111111111/CloudTrail/eu-west-1/2026/10/01/111111111111_CloudTrail_eu-west-1_20261001T0000Z_c.json.gz",
+            "/spool/111111111111_CloudTrail_eu-west-1_20261001T0007Z_e.json.gz",
             "other/readme.json",
         ];
         keys.sort_by(|a, b| delivery_order(a).cmp(&delivery_order(b)));
         assert_eq!(
             keys.iter().map(|k| &k[k.len() - 9..]).collect::<Vec<_>>(),
-            ["adme.json", "c.json.gz", "a.json.gz", "b.json.gz"]
+            ["adme.json", "c.json.gz", "a.json.gz", "e.json.gz", "b.json.gz", "d.json.gz"]
         );
     }
 
