@@ -25,6 +25,7 @@ pub mod http;
 pub mod intake;
 pub mod metrics;
 pub mod parse;
+pub mod permissions;
 pub mod pipeline;
 pub mod report;
 pub mod state;
