@@ -14,6 +14,21 @@ use crate::state::store::Synchronous;
 /// The embedded default configuration, also the documented reference (`config/trailwatch.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../config/trailwatch.toml");
 
+/// The configuration's sections.
+const SECTIONS: &[&str] = &[
+    "intake",
+    "store",
+    "pipeline",
+    "http",
+    "aws",
+    "rules",
+    "alerts",
+    "findings",
+    "behaviour",
+    "permissions",
+    "inventory",
+];
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +45,35 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub findings: crate::findings::FindingsConfig,
     pub behaviour: crate::alert::behaviour::BehaviourConfig,
+    pub permissions: PermissionsConfig,
+    pub inventory: InventoryConfig,
+}
+
+/// `[permissions]`: the window unused-access findings look back over, and what the trail records.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PermissionsConfig {
+    /// Default look-back of `report permissions` and the unused-access findings.
+    pub window_days: i64,
+    /// The trail records data events (S3 objects, Lambda invokes, DynamoDB items): their absence means unused.
+    pub data_events_logged: bool,
+    /// An active access key older than this was not rotated.
+    pub key_rotation_days: i64,
+}
+
+impl Default for PermissionsConfig {
+    fn default() -> Self {
+        PermissionsConfig { window_days: 90, data_events_logged: false, key_rotation_days: 90 }
+    }
+}
+
+/// `[inventory]`: where granted permissions come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// `aws iam get-account-authorization-details` outputs, one account per file (relative to the working
+    /// directory).
+    pub files: Vec<PathBuf>,
 }
 
 /// `[rules]`: which Sigma rules run, and how.
@@ -365,13 +409,8 @@ impl Config {
             }
         };
         for key in table.keys() {
-            if !["intake", "store", "pipeline", "http", "aws", "rules", "alerts", "findings", "behaviour"]
-                .contains(&key.as_str())
-            {
-                problems.push(format!(
-                    "`{key}`: unknown section (expected intake, store, pipeline, http, aws, rules, alerts, findings, \
-                     behaviour)"
-                ));
+            if !SECTIONS.contains(&key.as_str()) {
+                problems.push(format!("`{key}`: unknown section (expected {})", SECTIONS.join(", ")));
             }
         }
         let intake: RawIntake = section(&table, "intake", &mut problems);
@@ -383,6 +422,11 @@ impl Config {
         let alerts: AlertsConfig = section(&table, "alerts", &mut problems);
         let findings: crate::findings::FindingsConfig = section(&table, "findings", &mut problems);
         let behaviour: crate::alert::behaviour::BehaviourConfig = section(&table, "behaviour", &mut problems);
+        let permissions: PermissionsConfig = section(&table, "permissions", &mut problems);
+        let inventory: InventoryConfig = section(&table, "inventory", &mut problems);
+        if permissions.window_days < 1 || permissions.key_rotation_days < 1 {
+            problems.push("`permissions.window_days`, `permissions.key_rotation_days`: must be at least 1".into());
+        }
         if behaviour.new_region_learning_days < 0 || behaviour.key_ips_window_secs < 1 {
             problems.push(
                 "`behaviour.new_region_learning_days` must be at least 0 and `behaviour.key_ips_window_secs` at least 1"
@@ -481,6 +525,8 @@ impl Config {
             alerts,
             findings,
             behaviour,
+            permissions,
+            inventory,
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod detect;
 pub mod fetch;
 pub mod findings;
 pub mod http;
+pub mod iam;
 pub mod intake;
 pub mod metrics;
 pub mod parse;

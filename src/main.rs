@@ -139,12 +139,91 @@ enum ReportCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Granted versus used per identity, from `[inventory]` and the state: unused services and actions, calls
+    /// no policy allows, unknown (unlogged) actions, access keys and console passwords.
+    Permissions {
+        #[command(flatten)]
+        args: PermissionsArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// A least-privilege policy for one identity: exactly the actions it used in the window (JSON on stdout),
+    /// and the granted statements it would remove (on stderr).
+    Policy {
+        #[command(flatten)]
+        args: PermissionsArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct PermissionsArgs {
+    /// Only this principal (an IAM user or role ARN as the state keys it).
+    #[arg(long, value_name = "ARN")]
+    principal: Option<String>,
+    /// The reference time (RFC 3339 or YYYY-MM-DD); default now.
+    #[arg(long, value_name = "TIME")]
+    as_of: Option<String>,
+    /// How far back "used" looks; default `permissions.window_days`.
+    #[arg(long, value_name = "N")]
+    window_days: Option<i64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
     Json,
+}
+
+/// `--as-of`: RFC 3339 or a date; now when absent.
+fn parse_as_of(text: Option<&str>) -> Result<time::Timestamp, ConfigErrors> {
+    match text {
+        None => Ok(time::now()),
+        Some(text) => time::parse_rfc3339(text).or_else(|| time::parse_date(text)).ok_or_else(|| ConfigErrors {
+            source_name: "(command line)".into(),
+            problems: vec![format!("`--as-of`: `{text}` is not a time (RFC 3339) or a date (YYYY-MM-DD)")],
+        }),
+    }
+}
+
+/// The permission reports `report permissions|policy` print, with the usage and settings behind them.
+fn permission_reports(
+    cli: &Cli,
+    args: &PermissionsArgs,
+) -> anyhow::Result<(
+    Vec<trailwatch::permissions::analysis::PermissionReport>,
+    Vec<trailwatch::permissions::analysis::Usage>,
+    trailwatch::permissions::analysis::Settings,
+)> {
+    let config = load_config(cli)?;
+    let settings = trailwatch::permissions::analysis::Settings {
+        as_of: parse_as_of(args.as_of.as_deref())?,
+        window_days: args.window_days.unwrap_or(config.permissions.window_days),
+        data_events_logged: config.permissions.data_events_logged,
+        key_rotation_days: config.permissions.key_rotation_days,
+    };
+    if settings.window_days < 1 {
+        return Err(ConfigErrors {
+            source_name: "(command line)".into(),
+            problems: vec!["`--window-days`: must be at least 1".into()],
+        }
+        .into());
+    }
+    let (inventory, problems) = trailwatch::iam::load_files(&config.inventory.files)?;
+    for problem in problems {
+        tracing::warn!("inventory: {problem}");
+    }
+    let (usage, keys) = if config.store_path.exists() {
+        let store = Store::open_reader(&config.store_path)?;
+        trailwatch::iam::usage(store.connection()).with_context(|| format!("reading usage from {}", store.path()))?
+    } else {
+        tracing::warn!(store = %config.store_path.display(), "no state store yet: every identity is reported unused");
+        Default::default()
+    };
+    let mut reports = trailwatch::permissions::analysis::analyse(&inventory, &usage, &keys, &settings);
+    if let Some(principal) = &args.principal {
+        reports.retain(|r| &r.principal == principal);
+    }
+    Ok((reports, usage, settings))
 }
 
 fn main() -> ExitCode {
@@ -301,17 +380,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("sent test alert {} to {} ({})", alert.id, sink.name(), sink.config.kind.as_str());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report { what: ReportCommand::Permissions { args, format } } => {
+            let (reports, _, settings) = permission_reports(&cli, args)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut out, &reports)?;
+                    writeln!(out)?;
+                }
+                Format::Table => report::write_permissions_table(&reports, &settings, &mut out)?,
+            }
+            out.flush().context("writing the report")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { what: ReportCommand::Policy { args } } => {
+            let principal = args.principal.clone().ok_or_else(|| ConfigErrors {
+                source_name: "(command line)".into(),
+                problems: vec!["`--principal`: required for `report policy`".into()],
+            })?;
+            let (reports, usage, settings) = permission_reports(&cli, args)?;
+            let Some(report) = reports.first() else {
+                anyhow::bail!("{principal}: neither the inventory nor the state knows this principal");
+            };
+            let usage = usage.iter().find(|u| u.principal == principal);
+            let (policy, removed) = trailwatch::permissions::analysis::least_privilege(report, usage, &settings);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &policy)?;
+            writeln!(out)?;
+            out.flush().context("writing the policy")?;
+            for statement in removed {
+                eprintln!("would remove: {statement} (allowed nothing used in the window)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { what: ReportCommand::Findings { as_of, format } } => {
             let config = load_config(&cli)?;
-            let as_of = match as_of {
-                None => time::now(),
-                Some(text) => {
-                    time::parse_rfc3339(text).or_else(|| time::parse_date(text)).ok_or_else(|| ConfigErrors {
-                        source_name: "(command line)".into(),
-                        problems: vec![format!("`--as-of`: `{text}` is not a time (RFC 3339) or a date (YYYY-MM-DD)")],
-                    })?
-                }
-            };
+            let as_of = parse_as_of(as_of.as_deref())?;
             anyhow::ensure!(
                 config.store_path.exists(),
                 "state store {} does not exist: run `trailwatch replay` or `trailwatch run` first",

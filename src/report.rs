@@ -178,3 +178,81 @@ pub fn write_identities_table(store: &Store, out: &mut dyn Write) -> Result<(), 
         )
     })
 }
+
+/// `report permissions --format table`: one block per identity, each finding on its own line, so a person can
+/// check it against the inventory and the events by hand.
+pub fn write_permissions_table(
+    reports: &[crate::permissions::analysis::PermissionReport],
+    settings: &crate::permissions::analysis::Settings,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "# as of {}, window {} days; actions only: resources and conditions are not evaluated{}",
+        format_rfc3339(settings.as_of),
+        settings.window_days,
+        if settings.data_events_logged { "" } else { "; data events are not recorded, so their actions are unknown" }
+    )?;
+    for r in reports {
+        writeln!(out)?;
+        let seen = match (&r.last_used, r.used_in_window) {
+            (None, _) => "never seen".to_owned(),
+            (Some(t), true) => format!("last used {t} (in the window)"),
+            (Some(t), false) => format!("last used {t} (not in the window)"),
+        };
+        let inventory = if r.in_inventory { "" } else { ", not in the inventory" };
+        writeln!(out, "{}  {}{inventory}  {seen}", r.principal, r.kind)?;
+        let list = |items: &[String]| if items.is_empty() { "-".to_owned() } else { items.join(", ") };
+        if r.in_inventory {
+            writeln!(out, "  granted services   {}", list(&r.granted_services))?;
+        }
+        writeln!(out, "  used services      {}", list(&r.used_services))?;
+        if r.in_inventory {
+            writeln!(out, "  unused services    {}", list(&r.unused_services))?;
+        }
+        for u in &r.unused_actions {
+            let mut notes = Vec::new();
+            if u.data_events {
+                notes.push("data-event part unknown");
+            }
+            if u.outside_boundary {
+                notes.push("outside the boundary");
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!("  ({})", notes.join(", ")) };
+            writeln!(out, "  unused action      {}  in {} {}{notes}", u.pattern, u.policy, u.statement)?;
+        }
+        for a in &r.used_not_granted {
+            writeln!(out, "  used, not granted  {a}")?;
+        }
+        for u in &r.unknown {
+            writeln!(out, "  unknown            {}  in {} {}  ({})", u.pattern, u.policy, u.statement, u.reason)?;
+        }
+        for k in &r.access_keys {
+            writeln!(
+                out,
+                "  access key         {} {} created {} last used {}",
+                k.id,
+                k.status,
+                k.created.as_deref().unwrap_or("-"),
+                k.last_used.as_deref().unwrap_or("never")
+            )?;
+        }
+        if r.console_password {
+            writeln!(
+                out,
+                "  console password   last console login {}",
+                r.last_console_login.as_deref().unwrap_or("never")
+            )?;
+        }
+        for f in &r.findings {
+            writeln!(out, "  finding            {}: {}", f.rule, f.summary)?;
+        }
+        for m in &r.missing_policies {
+            writeln!(out, "  missing policy     {m} (attached, not in the inventory: its grants are not counted)")?;
+        }
+        for d in &r.unevaluated_denies {
+            writeln!(out, "  deny not applied   {d} (has a condition or a narrower resource)")?;
+        }
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! Architecture invariant: `policy`, `inventory`, `effective` and `analysis` are pure (text and state rows in,
 //! reports out); reading files, the store and the IAM API happens at the edges.
 
+pub mod analysis;
 pub mod effective;
 pub mod inventory;
 pub mod policy;

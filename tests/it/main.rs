@@ -20,3 +20,6 @@ mod config;
 
 // Detections and alerts: injected incidents, webhook retries and a crash before delivery, a real Alertmanager.
 mod alerts;
+
+// Granted versus used: `report permissions|policy` on an authorization-details fixture and replayed usage.
+mod permissions;
