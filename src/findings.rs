@@ -5,6 +5,9 @@
 //! Each finding becomes an alert whose id is derived from the rule, the subject and the subject's last use, so a
 //! finding is raised once per inactivity episode: the daemon's next tick finds the same id and raises nothing,
 //! and only fresh activity followed by a new lapse raises it again.
+//!
+//! With an inventory (`[inventory] files`), the permission findings are raised on the same schedule and in the
+//! same way (see [`permission_alert`] for what makes each one's id).
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
@@ -138,16 +141,114 @@ pub fn to_alert(finding: &Finding, as_of: Timestamp) -> Alert {
     }
 }
 
+/// What the periodic findings look at: the state thresholds, and the inventory with the permission settings.
+#[derive(Debug, Clone, Default)]
+pub struct PeriodicConfig {
+    pub findings: FindingsConfig,
+    pub permissions: crate::config::PermissionsConfig,
+    pub inventory: crate::config::InventoryConfig,
+}
+
+/// The alert for a permission finding. Its id is the rule, the subject and what the finding is about, so each
+/// is raised once: `unused-identity` and `access-key-unused` until the subject is used again (its last use, or
+/// `never`; the same id as the state's `access-key-unused` for a key both know), `password-unused` until the next
+/// console login, `access-key-not-rotated` once per key (a rotated key is a new key), and `unused-permissions`
+/// once per window-long period.
+pub fn permission_alert(
+    finding: &crate::permissions::analysis::PermissionFinding,
+    report: &crate::permissions::analysis::PermissionReport,
+    settings: &crate::permissions::analysis::Settings,
+) -> Alert {
+    use crate::permissions::analysis::{
+        ACCESS_KEY_NOT_ROTATED, ACCESS_KEY_UNUSED, PASSWORD_UNUSED, UNUSED_IDENTITY, UNUSED_PERMISSIONS,
+    };
+    let key = report.access_keys.iter().find(|k| k.id == finding.subject);
+    let never = || "never".to_owned();
+    let (anchor, title, severity) = match finding.rule {
+        UNUSED_IDENTITY => (report.last_used.clone().unwrap_or_else(never), "Unused identity", Severity::Low),
+        UNUSED_PERMISSIONS => {
+            let period = settings.as_of.div_euclid(settings.window_days.max(1) * 86_400);
+            (format!("period-{period}"), "Unused permissions", Severity::Low)
+        }
+        ACCESS_KEY_UNUSED => {
+            (key.and_then(|k| k.last_used.clone()).unwrap_or_else(never), "Unused access key", Severity::Medium)
+        }
+        ACCESS_KEY_NOT_ROTATED => {
+            (key.and_then(|k| k.created.clone()).unwrap_or_else(never), "Access key not rotated", Severity::Medium)
+        }
+        PASSWORD_UNUSED => {
+            (report.last_console_login.clone().unwrap_or_else(never), "Unused console password", Severity::Medium)
+        }
+        other => (other.to_owned(), "Permission finding", Severity::Low),
+    };
+    let fingerprint = digest(&[finding.rule, &finding.subject], 16);
+    let id = digest(&[&fingerprint, &anchor], 16);
+    let time = report.last_used.as_deref().and_then(crate::time::parse_rfc3339).unwrap_or(settings.as_of);
+    Alert {
+        id,
+        fingerprint,
+        rule: finding.rule.to_owned(),
+        title: title.to_owned(),
+        severity,
+        principal: report.principal.clone(),
+        account_id: report.account_id.clone(),
+        region: None,
+        source_ip: None,
+        user_agent: None,
+        event_ids: Vec::new(),
+        event_time: time,
+        first_seen: time,
+        count: 1,
+        summary: format!("{title}: {}", finding.summary),
+        details: serde_json::json!({
+            "subject": finding.subject,
+            "kind": report.kind,
+            "window_days": settings.window_days,
+            "as_of": format_rfc3339(settings.as_of),
+            "unused_services": report.unused_services,
+            "unused_actions": report.unused_actions.iter().map(|u| &u.pattern).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// The permission findings at `as_of` as alerts; none without an inventory. An inventory that cannot be read
+/// is logged and skipped, so the state's findings still go out.
+fn permission_alerts(conn: &Connection, as_of: Timestamp, config: &PeriodicConfig) -> rusqlite::Result<Vec<Alert>> {
+    if config.inventory.files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (inventory, problems) = match crate::iam::load_files(&config.inventory.files) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            tracing::error!("inventory: {err}; permission findings skipped");
+            return Ok(Vec::new());
+        }
+    };
+    for problem in problems {
+        tracing::warn!("inventory: {problem}");
+    }
+    let settings = crate::permissions::analysis::Settings {
+        as_of,
+        window_days: config.permissions.window_days,
+        data_events_logged: config.permissions.data_events_logged,
+        key_rotation_days: config.permissions.key_rotation_days,
+    };
+    let (usage, keys) = crate::iam::usage(conn)?;
+    let reports = crate::permissions::analysis::analyse(&inventory, &usage, &keys, &settings);
+    Ok(reports.iter().flat_map(|r| r.findings.iter().map(|f| permission_alert(f, r, &settings))).collect())
+}
+
 /// Raises the findings at `as_of` as alerts (one transaction): `route` gives the sinks of an alert, or `None`
 /// when a suppression drops it. Returns the severities of the alerts that were new.
 pub fn raise(
     conn: &mut Connection,
     as_of: Timestamp,
-    config: &FindingsConfig,
+    config: &PeriodicConfig,
     route: &dyn Fn(&Alert) -> Option<Vec<String>>,
     raised_at_ms: i64,
 ) -> rusqlite::Result<Vec<Severity>> {
-    let findings = compute(conn, as_of, config)?;
+    let mut alerts: Vec<Alert> = compute(conn, as_of, &config.findings)?.iter().map(|f| to_alert(f, as_of)).collect();
+    alerts.extend(permission_alerts(conn, as_of, config)?);
     let tx = conn.transaction()?;
     let mut new = Vec::new();
     {
@@ -157,8 +258,7 @@ pub fn raise(
         )?;
         let mut enqueue =
             tx.prepare_cached("INSERT OR IGNORE INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, ?2, ?3)")?;
-        for finding in &findings {
-            let alert = to_alert(finding, as_of);
+        for alert in alerts {
             let Some(sinks) = route(&alert) else { continue };
             let body = serde_json::to_string(&alert).expect("alerts serialize");
             let inserted = insert.execute(params![

@@ -173,7 +173,7 @@ impl Alerting {
         &self,
         conn: &mut rusqlite::Connection,
         as_of: crate::time::Timestamp,
-        config: &crate::findings::FindingsConfig,
+        config: &crate::findings::PeriodicConfig,
         metrics: &Metrics,
     ) -> rusqlite::Result<u64> {
         let route = |alert: &Alert| {
@@ -268,16 +268,16 @@ impl Delivery {
         runtime: &tokio::runtime::Runtime,
         alerting: &Arc<Alerting>,
         store: &Store,
-        config: crate::findings::FindingsConfig,
+        config: crate::findings::PeriodicConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Delivery, StoreError> {
-        if config.interval_secs == 0 {
+        if config.findings.interval_secs == 0 {
             return Ok(self);
         }
         let conn = Arc::new(Mutex::new(store.outbox_connection()?));
         let (alerting, stop) = (Arc::clone(alerting), self.stop.clone());
         self.findings = Some(runtime.spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.interval_secs));
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.findings.interval_secs));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -345,7 +345,11 @@ pub fn start(
         runtime,
         &alerting,
         store,
-        config.findings.clone(),
+        crate::findings::PeriodicConfig {
+            findings: config.findings.clone(),
+            permissions: config.permissions.clone(),
+            inventory: config.inventory.clone(),
+        },
         Arc::clone(metrics),
     )?;
     Ok((Some(alerting), Some(delivery)))

@@ -143,3 +143,76 @@ fn the_suggested_policy_allows_exactly_what_was_used() {
         trailwatch(&["--config", &config, "report", "policy", "--principal", "arn:aws:iam::111122223333:user/nobody"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither the inventory nor the state knows this principal"));
 }
+
+/// The daemon raises the permission findings through the alert sinks, each once however many ticks pass: the
+/// same findings `report permissions` lists at that time, with their subjects.
+#[test]
+fn the_daemon_raises_each_permission_finding_once() {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use crate::util::{bin, free_port, wait_for};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::copy(data("permissions/events.json"), spool.join("events.json")).unwrap();
+    let (port, sink) = (free_port(), tmp.path().join("alerts.jsonl"));
+    let config = tmp.path().join("tw.toml");
+    // State findings off in effect (thresholds of centuries): only permission findings are raised.
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {:?}\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n[rules]\nbuiltin = false\n\
+             [findings]\ninactive_days = 100000\naccess_key_unused_days = 100000\ninterval_secs = 1\n\
+             [inventory]\nfiles = [{:?}]\n\
+             [[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n",
+            tmp.path().join("s.db"),
+            data("permissions/account.json")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut daemon =
+        bin().args(["--config", config, "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let read = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&sink)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|a| (a["rule"].as_str().unwrap().to_owned(), a["details"]["subject"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    // The events are applied (alice's calls are in the state) before the findings stop changing.
+    let applied = wait_for(Duration::from_secs(30), || {
+        let out = trailwatch(&["--config", config, "report", "identities", "--format", "json"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("user/alice")).then_some(())
+    });
+    assert!(applied.is_some(), "the spool file was not applied");
+    // Three more ticks after that: every finding is there, none twice.
+    std::thread::sleep(Duration::from_millis(3500));
+    let raised = read();
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&trailwatch(&["--config", config, "report", "permissions", "--format", "json"])))
+            .unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let mut want: Vec<(String, String)> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["findings"].as_array().unwrap().iter())
+        .map(|f| (f["rule"].as_str().unwrap().to_owned(), f["subject"].as_str().unwrap().to_owned()))
+        .collect();
+    want.sort();
+    let mut got = raised.clone();
+    got.sort();
+    // Raised before the events were applied, an identity may have been unused then and used now; it is raised
+    // once either way. Every finding of now is raised exactly once.
+    for finding in &want {
+        assert_eq!(got.iter().filter(|g| *g == finding).count(), 1, "{finding:?} in {got:?}");
+    }
+    assert!(want.iter().any(|(rule, _)| rule == "unused-identity"), "{want:?}");
+    assert!(want.iter().any(|(rule, _)| rule == "password-unused"), "{want:?}");
+}
