@@ -74,6 +74,24 @@ pub struct InventoryConfig {
     /// `aws iam get-account-authorization-details` outputs, one account per file (relative to the working
     /// directory).
     pub files: Vec<PathBuf>,
+    pub iam: IamInventoryConfig,
+}
+
+/// `[inventory.iam]`: the inventory fetched from the IAM API by the daemons (and `trailwatch inventory fetch`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IamInventoryConfig {
+    pub enabled: bool,
+    /// How often the daemons fetch it again.
+    pub refresh_secs: u64,
+    /// For an organisation: one role to assume per account. Empty: the credentials' own account.
+    pub assume_role_arns: Vec<String>,
+}
+
+impl Default for IamInventoryConfig {
+    fn default() -> Self {
+        IamInventoryConfig { enabled: false, refresh_secs: 86_400, assume_role_arns: Vec::new() }
+    }
 }
 
 /// `[rules]`: which Sigma rules run, and how.
@@ -424,6 +442,17 @@ impl Config {
         let behaviour: crate::alert::behaviour::BehaviourConfig = section(&table, "behaviour", &mut problems);
         let permissions: PermissionsConfig = section(&table, "permissions", &mut problems);
         let inventory: InventoryConfig = section(&table, "inventory", &mut problems);
+        if inventory.iam.enabled && !cfg!(feature = "iam") {
+            problems.push("`inventory.iam.enabled`: this build has no IAM support (cargo feature `iam`)".into());
+        }
+        if inventory.iam.refresh_secs < 60 {
+            problems.push("`inventory.iam.refresh_secs`: must be at least 60".into());
+        }
+        for arn in &inventory.iam.assume_role_arns {
+            if !(arn.starts_with("arn:") && arn.contains(":role/")) {
+                problems.push(format!("`inventory.iam.assume_role_arns`: `{arn}` is not a role ARN"));
+            }
+        }
         if permissions.window_days < 1 || permissions.key_rotation_days < 1 {
             problems.push("`permissions.window_days`, `permissions.key_rotation_days`: must be at least 1".into());
         }

@@ -80,6 +80,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     );
 
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
+    let inventory_stop = crate::alert::deliver::Stop::new();
+    #[cfg(feature = "iam")]
+    let inventory = crate::iam::start_refresh(&runtime, config, &store, inventory_stop.clone())?;
     let mut spool = Spool::new(spool_config);
     let ctx = RunContext {
         threads: config.threads,
@@ -131,6 +134,11 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
     if let Some(delivery) = delivery {
         delivery.stop(&runtime);
+    }
+    inventory_stop.stop();
+    #[cfg(feature = "iam")]
+    if let Some(inventory) = inventory {
+        let _ = runtime.block_on(inventory);
     }
     let _ = http_stop_tx.send(());
     let _ = runtime.block_on(server);

@@ -214,10 +214,7 @@ pub fn permission_alert(
 /// The permission findings at `as_of` as alerts; none without an inventory. An inventory that cannot be read
 /// is logged and skipped, so the state's findings still go out.
 fn permission_alerts(conn: &Connection, as_of: Timestamp, config: &PeriodicConfig) -> rusqlite::Result<Vec<Alert>> {
-    if config.inventory.files.is_empty() {
-        return Ok(Vec::new());
-    }
-    let (inventory, problems) = match crate::iam::load_files(&config.inventory.files) {
+    let (inventory, problems) = match crate::iam::load(&config.inventory.files, Some(conn)) {
         Ok(loaded) => loaded,
         Err(err) => {
             tracing::error!("inventory: {err}; permission findings skipped");
@@ -226,6 +223,9 @@ fn permission_alerts(conn: &Connection, as_of: Timestamp, config: &PeriodicConfi
     };
     for problem in problems {
         tracing::warn!("inventory: {problem}");
+    }
+    if inventory.accounts.is_empty() {
+        return Ok(Vec::new());
     }
     let settings = crate::permissions::analysis::Settings {
         as_of,

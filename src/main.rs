@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         what: RulesCommand,
     },
+    /// The inventory of granted permissions.
+    Inventory {
+        #[command(subcommand)]
+        what: InventoryCommand,
+    },
     /// Alert delivery.
     Alerts {
         #[command(subcommand)]
@@ -116,6 +121,17 @@ enum RulesCommand {
     /// Loads every rule file under DIR (without the built-ins) and reports each rule that fails, with its reason.
     /// Exit code 1 when any fails.
     Check { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// Fetches every configured account's inventory from the IAM API (`[aws]`, `[inventory.iam]
+    /// assume_role_arns`) into the state file, where reports and findings read it.
+    Fetch {
+        /// Also write each account's inventory to `<DIR>/<account>.json` (usable as `[inventory] files`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -174,6 +190,35 @@ enum Format {
     Json,
 }
 
+#[cfg(feature = "iam")]
+fn inventory_fetch(cli: &Cli, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results = runtime.block_on(trailwatch::iam::fetch_all(&config.aws, &config.inventory.iam.assume_role_arns));
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (account, body) in results.iter().flatten() {
+            let path = dir.join(format!("{account}.json"));
+            std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    let store = Store::open(&config.store_path, config.synchronous)?;
+    let (stored, errors) = trailwatch::iam::store_fetched(store.connection(), results, time::now())
+        .with_context(|| format!("storing the inventory in {}", store.path()))?;
+    for account in &stored {
+        println!("fetched the inventory of account {account}");
+    }
+    for err in &errors {
+        eprintln!("trailwatch: {err}");
+    }
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(not(feature = "iam"))]
+fn inventory_fetch(_: &Cli, _: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this build has no IAM support (cargo feature `iam`); use `[inventory] files`")
+}
+
 /// `--as-of`: RFC 3339 or a date; now when absent.
 fn parse_as_of(text: Option<&str>) -> Result<time::Timestamp, ConfigErrors> {
     match text {
@@ -208,16 +253,21 @@ fn permission_reports(
         }
         .into());
     }
-    let (inventory, problems) = trailwatch::iam::load_files(&config.inventory.files)?;
+    let store = match config.store_path.exists() {
+        true => Some(Store::open_reader(&config.store_path)?),
+        false => {
+            tracing::warn!(store = %config.store_path.display(), "no state store yet: every identity is reported unused");
+            None
+        }
+    };
+    let (inventory, problems) = trailwatch::iam::load(&config.inventory.files, store.as_ref().map(Store::connection))?;
     for problem in problems {
         tracing::warn!("inventory: {problem}");
     }
-    let (usage, keys) = if config.store_path.exists() {
-        let store = Store::open_reader(&config.store_path)?;
-        trailwatch::iam::usage(store.connection()).with_context(|| format!("reading usage from {}", store.path()))?
-    } else {
-        tracing::warn!(store = %config.store_path.display(), "no state store yet: every identity is reported unused");
-        Default::default()
+    let (usage, keys) = match &store {
+        Some(store) => trailwatch::iam::usage(store.connection())
+            .with_context(|| format!("reading usage from {}", store.path()))?,
+        None => Default::default(),
     };
     let mut reports = trailwatch::permissions::analysis::analyse(&inventory, &usage, &keys, &settings);
     if let Some(principal) = &args.principal {
@@ -367,6 +417,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             writeln!(out, "{} rules loaded, {} failed", rules.rules().len(), errors.len())?;
             Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Inventory { what: InventoryCommand::Fetch { out } } => inventory_fetch(&cli, out.as_deref()),
         Command::Alerts { what: AlertsCommand::Test { sink } } => {
             let config = load_config(&cli)?;
             let Some(sink_config) = config.alerts.sinks.iter().find(|s| &s.name == sink) else {

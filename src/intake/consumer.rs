@@ -102,6 +102,9 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
     );
     let objects = s3_client(&sdk, &config.aws);
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
+    let inventory_stop = crate::alert::deliver::Stop::new();
+    #[cfg(feature = "iam")]
+    let inventory = crate::iam::start_refresh(&runtime, config, &store, inventory_stop.clone())?;
     let summary =
         run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, alerting.as_deref(), async {
             wait_for_signal().await;
@@ -109,6 +112,11 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         });
     if let Some(delivery) = delivery {
         delivery.stop(&runtime);
+    }
+    inventory_stop.stop();
+    #[cfg(feature = "iam")]
+    if let Some(inventory) = inventory {
+        let _ = runtime.block_on(inventory);
     }
     let _ = http_stop.send(());
     let _ = runtime.block_on(http);

@@ -201,7 +201,8 @@ struct PolicyVersion {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct PolicyDetail {
-    policy_name: String,
+    /// Some emulators leave it out; the ARN's last part is the name.
+    policy_name: Option<String>,
     arn: String,
     #[serde(default)]
     policy_version_list: Vec<PolicyVersion>,
@@ -310,7 +311,8 @@ impl AccountInventory {
             };
             match PolicyDocument::from_value(&version.document) {
                 Ok(document) => {
-                    policies.insert(p.arn.clone(), ManagedPolicy { name: p.policy_name, arn: p.arn, document });
+                    let name = p.policy_name.unwrap_or_else(|| p.arn.rsplit('/').next().unwrap_or(&p.arn).to_owned());
+                    policies.insert(p.arn.clone(), ManagedPolicy { name, arn: p.arn, document });
                 }
                 Err(err) => problems.push(problem(origin, &format!("managed policy {}", p.arn), &err)),
             }

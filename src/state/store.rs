@@ -57,6 +57,16 @@ pub struct Store {
 
 const SCHEMA_VERSION: i64 = 1;
 
+/// The IAM inventory as fetched from the API: one account's authorization details per row (the JSON AWS
+/// returns), replaced at each refresh. Read by `report permissions` and the periodic findings beside the files.
+pub const INVENTORY_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS inventory (
+    account_id TEXT PRIMARY KEY,
+    fetched_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS principals (
@@ -292,6 +302,7 @@ impl Store {
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(outbox::SCHEMA).map_err(err)?;
+        conn.execute_batch(INVENTORY_SCHEMA).map_err(err)?;
         let found: Option<i64> = conn
             .query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()

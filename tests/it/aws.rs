@@ -431,3 +431,186 @@ fn sqs_daemon_killed_mid_stream_then_restarted_is_exact() {
 fn sqs_daemon_sigterm_mid_stream_drains_exits_0_and_a_restart_is_exact() {
     interrupt_mid_stream_then_restart(Interrupt::Sigterm);
 }
+
+/// The inventory from moto's IAM through the real SDK: users in a group, an inline policy, a boundary, a role
+/// with `NotAction` and `Deny`, access keys and a console password; `inventory fetch` stores it, a replay of
+/// usage events for those identities follows, and `report permissions` compares the two.
+#[test]
+fn iam_inventory_from_the_api_meets_replayed_usage() {
+    use aws_sdk_iam::config::{BehaviorVersion, Credentials, Region};
+
+    let moto = Moto::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let iam = aws_sdk_iam::Client::from_conf(
+        aws_sdk_iam::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .build(),
+    );
+    let doc = |statements: serde_json::Value| {
+        serde_json::json!({ "Version": "2012-10-17", "Statement": statements }).to_string()
+    };
+    let arn = rt.block_on(async {
+        let read = iam
+            .create_policy()
+            .policy_name("read")
+            .policy_document(doc(serde_json::json!([{ "Effect": "Allow", "Action": ["s3:Get*", "s3:List*", "ec2:Describe*"], "Resource": "*" }])))
+            .send()
+            .await
+            .unwrap();
+        let read = read.policy().unwrap().arn().unwrap().to_owned();
+        let admin = iam
+            .create_policy()
+            .policy_name("admin")
+            .policy_document(doc(serde_json::json!([{ "Effect": "Allow", "Action": "*", "Resource": "*" }])))
+            .send()
+            .await
+            .unwrap();
+        let admin = admin.policy().unwrap().arn().unwrap().to_owned();
+        let boundary = iam
+            .create_policy()
+            .policy_name("s3-only")
+            .policy_document(doc(serde_json::json!([{ "Effect": "Allow", "Action": "s3:*", "Resource": "*" }])))
+            .send()
+            .await
+            .unwrap();
+        let boundary = boundary.policy().unwrap().arn().unwrap().to_owned();
+        iam.create_group().group_name("devs").send().await.unwrap();
+        iam.attach_group_policy().group_name("devs").policy_arn(&read).send().await.unwrap();
+        let alice = iam.create_user().user_name("alice").send().await.unwrap();
+        iam.add_user_to_group().group_name("devs").user_name("alice").send().await.unwrap();
+        iam.put_user_policy()
+            .user_name("alice")
+            .policy_name("queue")
+            .policy_document(doc(serde_json::json!([{ "Effect": "Allow", "Action": ["sqs:SendMessage", "iam:PassRole"], "Resource": "*" }])))
+            .send()
+            .await
+            .unwrap();
+        iam.create_access_key().user_name("alice").send().await.unwrap();
+        iam.create_login_profile().user_name("alice").password("Pa55word!Pa55word!").send().await.unwrap();
+        iam.create_user().user_name("bob").permissions_boundary(&boundary).send().await.unwrap();
+        iam.attach_user_policy().user_name("bob").policy_arn(&admin).send().await.unwrap();
+        let trust = doc(serde_json::json!([{ "Effect": "Allow", "Principal": { "Service": "ecs-tasks.amazonaws.com" }, "Action": "sts:AssumeRole" }]));
+        iam.create_role().role_name("app").assume_role_policy_document(trust).send().await.unwrap();
+        iam.put_role_policy()
+            .role_name("app")
+            .policy_name("app")
+            .policy_document(doc(serde_json::json!([
+                { "Effect": "Allow", "NotAction": "iam:*", "Resource": "*" },
+                { "Effect": "Deny", "Action": "ec2:TerminateInstances", "Resource": "*" }
+            ])))
+            .send()
+            .await
+            .unwrap();
+        alice.user().unwrap().arn().to_owned()
+    });
+    let account = arn.split(':').nth(4).unwrap().to_owned();
+    let config = moto.config(tmp.path());
+    let cfg = config.to_str().unwrap();
+    let files = tmp.path().join("inventory");
+    let out = trailwatch_aws(&["--config", cfg, "inventory", "fetch", "--out", files.to_str().unwrap()]);
+    assert_eq!(ok(&out).trim(), format!("fetched the inventory of account {account}"));
+    assert!(files.join(format!("{account}.json")).exists());
+
+    // A day of usage for them (events as CloudTrail writes them; moto writes none).
+    let now = trailwatch::time::now();
+    let at = trailwatch::time::format_rfc3339(now - 86_400);
+    let user = |name: &str| serde_json::json!({ "type": "IAMUser", "arn": format!("arn:aws:iam::{account}:user/{name}"), "accountId": account, "userName": name, "principalId": format!("AIDA{name}") });
+    let role = serde_json::json!({ "type": "AssumedRole", "arn": format!("arn:aws:sts::{account}:assumed-role/app/t"), "accountId": account, "principalId": "AROAAPP:t",
+        "sessionContext": { "sessionIssuer": { "type": "Role", "arn": format!("arn:aws:iam::{account}:role/app"), "accountId": account, "userName": "app", "principalId": "AROAAPP" } } });
+    let event = |i: usize, source: &str, name: &str, who: &serde_json::Value| {
+        serde_json::json!({
+        "eventVersion": "1.09", "eventTime": at, "eventSource": format!("{source}.amazonaws.com"), "eventName": name,
+        "awsRegion": "us-east-1", "sourceIPAddress": "198.51.100.9", "userAgent": "aws-cli/2", "eventID": format!("iam-test-{i}"),
+        "eventType": "AwsApiCall", "recipientAccountId": account, "userIdentity": who })
+    };
+    let records = vec![
+        event(1, "s3", "ListBuckets", &user("alice")),
+        event(2, "sqs", "SendMessage", &user("alice")),
+        event(3, "ec2", "RunInstances", &role),
+        event(4, "iam", "ListRoles", &role),
+        event(5, "ec2", "TerminateInstances", &role),
+    ];
+    let events = tmp.path().join("events.json");
+    std::fs::write(&events, serde_json::json!({ "Records": records }).to_string()).unwrap();
+    ok(&trailwatch_aws(&["--config", cfg, "replay", events.to_str().unwrap()]));
+
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&trailwatch_aws(&["--config", cfg, "report", "permissions", "--format", "json"])))
+            .unwrap();
+    let of = |name: &str| {
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["principal"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name}: {report}"))
+    };
+    let patterns = |r: &serde_json::Value, field: &str| -> Vec<String> {
+        r[field].as_array().unwrap().iter().map(|u| u["pattern"].as_str().unwrap().to_owned()).collect()
+    };
+    let strings = |r: &serde_json::Value, field: &str| -> Vec<String> {
+        r[field].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect()
+    };
+    // alice: the group's policy and her inline one; s3:List* and sqs used, the rest unused or unknown.
+    let alice = of(":user/alice");
+    assert_eq!(strings(alice, "granted_services"), ["ec2", "iam", "s3", "sqs"]);
+    assert_eq!(strings(alice, "used_services"), ["s3", "sqs"]);
+    assert_eq!(strings(alice, "unused_services"), ["ec2"]);
+    assert_eq!(patterns(alice, "unused_actions"), ["s3:Get*", "ec2:Describe*"]);
+    assert_eq!(patterns(alice, "unknown"), ["iam:PassRole"]);
+    assert_eq!(alice["console_password"], true);
+    let keys = alice["access_keys"].as_array().unwrap();
+    assert_eq!((keys.len(), keys[0]["status"].as_str()), (1, Some("Active")));
+    // bob: `*` behind an s3-only boundary, never seen.
+    let bob = of(":user/bob");
+    assert_eq!((bob["used_in_window"].as_bool(), bob["last_used"].is_null()), (Some(false), true));
+    assert!(bob["findings"].as_array().unwrap().iter().any(|f| f["rule"] == "unused-identity"));
+    // app: NotAction leaves IAM out, and the Deny takes TerminateInstances away.
+    let app = of(":role/app");
+    assert_eq!(strings(app, "used_not_granted"), ["ec2:TerminateInstances", "iam:ListRoles"]);
+    assert_eq!(patterns(app, "unused_actions"), Vec::<String>::new());
+
+    // The spool daemon with `[inventory.iam] enabled` fetches on start into its own state file.
+    let daemon_dir = tmp.path().join("daemon");
+    std::fs::create_dir_all(daemon_dir.join("spool")).unwrap();
+    let daemon_config = daemon_dir.join("tw.toml");
+    std::fs::write(
+        &daemon_config,
+        format!(
+            "[store]\npath = {:?}\n[intake.spool]\ndir = {:?}\n[http]\nlisten = \"127.0.0.1:{}\"\n[alerts]\nenabled = false\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n[inventory.iam]\nenabled = true\n",
+            daemon_dir.join("s.db"),
+            daemon_dir.join("spool"),
+            free_port(),
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let mut daemon = start_daemon(&daemon_config);
+    let dcfg = daemon_config.to_str().unwrap();
+    let fetched = wait_for(Duration::from_secs(30), || {
+        let out = trailwatch_aws(&[
+            "--config",
+            dcfg,
+            "report",
+            "permissions",
+            "--format",
+            "json",
+            "--principal",
+            &bob_arn(&account),
+        ]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (report[0]["in_inventory"] == true).then_some(())
+    });
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(fetched.is_some(), "the daemon did not fetch the inventory");
+}
+
+fn bob_arn(account: &str) -> String {
+    format!("arn:aws:iam::{account}:user/bob")
+}
