@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::permissions::effective::{Decision, Grants, Labels};
+use crate::permissions::effective::{Decision, Grants, Identity, Labels};
 use crate::permissions::inventory::{AccountInventory, Inventory, arn_account};
 use crate::permissions::policy::{ActionPattern, Actions, Effect};
 use crate::time::{Timestamp, format_rfc3339};
@@ -188,15 +188,15 @@ pub fn analyse(
     let data = patterns(DATA_EVENT_ACTIONS);
     let never = patterns(NEVER_LOGGED_ACTIONS);
     let by_principal: HashMap<&str, &Usage> = usage.iter().map(|u| (u.principal.as_str(), u)).collect();
-    let mut principals: BTreeMap<&str, Option<(&AccountInventory, &'static str)>> = BTreeMap::new();
+    let mut principals: BTreeMap<&str, Option<(&AccountInventory, Identity)>> = BTreeMap::new();
     for account in inventory.accounts.values() {
-        principals.extend(account.users.iter().map(|u| (u.arn.as_str(), Some((account, "user")))));
-        principals.extend(account.roles.iter().map(|r| (r.arn.as_str(), Some((account, "role")))));
+        principals.extend(account.users.iter().map(|u| (u.arn.as_str(), Some((account, Identity::User(u))))));
+        principals.extend(account.roles.iter().map(|r| (r.arn.as_str(), Some((account, Identity::Role(r))))));
     }
     for u in usage.iter().filter(|u| !matches!(u.kind.as_str(), "AWSService" | "AWSAccount")) {
         principals.entry(u.principal.as_str()).or_insert(None);
     }
-    let ctx = Context { inventory, keys, settings, data: &data, never: &never };
+    let ctx = Context { inventory, keys, settings, data: &data, never: &never, classes: Default::default() };
     principals
         .into_iter()
         .map(|(principal, known)| ctx.report(principal, known, by_principal.get(principal).copied()))
@@ -209,13 +209,40 @@ struct Context<'a> {
     settings: &'a Settings,
     data: &'a [ActionPattern],
     never: &'a [ActionPattern],
+    /// Per pattern text: how it relates to unlogged and data-event actions. Policies are shared between
+    /// identities, so each pattern's glob algebra is done once.
+    classes: std::cell::RefCell<HashMap<String, PatternClass>>,
+}
+
+/// How a granted pattern relates to what CloudTrail logs.
+#[derive(Debug, Clone, Copy)]
+struct PatternClass {
+    /// Only actions CloudTrail never logs (`iam:PassRole`).
+    never_logged: bool,
+    /// Only data-event actions.
+    data_only: bool,
+    /// Some data-event actions among others.
+    data_overlap: bool,
 }
 
 impl Context<'_> {
+    fn class(&self, pattern: &ActionPattern) -> PatternClass {
+        if let Some(class) = self.classes.borrow().get(&pattern.text) {
+            return *class;
+        }
+        let class = PatternClass {
+            never_logged: self.never.iter().any(|n| n.contains(pattern)),
+            data_only: self.data.iter().any(|d| d.contains(pattern)),
+            data_overlap: self.data.iter().any(|d| d.overlaps(pattern)),
+        };
+        self.classes.borrow_mut().insert(pattern.text.clone(), class);
+        class
+    }
+
     fn report(
         &self,
         principal: &str,
-        known: Option<(&AccountInventory, &'static str)>,
+        known: Option<(&AccountInventory, Identity<'_>)>,
         usage: Option<&Usage>,
     ) -> PermissionReport {
         let settings = self.settings;
@@ -231,7 +258,7 @@ impl Context<'_> {
             .or_else(|| arn_account(principal).map(str::to_owned));
         let mut report = PermissionReport {
             principal: principal.to_owned(),
-            kind: known.map_or_else(|| usage.map_or(String::new(), |u| u.kind.clone()), |(_, kind)| kind.to_owned()),
+            kind: known.map_or_else(|| usage.map_or(String::new(), |u| u.kind.clone()), |(_, id)| id.kind().to_owned()),
             account_id,
             in_inventory: known.is_some(),
             last_used: usage.map(|u| format_rfc3339(u.last_seen)),
@@ -251,13 +278,17 @@ impl Context<'_> {
             unevaluated_denies: Vec::new(),
         };
         match known {
-            Some((account, kind)) => {
+            Some((account, identity)) => {
+                let kind = identity.kind();
                 let mut labels = Labels::default();
-                let grants = Grants::of(account, principal, &mut labels).expect("listed from this account");
+                let grants = Grants::of_identity(account, identity, &mut labels);
                 self.compare(&grants, &used, &mut report);
                 if kind == "role" && report.last_used.is_none() {
                     // Never seen by trailwatch (a region or account the trail does not cover): IAM's own record.
-                    let last = account.roles.iter().find(|r| r.arn == principal).and_then(|r| r.last_used);
+                    let last = match identity {
+                        Identity::Role(role) => role.last_used,
+                        Identity::User(_) => None,
+                    };
                     report.last_used = last.map(format_rfc3339);
                     report.used_in_window = settings.in_window(last, last);
                 }
@@ -408,9 +439,10 @@ impl Context<'_> {
                             statement: statement.clone(),
                             reason,
                         };
-                        if self.never.iter().any(|n| n.contains(pattern)) {
+                        let class = self.class(pattern);
+                        if class.never_logged {
                             report.unknown.push(unknown("not_logged"));
-                        } else if !logged && self.data.iter().any(|d| d.contains(pattern)) {
+                        } else if !logged && class.data_only {
                             report.unknown.push(unknown("data_event"));
                         } else {
                             if service != "*" {
@@ -420,7 +452,7 @@ impl Context<'_> {
                                 pattern: pattern.text.clone(),
                                 policy: policy.clone(),
                                 statement: statement.clone(),
-                                data_events: !logged && self.data.iter().any(|d| d.overlaps(pattern)),
+                                data_events: !logged && class.data_overlap,
                                 outside_boundary: !boundary_allows(pattern),
                             });
                         }

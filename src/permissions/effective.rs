@@ -5,7 +5,7 @@
 //! (reported as not evaluated) but does not take the action away, since it may not apply to every call; an
 //! `Allow` grants its actions whatever its resource or condition, since some call may pass it.
 
-use crate::permissions::inventory::{AccountInventory, InlinePolicy};
+use crate::permissions::inventory::{AccountInventory, InlinePolicy, Role, User};
 use crate::permissions::policy::{Effect, Statement};
 
 /// A statement in force, with the policy it came from.
@@ -14,6 +14,22 @@ pub struct Granted<'a> {
     /// The managed policy's ARN, or `<owner>:<name> (inline)`.
     pub policy: &'a str,
     pub statement: &'a Statement,
+}
+
+/// A user or a role of an inventory.
+#[derive(Debug, Clone, Copy)]
+pub enum Identity<'a> {
+    User(&'a User),
+    Role(&'a Role),
+}
+
+impl Identity<'_> {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Identity::User(_) => "user",
+            Identity::Role(_) => "role",
+        }
+    }
 }
 
 /// What an identity's policies say about one action.
@@ -46,28 +62,38 @@ pub struct Labels {
 impl<'a> Grants<'a> {
     /// The grants of the user or role with this ARN, if the account's inventory has it.
     pub fn of(inventory: &'a AccountInventory, arn: &str, labels: &'a mut Labels) -> Option<Grants<'a>> {
+        let identity = match inventory.users.iter().find(|u| u.arn == arn) {
+            Some(user) => Identity::User(user),
+            None => Identity::Role(inventory.roles.iter().find(|r| r.arn == arn)?),
+        };
+        Some(Grants::of_identity(inventory, identity, labels))
+    }
+
+    /// The grants of an identity of `inventory` (found by the caller, who may have indexed them).
+    pub fn of_identity(inventory: &'a AccountInventory, identity: Identity<'a>, labels: &'a mut Labels) -> Grants<'a> {
         // Labels first (they need `&mut`), then borrow them for the grants.
         let mut inline: Vec<(String, &'a InlinePolicy)> = Vec::new();
         let mut attached: Vec<&'a str> = Vec::new();
-        let boundary_arn: Option<&'a str>;
-        if let Some(user) = inventory.users.iter().find(|u| u.arn == arn) {
-            inline.extend(user.inline.iter().map(|p| (format!("{}:{} (inline)", user.name, p.name), p)));
-            attached.extend(user.attached.iter().map(String::as_str));
-            for name in &user.groups {
-                if let Some(group) = inventory.groups.get(name) {
-                    inline
-                        .extend(group.inline.iter().map(|p| (format!("group/{}:{} (inline)", group.name, p.name), p)));
-                    attached.extend(group.attached.iter().map(String::as_str));
+        let boundary_arn = match identity {
+            Identity::User(user) => {
+                inline.extend(user.inline.iter().map(|p| (format!("{}:{} (inline)", user.name, p.name), p)));
+                attached.extend(user.attached.iter().map(String::as_str));
+                for name in &user.groups {
+                    if let Some(group) = inventory.groups.get(name) {
+                        inline.extend(
+                            group.inline.iter().map(|p| (format!("group/{}:{} (inline)", group.name, p.name), p)),
+                        );
+                        attached.extend(group.attached.iter().map(String::as_str));
+                    }
                 }
+                user.boundary.as_deref()
             }
-            boundary_arn = user.boundary.as_deref();
-        } else if let Some(role) = inventory.roles.iter().find(|r| r.arn == arn) {
-            inline.extend(role.inline.iter().map(|p| (format!("{}:{} (inline)", role.name, p.name), p)));
-            attached.extend(role.attached.iter().map(String::as_str));
-            boundary_arn = role.boundary.as_deref();
-        } else {
-            return None;
-        }
+            Identity::Role(role) => {
+                inline.extend(role.inline.iter().map(|p| (format!("{}:{} (inline)", role.name, p.name), p)));
+                attached.extend(role.attached.iter().map(String::as_str));
+                role.boundary.as_deref()
+            }
+        };
         attached.sort_unstable();
         attached.dedup();
         labels.labels = inline.iter().map(|(label, _)| label.clone()).collect();
@@ -102,7 +128,7 @@ impl<'a> Grants<'a> {
                 None => grants.missing.push(arn),
             }
         }
-        Some(grants)
+        grants
     }
 
     /// Allow statements in force.
