@@ -143,8 +143,10 @@ mod fetch {
     pub enum FetchError {
         #[error("iam {operation} ({account}): {message}")]
         Api { operation: &'static str, account: String, message: String },
-        #[error("iam: the authorization details name no account")]
-        NoAccount,
+        #[error(
+            "iam ({account}): the authorization details hold no user, group or role, so no account to file them under"
+        )]
+        NoAccount { account: String },
     }
 
     fn api<E: std::error::Error>(operation: &'static str, account: &str) -> impl Fn(E) -> FetchError {
@@ -227,7 +229,7 @@ mod fetch {
             .chain(&roles)
             .chain(&groups)
             .find_map(|i| i["Arn"].as_str().and_then(crate::permissions::inventory::arn_account))
-            .ok_or(FetchError::NoAccount)?
+            .ok_or_else(|| FetchError::NoAccount { account: label.to_owned() })?
             .to_owned();
         let (mut keys, mut profiles) = (Vec::new(), Vec::new());
         for name in users.iter().filter_map(|u| u["UserName"].as_str()) {

@@ -514,6 +514,27 @@ fn iam_inventory_from_the_api_meets_replayed_usage() {
     let out = trailwatch_aws(&["--config", cfg, "inventory", "fetch", "--out", files.to_str().unwrap()]);
     assert_eq!(ok(&out).trim(), format!("fetched the inventory of account {account}"));
     assert!(files.join(format!("{account}.json")).exists());
+    // For an organisation: one role assumed per account (moto's STS hands out credentials for any role). An
+    // account whose fetch fails (moto's account 999999999999 is empty) fails alone, named, and the exit code says so.
+    let org = tmp.path().join("org.toml");
+    std::fs::write(
+        &org,
+        format!(
+            "{}[inventory.iam]\nassume_role_arns = [\"arn:aws:iam::{account}:role/app\", \"arn:aws:iam::999999999999:role/trailwatch\"]\n",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = trailwatch_aws(&["--config", org.to_str().unwrap(), "inventory", "fetch"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("fetched the inventory of account {account}")), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("iam (arn:aws:iam::999999999999:role/trailwatch): the authorization details hold no user"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A day of usage for them (events as CloudTrail writes them; moto writes none).
     let now = trailwatch::time::now();
