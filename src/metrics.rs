@@ -9,6 +9,8 @@ use crate::parse::{RecordCounts, SkipReason};
 
 pub struct Metrics {
     registry: Registry,
+    /// Every registered metric's descriptor (name, help, label names), for the catalogue.
+    descs: Vec<prometheus::core::Desc>,
     /// Files by outcome: `applied`, `duplicate` (already in the ledger), `rejected`.
     pub files: IntCounterVec,
     /// Rejected files by reason (`FileError::kind`).
@@ -58,6 +60,38 @@ pub struct Metrics {
     pub outbox_depth: IntGauge,
     /// Seconds from the commit that raised an alert to its delivery.
     pub alert_latency: Histogram,
+    /// State gauges, refreshed periodically from the store (see [`StateStats`]).
+    pub identities: IntGauge,
+    pub principal_actions: IntGauge,
+    pub inactive_identities: IntGauge,
+    pub access_keys: IntGauge,
+    pub ledger_files: IntGauge,
+    pub newest_event_timestamp: IntGauge,
+    /// Process gauges, read from `/proc/self` when scraped.
+    process_resident_memory: IntGauge,
+    process_cpu: prometheus::Counter,
+    process_threads: IntGauge,
+}
+
+/// One metric as the catalogue lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub help: String,
+    pub labels: Vec<String>,
+}
+
+/// The state's size, as the periodic refresh reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateStats {
+    pub identities: i64,
+    pub principal_actions: i64,
+    pub inactive_identities: i64,
+    pub access_keys: i64,
+    pub ledger_files: i64,
+    pub newest_event: Option<i64>,
 }
 
 impl Metrics {
@@ -187,6 +221,32 @@ impl Metrics {
             .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
         )
         .expect("valid metric");
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let identities = gauge("trailwatch_identities", "Identities (principals) in the state");
+        let principal_actions =
+            gauge("trailwatch_principal_actions", "Distinct principal and IAM action pairs in the state");
+        let inactive_identities = gauge(
+            "trailwatch_inactive_identities",
+            "Identities (not AWS services or accounts) with no event for findings.inactive_days",
+        );
+        let access_keys = gauge("trailwatch_access_keys", "Long-term access keys seen in events");
+        let ledger_files =
+            gauge("trailwatch_ledger_files", "Files recorded in the ledger (applied once, skipped after)");
+        let newest_event_timestamp = gauge(
+            "trailwatch_newest_event_timestamp_seconds",
+            "Unix time of the newest event in the state (its time, not when it arrived)",
+        );
+        let process_resident_memory =
+            gauge("trailwatch_process_resident_memory_bytes", "Resident memory of the trailwatch process");
+        let process_cpu = prometheus::Counter::new(
+            "trailwatch_process_cpu_seconds_total",
+            "CPU time (user and system) the trailwatch process has used",
+        )
+        .expect("valid metric");
+        let process_start_time =
+            gauge("trailwatch_process_start_time_seconds", "Unix time the trailwatch process started");
+        let process_threads = gauge("trailwatch_process_threads", "Threads of the trailwatch process");
+        process_start_time.set(crate::time::now() - process_uptime_secs().unwrap_or(0));
         for severity in crate::detect::rule::Severity::ALL {
             alerts_raised.with_label_values(&[severity.as_str()]);
         }
@@ -230,12 +290,24 @@ impl Metrics {
             Box::new(alert_delivery_failures.clone()),
             Box::new(outbox_depth.clone()),
             Box::new(alert_latency.clone()),
+            Box::new(identities.clone()),
+            Box::new(principal_actions.clone()),
+            Box::new(inactive_identities.clone()),
+            Box::new(access_keys.clone()),
+            Box::new(ledger_files.clone()),
+            Box::new(newest_event_timestamp.clone()),
+            Box::new(process_resident_memory.clone()),
+            Box::new(process_cpu.clone()),
+            Box::new(process_start_time.clone()),
+            Box::new(process_threads.clone()),
         ];
+        let descs = collectors.iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
         for c in collectors {
             registry.register(c).expect("metric names are unique");
         }
         Metrics {
             registry,
+            descs,
             files,
             file_rejections,
             records,
@@ -269,6 +341,81 @@ impl Metrics {
             alert_delivery_failures,
             outbox_depth,
             alert_latency,
+            identities,
+            principal_actions,
+            inactive_identities,
+            access_keys,
+            ledger_files,
+            newest_event_timestamp,
+            process_resident_memory,
+            process_cpu,
+            process_threads,
+        }
+    }
+
+    /// Every metric this process exports: the catalogue `docs/metrics.md` documents (a test keeps them equal).
+    pub fn catalogue(&self) -> Vec<MetricInfo> {
+        let mut out: Vec<MetricInfo> = self
+            .registry
+            .gather()
+            .iter()
+            .map(|family| MetricInfo {
+                name: family.name().to_owned(),
+                kind: match family.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => "counter",
+                    prometheus::proto::MetricType::GAUGE => "gauge",
+                    prometheus::proto::MetricType::HISTOGRAM => "histogram",
+                    _ => "untyped",
+                },
+                help: family.help().to_owned(),
+                labels: Vec::new(),
+            })
+            .collect();
+        // Label names come from the descriptors: a vector with no child yet is not gathered.
+        let mut labels: std::collections::BTreeMap<String, (String, Vec<String>)> = Default::default();
+        for desc in &self.descs {
+            labels.insert(desc.fq_name.clone(), (desc.help.clone(), desc.variable_labels.clone()));
+        }
+        for (name, (help, variable)) in &labels {
+            match out.iter_mut().find(|m| &m.name == name) {
+                Some(m) => m.labels = variable.clone(),
+                None => out.push(MetricInfo {
+                    name: name.clone(),
+                    // Not gathered: a labelled vector with no child yet, and every labelled metric here is a
+                    // counter (a test checks the catalogue against the docs, which say each one's type).
+                    kind: "counter",
+                    help: help.clone(),
+                    labels: variable.clone(),
+                }),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Sets the state gauges.
+    pub fn set_state(&self, stats: &StateStats) {
+        self.identities.set(stats.identities);
+        self.principal_actions.set(stats.principal_actions);
+        self.inactive_identities.set(stats.inactive_identities);
+        self.access_keys.set(stats.access_keys);
+        self.ledger_files.set(stats.ledger_files);
+        if let Some(newest) = stats.newest_event {
+            self.newest_event_timestamp.set(newest);
+        }
+    }
+
+    /// Reads the process gauges from `/proc/self` (Linux; elsewhere they stay 0).
+    fn refresh_process(&self) {
+        if let Some(stat) = std::fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(proc_stat) {
+            let page = 4096;
+            self.process_resident_memory.set(stat.rss_pages * page);
+            self.process_threads.set(stat.threads);
+            let cpu = stat.cpu_ticks as f64 / 100.0;
+            let seen = self.process_cpu.get();
+            if cpu > seen {
+                self.process_cpu.inc_by(cpu - seen);
+            }
         }
     }
 
@@ -286,6 +433,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.refresh_process();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -293,8 +441,93 @@ impl Metrics {
     }
 }
 
+/// The fields of `/proc/self/stat` the process gauges need.
+struct ProcStat {
+    cpu_ticks: u64,
+    threads: i64,
+    rss_pages: i64,
+    start_ticks: u64,
+}
+
+/// Parses `/proc/<pid>/stat`: fields after the command name (which may hold spaces, so it is skipped up to its
+/// closing parenthesis). Clock ticks are 100 per second on Linux.
+fn proc_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15, threads 20, starttime 22, rss 24.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    Some(ProcStat {
+        cpu_ticks: field(14)? + field(15)?,
+        threads: field(20)? as i64,
+        start_ticks: field(22)?,
+        rss_pages: field(24)? as i64,
+    })
+}
+
+/// Seconds since the process started (from `/proc`), to date its start.
+fn process_uptime_secs() -> Option<i64> {
+    let stat = proc_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    Some((uptime - stat.start_ticks as f64 / 100.0).max(0.0) as i64)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The catalogue as the Markdown table `docs/metrics.md` holds between its markers.
+pub fn catalogue_table(catalogue: &[MetricInfo]) -> String {
+    let mut out = String::from("| metric | type | labels | meaning |\n| --- | --- | --- | --- |\n");
+    for m in catalogue {
+        let labels = if m.labels.is_empty() { "-".to_owned() } else { m.labels.join(", ") };
+        out.push_str(&format!("| `{}` | {} | {} | {} |\n", m.name, m.kind, labels, m.help));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Label names allowed: bounded enums only, never an ARN, key, IP, account or bucket.
+    const BOUNDED_LABELS: &[&str] = &["outcome", "reason", "rule", "mode", "severity", "sink"];
+
+    #[test]
+    fn the_catalogue_follows_the_naming_conventions() {
+        for m in Metrics::new().catalogue() {
+            assert!(m.name.starts_with("trailwatch_"), "{}", m.name);
+            assert_eq!(
+                m.kind == "counter",
+                m.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                m.name
+            );
+            if m.kind == "histogram" {
+                assert!(m.name.ends_with("_seconds"), "{}: histograms here are latencies and lags", m.name);
+            }
+            for label in &m.labels {
+                assert!(BOUNDED_LABELS.contains(&label.as_str()), "{}: label {label} is not a bounded enum", m.name);
+            }
+            assert!(!m.help.is_empty(), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_exactly_the_catalogue() {
+        let docs = include_str!("../docs/metrics.md");
+        let (begin, end) = ("<!-- catalogue:begin -->\n", "<!-- catalogue:end -->");
+        let start = docs.find(begin).expect("docs/metrics.md has the begin marker") + begin.len();
+        let stop = docs.find(end).expect("docs/metrics.md has the end marker");
+        let want = catalogue_table(&Metrics::new().catalogue());
+        assert!(docs[start..stop] == want, "docs/metrics.md is out of date; its table should be:\n{want}");
+    }
+
+    #[test]
+    fn proc_stat_fields_are_read_after_the_command_name() {
+        let line = "4242 (trail watch (x)) S 1 4242 4242 0 -1 4194560 1500 0 0 0 250 50 0 0 20 0 7 0 123456 1000000 2560 18446744073709551615";
+        let stat = proc_stat(line).unwrap();
+        assert_eq!((stat.cpu_ticks, stat.threads, stat.start_ticks, stat.rss_pages), (300, 7, 123456, 2560));
     }
 }

@@ -256,3 +256,58 @@ pub fn write_permissions_table(
     }
     Ok(())
 }
+
+/// The state's size for the state gauges: identities, principal-action pairs, identities inactive for
+/// `inactive_days` at `now`, keys, ledger files and the newest event.
+pub fn state_stats(
+    conn: &rusqlite::Connection,
+    now: Timestamp,
+    inactive_days: i64,
+) -> rusqlite::Result<crate::metrics::StateStats> {
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    Ok(crate::metrics::StateStats {
+        identities: count("SELECT count(*) FROM principals")?,
+        principal_actions: count("SELECT count(*) FROM actions")?,
+        inactive_identities: conn.query_row(
+            "SELECT count(*) FROM principals WHERE last_seen <= ?1 AND kind NOT IN ('AWSService', 'AWSAccount')",
+            [now - inactive_days * 86_400],
+            |r| r.get(0),
+        )?,
+        access_keys: count("SELECT count(*) FROM access_keys")?,
+        ledger_files: count("SELECT count(*) FROM ledger")?,
+        newest_event: conn.query_row("SELECT max(last_seen) FROM principals", [], |r| r.get(0))?,
+    })
+}
+
+/// The daemons' refresh of the state gauges: every `every` on a reader connection of its own, so the committer
+/// never waits for it.
+pub fn start_state_gauges(
+    runtime: &tokio::runtime::Runtime,
+    store_path: std::path::PathBuf,
+    inactive_days: i64,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    every: std::time::Duration,
+    stop: crate::alert::deliver::Stop,
+) -> tokio::task::JoinHandle<()> {
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.wait() => return,
+            }
+            let (path, metrics) = (store_path.clone(), std::sync::Arc::clone(&metrics));
+            let done = tokio::task::spawn_blocking(move || {
+                let store = Store::open_reader(&path).map_err(|e| e.to_string())?;
+                let stats =
+                    state_stats(store.connection(), crate::time::now(), inactive_days).map_err(|e| e.to_string())?;
+                metrics.set_state(&stats);
+                Ok::<(), String>(())
+            })
+            .await;
+            if let Ok(Err(err)) = done {
+                tracing::warn!("state gauges: {err}");
+            }
+        }
+    })
+}

@@ -103,6 +103,14 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
     let objects = s3_client(&sdk, &config.aws);
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
     let inventory_stop = crate::alert::deliver::Stop::new();
+    let gauges = crate::report::start_state_gauges(
+        &runtime,
+        config.store_path.clone(),
+        config.findings.inactive_days,
+        Arc::clone(&metrics),
+        Duration::from_secs(15),
+        inventory_stop.clone(),
+    );
     #[cfg(feature = "iam")]
     let inventory = crate::iam::start_refresh(&runtime, config, &store, inventory_stop.clone())?;
     let summary =
@@ -114,6 +122,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         delivery.stop(&runtime);
     }
     inventory_stop.stop();
+    let _ = runtime.block_on(gauges);
     #[cfg(feature = "iam")]
     if let Some(inventory) = inventory {
         let _ = runtime.block_on(inventory);
