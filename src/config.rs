@@ -40,6 +40,9 @@ pub struct Config {
     pub limits: Limits,
     pub batch: BatchLimits,
     pub http_listen: SocketAddr,
+    /// The bearer token the JSON API requires (`TRAILWATCH_API_TOKEN`, else `http.api_token`); `None`: open,
+    /// which is allowed on a loopback address only.
+    pub api_token: Option<String>,
     pub aws: AwsSettings,
     pub rules: RulesConfig,
     pub alerts: AlertsConfig,
@@ -390,13 +393,17 @@ impl Default for RawAws {
 #[serde(default, deny_unknown_fields)]
 struct RawHttp {
     listen: String,
+    api_token: String,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
-        RawHttp { listen: "127.0.0.1:9898".to_owned() }
+        RawHttp { listen: "127.0.0.1:9898".to_owned(), api_token: String::new() }
     }
 }
+
+/// The environment variable that supplies (and overrides) `http.api_token`.
+pub const API_TOKEN_ENV: &str = "TRAILWATCH_API_TOKEN";
 
 impl Config {
     /// Loads `path`, or the embedded default when `None`.
@@ -511,6 +518,19 @@ impl Config {
                 None
             }
         };
+        let api_token = std::env::var(API_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| Some(http.api_token.clone()).filter(|t| !t.is_empty()));
+        if let Some(addr) = http_listen
+            && !addr.ip().is_loopback()
+            && api_token.is_none()
+        {
+            problems.push(format!(
+                "`http.listen`: `{addr}` is not a loopback address, so the JSON API needs a token: set \
+                 `http.api_token` or {API_TOKEN_ENV}"
+            ));
+        }
         if !problems.is_empty() {
             return Err(ConfigErrors { source_name: source_name.to_owned(), problems });
         }
@@ -544,6 +564,7 @@ impl Config {
                 max_wait: Duration::from_millis(pipeline.batch_max_wait_ms),
             },
             http_listen: http_listen.expect("checked above"),
+            api_token,
             aws: AwsSettings {
                 region: aws.region,
                 endpoint_url: aws.endpoint_url,

@@ -60,7 +60,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             })
         })
     };
-    let (http_stop_tx, server) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics), ready)?;
+    let (http_stop_tx, server) = serve_http(&runtime, config, Arc::clone(&metrics), ready)?;
     {
         let stop = Arc::clone(&stop);
         runtime.spawn(async move {
@@ -159,15 +159,21 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
 /// Starts `/metrics`, `/healthz` and `/readyz` on `listen`; send on the returned channel to stop serving.
 pub(crate) fn serve_http(
     runtime: &tokio::runtime::Runtime,
-    listen: std::net::SocketAddr,
+    config: &crate::config::Config,
     metrics: Arc<Metrics>,
     ready: crate::http::Readiness,
 ) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>), DaemonError> {
+    let listen = config.http_listen;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|source| DaemonError::Listen { addr: listen, source })?;
+    let api = crate::http::Api {
+        store_path: config.store_path.clone(),
+        findings: config.findings.clone(),
+        token: config.api_token.clone(),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(crate::http::serve(listener, metrics, ready, async {
+    let server = runtime.spawn(crate::http::serve(listener, metrics, ready, api, async {
         let _ = stop_rx.await;
     }));
     Ok((stop_tx, server))

@@ -1,26 +1,57 @@
-//! The HTTP edge: `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (store open, intake reachable).
+//! The HTTP edge: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (store open, intake reachable), and
+//! the read-only JSON API under `/api/v1/` (identities, findings, recent alerts; the CLI reports' shapes).
+//!
+//! The API requires `Authorization: Bearer <token>` when a token is configured (config validation refuses a
+//! non-loopback address without one); `/metrics` and the health endpoints never do, so probes and Prometheus
+//! need no secret. The token is compared in constant time and never logged.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::Uri;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::metrics::Metrics;
+use crate::state::store::Store;
 
 /// Checks whether the daemon can do its work; `Err` says what is wrong.
 pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// What the JSON API reads.
+#[derive(Clone)]
+pub struct Api {
+    pub store_path: PathBuf,
+    pub findings: crate::findings::FindingsConfig,
+    pub token: Option<String>,
+}
 
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: Readiness,
+    api: Api,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let token = api.token.clone();
+    let api_routes = Router::new()
+        .route("/api/v1/identities", get(identities))
+        .route("/api/v1/identities/{*principal}", get(identity))
+        .route("/api/v1/findings", get(findings))
+        .route("/api/v1/alerts", get(alerts))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
+        .with_state(Arc::new(api))
+        .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
+            let token = token.clone();
+            async move { authorize(token.as_deref(), request, next).await }
+        }));
     let app = Router::new()
         .route(
             "/metrics",
@@ -41,6 +72,121 @@ pub async fn serve(
                     }
                 }
             }),
-        );
+        )
+        .merge(api_routes);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Lets a request through when no token is configured, or when it carries `Bearer <token>`.
+async fn authorize(token: Option<&str>, request: Request, next: Next) -> Response {
+    if let Some(token) = token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required (Authorization: Bearer <token>)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Equal length and bytes, in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs a store read off the async threads; errors are a 500 with the reason (a store path, not a secret).
+async fn read<T: serde::Serialize + Send + 'static>(
+    api: &Api,
+    f: impl FnOnce(&Store) -> Result<Option<T>, String> + Send + 'static,
+) -> Response {
+    let path = api.store_path.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let store = Store::open_reader(&path).map_err(|e| e.to_string())?;
+        f(&store)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match result {
+        Ok(Some(value)) => match serde_json::to_string(&value) {
+            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
+        },
+        Ok(None) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Err(err) => {
+            tracing::warn!("api: {err}");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response()
+        }
+    }
+}
+
+async fn identities(State(api): State<Arc<Api>>) -> Response {
+    read(&api, |store| {
+        let mut out = Vec::new();
+        crate::report::for_each_identity(store, |identity| {
+            out.push(identity);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Some(out))
+    })
+    .await
+}
+
+async fn identity(State(api): State<Arc<Api>>, Path(principal): Path<String>) -> Response {
+    read(&api, move |store| {
+        let mut found = None;
+        crate::report::for_each_identity(store, |identity| {
+            if identity.principal == principal {
+                found = Some(identity);
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(found)
+    })
+    .await
+}
+
+/// A query-string parameter, percent-decoded.
+fn param(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| crate::permissions::policy::percent_decode(value)).flatten()
+    })
+}
+
+async fn findings(State(api): State<Arc<Api>>, uri: Uri) -> Response {
+    let as_of = match param(&uri, "as_of").as_deref() {
+        None => crate::time::now(),
+        Some(text) => match crate::time::parse_rfc3339(text).or_else(|| crate::time::parse_date(text)) {
+            Some(t) => t,
+            None => return (StatusCode::BAD_REQUEST, "as_of: not a time (RFC 3339) or a date\n").into_response(),
+        },
+    };
+    let config = api.findings.clone();
+    read(&api, move |store| {
+        crate::findings::compute(store.connection(), as_of, &config).map(Some).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+async fn alerts(State(api): State<Arc<Api>>, uri: Uri) -> Response {
+    let limit = match param(&uri, "limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) => n.clamp(1, 1000),
+        Some(Err(_)) => return (StatusCode::BAD_REQUEST, "limit: not a number\n").into_response(),
+    };
+    read(&api, move |store| {
+        crate::state::outbox::recent(store.connection(), limit).map(Some).map_err(|e| e.to_string())
+    })
+    .await
 }

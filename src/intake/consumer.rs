@@ -91,7 +91,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
             })
         })
     };
-    let (http_stop, http) = serve_http(&runtime, config.http_listen, Arc::clone(&metrics), ready)?;
+    let (http_stop, http) = serve_http(&runtime, config, Arc::clone(&metrics), ready)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         queue = %settings.queue_url,

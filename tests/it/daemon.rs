@@ -147,3 +147,89 @@ fn a_spool_that_disappears_is_retried_not_fatal() {
     wait_applied(port, 1.0, 0.0);
     terminate(daemon);
 }
+
+/// The JSON API: with a token set, nothing under `/api/` answers without it (or with a wrong one); with it, the
+/// identities, one identity, findings and alerts come back in the CLI reports' shapes. `/metrics` and the health
+/// endpoints stay open. A non-loopback address without a token is refused before anything starts.
+#[test]
+fn the_api_requires_its_token_and_metrics_and_health_do_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let logs = spool.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/02");
+    drop_file(&logs.join("identities.json"), &std::fs::read(data("fixtures/identities.json")).unwrap());
+    let port = free_port();
+    let state = tmp.path().join("s.db");
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n\
+             [store]\npath = {state:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let token = "s3cret-token-for-tests";
+    let child = bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("TRAILWATCH_API_TOKEN", token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_applied(port, 1.0, 0.0);
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    // Open: metrics and health.
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(http_get(port, path).map(|(s, _)| s), Some(200), "{path}");
+    }
+    // Closed without the token, or with a wrong one, whatever the path under /api/.
+    for path in ["/api/v1/identities", "/api/v1/findings", "/api/v1/alerts", "/api/v1/nothing", "/api/other"] {
+        assert_eq!(http_get(port, path).map(|(s, _)| s), Some(401), "{path} without a token");
+        let wrong = "Authorization: Bearer s3cret-token-for-test\r\n";
+        assert_eq!(http_get_with(port, path, wrong).map(|(s, _)| s), Some(401), "{path} with a wrong token");
+    }
+    // With it: the same JSON as the CLI.
+    let (status, body) = http_get_with(port, "/api/v1/identities", &bearer).unwrap();
+    assert_eq!(status, 200);
+    let api: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_same_report(&api, &report(&state));
+    let first = api[0]["principal"].as_str().unwrap().to_owned();
+    let (status, body) = http_get_with(port, &format!("/api/v1/identities/{first}"), &bearer).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), api[0]);
+    let missing = "/api/v1/identities/arn:aws:iam::111111111111:user/nobody";
+    assert_eq!(http_get_with(port, missing, &bearer).map(|(s, _)| s), Some(404));
+    let (status, body) = http_get_with(port, "/api/v1/findings?as_of=2030-01-01", &bearer).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let cli = ok(&trailwatch(&[
+        "--config",
+        config.to_str().unwrap(),
+        "report",
+        "findings",
+        "--as-of",
+        "2030-01-01",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&cli).unwrap()
+    );
+    let (status, body) = http_get_with(port, "/api/v1/alerts?limit=5", &bearer).unwrap();
+    assert_eq!((status, body.trim()), (200, "[]"));
+    assert_eq!(http_get_with(port, "/api/v1/findings?as_of=yesterday", &bearer).map(|(s, _)| s), Some(400));
+    terminate(child);
+
+    // Listening beyond loopback without a token is a configuration error (exit 64), before anything starts.
+    let exposed = tmp.path().join("exposed.toml");
+    std::fs::write(&exposed, format!("[store]\npath = {state:?}\n[http]\nlisten = \"0.0.0.0:{port}\"\n")).unwrap();
+    let out = trailwatch(&["--config", exposed.to_str().unwrap(), "run"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a loopback address, so the JSON API needs a token"));
+    let out = bin()
+        .args(["--config", exposed.to_str().unwrap(), "validate"])
+        .env("TRAILWATCH_API_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
