@@ -81,6 +81,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
 
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
     let inventory_stop = crate::alert::deliver::Stop::new();
+    let summary =
+        crate::logs::start_summary(&runtime, Arc::clone(&metrics), Duration::from_secs(60), inventory_stop.clone());
     let gauges = crate::report::start_state_gauges(
         &runtime,
         config.store_path.clone(),
@@ -114,7 +116,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                     {
                         Ok(summary) => {
                             spool.note_unapplied(&jobs, &applied);
-                            tracing::info!(
+                            tracing::debug!(
                                 files = summary.files_applied,
                                 rejected = summary.files_rejected,
                                 records = summary.counts.records,
@@ -145,6 +147,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
     inventory_stop.stop();
     let _ = runtime.block_on(gauges);
+    let _ = runtime.block_on(summary);
     #[cfg(feature = "iam")]
     if let Some(inventory) = inventory {
         let _ = runtime.block_on(inventory);

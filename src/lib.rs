@@ -24,6 +24,7 @@ pub mod findings;
 pub mod http;
 pub mod iam;
 pub mod intake;
+pub mod logs;
 pub mod metrics;
 pub mod parse;
 pub mod permissions;

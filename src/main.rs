@@ -32,8 +32,17 @@ struct Cli {
     /// SQLite state file; overrides `store.path`.
     #[arg(long, global = true, value_name = "PATH")]
     state: Option<PathBuf>,
+    /// Log lines on stderr as text or as JSON objects (one per line); levels by `RUST_LOG` (default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -284,7 +293,7 @@ fn main() -> ExitCode {
             return if err.use_stderr() { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
-    init_logging();
+    init_logging(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -308,15 +317,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 fn load_config(cli: &Cli) -> Result<Config, ConfigErrors> {

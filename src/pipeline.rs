@@ -575,7 +575,9 @@ impl Committer<'_, '_> {
         let metrics = self.ctx.metrics;
         match msg {
             Message::Rejected { job, error, read_bytes } => {
-                tracing::warn!(reason = error.kind(), "rejected {error}");
+                if crate::logs::allow("file_rejected") {
+                    tracing::warn!(reason = error.kind(), "rejected {error}");
+                }
                 metrics.read_bytes.inc_by(read_bytes);
                 metrics.files.with_label_values(&["rejected"]).inc();
                 metrics.file_rejections.with_label_values(&[error.kind()]).inc();

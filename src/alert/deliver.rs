@@ -119,10 +119,12 @@ impl Deliverer {
             }
             Err(err) => {
                 let backoff = backoff(pending.attempts, self.max_backoff);
-                tracing::warn!(
+                if crate::logs::allow("alert_delivery_failed") {
+                    tracing::warn!(
                     alert = %pending.alert.id, attempts = pending.attempts + 1, retry_in_ms = backoff.as_millis() as u64,
                     reason = err.kind(), "alert delivery failed: {err}"
-                );
+                    );
+                }
                 self.metrics.alert_delivery_failures.with_label_values(&[kind]).inc();
                 Err(err.to_string())
             }

@@ -103,6 +103,8 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
     let objects = s3_client(&sdk, &config.aws);
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
     let inventory_stop = crate::alert::deliver::Stop::new();
+    let log_summary =
+        crate::logs::start_summary(&runtime, Arc::clone(&metrics), Duration::from_secs(60), inventory_stop.clone());
     let gauges = crate::report::start_state_gauges(
         &runtime,
         config.store_path.clone(),
@@ -123,6 +125,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
     }
     inventory_stop.stop();
     let _ = runtime.block_on(gauges);
+    let _ = runtime.block_on(log_summary);
     #[cfg(feature = "iam")]
     if let Some(inventory) = inventory {
         let _ = runtime.block_on(inventory);
