@@ -23,3 +23,6 @@ mod alerts;
 
 // Granted versus used: `report permissions|policy` on an authorization-details fixture and replayed usage.
 mod permissions;
+
+// Operability with real tools: promtool, a real Prometheus, and the deploy/ files against the catalogue.
+mod observe;
