@@ -274,7 +274,9 @@ async fn poll_loop<Q: Queue, O: Objects>(
                 }
             }
             Err(err) => {
-                tracing::error!("receive failed, retrying in {backoff:?}: {err}");
+                if crate::logs::allow("sqs_receive_failed") {
+                    tracing::error!("receive failed, retrying in {backoff:?}: {err}");
+                }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = stopping.notified() => break,
@@ -295,12 +297,14 @@ async fn handle_message<Q: Queue, O: Objects>(shared: &Arc<Shared<Q, O>>, messag
         Ok(n) => n,
         Err(err) => {
             shared.metrics.sqs_unreadable.with_label_values(&[err.kind()]).inc();
-            tracing::warn!(
-                message_id = %message.message_id,
-                receive_count = message.receive_count,
-                reason = err.kind(),
-                "cannot read notification, leaving it for the dead-letter queue: {err}"
-            );
+            if crate::logs::allow("sqs_unreadable") {
+                tracing::warn!(
+                    message_id = %message.message_id,
+                    receive_count = message.receive_count,
+                    reason = err.kind(),
+                    "cannot read notification, leaving it for the dead-letter queue: {err}"
+                );
+            }
             return;
         }
     };
@@ -353,7 +357,9 @@ async fn fetch_object<Q: Queue, O: Objects>(shared: &Shared<Q, O>, object: Objec
         }
         Err(err) => {
             shared.metrics.s3_fetch_failures.with_label_values(&[err.kind()]).inc();
-            tracing::warn!(reason = err.kind(), "fetch failed, leaving its messages for redelivery: {err}");
+            if crate::logs::allow("s3_fetch_failed") {
+                tracing::warn!(reason = err.kind(), "fetch failed, leaving its messages for redelivery: {err}");
+            }
             shared.tracker().failed(&id);
             return;
         }
