@@ -80,19 +80,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     );
 
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
-    let inventory_stop = crate::alert::deliver::Stop::new();
-    let summary =
-        crate::logs::start_summary(&runtime, Arc::clone(&metrics), Duration::from_secs(60), inventory_stop.clone());
-    let gauges = crate::report::start_state_gauges(
-        &runtime,
-        config.store_path.clone(),
-        config.findings.inactive_days,
-        Arc::clone(&metrics),
-        Duration::from_secs(15),
-        inventory_stop.clone(),
-    );
-    #[cfg(feature = "iam")]
-    let inventory = crate::iam::start_refresh(&runtime, config, &store, inventory_stop.clone())?;
+    let background = Background::start(&runtime, config, &store, &metrics)?;
     let mut spool = Spool::new(spool_config);
     let ctx = RunContext {
         threads: config.threads,
@@ -145,13 +133,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     if let Some(delivery) = delivery {
         delivery.stop(&runtime);
     }
-    inventory_stop.stop();
-    let _ = runtime.block_on(gauges);
-    let _ = runtime.block_on(summary);
-    #[cfg(feature = "iam")]
-    if let Some(inventory) = inventory {
-        let _ = runtime.block_on(inventory);
-    }
+    background.stop(&runtime);
     let _ = http_stop_tx.send(());
     let _ = runtime.block_on(server);
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -180,6 +162,49 @@ pub(crate) fn serve_http(
         let _ = stop_rx.await;
     }));
     Ok((stop_tx, server))
+}
+
+/// The daemons' background tasks beside intake and delivery: the one-a-minute log summary, the state gauges
+/// (every 15 s), and with `[inventory.iam]` the inventory refresh. Both daemon modes start and stop them alike.
+pub(crate) struct Background {
+    stop: crate::alert::deliver::Stop,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub(crate) fn start(
+        runtime: &tokio::runtime::Runtime,
+        config: &crate::config::Config,
+        store: &Store,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Background, crate::state::store::StoreError> {
+        let stop = crate::alert::deliver::Stop::new();
+        #[cfg_attr(not(feature = "iam"), allow(unused_mut))]
+        let mut tasks = vec![
+            crate::logs::start_summary(runtime, Arc::clone(metrics), Duration::from_secs(60), stop.clone()),
+            crate::report::start_state_gauges(
+                runtime,
+                config.store_path.clone(),
+                config.findings.inactive_days,
+                Arc::clone(metrics),
+                Duration::from_secs(15),
+                stop.clone(),
+            ),
+        ];
+        #[cfg(feature = "iam")]
+        tasks.extend(crate::iam::start_refresh(runtime, config, store, stop.clone())?);
+        #[cfg(not(feature = "iam"))]
+        let _ = store;
+        Ok(Background { stop, tasks })
+    }
+
+    /// Stops every task after what it is doing.
+    pub(crate) fn stop(self, runtime: &tokio::runtime::Runtime) {
+        self.stop.stop();
+        for task in self.tasks {
+            let _ = runtime.block_on(task);
+        }
+    }
 }
 
 /// Whether the state store opens and answers a query.

@@ -102,19 +102,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
     );
     let objects = s3_client(&sdk, &config.aws);
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
-    let inventory_stop = crate::alert::deliver::Stop::new();
-    let log_summary =
-        crate::logs::start_summary(&runtime, Arc::clone(&metrics), Duration::from_secs(60), inventory_stop.clone());
-    let gauges = crate::report::start_state_gauges(
-        &runtime,
-        config.store_path.clone(),
-        config.findings.inactive_days,
-        Arc::clone(&metrics),
-        Duration::from_secs(15),
-        inventory_stop.clone(),
-    );
-    #[cfg(feature = "iam")]
-    let inventory = crate::iam::start_refresh(&runtime, config, &store, inventory_stop.clone())?;
+    let background = crate::daemon::Background::start(&runtime, config, &store, &metrics)?;
     let summary =
         run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, alerting.as_deref(), async {
             wait_for_signal().await;
@@ -123,13 +111,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
     if let Some(delivery) = delivery {
         delivery.stop(&runtime);
     }
-    inventory_stop.stop();
-    let _ = runtime.block_on(gauges);
-    let _ = runtime.block_on(log_summary);
-    #[cfg(feature = "iam")]
-    if let Some(inventory) = inventory {
-        let _ = runtime.block_on(inventory);
-    }
+    background.stop(&runtime);
     let _ = http_stop.send(());
     let _ = runtime.block_on(http);
     runtime.shutdown_timeout(Duration::from_secs(5));
