@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::permissions::effective::{Decision, Grants, Identity, Labels};
-use crate::permissions::inventory::{AccountInventory, Inventory, arn_account};
+use crate::permissions::inventory::{AccessKey, AccountInventory, Inventory, arn_account};
 use crate::permissions::policy::{ActionPattern, Actions, Effect};
 use crate::time::{Timestamp, format_rfc3339};
 
@@ -196,7 +196,28 @@ pub fn analyse(
     for u in usage.iter().filter(|u| !matches!(u.kind.as_str(), "AWSService" | "AWSAccount")) {
         principals.entry(u.principal.as_str()).or_insert(None);
     }
-    let ctx = Context { inventory, keys, settings, data: &data, never: &never, classes: Default::default() };
+    // Keys by the principal the state saw them used by, and the inventory's keys by user, built once: looking
+    // them up per identity by scanning would be identities × keys.
+    let mut state_keys: HashMap<&str, Vec<(&str, &KeyUse)>> = HashMap::new();
+    for (id, key) in keys {
+        state_keys.entry(key.principal.as_str()).or_default().push((id.as_str(), key));
+    }
+    let mut inventory_keys: HashMap<(&str, &str), Vec<&AccessKey>> = HashMap::new();
+    for account in inventory.accounts.values() {
+        for key in &account.access_keys {
+            inventory_keys.entry((account.account_id.as_str(), key.user.as_str())).or_default().push(key);
+        }
+    }
+    let ctx = Context {
+        inventory,
+        keys,
+        state_keys,
+        inventory_keys,
+        settings,
+        data: &data,
+        never: &never,
+        classes: Default::default(),
+    };
     principals
         .into_iter()
         .map(|(principal, known)| ctx.report(principal, known, by_principal.get(principal).copied()))
@@ -206,6 +227,10 @@ pub fn analyse(
 struct Context<'a> {
     inventory: &'a Inventory,
     keys: &'a HashMap<String, KeyUse>,
+    /// `keys` by principal.
+    state_keys: HashMap<&'a str, Vec<(&'a str, &'a KeyUse)>>,
+    /// The inventory's keys by account and user name.
+    inventory_keys: HashMap<(&'a str, &'a str), Vec<&'a AccessKey>>,
     settings: &'a Settings,
     data: &'a [ActionPattern],
     never: &'a [ActionPattern],
@@ -295,7 +320,8 @@ impl Context<'_> {
                 if kind == "user" {
                     let name = principal.rsplit('/').next().unwrap_or(principal);
                     report.console_password = account.login_profiles.contains_key(name);
-                    for key in account.access_keys.iter().filter(|k| k.user == name) {
+                    let listed = self.inventory_keys.get(&(account.account_id.as_str(), name));
+                    for key in listed.into_iter().flatten() {
                         report.access_keys.push(KeyReport {
                             id: key.id.clone(),
                             created: key.created.map(format_rfc3339),
@@ -314,10 +340,10 @@ impl Context<'_> {
                 }
             }
         }
-        for (id, key) in self.keys.iter().filter(|(_, k)| k.principal == principal) {
-            if !report.access_keys.iter().any(|k| &k.id == id) {
+        for (id, key) in self.state_keys.get(principal).into_iter().flatten() {
+            if !report.access_keys.iter().any(|k| k.id == *id) {
                 report.access_keys.push(KeyReport {
-                    id: id.clone(),
+                    id: (*id).to_owned(),
                     created: None,
                     last_used: Some(format_rfc3339(key.last_used)),
                     status: "unknown".into(),
