@@ -142,18 +142,7 @@ async fn identities(State(api): State<Arc<Api>>) -> Response {
 }
 
 async fn identity(State(api): State<Arc<Api>>, Path(principal): Path<String>) -> Response {
-    read(&api, move |store| {
-        let mut found = None;
-        crate::report::for_each_identity(store, |identity| {
-            if identity.principal == principal {
-                found = Some(identity);
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(found)
-    })
-    .await
+    read(&api, move |store| crate::report::identity(store, &principal).map_err(|e| e.to_string())).await
 }
 
 /// A query-string parameter, percent-decoded.

@@ -64,17 +64,36 @@ fn non_empty(s: String) -> Option<String> {
 /// Visits every identity in principal order, reading one at a time so memory stays flat however large the state.
 pub fn for_each_identity(
     store: &Store,
+    visit: impl FnMut(IdentityReport) -> std::io::Result<()>,
+) -> Result<(), ReportError> {
+    visit_identities(store, None, visit)
+}
+
+/// One identity, by principal, read with an index lookup.
+pub fn identity(store: &Store, principal: &str) -> Result<Option<IdentityReport>, ReportError> {
+    let mut found = None;
+    visit_identities(store, Some(principal), |identity| {
+        found = Some(identity);
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+fn visit_identities(
+    store: &Store,
+    only: Option<&str>,
     mut visit: impl FnMut(IdentityReport) -> std::io::Result<()>,
 ) -> Result<(), ReportError> {
     let conn = store.connection();
     let sql_err = |source| ReportError::Store(StoreError::Sqlite { path: store.path().to_owned(), source });
-    let mut principals = conn
-        .prepare(
-            "SELECT id, principal, kind, account_id, first_seen, last_seen, events, errors, last_source_ip,
-                    last_region, last_user_agent, console_login_at, console_login_mfa
-             FROM principals ORDER BY principal",
-        )
-        .map_err(sql_err)?;
+    const COLUMNS: &str = "SELECT id, principal, kind, account_id, first_seen, last_seen, events, errors,
+        last_source_ip, last_region, last_user_agent, console_login_at, console_login_mfa FROM principals";
+    // Two statements, not `?1 IS NULL OR principal = ?1`: SQLite plans that as a full scan.
+    let sql = match only {
+        Some(_) => format!("{COLUMNS} WHERE principal = ?1"),
+        None => format!("{COLUMNS} ORDER BY principal"),
+    };
+    let mut principals = conn.prepare(&sql).map_err(sql_err)?;
     let mut actions = conn
         .prepare(
             "SELECT n.name, a.first_used, a.last_used, a.uses, a.last_denied, a.denied
@@ -87,7 +106,11 @@ pub fn for_each_identity(
     let mut keys = conn
         .prepare("SELECT key_id, first_used, last_used FROM access_keys WHERE principal = ?1 ORDER BY key_id")
         .map_err(sql_err)?;
-    let mut rows = principals.query([]).map_err(sql_err)?;
+    let mut rows = match only {
+        Some(principal) => principals.query([principal]),
+        None => principals.query([]),
+    }
+    .map_err(sql_err)?;
     while let Some(row) = rows.next().map_err(sql_err)? {
         let id: i64 = row.get(0).map_err(sql_err)?;
         let principal: String = row.get(1).map_err(sql_err)?;
