@@ -1,5 +1,6 @@
-//! The alert stage as the committer runs it: a batch's matches → planned alerts (suppressed, routed) → the
-//! outbox write that goes into the batch's transaction; after the commit, the deliverer is woken.
+//! The alert stage around the pipeline: workers fold matches into units' alerts (`fold`), the committer adds each
+//! unit to the open batch (`observe`), then suppresses, routes and turns it into the outbox write that goes into
+//! the batch's transaction (`take_write`); after the commit, the deliverer is woken.
 
 use std::sync::{Arc, Mutex};
 

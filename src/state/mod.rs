@@ -23,7 +23,8 @@ pub const MAX_SESSIONS: usize = 10;
 pub struct Delta {
     pub principals: FxHashMap<Box<str>, PrincipalDelta>,
     pub access_keys: FxHashMap<Box<str>, KeyDelta>,
-    /// Rule matches among the events, for the alert stage (committed with the state they came with).
+    /// Rule matches of the file being parsed; the worker folds them into its unit's alerts after each file
+    /// (`Alerting::fold`), so a delta handed to the committer carries none.
     pub matches: Vec<crate::detect::ruleset::Match>,
 }
 
