@@ -12,7 +12,7 @@
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use crate::alert::{Alert, digest};
+use crate::alert::{Alert, Derived};
 use crate::detect::rule::Severity;
 use crate::time::{Timestamp, format_rfc3339};
 
@@ -106,28 +106,19 @@ pub fn compute(conn: &Connection, as_of: Timestamp, config: &FindingsConfig) -> 
 
 /// The alert for a finding: its id depends on the rule, the subject and the last use only.
 pub fn to_alert(finding: &Finding, as_of: Timestamp) -> Alert {
-    let fingerprint = digest(&[finding.rule, &finding.subject], 16);
-    let id = digest(&[&fingerprint, &finding.last_used], 16);
     let (title, severity, what) = match finding.rule {
         INACTIVE_IDENTITY => ("Inactive identity", Severity::Low, "has not been used"),
         _ => ("Unused access key", Severity::Medium, "has not been used"),
     };
-    let last_used = crate::time::parse_rfc3339(&finding.last_used).unwrap_or(as_of);
-    Alert {
-        id,
-        fingerprint,
-        rule: finding.rule.to_owned(),
-        title: title.to_owned(),
+    Alert::derived(Derived {
+        rule: finding.rule,
+        subject: &finding.subject,
+        anchor: &finding.last_used,
+        title,
         severity,
         principal: finding.principal.clone(),
         account_id: finding.account_id.clone(),
-        region: None,
-        source_ip: None,
-        user_agent: None,
-        event_ids: Vec::new(),
-        event_time: last_used,
-        first_seen: last_used,
-        count: 1,
+        time: crate::time::parse_rfc3339(&finding.last_used).unwrap_or(as_of),
         summary: format!(
             "{title}: {} {what} for {} days (last used {})",
             finding.subject, finding.days_unused, finding.last_used
@@ -138,7 +129,7 @@ pub fn to_alert(finding: &Finding, as_of: Timestamp) -> Alert {
             "days_unused": finding.days_unused,
             "as_of": format_rfc3339(as_of),
         }),
-    }
+    })
 }
 
 /// What the periodic findings look at: the state thresholds, and the inventory with the permission settings.
@@ -181,24 +172,15 @@ pub fn permission_alert(
         }
         other => (other.to_owned(), "Permission finding", Severity::Low),
     };
-    let fingerprint = digest(&[finding.rule, &finding.subject], 16);
-    let id = digest(&[&fingerprint, &anchor], 16);
-    let time = report.last_used.as_deref().and_then(crate::time::parse_rfc3339).unwrap_or(settings.as_of);
-    Alert {
-        id,
-        fingerprint,
-        rule: finding.rule.to_owned(),
-        title: title.to_owned(),
+    Alert::derived(Derived {
+        rule: finding.rule,
+        subject: &finding.subject,
+        anchor: &anchor,
+        title,
         severity,
         principal: report.principal.clone(),
         account_id: report.account_id.clone(),
-        region: None,
-        source_ip: None,
-        user_agent: None,
-        event_ids: Vec::new(),
-        event_time: time,
-        first_seen: time,
-        count: 1,
+        time: report.last_used.as_deref().and_then(crate::time::parse_rfc3339).unwrap_or(settings.as_of),
         summary: format!("{title}: {}", finding.summary),
         details: serde_json::json!({
             "subject": finding.subject,
@@ -208,7 +190,7 @@ pub fn permission_alert(
             "unused_services": report.unused_services,
             "unused_actions": report.unused_actions.iter().map(|u| &u.pattern).collect::<Vec<_>>(),
         }),
-    }
+    })
 }
 
 /// The permission findings at `as_of` as alerts; none without an inventory. An inventory that cannot be read

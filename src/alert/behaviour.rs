@@ -5,7 +5,7 @@
 //! The store finds the facts while it writes a batch (it alone knows what was already there); this module turns
 //! them into alerts. Pure, no I/O.
 
-use crate::alert::{Alert, bucket, digest};
+use crate::alert::{Alert, Derived, bucket};
 use crate::detect::rule::Severity;
 use crate::time::{Timestamp, format_rfc3339};
 
@@ -72,26 +72,20 @@ pub fn to_alert(fact: &Fact, config: &BehaviourConfig) -> Alert {
             serde_json::json!({"access_key": key, "source_ips": ips, "window_secs": config.key_ips_window_secs}),
         ),
     };
-    let fingerprint = digest(&[rule, &subject], 16);
-    Alert {
-        id: digest(&[&fingerprint, &bucket_key], 16),
-        fingerprint,
-        rule: rule.to_owned(),
-        title: title.to_owned(),
+    let mut alert = Alert::derived(Derived {
+        rule,
+        subject: &subject,
+        anchor: &bucket_key,
+        title,
         severity,
         principal: principal.clone(),
         account_id: account_id.clone(),
-        region: match fact {
-            Fact::NewRegion { region, .. } => Some(region.clone()),
-            Fact::KeyManyIps { .. } => None,
-        },
-        source_ip: None,
-        user_agent: None,
-        event_ids: Vec::new(),
-        event_time: time,
-        first_seen: time,
-        count: 1,
+        time,
         summary,
         details,
+    });
+    if let Fact::NewRegion { region, .. } = fact {
+        alert.region = Some(region.clone());
     }
+    alert
 }

@@ -298,6 +298,48 @@ fn summary(title: &str, m: &Match) -> String {
     summary
 }
 
+/// What an alert that no single event raised says: a periodic finding or a behavioural fact.
+pub struct Derived<'a> {
+    pub rule: &'a str,
+    /// What the alert is about (a principal, a key, a principal and region).
+    pub subject: &'a str,
+    /// What makes a later raise of the same rule and subject a new alert (a last use, a time bucket).
+    pub anchor: &'a str,
+    pub title: &'a str,
+    pub severity: Severity,
+    pub principal: String,
+    pub account_id: Option<String>,
+    pub time: Timestamp,
+    pub summary: String,
+    pub details: serde_json::Value,
+}
+
+impl Alert {
+    /// The alert for `d`: fingerprint from rule and subject, id from the fingerprint and the anchor, no event
+    /// context. Findings and behavioural rules share it, so their ids follow one formula.
+    pub fn derived(d: Derived<'_>) -> Alert {
+        let fingerprint = digest(&[d.rule, d.subject], 16);
+        Alert {
+            id: digest(&[&fingerprint, d.anchor], 16),
+            fingerprint,
+            rule: d.rule.to_owned(),
+            title: d.title.to_owned(),
+            severity: d.severity,
+            principal: d.principal,
+            account_id: d.account_id,
+            region: None,
+            source_ip: None,
+            user_agent: None,
+            event_ids: Vec::new(),
+            event_time: d.time,
+            first_seen: d.time,
+            count: 1,
+            summary: d.summary,
+            details: d.details,
+        }
+    }
+}
+
 /// The alert `trailwatch alerts test` sends: clearly a test, with an id unique to the second it was made.
 pub fn test_alert(now: Timestamp) -> Alert {
     let fingerprint = digest(&["trailwatch-test"], 16);
