@@ -31,24 +31,30 @@ impl Condition {
 }
 
 impl Condition {
-    /// A set of values one of which the condition needs, given the set each search needs (`None`: unconstrained).
-    /// `not` constrains nothing; `and` takes the smallest constrained side; `or` needs every side constrained.
-    pub fn required(&self, search: &dyn Fn(usize) -> Option<Vec<String>>) -> Option<Vec<String>> {
-        let smallest = |sets: Vec<Option<Vec<String>>>| sets.into_iter().flatten().min_by_key(Vec::len);
-        let union = |sets: Vec<Option<Vec<String>>>| -> Option<Vec<String>> {
-            let mut all = Vec::new();
-            for set in sets {
-                all.extend(set?);
+    /// [`Condition::eval`] in three-valued (Kleene) logic: `search(i)` is `None` when search `i` is undecided, and
+    /// so is the result when the undecided searches decide it.
+    pub fn partial(&self, search: &dyn Fn(usize) -> Option<bool>) -> Option<bool> {
+        fn all(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+            let mut result = Some(true);
+            for value in values {
+                match value {
+                    Some(false) => return Some(false),
+                    Some(true) => {}
+                    None => result = None,
+                }
             }
-            Some(all)
-        };
+            result
+        }
+        fn any(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+            all(values.map(|v| v.map(|b| !b))).map(|b| !b)
+        }
         match self {
             Condition::Search(i) => search(*i),
-            Condition::Not(_) => None,
-            Condition::And(cs) => smallest(cs.iter().map(|c| c.required(search)).collect()),
-            Condition::AllOf(is) => smallest(is.iter().map(|&i| search(i)).collect()),
-            Condition::Or(cs) => union(cs.iter().map(|c| c.required(search)).collect()),
-            Condition::AnyOf(is) => union(is.iter().map(|&i| search(i)).collect()),
+            Condition::Not(c) => c.partial(search).map(|b| !b),
+            Condition::And(cs) => all(cs.iter().map(|c| c.partial(search))),
+            Condition::Or(cs) => any(cs.iter().map(|c| c.partial(search))),
+            Condition::AnyOf(is) => any(is.iter().map(|&i| search(i))),
+            Condition::AllOf(is) => all(is.iter().map(|&i| search(i))),
         }
     }
 }
@@ -290,6 +296,43 @@ mod tests {
         check("1 of them", &[(&["_helper"], false), (&["keywords"], true)]);
         check("((selection))", &[(&["selection"], true)]);
         check("selection and (keywords or not filter_service)", &[(&["selection", "filter_service"], false)]);
+    }
+
+    #[test]
+    fn partial_evaluation_decides_only_what_every_completion_agrees_on() {
+        // Every assignment of matched / not matched / unknown to the six searches: a decided result must equal
+        // the full evaluation of every completion of the unknowns, and a fully known one must be decided.
+        let conditions = [
+            "selection and not 1 of filter_*",
+            "selection or keywords and not filter_service",
+            "all of selection* or not (keywords and filter_readonly)",
+            "1 of them and not _helper",
+            "not not selection",
+        ];
+        let n = SEARCHES.len();
+        for text in conditions {
+            let condition = compile(text, SEARCHES).unwrap();
+            for code in 0..3usize.pow(n as u32) {
+                let state: Vec<Option<bool>> =
+                    (0..n).map(|i| [None, Some(false), Some(true)][code / 3usize.pow(i as u32) % 3]).collect();
+                let got = condition.partial(&|i| state[i]);
+                let unknown: Vec<usize> = (0..n).filter(|&i| state[i].is_none()).collect();
+                let outcomes: Vec<bool> = (0..1usize << unknown.len())
+                    .map(|bits| {
+                        let value = |i: usize| {
+                            state[i].unwrap_or_else(|| bits >> unknown.iter().position(|&u| u == i).unwrap() & 1 == 1)
+                        };
+                        condition.eval(&value)
+                    })
+                    .collect();
+                if let Some(decided) = got {
+                    assert!(outcomes.iter().all(|o| *o == decided), "{text} with {state:?}");
+                }
+                if unknown.is_empty() {
+                    assert_eq!(got, Some(outcomes[0]), "{text} with {state:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -68,13 +68,10 @@ impl Detection {
         self.condition.eval(&|i| self.searches[i].matches(event))
     }
 
-    /// Case-folded values of `field` one of which every matching event has, when the detection says so (a rule
-    /// over `eventName: [StopLogging, DeleteTrail]`); `None` when an event with any value could match.
-    pub fn required_values(&self, field: &str) -> Option<Vec<String>> {
-        let mut values = self.condition.required(&|i| self.searches[i].required_values(field))?;
-        values.sort_unstable();
-        values.dedup();
-        Some(values)
+    /// Whether an event of which only some fields are known could match (see [`Search::partial`]): `false` only
+    /// when the known fields already rule it out.
+    pub fn could_match<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> bool {
+        self.condition.partial(&|i| self.searches[i].partial(known)) != Some(false)
     }
 
     /// Every field the detection reads.

@@ -91,16 +91,6 @@ impl Pattern {
         self.literal.as_ref().filter(|l| l.anchor == Anchor::Contains && !self.cased).map(|l| &*l.needle)
     }
 
-    /// The one value this pattern matches (case-folded unless cased), when it has no wildcard: what the rule
-    /// index keys on.
-    pub fn literal(&self) -> Option<String> {
-        self.atoms.iter().map(|a| if let Atom::Char(c) = a { Some(*c) } else { None }).collect()
-    }
-
-    pub fn is_cased(&self) -> bool {
-        self.cased
-    }
-
     pub fn matches(&self, text: &str) -> bool {
         if let Some(literal) = &self.literal {
             return literal.matches(text.as_bytes(), self.cased);

@@ -1,5 +1,7 @@
-//! The loaded rules, compiled once into a matcher over parsed events: rules are indexed by the `eventName`s they
-//! require, so an event is tested only against the few rules that could match it.
+//! The loaded rules, compiled once into a matcher over parsed events. An event is tested only against the rules
+//! that its few low-cardinality typed fields (source, name, identity type, event type, error code) do not already
+//! rule out; which rules those are is worked out once per distinct combination of those fields, by evaluating
+//! every rule in three-valued logic with the other fields unknown, and cached on the worker.
 //!
 //! Correlation rules are resolved here against the rules they count; the counting itself happens at commit time
 //! (`crate::alert`), since a window spans files and workers.
@@ -8,7 +10,6 @@ use std::borrow::Cow;
 
 use rustc_hash::FxHashMap;
 
-use crate::detect::pattern::fold;
 use crate::detect::rule::{self, Correlation, Rule, RuleBody};
 use crate::detect::search::Fields;
 use crate::parse::{Event, Record};
@@ -75,16 +76,21 @@ pub struct RuleSet {
     alerting: Vec<bool>,
     /// Per rule: the correlations (indices into `rules`) that count its matches.
     feeds: Vec<Vec<u32>>,
-    /// Event rules by the case-folded `eventName`s they require.
-    by_event_name: FxHashMap<Box<str>, Vec<u32>>,
-    /// Event rules that could match any `eventName`.
-    unindexed: Vec<u32>,
 }
 
-/// Per-worker scratch for matching.
+/// The typed fields an event's candidate rules are worked out from: few distinct combinations in any log, and
+/// they rule out nearly every rule for nearly every event.
+const KEY_FIELDS: [&str; 5] = ["eventSource", "eventName", "userIdentity.type", "eventType", "errorCode"];
+
+/// Candidate lists kept per worker before the cache starts over (a bound on memory for odd logs; a real
+/// organisation has a few thousand combinations).
+const MAX_CACHED_KEYS: usize = 16_384;
+
+/// Per-worker scratch for matching: the candidate rules per combination of [`KEY_FIELDS`] values.
 #[derive(Debug, Default)]
 pub struct MatchScratch {
-    folded: String,
+    candidates: FxHashMap<Box<str>, Box<[u32]>>,
+    key: String,
 }
 
 impl RuleSet {
@@ -205,17 +211,6 @@ impl RuleSet {
                 }
             }
         }
-        for (i, rule) in rules.iter().enumerate() {
-            let RuleBody::Event(detection) = &rule.body else { continue };
-            match detection.required_values("eventName") {
-                Some(names) => {
-                    for name in names {
-                        set.by_event_name.entry(name.into_boxed_str()).or_default().push(i as u32);
-                    }
-                }
-                None => set.unindexed.push(i as u32),
-            }
-        }
         set.rules = rules;
         (set, errors)
     }
@@ -268,30 +263,44 @@ impl RuleSet {
         unknown
     }
 
-    /// Calls `on_match` with each event rule the event matches, candidates first narrowed by `eventName`.
-    pub fn for_each_match(
-        &self,
-        event_name: &str,
-        fields: &dyn Fields,
-        scratch: &mut MatchScratch,
-        on_match: &mut dyn FnMut(u32),
-    ) {
-        scratch.folded.clear();
-        if event_name.is_ascii() {
-            // CloudTrail's event names are ASCII: fold bytes, not characters.
-            scratch.folded.push_str(event_name);
-            scratch.folded.make_ascii_lowercase();
-        } else {
-            scratch.folded.extend(event_name.chars().map(fold));
+    /// Calls `on_match` with each event rule the event matches, in rule order, testing only the candidates for
+    /// the event's [`KEY_FIELDS`].
+    pub fn for_each_match(&self, fields: &dyn Fields, scratch: &mut MatchScratch, on_match: &mut dyn FnMut(u32)) {
+        let values = KEY_FIELDS.map(|f| fields.get(f));
+        scratch.key.clear();
+        for value in &values {
+            // NUL separates the values (CloudTrail's never hold one); SOH alone stands for an absent field.
+            match value {
+                Some(v) => scratch.key.push_str(v),
+                None => scratch.key.push('\u{1}'),
+            }
+            scratch.key.push('\0');
         }
-        let indexed = self.by_event_name.get(scratch.folded.as_str()).map(Vec::as_slice).unwrap_or_default();
-        for &i in indexed.iter().chain(&self.unindexed) {
+        if !scratch.candidates.contains_key(scratch.key.as_str()) {
+            if scratch.candidates.len() >= MAX_CACHED_KEYS {
+                scratch.candidates.clear();
+            }
+            let candidates =
+                self.candidates(&|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i].as_deref()));
+            scratch.candidates.insert(scratch.key.as_str().into(), candidates.into_boxed_slice());
+        }
+        for &i in &scratch.candidates[scratch.key.as_str()] {
             if let RuleBody::Event(detection) = &self.rules[i as usize].body
                 && detection.matches(fields)
             {
                 on_match(i);
             }
         }
+    }
+
+    /// The event rules that could match an event of which only `known` fields are known.
+    fn candidates<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> Vec<u32> {
+        (0..self.rules.len() as u32)
+            .filter(|&i| match &self.rules[i as usize].body {
+                RuleBody::Event(detection) => detection.could_match(known),
+                RuleBody::Correlation(_) => false,
+            })
+            .collect()
     }
 
     /// Matches an event and records what an alert will need about it.
@@ -306,7 +315,7 @@ impl RuleSet {
             return;
         }
         let fields = EventFields { event, record };
-        self.for_each_match(event.event_name, &fields, scratch, &mut |rule| {
+        self.for_each_match(&fields, scratch, &mut |rule| {
             let hits = self
                 .feeds(rule)
                 .iter()
@@ -472,6 +481,40 @@ pub struct CorrelationHit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_typed_fields_rule_out_what_cannot_match() {
+        // Built-in candidates for events known only by source, name, identity type, event type and error code.
+        let rules = RuleSet::load(true, &[]).0;
+        let cases: &[([Option<&str>; 5], &[&str])] = &[
+            // A read by a user: only the user-agent rule is left to look at.
+            (
+                [Some("s3.amazonaws.com"), Some("GetObject"), Some("IAMUser"), Some("AwsApiCall"), None],
+                &["pentest-user-agent"],
+            ),
+            // The same read by root, and denied.
+            (
+                [Some("s3.amazonaws.com"), Some("GetObject"), Some("Root"), Some("AwsApiCall"), Some("AccessDenied")],
+                &["root-account-usage", "unauthorized-api-call", "pentest-user-agent"],
+            ),
+            // A service event by root is ruled out by its event type.
+            (
+                [Some("s3.amazonaws.com"), Some("GetObject"), Some("Root"), Some("AwsServiceEvent"), None],
+                &["pentest-user-agent"],
+            ),
+            (
+                [Some("cloudtrail.amazonaws.com"), Some("StopLogging"), Some("AssumedRole"), Some("AwsApiCall"), None],
+                &["cloudtrail-tampering", "pentest-user-agent"],
+            ),
+        ];
+        for (values, expected) in cases {
+            let known = |field: &str| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]);
+            let got: Vec<&str> = rules.candidates(&known).iter().map(|&i| rules.rule(i).id.as_str()).collect();
+            let mut expected = expected.to_vec();
+            expected.sort_by_key(|id| rules.index_of(id).unwrap());
+            assert_eq!(got, expected, "{values:?}");
+        }
+    }
 
     #[test]
     fn a_match_keeps_its_fields_in_one_buffer() {

@@ -71,16 +71,31 @@ impl Search {
         }
     }
 
-    /// The values of which `field` must hold one for the search to match (see [`FieldTest::literals`]).
-    pub fn required_values(&self, field: &str) -> Option<Vec<String>> {
+    /// Whether the search matches an event of which only some fields are known (`known(field)`: `Some(value)`,
+    /// `None` when unknown), in three-valued logic: `None` when the unknown fields decide.
+    pub fn partial<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> Option<bool> {
         match self {
-            Search::AllOf(tests) => tests.iter().filter(|(f, _)| f == field).find_map(|(_, t)| t.literals()),
-            Search::AnyOf(maps) => {
-                let mut all = Vec::new();
-                for map in maps {
-                    all.extend(map.required_values(field)?);
+            Search::AllOf(tests) => {
+                let mut result = Some(true);
+                for (field, test) in tests {
+                    match known(field).and_then(|value| test.partial(value)) {
+                        Some(false) => return Some(false),
+                        Some(true) => {}
+                        None => result = None,
+                    }
                 }
-                Some(all)
+                result
+            }
+            Search::AnyOf(maps) => {
+                let mut result = Some(false);
+                for map in maps {
+                    match map.partial(known) {
+                        Some(true) => return Some(true),
+                        Some(false) => {}
+                        None => result = None,
+                    }
+                }
+                result
             }
         }
     }
