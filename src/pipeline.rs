@@ -656,7 +656,12 @@ impl Committer<'_, '_> {
         for newest in batch.files.iter().filter_map(|(_, counts)| counts.newest) {
             metrics.event_lag.observe((now - newest).max(0) as f64);
         }
-        tracing::debug!(files = batch.files.len(), records = batch.counts.records, "committed batch");
+        tracing::debug!(
+            files = batch.files.len(),
+            records = batch.counts.records,
+            ms = started.elapsed().as_millis() as u64,
+            "committed batch"
+        );
         self.summary.files_applied += batch.files.len() as u64;
         self.summary.counts.add(&batch.counts);
         self.summary.batches += 1;

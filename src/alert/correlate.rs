@@ -1,11 +1,14 @@
 //! Sigma correlations (`event_count`, `value_count`, `temporal`): per rule and group, the recent matches of the
 //! correlated rules in event-time order, and the windows that satisfy the condition.
 //!
-//! The windows live in memory on the committer and are mirrored in the store (new hits inserted and old ones
-//! pruned in the batch's transaction), so a restart resumes with exactly the windows the committed files built.
+//! The windows live in memory on the committer. The store keeps a log of their hits ([`HitLog`]: one row per
+//! batch, written in the batch's transaction, compacted into a snapshot of the live windows when the log has grown
+//! to several times their size), so a restart resumes with exactly the windows the committed files built: loading
+//! prunes each window as the last batch that touched it did.
 //! A window is `[end − timespan, end]` for each hit `end`; a hit is checked against every window that contains it,
 //! so files arriving out of order (backfills) still count.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -15,20 +18,31 @@ use crate::detect::rule::CorrelationKind;
 use crate::detect::ruleset::{Match, RuleSet};
 use crate::time::Timestamp;
 
-/// One match of a correlated rule, as kept in a window (and stored, without region, IP and agent).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One match of a correlated rule, as kept in a window. The match's text fields are shared by every correlation
+/// it feeds; a hit loaded from the store has no region, IP or agent.
+#[derive(Debug, Clone)]
 pub struct Hit {
     pub time: Timestamp,
-    /// The correlated rule that matched (its id).
-    pub rule: String,
-    pub event_id: Option<String>,
+    /// The correlated event rule (an index into the rule set).
+    pub rule: u32,
     /// For `value_count`: the counted field's value.
-    pub value: Option<String>,
-    pub principal: String,
-    pub account_id: Option<String>,
-    pub region: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub value: Option<Box<str>>,
+    pub source: Arc<Match>,
+}
+
+impl Hit {
+    /// A total order, so that windows (and the alerts they raise) do not depend on arrival order.
+    fn order(&self, other: &Hit) -> Ordering {
+        (self.time, self.source.event_id(), self.rule, &self.value, self.source.principal(), self.source.account_id())
+            .cmp(&(
+                other.time,
+                other.source.event_id(),
+                other.rule,
+                &other.value,
+                other.source.principal(),
+                other.source.account_id(),
+            ))
+    }
 }
 
 /// How far behind the newest hit of a window a late hit still counts: CloudTrail delivers most files within
@@ -36,45 +50,103 @@ pub struct Hit {
 /// group's whole day in memory.
 pub const LATE_SECS: i64 = 3600;
 
-/// A window's key: the correlation rule's id and the group-by values.
-pub type WindowKey = (String, String);
-
-/// Windows and the hits to store share keys and hits (`Arc`): a noisy correlation adds a hit per matching event.
-#[derive(Debug, Default)]
-pub struct Correlator {
-    windows: HashMap<Arc<WindowKey>, Vec<Arc<Hit>>>,
-    /// Since the last [`Correlator::take_changes`]: hits to insert, and windows pruned below a time.
-    added: Vec<(Arc<WindowKey>, Arc<Hit>)>,
-    pruned: Vec<(WindowKey, Timestamp)>,
+/// What a window keeps behind its newest hit: two timespans, and at least [`LATE_SECS`].
+fn keep_secs(span: i64) -> i64 {
+    (2 * span).max(LATE_SECS)
 }
 
-/// What the store must write to mirror the windows.
+#[derive(Debug, Default)]
+struct Window {
+    /// In [`Hit::order`].
+    hits: Vec<Hit>,
+    /// The earliest and latest hit added since the window was last measured.
+    touched: Option<(Timestamp, Timestamp)>,
+}
+
+/// Windows by correlation (rule index) and group-by values (joined by U+001F).
+#[derive(Debug, Default)]
+pub struct Correlator {
+    windows: HashMap<u32, HashMap<Box<str>, Window>>,
+    /// Hits added since the last [`Correlator::take_changes`], encoded for the store.
+    log: HitLog,
+    /// Hits in the store's log (what a restart would read before pruning).
+    logged: usize,
+}
+
+/// What the store must write to mirror the windows: a log row, replacing every earlier row when `snapshot`.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub added: Vec<(Arc<WindowKey>, Arc<Hit>)>,
-    pub pruned: Vec<(WindowKey, Timestamp)>,
+    pub log: Vec<u8>,
+    pub snapshot: bool,
 }
 
 impl Correlator {
-    /// Rebuilds windows from stored hits.
-    pub fn from_hits(hits: impl IntoIterator<Item = (WindowKey, Hit)>) -> Correlator {
+    /// Rebuilds the windows from the store's log rows (oldest first); hits of correlations or rules no longer
+    /// loaded are dropped. Returns the number of rows that could not be read (skipped).
+    pub fn load(rules: &RuleSet, rows: &[Vec<u8>]) -> (Correlator, usize) {
         let mut correlator = Correlator::default();
-        for (key, hit) in hits {
-            correlator.windows.entry(Arc::new(key)).or_default().push(Arc::new(hit));
+        let mut unreadable = 0;
+        for row in rows {
+            let mut hits = Vec::new();
+            if HitLog::decode(row, &mut |h| hits.push(h)).is_none() {
+                unreadable += 1;
+                continue;
+            }
+            correlator.logged += hits.len();
+            for h in hits {
+                let (Some(correlation), Some(rule)) = (rules.index_of(h.correlation), rules.index_of(h.rule)) else {
+                    continue;
+                };
+                if rules.correlation(correlation).is_none() {
+                    continue;
+                }
+                let fields = [h.event_id, None, Some(h.principal), h.account, None, None, None];
+                let source = Match::new(rule, h.time, fields, Vec::new());
+                let hit = Hit { time: h.time, rule, value: h.value.map(Into::into), source: Arc::new(source) };
+                correlator.windows.entry(correlation).or_default().entry(h.group.into()).or_default().hits.push(hit);
+            }
         }
-        for window in correlator.windows.values_mut() {
-            window.sort();
+        for (&index, groups) in &mut correlator.windows {
+            let span = rules.correlation(index).expect("loaded windows are correlations").timespan_secs;
+            for window in groups.values_mut() {
+                window.hits.sort_by(Hit::order);
+                window.hits.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+                prune(&mut window.hits, span);
+            }
         }
-        correlator
+        (correlator, unreadable)
     }
 
-    pub fn take_changes(&mut self) -> Changes {
-        Changes { added: std::mem::take(&mut self.added), pruned: std::mem::take(&mut self.pruned) }
+    /// The log row for the hits added since the last call; a snapshot of the live windows instead once the
+    /// store's log holds several times as many hits as the windows do (so a restart reads O(live hits)).
+    pub fn take_changes(&mut self, rules: &RuleSet) -> Changes {
+        let added = self.log.hits;
+        let log = std::mem::take(&mut self.log);
+        let live = self.len();
+        if self.logged + added <= 2 * live + 100_000 {
+            self.logged += added;
+            return Changes { log: log.bytes, snapshot: false };
+        }
+        let mut snapshot = HitLog::default();
+        let mut indices: Vec<_> = self.windows.keys().copied().collect();
+        indices.sort_unstable();
+        for index in indices {
+            let id = &rules.rule(index).id;
+            let mut groups: Vec<_> = self.windows[&index].iter().collect();
+            groups.sort_by(|a, b| a.0.cmp(b.0));
+            for (group, window) in groups {
+                for hit in &window.hits {
+                    snapshot.push(id, group, hit, &rules.rule(hit.rule).id);
+                }
+            }
+        }
+        self.logged = snapshot.hits;
+        Changes { log: snapshot.bytes, snapshot: true }
     }
 
     /// Hits held, over all windows.
     pub fn len(&self) -> usize {
-        self.windows.values().map(Vec::len).sum()
+        self.windows.values().flat_map(|groups| groups.values()).map(|w| w.hits.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,46 +154,45 @@ impl Correlator {
     }
 
     /// Adds the matches' correlation hits and returns an alert for every window that now satisfies its condition.
-    pub fn observe(&mut self, rules: &RuleSet, matches: &[Match], dedup_secs: i64) -> Vec<Alert> {
-        // Per touched window: the earliest and latest new hit.
-        let mut touched: HashMap<(u32, String), (Timestamp, Timestamp)> = HashMap::default();
-        for m in matches {
-            for h in &m.hits {
-                let correlation = rules.rule(h.correlation);
-                let key = (correlation.id.clone(), h.group.clone());
-                let hit = Arc::new(Hit {
-                    time: m.time,
-                    rule: rules.rule(m.rule).id.clone(),
-                    event_id: m.event_id().map(str::to_owned),
-                    value: h.value.clone(),
-                    principal: m.principal().to_owned(),
-                    account_id: m.account_id().map(str::to_owned),
-                    region: m.region().map(str::to_owned),
-                    source_ip: m.source_ip().map(str::to_owned),
-                    user_agent: m.user_agent().map(str::to_owned),
-                });
-                let key = match self.windows.get_key_value(&key) {
-                    Some((shared, _)) => Arc::clone(shared),
-                    None => Arc::new(key),
+    pub fn observe(&mut self, rules: &RuleSet, matches: Vec<Match>, dedup_secs: i64) -> Vec<Alert> {
+        let mut touched: Vec<(u32, Box<str>)> = Vec::new();
+        for mut m in matches {
+            let correlations = std::mem::take(&mut m.hits);
+            let source = Arc::new(m);
+            for h in correlations {
+                let hit = Hit {
+                    time: source.time,
+                    rule: source.rule,
+                    value: h.value.map(Into::into),
+                    source: Arc::clone(&source),
                 };
-                let window = self.windows.entry(Arc::clone(&key)).or_default();
-                let at = window.partition_point(|x| x < &hit);
-                window.insert(at, Arc::clone(&hit));
-                self.added.push((key, hit));
-                let span = touched.entry((h.correlation, h.group.clone())).or_insert((m.time, m.time));
-                span.0 = span.0.min(m.time);
-                span.1 = span.1.max(m.time);
+                self.log.push(&rules.rule(h.correlation).id, &h.group, &hit, &rules.rule(hit.rule).id);
+                let groups = self.windows.entry(h.correlation).or_default();
+                if !groups.contains_key(h.group.as_str()) {
+                    groups.insert(h.group.as_str().into(), Window::default());
+                }
+                let window = groups.get_mut(h.group.as_str()).expect("inserted");
+                let at = window.hits.partition_point(|x| x.order(&hit) == Ordering::Less);
+                let time = hit.time;
+                window.hits.insert(at, hit);
+                match &mut window.touched {
+                    Some(span) => *span = (span.0.min(time), span.1.max(time)),
+                    None => {
+                        window.touched = Some((time, time));
+                        touched.push((h.correlation, h.group.into_boxed_str()));
+                    }
+                }
             }
         }
+        touched.sort_unstable();
         let mut alerts = Vec::new();
-        let mut touched: Vec<_> = touched.into_iter().collect();
-        touched.sort();
-        for ((index, group), (from, to)) in touched {
+        for (index, group) in touched {
             let rule = rules.rule(index);
             let correlation = rules.correlation(index).expect("hits name correlations");
             let span = correlation.timespan_secs;
-            let key = (rule.id.clone(), group.clone());
-            let window = &self.windows[&key];
+            let window = self.windows.get_mut(&index).and_then(|g| g.get_mut(&group)).expect("touched");
+            let (from, to) = window.touched.take().expect("touched");
+            let hits = &window.hits;
             // Every window [end − span, end] that contains a new hit, swept in time order: `start` and `last`
             // only move forward, and value_count/temporal keep per-value counts of what is inside, so a noisy
             // group costs O(hits) per batch rather than O(hits × window).
@@ -131,26 +202,27 @@ impl Correlator {
             let mut best: Vec<(i64, usize, usize, u64)> = Vec::new();
             let mut inside: HashMap<&str, u32> = HashMap::default();
             let (mut start, mut last) = (0, 0);
-            fn counted(kind: CorrelationKind, h: &Hit) -> Option<&str> {
+            fn counted<'a>(kind: CorrelationKind, rules: &'a RuleSet, h: &'a Hit) -> Option<&'a str> {
                 match kind {
                     CorrelationKind::EventCount => None,
                     CorrelationKind::ValueCount => h.value.as_deref(),
-                    CorrelationKind::Temporal => Some(h.rule.as_str()),
+                    CorrelationKind::Temporal => Some(rules.rule(h.rule).id.as_str()),
                 }
             }
-            for end in window.partition_point(|h| h.time < from)..window.len() {
-                let end_time = window[end].time;
+            let counted = |h| counted(correlation.kind, rules, h);
+            for end in hits.partition_point(|h| h.time < from)..hits.len() {
+                let end_time = hits[end].time;
                 if end_time > to + span {
                     break;
                 }
-                while last < window.len() && window[last].time <= end_time {
-                    if let Some(value) = counted(correlation.kind, &window[last]) {
+                while last < hits.len() && hits[last].time <= end_time {
+                    if let Some(value) = counted(&hits[last]) {
                         *inside.entry(value).or_default() += 1;
                     }
                     last += 1;
                 }
-                while window[start].time < end_time - span {
-                    if let Some(value) = counted(correlation.kind, &window[start])
+                while hits[start].time < end_time - span {
+                    if let Some(value) = counted(&hits[start])
                         && let Some(n) = inside.get_mut(value)
                     {
                         *n -= 1;
@@ -182,13 +254,18 @@ impl Correlator {
                 }
             }
             for (b, start, last, measure) in best {
-                let hits = &window[start..last];
-                let latest = hits.last().expect("a satisfied window has hits");
-                // Stored hits come back without their context; the newest hit that has it speaks for the window.
-                let context = hits.iter().rev().find(|h| h.source_ip.is_some() || h.region.is_some()).unwrap_or(latest);
+                let hits = &hits[start..last];
+                let latest = &hits.last().expect("a satisfied window has hits").source;
+                // Hits loaded from the store have no context; the newest hit that has it speaks for the window.
+                let context = hits
+                    .iter()
+                    .rev()
+                    .map(|h| &h.source)
+                    .find(|s| s.source_ip().is_some() || s.region().is_some())
+                    .unwrap_or(latest);
                 let fingerprint = digest(&[&rule.id, &group], 16);
                 let id = digest(&[&fingerprint, &b.to_string()], 16);
-                let mut event_ids: Vec<String> = hits.iter().filter_map(|h| h.event_id.clone()).collect();
+                let mut event_ids: Vec<&str> = hits.iter().filter_map(|h| h.source.event_id()).collect();
                 event_ids.sort_unstable();
                 event_ids.dedup();
                 event_ids.truncate(MAX_EVENT_IDS);
@@ -207,12 +284,12 @@ impl Correlator {
                     rule: rule.id.clone(),
                     title: rule.title.clone(),
                     severity: rule.level,
-                    principal: latest.principal.clone(),
-                    account_id: latest.account_id.clone(),
-                    region: context.region.clone(),
-                    source_ip: context.source_ip.clone(),
-                    user_agent: context.user_agent.clone(),
-                    event_ids,
+                    principal: latest.principal().to_owned(),
+                    account_id: latest.account_id().map(str::to_owned),
+                    region: context.region().map(str::to_owned),
+                    source_ip: context.source_ip().map(str::to_owned),
+                    user_agent: context.user_agent().map(str::to_owned),
+                    event_ids: event_ids.into_iter().map(str::to_owned).collect(),
                     event_time: latest.time,
                     first_seen: hits[0].time,
                     count: hits.len() as u64,
@@ -232,17 +309,138 @@ impl Correlator {
                     }),
                 });
             }
-            // Keep what late files may still need: two timespans, and at least LATE_SECS, behind the newest hit.
-            let window = self.windows.get_mut(&key).expect("touched");
-            let newest = window.last().map_or(Timestamp::MIN, |h| h.time);
-            let cutoff = newest.saturating_sub((2 * span).max(LATE_SECS));
-            let keep_from = window.partition_point(|h| h.time < cutoff);
-            if keep_from > 0 {
-                window.drain(..keep_from);
-                self.pruned.push((key, cutoff));
-            }
+            prune(&mut window.hits, span);
         }
         alerts
+    }
+}
+
+/// Drops what late files can no longer need: hits more than [`keep_secs`] behind the window's newest.
+fn prune(hits: &mut Vec<Hit>, span: i64) {
+    let newest = hits.last().map_or(Timestamp::MIN, |h| h.time);
+    let cutoff = newest.saturating_sub(keep_secs(span));
+    let keep_from = hits.partition_point(|h| h.time < cutoff);
+    hits.drain(..keep_from);
+}
+
+/// The store's form of correlation hits: records of (correlation id, group, time, rule id, event id, value,
+/// principal, account), after a version byte. A string is its length (u32, little-endian) and bytes; `NONE` stands
+/// for an absent one and `SAME` for the previous record's value of the same field (hits of one correlation, group
+/// and principal come together), which keeps a noisy correlation's row small without an index.
+#[derive(Debug, Default)]
+pub struct HitLog {
+    bytes: Vec<u8>,
+    /// Where each string field of the previous record lies in `bytes`.
+    previous: [Option<(usize, usize)>; 7],
+    hits: usize,
+}
+
+/// One decoded record, borrowed from the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedHit<'a> {
+    pub correlation: &'a str,
+    pub group: &'a str,
+    pub time: Timestamp,
+    pub rule: &'a str,
+    pub event_id: Option<&'a str>,
+    pub value: Option<&'a str>,
+    pub principal: &'a str,
+    pub account: Option<&'a str>,
+}
+
+const LOG_VERSION: u8 = 1;
+const NONE: u32 = u32::MAX;
+const SAME: u32 = u32::MAX - 1;
+
+impl HitLog {
+    fn push(&mut self, correlation: &str, group: &str, hit: &Hit, rule: &str) {
+        let s = &hit.source;
+        self.record(&LoggedHit {
+            correlation,
+            group,
+            time: hit.time,
+            rule,
+            event_id: s.event_id(),
+            value: hit.value.as_deref(),
+            principal: s.principal(),
+            account: s.account_id(),
+        });
+    }
+
+    pub fn record(&mut self, h: &LoggedHit<'_>) {
+        if self.bytes.is_empty() {
+            self.bytes.push(LOG_VERSION);
+        }
+        let fields =
+            [Some(h.correlation), Some(h.group), Some(h.rule), h.event_id, h.value, Some(h.principal), h.account];
+        for (i, field) in fields.into_iter().enumerate() {
+            if i == 2 {
+                self.bytes.extend_from_slice(&h.time.to_le_bytes());
+            }
+            let Some(text) = field else {
+                self.bytes.extend_from_slice(&NONE.to_le_bytes());
+                self.previous[i] = None;
+                continue;
+            };
+            if let Some((at, len)) = self.previous[i]
+                && &self.bytes[at..at + len] == text.as_bytes()
+            {
+                self.bytes.extend_from_slice(&SAME.to_le_bytes());
+                continue;
+            }
+            self.bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            self.previous[i] = Some((self.bytes.len(), text.len()));
+            self.bytes.extend_from_slice(text.as_bytes());
+        }
+        self.hits += 1;
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Calls `each` with every record of `row`; `None` if the row is not a log row this version can read.
+    pub fn decode<'a>(row: &'a [u8], each: &mut dyn FnMut(LoggedHit<'a>)) -> Option<()> {
+        let (&version, mut rest) = row.split_first()?;
+        if version != LOG_VERSION {
+            return None;
+        }
+        let mut previous: [Option<&'a str>; 7] = [None; 7];
+        while !rest.is_empty() {
+            let mut fields: [Option<&'a str>; 7] = [None; 7];
+            let mut time = 0;
+            for (i, field) in fields.iter_mut().enumerate() {
+                if i == 2 {
+                    let (bytes, tail) = rest.split_first_chunk::<8>()?;
+                    time = i64::from_le_bytes(*bytes);
+                    rest = tail;
+                }
+                let (len, tail) = rest.split_first_chunk::<4>()?;
+                rest = tail;
+                *field = match u32::from_le_bytes(*len) {
+                    NONE => None,
+                    SAME => Some(previous[i]?),
+                    len => {
+                        let (text, tail) = rest.split_at_checked(len as usize)?;
+                        rest = tail;
+                        Some(std::str::from_utf8(text).ok()?)
+                    }
+                };
+                previous[i] = *field;
+            }
+            let [correlation, group, rule, event_id, value, principal, account] = fields;
+            each(LoggedHit {
+                correlation: correlation?,
+                group: group?,
+                time,
+                rule: rule?,
+                event_id,
+                value,
+                principal: principal?,
+                account,
+            });
+        }
+        Some(())
     }
 }
 
@@ -300,7 +498,7 @@ level: high
         ];
         // All at once: alice has 3 within 10 minutes, bob never does.
         let mut all = Correlator::default();
-        let once = summary(all.observe(&rules, &events, 3600));
+        let once = summary(all.observe(&rules, events.to_vec(), 3600));
         assert_eq!(once.len(), 1, "{once:?}");
         assert_eq!(
             (once[0].1.as_str(), once[0].2, once[0].3.clone()),
@@ -310,22 +508,92 @@ level: high
         let mut reversed = Correlator::default();
         let mut got = Vec::new();
         for e in events.iter().rev() {
-            got.extend(reversed.observe(&rules, std::slice::from_ref(e), 3600));
+            got.extend(reversed.observe(&rules, vec![e.clone()], 3600));
         }
         assert_eq!(summary(got), once);
-        // Half, then a restart from what the store holds, then the rest.
-        let mut first = Correlator::default();
-        let mut got = first.observe(&rules, &events[..2], 3600);
-        let stored = first.take_changes();
-        let kept: Vec<(WindowKey, Hit)> = stored
-            .added
-            .into_iter()
-            .filter(|(k, h)| !stored.pruned.iter().any(|(pk, cut)| *pk == **k && h.time < *cut))
-            .map(|(k, h)| ((*k).clone(), (*h).clone()))
-            .collect();
-        let mut restarted = Correlator::from_hits(kept);
-        got.extend(restarted.observe(&rules, &events[2..], 3600));
-        assert_eq!(summary(got), once);
+        // Half, then a restart from what the store holds, then the rest; and the same from a snapshot of the
+        // windows instead of the log.
+        for snapshot in [false, true] {
+            let mut first = Correlator::default();
+            let mut got = first.observe(&rules, events[..2].to_vec(), 3600);
+            if snapshot {
+                first.logged = 1_000_000;
+            }
+            let changes = first.take_changes(&rules);
+            assert_eq!(changes.snapshot, snapshot);
+            let (mut restarted, unreadable) = Correlator::load(&rules, &[changes.log]);
+            assert_eq!((unreadable, restarted.len()), (0, 2));
+            got.extend(restarted.observe(&rules, events[2..].to_vec(), 3600));
+            assert_eq!(summary(got), once, "snapshot: {snapshot}");
+        }
+    }
+
+    #[test]
+    fn a_restart_prunes_windows_as_the_last_batch_did() {
+        // alice's burst, then one hit two hours later: the early hits fall out of memory, and a restart from the
+        // log (which still holds them) must not bring them back.
+        let rules = rules();
+        let mut live = Correlator::default();
+        let mut rows = Vec::new();
+        for batch in
+            [vec![hit(&rules, "alice", 0, "a1"), hit(&rules, "alice", 1, "a2")], vec![hit(&rules, "alice", 120, "a3")]]
+        {
+            live.observe(&rules, batch, 3600);
+            rows.push(live.take_changes(&rules).log);
+        }
+        assert_eq!(live.len(), 1);
+        let (mut restarted, _) = Correlator::load(&rules, &rows);
+        assert_eq!(restarted.len(), 1);
+        // A late hit at minute 2 counts with what each still holds: nothing from minute 0 or 1.
+        let late = || vec![hit(&rules, "alice", 2, "a4"), hit(&rules, "alice", 3, "a5")];
+        assert_eq!(summary(live.observe(&rules, late(), 3600)), summary(restarted.observe(&rules, late(), 3600)));
+    }
+
+    #[test]
+    fn the_log_reads_back_what_was_written() {
+        let records = [
+            LoggedHit {
+                correlation: "burst",
+                group: "alice",
+                time: -5,
+                rule: "denied",
+                event_id: Some("e1"),
+                value: None,
+                principal: "arn:aws:iam::1:user/alice",
+                account: Some("1"),
+            },
+            // Same correlation, group and principal (written as markers); an absent account.
+            LoggedHit {
+                correlation: "burst",
+                group: "alice",
+                time: 1_790_000_000,
+                rule: "denied",
+                event_id: None,
+                value: Some("ListUsers"),
+                principal: "arn:aws:iam::1:user/alice",
+                account: None,
+            },
+            LoggedHit {
+                correlation: "enum",
+                group: "",
+                time: 7,
+                rule: "listed",
+                event_id: Some("é"),
+                value: Some(""),
+                principal: "bob",
+                account: Some("1"),
+            },
+        ];
+        let mut log = HitLog::default();
+        records.iter().for_each(|r| log.record(r));
+        let bytes = log.into_bytes();
+        let mut back = Vec::new();
+        assert_eq!(HitLog::decode(&bytes, &mut |h| back.push(h)), Some(()));
+        assert_eq!(back, records);
+        // Truncated, or of an unknown version: unreadable, never misread.
+        for bad in [&bytes[..bytes.len() - 1], &[9u8, 0][..], &[][..]] {
+            assert_eq!(HitLog::decode(bad, &mut |_| {}), None, "{bad:?}");
+        }
     }
 
     /// value_count over a sliding window: values that fell out of the window stop counting, a value seen twice
@@ -368,7 +636,7 @@ level: medium
         ];
         for (events, expected) in cases {
             let matches: Vec<Match> = events.iter().map(|(m, n)| call(*m, n)).collect();
-            let alerts = Correlator::default().observe(&rules, &matches, 3600);
+            let alerts = Correlator::default().observe(&rules, matches, 3600);
             let got = alerts.iter().map(|a| (a.count, a.details["measure"].as_u64().unwrap())).max();
             assert_eq!(got, *expected, "{events:?}");
         }

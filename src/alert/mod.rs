@@ -258,7 +258,7 @@ pub fn plan(
         alert.summary = summary(&alert.title, &latest);
         planned.add(alert, Merge::Sum);
     }
-    for alert in correlator.observe(rules, &unit.correlated, dedup_secs) {
+    for alert in correlator.observe(rules, unit.correlated, dedup_secs) {
         let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
         let mode = rules.mode(index);
         *planned.counts.entry((index, mode)).or_default() += 1;

@@ -72,7 +72,7 @@ impl Alerting {
                 source: s.source_cidr.as_deref().and_then(|c| FieldTest::compile(&["cidr"], &[Some(c)]).ok()),
             })
             .collect();
-        let correlator = Mutex::new(Correlator::from_hits(store.correlation_hits()?));
+        let correlator = Mutex::new(load_windows(&rules, store)?);
         Ok(Alerting {
             rules,
             sinks,
@@ -105,7 +105,7 @@ impl Alerting {
     /// What the open batch writes to the outbox, suppressed and routed; the batch is closed.
     pub fn take_write(&self, raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
         let planned = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let hits = self.correlator.lock().unwrap_or_else(|p| p.into_inner()).take_changes();
+        let hits = self.correlator.lock().unwrap_or_else(|p| p.into_inner()).take_changes(&self.rules);
         let (alerts, counts) = planned.finish(&self.rules);
         let mut write = AlertWrite { raised_at_ms, hits, ..AlertWrite::default() };
         for (rule, mode, n) in &counts {
@@ -198,11 +198,21 @@ impl Alerting {
     pub fn rolled_back(&self, store: &Store) {
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Planned::default();
         let mut correlator = self.correlator.lock().unwrap_or_else(|p| p.into_inner());
-        match store.correlation_hits() {
-            Ok(hits) => *correlator = Correlator::from_hits(hits),
+        match load_windows(&self.rules, store) {
+            Ok(windows) => *correlator = windows,
             Err(err) => tracing::error!("reloading correlation windows: {err}"),
         }
     }
+}
+
+/// The correlation windows the store's log holds; a row that cannot be read is reported and left out (its hits
+/// are lost, the others still count).
+fn load_windows(rules: &RuleSet, store: &Store) -> Result<Correlator, StoreError> {
+    let (correlator, unreadable) = Correlator::load(rules, &store.correlation_log()?);
+    if unreadable > 0 {
+        tracing::warn!(rows = unreadable, "state store {}: unreadable correlation log rows left out", store.path());
+    }
+    Ok(correlator)
 }
 
 /// Loads the rules `[rules]` names and sets up alerting, or `None` when alerting is off. Rules that cannot be

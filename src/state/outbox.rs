@@ -1,5 +1,5 @@
 //! The alert outbox in the state store: alerts written in the same transaction as the state change that raised
-//! them, one outbox row per sink they are routed to, and the correlation windows' hits.
+//! them, one outbox row per sink they are routed to, and the log of the correlation windows' hits.
 //!
 //! Architecture invariant: an alert is in `alerts` (and its outbox rows exist) if and only if the batch that raised
 //! it is committed; an outbox row is deleted only after its sink accepted the alert. A crash between the two resends
@@ -7,7 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::alert::correlate::{Changes, Hit, WindowKey};
+use crate::alert::correlate::{Changes, HitLog, LoggedHit};
 use crate::alert::{Alert, Merge};
 
 pub const SCHEMA: &str = "
@@ -28,17 +28,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     PRIMARY KEY (alert_id, sink)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS correlation_window (
-    correlation TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    time INTEGER NOT NULL,
-    rule TEXT NOT NULL,
-    event_id TEXT,
-    value TEXT,
-    principal TEXT NOT NULL,
-    account_id TEXT
+CREATE TABLE IF NOT EXISTS correlation_log (
+    seq INTEGER PRIMARY KEY,
+    hits BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS correlation_window_by_group ON correlation_window (correlation, grp, time);
 ";
 
 /// What a batch adds to the outbox and the correlation windows.
@@ -100,28 +93,12 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
             }
         }
     }
-    // Plain columns, no JSON: a noisy correlation (denied calls) adds a row per matching event.
-    let mut insert_hit = tx.prepare_cached(
-        "INSERT INTO correlation_window (correlation, grp, time, rule, event_id, value, principal, account_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    for (key, hit) in &write.hits.added {
-        let (correlation, group) = &**key;
-        insert_hit.execute(params![
-            correlation,
-            group,
-            hit.time,
-            hit.rule,
-            hit.event_id,
-            hit.value,
-            hit.principal,
-            hit.account_id
-        ])?;
+    // One row per batch (see `correlate::HitLog`): a noisy correlation adds bytes to it, not rows.
+    if write.hits.snapshot {
+        tx.execute("DELETE FROM correlation_log", [])?;
     }
-    let mut prune =
-        tx.prepare_cached("DELETE FROM correlation_window WHERE correlation = ?1 AND grp = ?2 AND time < ?3")?;
-    for ((correlation, group), cutoff) in &write.hits.pruned {
-        prune.execute(params![correlation, group, cutoff])?;
+    if !write.hits.log.is_empty() {
+        tx.prepare_cached("INSERT INTO correlation_log (hits) VALUES (?1)")?.execute([&write.hits.log])?;
     }
     Ok(outcome)
 }
@@ -130,29 +107,49 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("alerts serialize")
 }
 
-/// Every stored correlation hit, to rebuild the windows at start. Region, source IP and user agent are not
-/// stored: an alert takes them from the newest hit that has them, which is one of the current batch.
-pub fn load_hits(conn: &Connection) -> rusqlite::Result<Vec<(WindowKey, Hit)>> {
-    let mut stmt = conn.prepare(
-        "SELECT correlation, grp, time, rule, event_id, value, principal, account_id FROM correlation_window",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            (r.get(0)?, r.get(1)?),
-            Hit {
-                time: r.get(2)?,
-                rule: r.get(3)?,
-                event_id: r.get(4)?,
-                value: r.get(5)?,
-                principal: r.get(6)?,
-                account_id: r.get(7)?,
-                region: None,
-                source_ip: None,
-                user_agent: None,
-            },
-        ))
-    })?;
+/// The correlation log's rows, oldest first, to rebuild the windows at start.
+pub fn load_hit_log(conn: &Connection) -> rusqlite::Result<Vec<Vec<u8>>> {
+    let mut stmt = conn.prepare("SELECT hits FROM correlation_log ORDER BY seq")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
     rows.collect()
+}
+
+/// Schema 1 kept one `correlation_window` row per hit; schema 2 keeps the log. Moves the rows into one log row.
+pub fn migrate_hits_to_log(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let exists: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'correlation_window'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    let mut log = HitLog::default();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT correlation, grp, time, rule, event_id, value, principal, account_id FROM correlation_window
+             ORDER BY correlation, grp, time",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let text = |i: usize| r.get_ref(i).map(|v| v.as_str_or_null().ok().flatten());
+            log.record(&LoggedHit {
+                correlation: text(0)?.unwrap_or_default(),
+                group: text(1)?.unwrap_or_default(),
+                time: r.get(2)?,
+                rule: text(3)?.unwrap_or_default(),
+                event_id: text(4)?,
+                value: text(5)?,
+                principal: text(6)?.unwrap_or_default(),
+                account: text(7)?,
+            });
+        }
+    }
+    let bytes = log.into_bytes();
+    if !bytes.is_empty() {
+        tx.execute("INSERT INTO correlation_log (hits) VALUES (?1)", [&bytes])?;
+    }
+    tx.execute_batch("DROP TABLE correlation_window;")
 }
 
 /// One alert waiting for one sink.

@@ -55,7 +55,8 @@ pub struct Store {
     _writer_lock: Option<std::fs::File>,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: correlation hits are a log of rows (`correlation_log`), no longer a row per hit (`correlation_window`).
+const SCHEMA_VERSION: i64 = 2;
 
 /// The IAM inventory as fetched from the API: one account's authorization details per row (the JSON AWS
 /// returns), replaced at each refresh. Read by `report permissions` and the periodic findings beside the files.
@@ -290,7 +291,7 @@ impl Store {
             Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: display }),
             Err(std::fs::TryLockError::Error(source)) => return Err(StoreError::Lock { path: display, source }),
         }
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         let sync = match synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
@@ -310,6 +311,13 @@ impl Store {
         match found {
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::SchemaTooNew { path: display, found, supported: SCHEMA_VERSION });
+            }
+            Some(found) if found < SCHEMA_VERSION => {
+                let tx = conn.transaction().map_err(err)?;
+                outbox::migrate_hits_to_log(&tx).map_err(err)?;
+                tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])
+                    .map_err(err)?;
+                tx.commit().map_err(err)?;
             }
             Some(_) => {}
             None => {
@@ -345,11 +353,9 @@ impl Store {
         StoreError::Sqlite { path: self.path.clone(), source }
     }
 
-    /// The correlation windows' stored hits.
-    pub fn correlation_hits(
-        &self,
-    ) -> Result<Vec<(crate::alert::correlate::WindowKey, crate::alert::correlate::Hit)>, StoreError> {
-        outbox::load_hits(&self.conn).map_err(|e| self.err(e))
+    /// The correlation log's rows, oldest first (see `alert::correlate::HitLog`).
+    pub fn correlation_log(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        outbox::load_hit_log(&self.conn).map_err(|e| self.err(e))
     }
 
     /// A second connection to this writer's state for the alert deliverer (outbox updates only), which runs beside

@@ -129,3 +129,48 @@ fn merge_is_order_independent() {
         assert_eq!(merged, whole);
     }
 }
+
+#[test]
+fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
+    use crate::alert::correlate::HitLog;
+    use crate::state::store::{Store, Synchronous};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    drop(Store::open(&path, Synchronous::Normal).unwrap());
+    // What schema 1 left behind: a row per hit.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE correlation_window (correlation TEXT NOT NULL, grp TEXT NOT NULL, time INTEGER NOT NULL,
+             rule TEXT NOT NULL, event_id TEXT, value TEXT, principal TEXT NOT NULL, account_id TEXT);
+         INSERT INTO correlation_window VALUES ('burst', 'alice', 60, 'denied', 'e2', NULL, 'alice', '1');
+         INSERT INTO correlation_window VALUES ('burst', 'alice', 0, 'denied', 'e1', NULL, 'alice', '1');
+         INSERT INTO correlation_window VALUES ('enum', 'bob', 5, 'listed', NULL, 'ListUsers', 'bob', NULL);
+         UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path, Synchronous::Normal).unwrap();
+    let rows = store.correlation_log().unwrap();
+    let mut hits = Vec::new();
+    for row in &rows {
+        HitLog::decode(row, &mut |h| {
+            hits.push((h.correlation.to_owned(), h.time, h.event_id.map(str::to_owned), h.value.map(str::to_owned)))
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        hits,
+        [
+            ("burst".into(), 0, Some("e1".into()), None),
+            ("burst".into(), 60, Some("e2".into()), None),
+            ("enum".into(), 5, None, Some("ListUsers".into())),
+        ]
+    );
+    let conn = store.connection();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'correlation_window'", [], |r| r.get(0))
+        .unwrap();
+    let version: String =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!((left, version.as_str()), (0, "2"));
+}
