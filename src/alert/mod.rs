@@ -154,7 +154,10 @@ pub type RuleCount = (String, Mode, u64);
 /// with parsing), taken whole when the batch commits.
 #[derive(Debug, Default)]
 pub struct Planned {
-    /// New or merging alerts by id, with how they merge.
+    /// Event-rule matches by rule, subject and bucket (see [`UnitAlerts`]), merged across units: each becomes one
+    /// alert when the batch is taken, so formatting and hashing happen once per batch, not once per unit.
+    groups: HashMap<String, Group>,
+    /// Correlation alerts by id, with how they merge.
     alerts: HashMap<String, (Alert, Merge)>,
     /// Matches per rule and mode, for the metrics.
     counts: HashMap<(u32, Mode), u64>,
@@ -174,7 +177,10 @@ impl Planned {
     }
 
     /// The alerts sorted by id, and the match counts per rule id and mode.
-    pub fn finish(self, rules: &RuleSet) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
+    pub fn finish(mut self, rules: &RuleSet, dedup_secs: i64) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
+        for group in std::mem::take(&mut self.groups).into_values() {
+            self.add(group.into_alert(rules, dedup_secs), Merge::Sum);
+        }
         let mut alerts: Vec<_> = self.alerts.into_values().collect();
         alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         let mut counts: Vec<_> =
@@ -184,18 +190,73 @@ impl Planned {
     }
 }
 
-/// One unit's matches as a worker hands them over: event-rule matches already folded into alerts, match counts,
-/// and the matches that feed correlations (those need the committer's windows).
+/// The matches of one event rule for one subject (principal, account) in one dedup bucket, folded: what their
+/// alert will say. Folding is commutative, so units and batches can fold in any order.
+#[derive(Debug)]
+struct Group {
+    count: u64,
+    first_seen: Timestamp,
+    /// At most 4 × [`MAX_EVENT_IDS`]; sorted and cut to [`MAX_EVENT_IDS`] in the alert.
+    event_ids: Vec<String>,
+    /// The newest match (by time, then IP, region, agent): the alert's context.
+    latest: Match,
+}
+
+impl Group {
+    fn new(m: Match) -> Group {
+        Group {
+            count: 1,
+            first_seen: m.time,
+            event_ids: m.event_id().map(str::to_owned).into_iter().collect(),
+            latest: m,
+        }
+    }
+
+    fn add(&mut self, m: Match) {
+        self.count += 1;
+        self.first_seen = self.first_seen.min(m.time);
+        if let Some(id) = m.event_id()
+            && self.event_ids.len() < 4 * MAX_EVENT_IDS
+        {
+            self.event_ids.push(id.to_owned());
+        }
+        self.keep_latest(m);
+    }
+
+    fn merge(&mut self, other: Group) {
+        self.count += other.count;
+        self.first_seen = self.first_seen.min(other.first_seen);
+        let room = (4 * MAX_EVENT_IDS).saturating_sub(self.event_ids.len());
+        self.event_ids.extend(other.event_ids.into_iter().take(room));
+        self.keep_latest(other.latest);
+    }
+
+    fn keep_latest(&mut self, m: Match) {
+        let l = &self.latest;
+        if (m.time, m.source_ip(), m.region(), m.user_agent()) > (l.time, l.source_ip(), l.region(), l.user_agent()) {
+            self.latest = m;
+        }
+    }
+
+    fn into_alert(self, rules: &RuleSet, dedup_secs: i64) -> Alert {
+        let mut alert = from_match(rules, &self.latest, dedup_secs);
+        alert.count = self.count;
+        alert.first_seen = self.first_seen;
+        alert.event_ids = self.event_ids;
+        alert
+    }
+}
+
+/// One unit's matches as a worker hands them over: event-rule matches folded per rule, subject and bucket, match
+/// counts, and the matches that feed correlations (those need the committer's windows).
 ///
-/// Folding happens on the worker, file by file, so that a noisy rule costs the serial committer one alert per
-/// rule, subject and bucket per unit, not one per event: matches of one group fold before any hashing or
-/// formatting.
+/// Folding happens on the worker, file by file, so that a noisy rule costs the serial committer one group per
+/// rule, subject and bucket per unit, not one per event; nothing is hashed or formatted until the batch's alerts
+/// are built.
 #[derive(Debug, Default)]
 pub struct UnitAlerts {
-    /// Alerts by rule index, principal, account and dedup bucket (joined by NUL, see [`UnitAlerts::fold`]), each
-    /// with its newest match: the alert takes its context (time, IP, region, agent, summary) from it once, when
-    /// the unit is planned, instead of reformatting at every newer match.
-    groups: HashMap<String, (Alert, Match)>,
+    /// Groups by rule index, principal, account and dedup bucket (joined by NUL, see [`UnitAlerts::fold`]).
+    groups: HashMap<String, Group>,
     counts: HashMap<(u32, Mode), u64>,
     /// Matches with correlation hits, in event order.
     correlated: Vec<Match>,
@@ -217,13 +278,12 @@ impl UnitAlerts {
                     write!(self.key, "{}\0{}\0{}\0{bucket}", m.rule, m.principal(), m.account_id().unwrap_or("\u{1}"));
                 let (newest, correlated) = match m.hits.is_empty() {
                     true => (m, None),
-                    false => (m.clone(), Some(m)),
+                    false => (m.without_hits(), Some(m)),
                 };
                 match self.groups.get_mut(self.key.as_str()) {
-                    Some((alert, latest)) => fold_match(alert, latest, newest),
+                    Some(group) => group.add(newest),
                     None => {
-                        let alert = from_match(rules, &newest, dedup_secs);
-                        self.groups.insert(self.key.clone(), (alert, newest));
+                        self.groups.insert(self.key.clone(), Group::new(newest));
                     }
                 }
                 self.correlated.extend(correlated);
@@ -238,7 +298,7 @@ impl UnitAlerts {
     }
 }
 
-/// Adds one unit's alerts and counts to `planned`, and its correlation hits to the windows, with an alert for
+/// Adds one unit's groups and counts to `planned`, and its correlation hits to the windows, with an alert for
 /// every correlation whose condition now holds.
 pub fn plan(
     rules: &RuleSet,
@@ -250,13 +310,13 @@ pub fn plan(
     for (key, n) in unit.counts {
         *planned.counts.entry(key).or_default() += n;
     }
-    for (mut alert, latest) in unit.groups.into_values() {
-        alert.event_time = latest.time;
-        alert.source_ip = latest.source_ip().map(str::to_owned);
-        alert.region = latest.region().map(str::to_owned);
-        alert.user_agent = latest.user_agent().map(str::to_owned);
-        alert.summary = summary(&alert.title, &latest);
-        planned.add(alert, Merge::Sum);
+    for (key, group) in unit.groups {
+        match planned.groups.entry(key) {
+            Entry::Occupied(mut mine) => mine.get_mut().merge(group),
+            Entry::Vacant(slot) => {
+                slot.insert(group);
+            }
+        }
     }
     for alert in correlator.observe(rules, unit.correlated, dedup_secs) {
         let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
@@ -265,23 +325,6 @@ pub fn plan(
         if mode == Mode::Live {
             planned.add(alert, Merge::Max);
         }
-    }
-}
-
-/// Folds one more match of the same rule, subject and bucket into its alert (as [`Alert::merge`] would, without
-/// building a second alert); `latest` becomes `m` when `m` is newer.
-fn fold_match(alert: &mut Alert, latest: &mut Match, m: Match) {
-    alert.count += 1;
-    alert.first_seen = alert.first_seen.min(m.time);
-    if let Some(id) = m.event_id()
-        && alert.event_ids.len() < 4 * MAX_EVENT_IDS
-    {
-        alert.event_ids.push(id.to_owned());
-    }
-    if (m.time, m.source_ip(), m.region(), m.user_agent())
-        > (latest.time, latest.source_ip(), latest.region(), latest.user_agent())
-    {
-        *latest = m;
     }
 }
 
@@ -366,4 +409,53 @@ pub fn test_alert(now: Timestamp) -> Alert {
 /// RFC 3339 rendering for sinks that want text.
 pub fn time_text(ts: Timestamp) -> String {
     format_rfc3339(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_do_not_depend_on_how_matches_fall_into_units() {
+        let rules = RuleSet::load(true, &[]).0;
+        let root = rules.index_of("root-account-usage").unwrap();
+        let m = |minute: i64, id: &str, ip: &str, name: &str| {
+            let fields =
+                [Some(id), Some(name), Some("arn:aws:iam::1:root"), Some("1"), Some("eu-west-1"), Some(ip), None];
+            Match::new(root, 1_790_000_000 + minute * 60, fields, Vec::new())
+        };
+        let matches = vec![
+            m(0, "e1", "198.51.100.1", "ListUsers"),
+            m(30, "e3", "198.51.100.3", "CreateUser"),
+            m(30, "e2", "198.51.100.2", "GetUser"),
+            m(90, "e4", "198.51.100.4", "DeleteUser"),
+        ];
+        let run = |units: Vec<Vec<Match>>| {
+            let mut planned = Planned::default();
+            let mut correlator = correlate::Correlator::default();
+            for mut unit_matches in units {
+                let mut unit = UnitAlerts::default();
+                unit.fold(&rules, &mut unit_matches, 3600);
+                plan(&rules, unit, 3600, &mut correlator, &mut planned);
+            }
+            planned.finish(&rules, 3600)
+        };
+        let whole = run(vec![matches.clone()]);
+        // Two buckets: minutes 0-30 (three events, context from the newest: the later IP at minute 30) and 90.
+        let got: Vec<_> = whole
+            .0
+            .iter()
+            .map(|(a, _)| (a.count, a.event_ids.clone(), a.source_ip.clone().unwrap(), a.details["event_name"].clone()))
+            .collect();
+        let mut expected = vec![
+            (3, vec!["e1".to_owned(), "e2".into(), "e3".into()], "198.51.100.3".to_owned(), "CreateUser".into()),
+            (1, vec!["e4".to_owned()], "198.51.100.4".to_owned(), "DeleteUser".into()),
+        ];
+        expected.sort_by_key(|e| whole.0.iter().position(|(a, _)| a.count == e.0).unwrap());
+        assert_eq!(got, expected);
+        assert_eq!(whole.1, [("root-account-usage".to_owned(), Mode::Live, 4)]);
+        let one_each = matches.iter().rev().map(|m| vec![m.clone()]).collect();
+        assert_eq!(run(one_each), whole);
+        assert_eq!(run(vec![matches[2..].to_vec(), matches[..2].to_vec()]), whole);
+    }
 }

@@ -106,7 +106,7 @@ impl Alerting {
     pub fn take_write(&self, raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
         let planned = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let hits = self.correlator.lock().unwrap_or_else(|p| p.into_inner()).take_changes(&self.rules);
-        let (alerts, counts) = planned.finish(&self.rules);
+        let (alerts, counts) = planned.finish(&self.rules, self.dedup_secs);
         let mut write = AlertWrite { raised_at_ms, hits, ..AlertWrite::default() };
         for (rule, mode, n) in &counts {
             let mode = match mode {

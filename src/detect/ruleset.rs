@@ -276,15 +276,21 @@ impl RuleSet {
             }
             scratch.key.push('\0');
         }
-        if !scratch.candidates.contains_key(scratch.key.as_str()) {
-            if scratch.candidates.len() >= MAX_CACHED_KEYS {
-                scratch.candidates.clear();
-            }
-            let candidates =
-                self.candidates(&|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i].as_deref()));
-            scratch.candidates.insert(scratch.key.as_str().into(), candidates.into_boxed_slice());
+        if let Some(candidates) = scratch.candidates.get(scratch.key.as_str()) {
+            self.test_candidates(candidates, fields, on_match);
+            return;
         }
-        for &i in &scratch.candidates[scratch.key.as_str()] {
+        if scratch.candidates.len() >= MAX_CACHED_KEYS {
+            scratch.candidates.clear();
+        }
+        let candidates =
+            self.candidates(&|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i].as_deref()));
+        self.test_candidates(&candidates, fields, on_match);
+        scratch.candidates.insert(scratch.key.as_str().into(), candidates.into_boxed_slice());
+    }
+
+    fn test_candidates(&self, candidates: &[u32], fields: &dyn Fields, on_match: &mut dyn FnMut(u32)) {
+        for &i in candidates {
             if let RuleBody::Event(detection) = &self.rules[i as usize].body
                 && detection.matches(fields)
             {
@@ -429,6 +435,11 @@ impl Match {
             }
         }
         Match { rule, time, text, ends, hits }
+    }
+
+    /// A copy without the correlation hits (for an alert's context, while the original feeds the windows).
+    pub fn without_hits(&self) -> Match {
+        Match { rule: self.rule, time: self.time, text: self.text.clone(), ends: self.ends, hits: Vec::new() }
     }
 
     fn field(&self, i: usize) -> Option<&str> {

@@ -69,12 +69,13 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
     let mut update = tx.prepare_cached("UPDATE alerts SET event_time = ?2, body = ?3 WHERE id = ?1")?;
     let mut enqueue =
         tx.prepare_cached("INSERT OR IGNORE INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, ?2, ?3)")?;
+    let mut body = Vec::with_capacity(4096);
     for (alert, merge, sinks) in &write.alerts {
         let stored: Option<String> = select.query_row([&alert.id], |r| r.get(0)).optional()?;
         match stored.and_then(|body| serde_json::from_str::<Alert>(&body).ok()) {
             Some(mut stored) => {
                 stored.merge(alert.clone(), *merge);
-                update.execute(params![stored.id, stored.event_time, to_json(&stored)])?;
+                update.execute(params![stored.id, stored.event_time, to_json(&stored, &mut body)])?;
                 outcome.new.push(false);
             }
             None => {
@@ -84,7 +85,7 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
                     alert.severity.as_str(),
                     alert.event_time,
                     write.raised_at_ms,
-                    to_json(alert)
+                    to_json(alert, &mut body)
                 ])?;
                 for sink in sinks {
                     enqueue.execute(params![alert.id, sink, write.raised_at_ms])?;
@@ -103,8 +104,11 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
     Ok(outcome)
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("alerts serialize")
+/// `value` as JSON in `buffer` (reused from alert to alert: a body is about a kilobyte).
+fn to_json<'b, T: serde::Serialize>(value: &T, buffer: &'b mut Vec<u8>) -> &'b str {
+    buffer.clear();
+    serde_json::to_writer(&mut *buffer, value).expect("alerts serialize");
+    std::str::from_utf8(buffer).expect("serde_json writes UTF-8")
 }
 
 /// The correlation log's rows, oldest first, to rebuild the windows at start.
