@@ -28,6 +28,8 @@ pub struct Hit {
     /// For `value_count`: the counted field's value.
     pub value: Option<Box<str>>,
     pub source: Arc<Match>,
+    /// Added since the windows were last written to the log.
+    fresh: bool,
 }
 
 impl Hit {
@@ -102,7 +104,8 @@ impl Correlator {
                 }
                 let fields = [h.event_id, None, Some(h.principal), h.account, None, None, None];
                 let source = Match::new(rule, h.time, fields, Vec::new());
-                let hit = Hit { time: h.time, rule, value: h.value.map(Into::into), source: Arc::new(source) };
+                let hit =
+                    Hit { time: h.time, rule, value: h.value.map(Into::into), source: Arc::new(source), fresh: false };
                 correlator.windows.entry(correlation).or_default().entry(h.group.into()).or_default().hits.push(hit);
             }
         }
@@ -165,8 +168,8 @@ impl Correlator {
                     rule: source.rule,
                     value: h.value.map(Into::into),
                     source: Arc::clone(&source),
+                    fresh: true,
                 };
-                self.log.push(&rules.rule(h.correlation).id, &h.group, &hit, &rules.rule(hit.rule).id);
                 let groups = self.windows.entry(h.correlation).or_default();
                 if !groups.contains_key(h.group.as_str()) {
                     groups.insert(h.group.as_str().into(), Window::default());
@@ -192,6 +195,13 @@ impl Correlator {
             let span = correlation.timespan_secs;
             let window = self.windows.get_mut(&index).and_then(|g| g.get_mut(&group)).expect("touched");
             let (from, to) = window.touched.take().expect("touched");
+            // The log gets the new hits window by window, so that a window's correlation, group, rule and
+            // principal are written once per run of hits rather than once per hit.
+            let first_new = window.hits.partition_point(|h| h.time < from);
+            for hit in window.hits[first_new..].iter_mut().take_while(|h| h.time <= to).filter(|h| h.fresh) {
+                hit.fresh = false;
+                self.log.push(&rule.id, &group, hit, &rules.rule(hit.rule).id);
+            }
             let hits = &window.hits;
             // Every window [end − span, end] that contains a new hit, swept in time order: `start` and `last`
             // only move forward, and value_count/temporal keep per-value counts of what is inside, so a noisy
