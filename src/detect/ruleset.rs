@@ -264,9 +264,15 @@ impl RuleSet {
     }
 
     /// Calls `on_match` with each event rule the event matches, in rule order, testing only the candidates for
-    /// the event's [`KEY_FIELDS`].
-    pub fn for_each_match(&self, fields: &dyn Fields, scratch: &mut MatchScratch, on_match: &mut dyn FnMut(u32)) {
-        let values = KEY_FIELDS.map(|f| fields.get(f));
+    /// the event's [`KEY_FIELDS`] values (`values`, as `fields` reads them: passed in because the parsed event has
+    /// them at hand, where looking them up by name costs more than the lookup of the candidates).
+    pub fn for_each_match(
+        &self,
+        fields: &dyn Fields,
+        values: [Option<&str>; 5],
+        scratch: &mut MatchScratch,
+        on_match: &mut dyn FnMut(u32),
+    ) {
         scratch.key.clear();
         for value in &values {
             // NUL separates the values (CloudTrail's never hold one); SOH alone stands for an absent field.
@@ -283,8 +289,7 @@ impl RuleSet {
         if scratch.candidates.len() >= MAX_CACHED_KEYS {
             scratch.candidates.clear();
         }
-        let candidates =
-            self.candidates(&|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i].as_deref()));
+        let candidates = self.candidates(&|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]));
         self.test_candidates(&candidates, fields, on_match);
         scratch.candidates.insert(scratch.key.as_str().into(), candidates.into_boxed_slice());
     }
@@ -321,7 +326,10 @@ impl RuleSet {
             return;
         }
         let fields = EventFields { event, record };
-        self.for_each_match(&fields, scratch, &mut |rule| {
+        let values =
+            [Some(event.event_source), Some(event.event_name), event.identity_type, event.event_type, event.error_code];
+        debug_assert_eq!(values, KEY_FIELDS.map(|f| fields.get(f)).each_ref().map(|v| v.as_deref()));
+        self.for_each_match(&fields, values, scratch, &mut |rule| {
             let hits = self
                 .feeds(rule)
                 .iter()
