@@ -196,38 +196,64 @@ impl Planned {
 struct Group {
     count: u64,
     first_seen: Timestamp,
-    /// At most 4 × [`MAX_EVENT_IDS`]; sorted and cut to [`MAX_EVENT_IDS`] in the alert.
-    event_ids: Vec<String>,
+    /// Event ids, each followed by NUL (one allocation per group, not one per match). When 4 ×
+    /// [`MAX_EVENT_IDS`] have gathered, only the smallest [`MAX_EVENT_IDS`] are kept, so the alert lists the
+    /// smallest ids of all its events, whichever units they came in.
+    event_ids: String,
+    ids: usize,
     /// The newest match (by time, then IP, region, agent): the alert's context.
     latest: Match,
 }
 
 impl Group {
     fn new(m: Match) -> Group {
-        Group {
-            count: 1,
-            first_seen: m.time,
-            event_ids: m.event_id().map(str::to_owned).into_iter().collect(),
-            latest: m,
+        let mut event_ids = String::new();
+        if let Some(id) = m.event_id() {
+            event_ids.push_str(id);
+            event_ids.push('\0');
         }
+        let ids = usize::from(!event_ids.is_empty());
+        Group { count: 1, first_seen: m.time, event_ids, ids, latest: m }
     }
 
     fn add(&mut self, m: Match) {
         self.count += 1;
         self.first_seen = self.first_seen.min(m.time);
-        if let Some(id) = m.event_id()
-            && self.event_ids.len() < 4 * MAX_EVENT_IDS
-        {
-            self.event_ids.push(id.to_owned());
+        if let Some(id) = m.event_id() {
+            self.push_id(id);
         }
         self.keep_latest(m);
+    }
+
+    fn push_id(&mut self, id: &str) {
+        if self.ids == 4 * MAX_EVENT_IDS {
+            let kept = self.smallest_ids().join("\0");
+            self.ids = kept.split_terminator('\0').count();
+            self.event_ids = kept;
+            if self.ids > 0 {
+                self.event_ids.push('\0');
+            }
+        }
+        self.event_ids.push_str(id);
+        self.event_ids.push('\0');
+        self.ids += 1;
+    }
+
+    /// The smallest [`MAX_EVENT_IDS`] distinct ids, sorted.
+    fn smallest_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.event_ids.split_terminator('\0').collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(MAX_EVENT_IDS);
+        ids
     }
 
     fn merge(&mut self, other: Group) {
         self.count += other.count;
         self.first_seen = self.first_seen.min(other.first_seen);
-        let room = (4 * MAX_EVENT_IDS).saturating_sub(self.event_ids.len());
-        self.event_ids.extend(other.event_ids.into_iter().take(room));
+        for id in other.smallest_ids() {
+            self.push_id(id);
+        }
         self.keep_latest(other.latest);
     }
 
@@ -242,7 +268,7 @@ impl Group {
         let mut alert = from_match(rules, &self.latest, dedup_secs);
         alert.count = self.count;
         alert.first_seen = self.first_seen;
-        alert.event_ids = self.event_ids;
+        alert.event_ids = self.smallest_ids().into_iter().map(str::to_owned).collect();
         alert
     }
 }
@@ -457,5 +483,14 @@ mod tests {
         let one_each = matches.iter().rev().map(|m| vec![m.clone()]).collect();
         assert_eq!(run(one_each), whole);
         assert_eq!(run(vec![matches[2..].to_vec(), matches[..2].to_vec()]), whole);
+        // More events than an alert lists: the smallest ids of all of them, however the units split them.
+        let many: Vec<Match> =
+            (0..500).map(|i| m(i % 40, &format!("e{:03}", (i * 7919) % 500), "198.51.100.1", "GetUser")).collect();
+        let whole = run(vec![many.clone()]);
+        assert_eq!(whole.0[0].0.count, 500);
+        assert_eq!(whole.0[0].0.event_ids, (0..MAX_EVENT_IDS).map(|i| format!("e{i:03}")).collect::<Vec<_>>());
+        let reversed: Vec<Match> = many.iter().rev().cloned().collect();
+        assert_eq!(run(vec![reversed[..333].to_vec(), reversed[333..].to_vec()]), whole);
+        assert_eq!(run(many.chunks(7).map(<[Match]>::to_vec).collect()), whole);
     }
 }

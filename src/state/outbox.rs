@@ -63,36 +63,42 @@ impl WriteOutcome {
 pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<WriteOutcome> {
     let mut outcome = WriteOutcome::default();
     let mut select = tx.prepare_cached("SELECT body FROM alerts WHERE id = ?1")?;
+    // Most alerts are new: insert first, and read the stored one back only when the id is taken.
     let mut insert = tx.prepare_cached(
-        "INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO NOTHING",
     )?;
     let mut update = tx.prepare_cached("UPDATE alerts SET event_time = ?2, body = ?3 WHERE id = ?1")?;
     let mut enqueue =
         tx.prepare_cached("INSERT OR IGNORE INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, ?2, ?3)")?;
     let mut body = Vec::with_capacity(4096);
     for (alert, merge, sinks) in &write.alerts {
+        let inserted = insert.execute(params![
+            alert.id,
+            alert.rule,
+            alert.severity.as_str(),
+            alert.event_time,
+            write.raised_at_ms,
+            to_json(alert, &mut body)
+        ])?;
+        if inserted == 1 {
+            for sink in sinks {
+                enqueue.execute(params![alert.id, sink, write.raised_at_ms])?;
+            }
+            outcome.new.push(true);
+            continue;
+        }
         let stored: Option<String> = select.query_row([&alert.id], |r| r.get(0)).optional()?;
-        match stored.and_then(|body| serde_json::from_str::<Alert>(&body).ok()) {
+        // A stored body that cannot be read (never written by this version) is replaced by the new alert.
+        let merged = match stored.and_then(|body| serde_json::from_str::<Alert>(&body).ok()) {
             Some(mut stored) => {
                 stored.merge(alert.clone(), *merge);
-                update.execute(params![stored.id, stored.event_time, to_json(&stored, &mut body)])?;
-                outcome.new.push(false);
+                stored
             }
-            None => {
-                insert.execute(params![
-                    alert.id,
-                    alert.rule,
-                    alert.severity.as_str(),
-                    alert.event_time,
-                    write.raised_at_ms,
-                    to_json(alert, &mut body)
-                ])?;
-                for sink in sinks {
-                    enqueue.execute(params![alert.id, sink, write.raised_at_ms])?;
-                }
-                outcome.new.push(true);
-            }
-        }
+            None => alert.clone(),
+        };
+        update.execute(params![merged.id, merged.event_time, to_json(&merged, &mut body)])?;
+        outcome.new.push(false);
     }
     // One row per batch (see `correlate::HitLog`): a noisy correlation adds bytes to it, not rows.
     if write.hits.snapshot {
