@@ -65,6 +65,25 @@ struct Window {
     touched: Option<(Timestamp, Timestamp)>,
 }
 
+impl Window {
+    /// Adds `hit` in order; whether it is the first since the window was last measured.
+    fn add(&mut self, hit: Hit) -> bool {
+        let at = self.hits.partition_point(|x| x.order(&hit) == Ordering::Less);
+        let time = hit.time;
+        self.hits.insert(at, hit);
+        match &mut self.touched {
+            Some(span) => {
+                *span = (span.0.min(time), span.1.max(time));
+                false
+            }
+            None => {
+                self.touched = Some((time, time));
+                true
+            }
+        }
+    }
+}
+
 /// Windows by correlation (rule index) and group-by values (joined by U+001F).
 #[derive(Debug, Default)]
 pub struct Correlator {
@@ -171,19 +190,13 @@ impl Correlator {
                     fresh: true,
                 };
                 let groups = self.windows.entry(h.correlation).or_default();
-                if !groups.contains_key(h.group.as_str()) {
-                    groups.insert(h.group.as_str().into(), Window::default());
-                }
-                let window = groups.get_mut(h.group.as_str()).expect("inserted");
-                let at = window.hits.partition_point(|x| x.order(&hit) == Ordering::Less);
-                let time = hit.time;
-                window.hits.insert(at, hit);
-                match &mut window.touched {
-                    Some(span) => *span = (span.0.min(time), span.1.max(time)),
-                    None => {
-                        window.touched = Some((time, time));
-                        touched.push((h.correlation, h.group.into_boxed_str()));
-                    }
+                // One lookup of the group for a window that exists (nearly every hit after a window's first).
+                let first_touch = match groups.get_mut(h.group.as_str()) {
+                    Some(window) => window.add(hit),
+                    None => groups.entry(h.group.as_str().into()).or_default().add(hit),
+                };
+                if first_touch {
+                    touched.push((h.correlation, h.group.into_boxed_str()));
                 }
             }
         }

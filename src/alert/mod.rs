@@ -177,11 +177,11 @@ impl Planned {
     }
 
     /// The alerts sorted by id, and the match counts per rule id and mode.
-    pub fn finish(mut self, rules: &RuleSet, dedup_secs: i64) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
-        for group in std::mem::take(&mut self.groups).into_values() {
-            self.add(group.into_alert(rules, dedup_secs), Merge::Sum);
-        }
+    pub fn finish(self, rules: &RuleSet, dedup_secs: i64) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
+        // A group's alert id is unique (its rule is an event rule, never a correlation) and its ids are already
+        // sorted and cut, so it goes straight to the list.
         let mut alerts: Vec<_> = self.alerts.into_values().collect();
+        alerts.extend(self.groups.into_values().map(|group| (group.into_alert(rules, dedup_secs), Merge::Sum)));
         alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         let mut counts: Vec<_> =
             self.counts.into_iter().map(|((rule, mode), n)| (rules.rule(rule).id.clone(), mode, n)).collect();
@@ -281,7 +281,8 @@ impl Group {
 /// are built.
 #[derive(Debug, Default)]
 pub struct UnitAlerts {
-    /// Groups by rule index, principal, account and dedup bucket (joined by NUL, see [`UnitAlerts::fold`]).
+    /// Groups by rule index, principal, account and dedup bucket (joined by NUL, see [`UnitAlerts::fold`]); an
+    /// absent account keys like an empty one, as in the alert id, so that one id is one group.
     groups: HashMap<String, Group>,
     counts: HashMap<(u32, Mode), u64>,
     /// Matches with correlation hits, in event order.
@@ -300,8 +301,7 @@ impl UnitAlerts {
             if mode == Mode::Live && rules.alerting(m.rule) {
                 self.key.clear();
                 let bucket = bucket(m.time, dedup_secs);
-                let _ =
-                    write!(self.key, "{}\0{}\0{}\0{bucket}", m.rule, m.principal(), m.account_id().unwrap_or("\u{1}"));
+                let _ = write!(self.key, "{}\0{}\0{}\0{bucket}", m.rule, m.principal(), m.account_id().unwrap_or(""));
                 let (newest, correlated) = match m.hits.is_empty() {
                     true => (m, None),
                     false => (m.without_hits(), Some(m)),
