@@ -92,7 +92,13 @@ pub struct Correlator {
     log: HitLog,
     /// Hits in the store's log (what a restart would read before pruning).
     logged: usize,
+    /// Rows in the store's log.
+    rows: usize,
 }
+
+/// Log rows after which the next batch writes a snapshot instead: a trickle of hits (one row per small batch)
+/// would otherwise leave a daemon's log with a row per commit.
+const MAX_LOG_ROWS: usize = 1024;
 
 /// What the store must write to mirror the windows: a log row, replacing every earlier row when `snapshot`.
 #[derive(Debug, Default)]
@@ -107,6 +113,7 @@ impl Correlator {
     pub fn load(rules: &RuleSet, rows: &[Vec<u8>]) -> (Correlator, usize) {
         let mut correlator = Correlator::default();
         let mut unreadable = 0;
+        correlator.rows = rows.len();
         for row in rows {
             let mut hits = Vec::new();
             if HitLog::decode(row, &mut |h| hits.push(h)).is_none() {
@@ -140,13 +147,16 @@ impl Correlator {
     }
 
     /// The log row for the hits added since the last call; a snapshot of the live windows instead once the
-    /// store's log holds several times as many hits as the windows do (so a restart reads O(live hits)).
+    /// store's log holds several times as many hits as the windows do (so a restart reads O(live hits)), or
+    /// [`MAX_LOG_ROWS`] rows.
     pub fn take_changes(&mut self, rules: &RuleSet) -> Changes {
         let added = self.log.hits;
         let log = std::mem::take(&mut self.log);
         let live = self.len();
-        if self.logged + added <= 2 * live + 100_000 {
+        let rows = self.rows + usize::from(added > 0);
+        if self.logged + added <= 2 * live + 100_000 && rows <= MAX_LOG_ROWS {
             self.logged += added;
+            self.rows = rows;
             return Changes { log: log.bytes, snapshot: false };
         }
         let mut snapshot = HitLog::default();
@@ -163,6 +173,7 @@ impl Correlator {
             }
         }
         self.logged = snapshot.hits;
+        self.rows = usize::from(snapshot.hits > 0);
         Changes { log: snapshot.bytes, snapshot: true }
     }
 
@@ -570,6 +581,27 @@ level: high
         // A late hit at minute 2 counts with what each still holds: nothing from minute 0 or 1.
         let late = || vec![hit(&rules, "alice", 2, "a4"), hit(&rules, "alice", 3, "a5")];
         assert_eq!(summary(live.observe(&rules, late(), 3600)), summary(restarted.observe(&rules, late(), 3600)));
+    }
+
+    #[test]
+    fn a_trickle_of_hits_is_compacted_by_row_count() {
+        // One hit per batch (a daemon's SQS trickle): after MAX_LOG_ROWS rows the next batch writes a snapshot,
+        // and the store's rows (as a store would hold them) load into the same windows.
+        let rules = rules();
+        let mut live = Correlator::default();
+        let mut stored: Vec<Vec<u8>> = Vec::new();
+        for i in 0..=MAX_LOG_ROWS as i64 {
+            live.observe(&rules, vec![hit(&rules, &format!("p{}", i % 7), i / 20, &format!("e{i}"))], 3600);
+            let changes = live.take_changes(&rules);
+            assert_eq!(changes.snapshot, i == MAX_LOG_ROWS as i64, "batch {i}");
+            if changes.snapshot {
+                stored.clear();
+            }
+            stored.push(changes.log);
+        }
+        assert_eq!(stored.len(), 1);
+        let (restarted, unreadable) = Correlator::load(&rules, &stored);
+        assert_eq!((unreadable, restarted.len(), restarted.rows), (0, live.len(), 1));
     }
 
     #[test]
