@@ -227,12 +227,14 @@ impl Group {
 
     fn push_id(&mut self, id: &str) {
         if self.ids == 4 * MAX_EVENT_IDS {
-            let kept = self.smallest_ids().join("\0");
-            self.ids = kept.split_terminator('\0').count();
-            self.event_ids = kept;
-            if self.ids > 0 {
-                self.event_ids.push('\0');
+            let smallest = self.smallest_ids();
+            let mut kept = String::with_capacity(self.event_ids.len());
+            for id in &smallest {
+                kept.push_str(id);
+                kept.push('\0');
             }
+            self.ids = smallest.len();
+            self.event_ids = kept;
         }
         self.event_ids.push_str(id);
         self.event_ids.push('\0');

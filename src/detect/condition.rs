@@ -34,20 +34,6 @@ impl Condition {
     /// [`Condition::eval`] in three-valued (Kleene) logic: `search(i)` is `None` when search `i` is undecided, and
     /// so is the result when the undecided searches decide it.
     pub fn partial(&self, search: &dyn Fn(usize) -> Option<bool>) -> Option<bool> {
-        fn all(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
-            let mut result = Some(true);
-            for value in values {
-                match value {
-                    Some(false) => return Some(false),
-                    Some(true) => {}
-                    None => result = None,
-                }
-            }
-            result
-        }
-        fn any(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
-            all(values.map(|v| v.map(|b| !b))).map(|b| !b)
-        }
         match self {
             Condition::Search(i) => search(*i),
             Condition::Not(c) => c.partial(search).map(|b| !b),
@@ -57,6 +43,24 @@ impl Condition {
             Condition::AllOf(is) => all(is.iter().map(|&i| search(i))),
         }
     }
+}
+
+/// Three-valued `and`: false if any is false, else undecided if any is undecided, else true.
+pub fn all(values: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    let mut result = Some(true);
+    for value in values {
+        match value {
+            Some(false) => return Some(false),
+            Some(true) => {}
+            None => result = None,
+        }
+    }
+    result
+}
+
+/// Three-valued `or`: true if any is true, else undecided if any is undecided, else false.
+pub fn any(values: impl IntoIterator<Item = Option<bool>>) -> Option<bool> {
+    all(values.into_iter().map(|v| v.map(|b| !b))).map(|b| !b)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::detect::condition;
 use crate::detect::value::{FieldTest, ValueError};
 
 /// Read access to an event's fields by Sigma name (`eventName`, `userIdentity.type`, ...). `None`: absent or null.
@@ -76,27 +77,9 @@ impl Search {
     pub fn partial<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> Option<bool> {
         match self {
             Search::AllOf(tests) => {
-                let mut result = Some(true);
-                for (field, test) in tests {
-                    match known(field).and_then(|value| test.partial(value)) {
-                        Some(false) => return Some(false),
-                        Some(true) => {}
-                        None => result = None,
-                    }
-                }
-                result
+                condition::all(tests.iter().map(|(field, test)| known(field).and_then(|value| test.partial(value))))
             }
-            Search::AnyOf(maps) => {
-                let mut result = Some(false);
-                for map in maps {
-                    match map.partial(known) {
-                        Some(true) => return Some(true),
-                        Some(false) => {}
-                        None => result = None,
-                    }
-                }
-                result
-            }
+            Search::AnyOf(maps) => condition::any(maps.iter().map(|map| map.partial(known))),
         }
     }
 
