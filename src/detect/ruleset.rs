@@ -329,6 +329,9 @@ impl RuleSet {
         let values =
             [Some(event.event_source), Some(event.event_name), event.identity_type, event.event_type, event.error_code];
         debug_assert_eq!(values, KEY_FIELDS.map(|f| fields.get(f)).each_ref().map(|v| v.as_deref()));
+        debug_assert!(
+            ["eventID", "userIdentity.arn"].iter().all(|f| fields.get(f).is_none_or(|v| Some(v) == record.field(f)))
+        );
         self.for_each_match(&fields, values, scratch, &mut |rule| {
             let hits = self
                 .feeds(rule)
@@ -347,7 +350,6 @@ impl RuleSet {
                 })
                 .collect();
             let principal = event.principal.key.to_canonical();
-            let event_id = record.field("eventID");
             let account = match event.principal.account {
                 Some(account) => Some(std::borrow::Cow::Borrowed(account)),
                 None => record.field("recipientAccountId"),
@@ -356,7 +358,7 @@ impl RuleSet {
                 rule,
                 event.time,
                 [
-                    event_id.as_deref(),
+                    event.event_id,
                     Some(event.event_name),
                     Some(&principal),
                     account.as_deref(),
@@ -388,6 +390,8 @@ impl Fields for EventFields<'_, '_, '_> {
             "awsRegion" => self.event.region,
             "userIdentity.type" => self.event.identity_type,
             "eventType" => self.event.event_type,
+            "eventID" => self.event.event_id,
+            "userIdentity.arn" => self.event.user_arn,
             _ => return self.record.field(field),
         };
         typed.map(Cow::Borrowed)

@@ -39,6 +39,9 @@ pub struct Event<'r> {
     /// `userIdentity.type` as written.
     pub identity_type: Option<&'r str>,
     pub event_type: Option<&'r str>,
+    /// `eventID` and `userIdentity.arn`, read for the rules (an alert's event ids, Sigma rules on the ARN).
+    pub event_id: Option<&'r str>,
+    pub user_arn: Option<&'r str>,
 }
 
 /// How a call ended, as far as permissions go.
@@ -265,6 +268,8 @@ pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason
         error_code,
         identity_type: identity.kind.get(),
         event_type: raw.event_type.get(),
+        event_id: raw.event_id.get(),
+        user_arn: identity.arn.get(),
     }))
 }
 

@@ -15,6 +15,7 @@ pub struct RawRecord<'a> {
     pub user_agent: Text<'a>,
     pub aws_region: Text<'a>,
     pub recipient_account_id: Text<'a>,
+    pub event_id: Text<'a>,
     pub user_identity: Obj<RawIdentity<'a>>,
     pub response_elements: Obj<RawResponseElements<'a>>,
     pub additional_event_data: Obj<RawAdditionalEventData<'a>>,
@@ -84,6 +85,7 @@ impl<'a> RawRecord<'a> {
             "userAgent" => r.user_agent = value.text(),
             "awsRegion" => r.aws_region = value.text(),
             "recipientAccountId" => r.recipient_account_id = value.text(),
+            "eventID" => r.event_id = value.text(),
             "userIdentity" => r.user_identity = read_obj(value, RawIdentity::read_field),
             "responseElements" => {
                 r.response_elements = read_obj(value, |r: &mut RawResponseElements<'a>, key, value| {
