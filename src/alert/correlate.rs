@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::alert::{Alert, MAX_EVENT_IDS, bucket, digest};
+use crate::alert::{Alert, EventIds, bucket, digest};
 use crate::detect::rule::CorrelationKind;
 use crate::detect::ruleset::{Match, RuleSet};
 use crate::time::Timestamp;
@@ -299,10 +299,7 @@ impl Correlator {
                     .unwrap_or(latest);
                 let fingerprint = digest(&[&rule.id, &group], 16);
                 let id = digest(&[&fingerprint, &b.to_string()], 16);
-                let mut event_ids: Vec<&str> = hits.iter().filter_map(|h| h.source.event_id()).collect();
-                event_ids.sort_unstable();
-                event_ids.dedup();
-                event_ids.truncate(MAX_EVENT_IDS);
+                let event_ids = EventIds::smallest(hits.iter().filter_map(|h| h.source.event_id()));
                 let group_values: Vec<&str> = group.split('\u{1f}').collect();
                 let summary = format!(
                     "{}: {} matching events of {} for {} within {}s",
@@ -323,7 +320,7 @@ impl Correlator {
                     region: context.region().map(str::to_owned),
                     source_ip: context.source_ip().map(str::to_owned),
                     user_agent: context.user_agent().map(str::to_owned),
-                    event_ids: event_ids.into_iter().map(str::to_owned).collect(),
+                    event_ids,
                     event_time: latest.time,
                     first_seen: hits[0].time,
                     count: hits.len() as u64,
@@ -512,7 +509,10 @@ level: high
 
     /// `(principal, count, event ids)` of the alerts, by id.
     fn summary(alerts: Vec<Alert>) -> Vec<(String, String, u64, Vec<String>)> {
-        let mut out: Vec<_> = alerts.into_iter().map(|a| (a.id, a.principal, a.count, a.event_ids)).collect();
+        let mut out: Vec<_> = alerts
+            .into_iter()
+            .map(|a| (a.id, a.principal, a.count, a.event_ids.iter().map(str::to_owned).collect()))
+            .collect();
         out.sort();
         out.dedup_by(|a, b| a.0 == b.0 && a.2 <= b.2);
         out

@@ -42,7 +42,7 @@ pub struct Alert {
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
     /// CloudTrail `eventID`s of the events behind the alert (sorted, at most [`MAX_EVENT_IDS`]).
-    pub event_ids: Vec<String>,
+    pub event_ids: EventIds,
     /// The latest event's time.
     #[serde(with = "rfc3339")]
     pub event_time: Timestamp,
@@ -81,10 +81,54 @@ impl Alert {
             self.user_agent = other.user_agent;
             self.summary = other.summary;
         }
-        self.event_ids.extend(other.event_ids);
-        self.event_ids.sort_unstable();
-        self.event_ids.dedup();
-        self.event_ids.truncate(MAX_EVENT_IDS);
+        self.event_ids = EventIds::smallest(self.event_ids.iter().chain(other.event_ids.iter()));
+    }
+}
+
+/// An alert's event ids: sorted, distinct, at most [`MAX_EVENT_IDS`], in one buffer (each id followed by NUL)
+/// rather than a `String` per id; an alert of a noisy rule lists fifty of them. A JSON array of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventIds(String);
+
+impl EventIds {
+    /// The smallest [`MAX_EVENT_IDS`] distinct ids of `ids`.
+    pub fn smallest<'a>(ids: impl IntoIterator<Item = &'a str>) -> EventIds {
+        let mut ids: Vec<&str> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(MAX_EVENT_IDS);
+        EventIds::from_sorted(&ids)
+    }
+
+    /// `ids`, already sorted, distinct and cut.
+    fn from_sorted(ids: &[&str]) -> EventIds {
+        let mut buffer = String::with_capacity(ids.iter().map(|id| id.len() + 1).sum());
+        for id in ids {
+            buffer.push_str(id);
+            buffer.push('\0');
+        }
+        EventIds(buffer)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.split_terminator('\0')
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for EventIds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventIds, D::Error> {
+        let ids = Vec::<String>::deserialize(d)?;
+        Ok(EventIds::smallest(ids.iter().map(String::as_str)))
     }
 }
 
@@ -138,7 +182,7 @@ pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
         region: m.region().map(str::to_owned),
         source_ip: m.source_ip().map(str::to_owned),
         user_agent: m.user_agent().map(str::to_owned),
-        event_ids: m.event_id().map(str::to_owned).into_iter().collect(),
+        event_ids: EventIds::from_sorted(m.event_id().as_slice()),
         event_time: m.time,
         first_seen: m.time,
         count: 1,
@@ -164,10 +208,7 @@ pub struct Planned {
 }
 
 impl Planned {
-    fn add(&mut self, mut alert: Alert, merge: Merge) {
-        alert.event_ids.sort_unstable();
-        alert.event_ids.dedup();
-        alert.event_ids.truncate(MAX_EVENT_IDS);
+    fn add(&mut self, alert: Alert, merge: Merge) {
         match self.alerts.entry(alert.id.clone()) {
             Entry::Occupied(mut mine) => mine.get_mut().0.merge(alert, merge),
             Entry::Vacant(slot) => {
@@ -270,7 +311,7 @@ impl Group {
         let mut alert = from_match(rules, &self.latest, dedup_secs);
         alert.count = self.count;
         alert.first_seen = self.first_seen;
-        alert.event_ids = self.smallest_ids().into_iter().map(str::to_owned).collect();
+        alert.event_ids = EventIds::from_sorted(&self.smallest_ids());
         alert
     }
 }
@@ -401,7 +442,7 @@ impl Alert {
             region: None,
             source_ip: None,
             user_agent: None,
-            event_ids: Vec::new(),
+            event_ids: EventIds::default(),
             event_time: d.time,
             first_seen: d.time,
             count: 1,
@@ -425,7 +466,7 @@ pub fn test_alert(now: Timestamp) -> Alert {
         region: None,
         source_ip: None,
         user_agent: None,
-        event_ids: Vec::new(),
+        event_ids: EventIds::default(),
         event_time: now,
         first_seen: now,
         count: 1,
@@ -473,7 +514,14 @@ mod tests {
         let got: Vec<_> = whole
             .0
             .iter()
-            .map(|(a, _)| (a.count, a.event_ids.clone(), a.source_ip.clone().unwrap(), a.details["event_name"].clone()))
+            .map(|(a, _)| {
+                (
+                    a.count,
+                    a.event_ids.iter().map(str::to_owned).collect::<Vec<_>>(),
+                    a.source_ip.clone().unwrap(),
+                    a.details["event_name"].clone(),
+                )
+            })
             .collect();
         let mut expected = vec![
             (3, vec!["e1".to_owned(), "e2".into(), "e3".into()], "198.51.100.3".to_owned(), "CreateUser".into()),
@@ -490,7 +538,10 @@ mod tests {
             (0..500).map(|i| m(i % 40, &format!("e{:03}", (i * 7919) % 500), "198.51.100.1", "GetUser")).collect();
         let whole = run(vec![many.clone()]);
         assert_eq!(whole.0[0].0.count, 500);
-        assert_eq!(whole.0[0].0.event_ids, (0..MAX_EVENT_IDS).map(|i| format!("e{i:03}")).collect::<Vec<_>>());
+        assert_eq!(
+            whole.0[0].0.event_ids.iter().collect::<Vec<_>>(),
+            (0..MAX_EVENT_IDS).map(|i| format!("e{i:03}")).collect::<Vec<_>>()
+        );
         let reversed: Vec<Match> = many.iter().rev().cloned().collect();
         assert_eq!(run(vec![reversed[..333].to_vec(), reversed[333..].to_vec()]), whole);
         assert_eq!(run(many.chunks(7).map(<[Match]>::to_vec).collect()), whole);

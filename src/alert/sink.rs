@@ -222,7 +222,7 @@ pub fn alertmanager_payload(alert: &Alert) -> serde_json::Value {
         "annotations": {
             "title": alert.title,
             "summary": alert.summary,
-            "event_ids": alert.event_ids.join(","),
+            "event_ids": alert.event_ids.iter().collect::<Vec<_>>().join(","),
             "count": alert.count.to_string(),
             "source_ip": alert.source_ip.as_deref().unwrap_or(""),
             "region": alert.region.as_deref().unwrap_or(""),
