@@ -484,7 +484,7 @@ pub fn run(
                         }
                     };
                     if let Some(alerting) = ctx.alerting {
-                        alerting.fold(&mut unit.delta.matches, &mut unit.alerts);
+                        alerting.fold(&mut unit.delta.matches, &mut unit.alerts, &mut worker.match_scratch.spare);
                     }
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
                     let msg = match res {

@@ -20,7 +20,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::detect::rule::Severity;
-use crate::detect::ruleset::{Match, Mode, RuleSet};
+use crate::detect::ruleset::{Match, MatchScratch, Mode, RuleSet};
 use crate::time::{Timestamp, format_rfc3339};
 
 /// At most this many CloudTrail event ids are kept on one alert; `count` keeps counting.
@@ -257,13 +257,14 @@ impl Group {
         Group { count: 1, first_seen: m.time, event_ids, ids, latest: m }
     }
 
-    fn add(&mut self, m: Match) {
+    /// Adds a match; returns the one of it and the group's newest that is no longer needed.
+    fn add(&mut self, m: Match) -> Match {
         self.count += 1;
         self.first_seen = self.first_seen.min(m.time);
         if let Some(id) = m.event_id() {
             self.push_id(id);
         }
-        self.keep_latest(m);
+        self.keep_latest(m)
     }
 
     fn push_id(&mut self, id: &str) {
@@ -300,10 +301,13 @@ impl Group {
         self.keep_latest(other.latest);
     }
 
-    fn keep_latest(&mut self, m: Match) {
+    /// Keeps the newer of `m` and the group's newest; returns the other.
+    fn keep_latest(&mut self, m: Match) -> Match {
         let l = &self.latest;
         if (m.time, m.source_ip(), m.region(), m.user_agent()) > (l.time, l.source_ip(), l.region(), l.user_agent()) {
-            self.latest = m;
+            std::mem::replace(&mut self.latest, m)
+        } else {
+            m
         }
     }
 
@@ -335,8 +339,9 @@ pub struct UnitAlerts {
 }
 
 impl UnitAlerts {
-    /// Folds `matches` (drained) into the unit's alerts.
-    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, dedup_secs: i64) {
+    /// Folds `matches` (drained) into the unit's alerts; the matches no longer needed go to `spare` (up to
+    /// [`MatchScratch::MAX_SPARE`]) for the worker to refill.
+    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, dedup_secs: i64, spare: &mut Vec<Match>) {
         use std::fmt::Write;
         for m in matches.drain(..) {
             let mode = rules.mode(m.rule);
@@ -350,7 +355,12 @@ impl UnitAlerts {
                     false => (m.without_hits(), Some(m)),
                 };
                 match self.groups.get_mut(self.key.as_str()) {
-                    Some(group) => group.add(newest),
+                    Some(group) => {
+                        let done = group.add(newest);
+                        if spare.len() < MatchScratch::MAX_SPARE {
+                            spare.push(done);
+                        }
+                    }
                     None => {
                         self.groups.insert(self.key.clone(), Group::new(newest));
                     }
@@ -504,7 +514,7 @@ mod tests {
             let mut correlator = correlate::Correlator::default();
             for mut unit_matches in units {
                 let mut unit = UnitAlerts::default();
-                unit.fold(&rules, &mut unit_matches, 3600);
+                unit.fold(&rules, &mut unit_matches, 3600, &mut Vec::new());
                 plan(&rules, unit, 3600, &mut correlator, &mut planned);
             }
             planned.finish(&rules, 3600)

@@ -85,10 +85,10 @@ impl Alerting {
         })
     }
 
-    /// On a worker: folds one file's matches (drained) into its unit's alerts.
-    pub fn fold(&self, matches: &mut Vec<Match>, unit: &mut UnitAlerts) {
+    /// On a worker: folds one file's matches (drained) into its unit's alerts; spent matches go to `spare`.
+    pub fn fold(&self, matches: &mut Vec<Match>, unit: &mut UnitAlerts, spare: &mut Vec<Match>) {
         if !matches.is_empty() {
-            unit.fold(&self.rules, matches, self.dedup_secs);
+            unit.fold(&self.rules, matches, self.dedup_secs, spare);
         }
     }
 

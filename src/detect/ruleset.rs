@@ -86,11 +86,26 @@ const KEY_FIELDS: [&str; 5] = ["eventSource", "eventName", "userIdentity.type", 
 /// organisation has a few thousand combinations).
 const MAX_CACHED_KEYS: usize = 16_384;
 
-/// Per-worker scratch for matching: the candidate rules per combination of [`KEY_FIELDS`] values.
+/// Per-worker scratch for matching: the candidate rules per combination of [`KEY_FIELDS`] values, and spare
+/// matches.
 #[derive(Debug, Default)]
 pub struct MatchScratch {
+    candidates: CandidateCache,
+    /// Matches that the alert stage is done with (a group kept a newer one), refilled by the next matches so
+    /// that a noisy rule reuses their buffers instead of allocating one per match.
+    pub spare: Vec<Match>,
+}
+
+/// The candidate rules per combination of [`KEY_FIELDS`] values, and the key being looked up.
+#[derive(Debug, Default)]
+pub struct CandidateCache {
     candidates: FxHashMap<Box<str>, Box<[u32]>>,
     key: String,
+}
+
+impl MatchScratch {
+    /// At most this many spare matches are kept.
+    pub const MAX_SPARE: usize = 256;
 }
 
 impl RuleSet {
@@ -270,7 +285,7 @@ impl RuleSet {
         &self,
         fields: &dyn Fields,
         values: [Option<&str>; 5],
-        scratch: &mut MatchScratch,
+        scratch: &mut CandidateCache,
         on_match: &mut dyn FnMut(u32),
     ) {
         scratch.key.clear();
@@ -332,7 +347,8 @@ impl RuleSet {
         debug_assert!(
             ["eventID", "userIdentity.arn"].iter().all(|f| fields.get(f).is_none_or(|v| Some(v) == record.field(f)))
         );
-        self.for_each_match(&fields, values, scratch, &mut |rule| {
+        let spare = &mut scratch.spare;
+        let mut on_match = |rule| {
             let hits = self
                 .feeds(rule)
                 .iter()
@@ -343,32 +359,34 @@ impl RuleSet {
                         if i > 0 {
                             group.push('\u{1f}');
                         }
-                        group.push_str(&group_value(field, event, &record));
+                        push_group_value(&mut group, field, &fields);
                     }
-                    let value = correlation.field.as_deref().map(|f| group_value(f, event, &record));
+                    let value = correlation.field.as_deref().map(|f| {
+                        let mut value = String::new();
+                        push_group_value(&mut value, f, &fields);
+                        value
+                    });
                     CorrelationHit { correlation: c, group, value }
                 })
                 .collect();
-            let principal = event.principal.key.to_canonical();
             let account = match event.principal.account {
                 Some(account) => Some(std::borrow::Cow::Borrowed(account)),
                 None => record.field("recipientAccountId"),
             };
-            out.push(Match::new(
-                rule,
-                event.time,
-                [
-                    event.event_id,
-                    Some(event.event_name),
-                    Some(&principal),
-                    account.as_deref(),
-                    event.region,
-                    event.source_ip,
-                    event.user_agent,
-                ],
-                hits,
-            ));
-        });
+            let mut m = spare.pop().unwrap_or_default();
+            m.refill(rule, event.time, hits, |text, ends| {
+                push_field(text, &mut ends[0], event.event_id);
+                push_field(text, &mut ends[1], Some(event.event_name));
+                event.principal.key.write_to(text);
+                ends[2] = text.len() as u32;
+                push_field(text, &mut ends[3], account.as_deref());
+                push_field(text, &mut ends[4], event.region);
+                push_field(text, &mut ends[5], event.source_ip);
+                push_field(text, &mut ends[6], event.user_agent);
+            });
+            out.push(m);
+        };
+        self.for_each_match(&fields, values, &mut scratch.candidates, &mut on_match);
     }
 }
 
@@ -398,13 +416,14 @@ impl Fields for EventFields<'_, '_, '_> {
     }
 }
 
-/// A group-by value: the canonical principal for `principal` (so that sessions of one role group together),
-/// otherwise the event's field, empty when absent.
-fn group_value(field: &str, event: &Event<'_>, record: &Record<'_, '_>) -> String {
+/// Appends a group-by value: the canonical principal for `principal` (so that sessions of one role group
+/// together), otherwise the event's field, nothing when absent.
+fn push_group_value(out: &mut String, field: &str, fields: &EventFields<'_, '_, '_>) {
     if field == "principal" {
-        return event.principal.key.to_canonical();
+        fields.event.principal.key.write_to(out);
+    } else if let Some(value) = fields.get(field) {
+        out.push_str(&value);
     }
-    record.field(field).map(|v| v.into_owned()).unwrap_or_default()
 }
 
 fn rule_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
@@ -421,7 +440,7 @@ fn rule_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::
 
 /// One rule matching one event: what the alert stage needs, owned so that it outlives the file's buffer. The
 /// event's text fields share one allocation (matches are made on workers and freed on the committer).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Match {
     pub rule: u32,
     pub time: Timestamp,
@@ -438,15 +457,29 @@ impl Match {
     pub const FIELDS: usize = 7;
 
     pub fn new(rule: u32, time: Timestamp, fields: [Option<&str>; 7], hits: Vec<CorrelationHit>) -> Match {
-        let mut text = String::with_capacity(fields.iter().flatten().map(|f| f.len()).sum());
-        let mut ends = [u32::MAX; 7];
-        for (end, field) in ends.iter_mut().zip(fields) {
-            if let Some(field) = field {
-                text.push_str(field);
-                *end = text.len() as u32;
+        let mut m = Match::default();
+        m.refill(rule, time, hits, |text, ends| {
+            for (end, field) in ends.iter_mut().zip(fields) {
+                push_field(text, end, field);
             }
-        }
-        Match { rule, time, text, ends, hits }
+        });
+        m
+    }
+
+    /// Makes `self` a new match, keeping its buffer; `write` appends the fields to the text and sets their ends.
+    fn refill(
+        &mut self,
+        rule: u32,
+        time: Timestamp,
+        hits: Vec<CorrelationHit>,
+        write: impl FnOnce(&mut String, &mut [u32; 7]),
+    ) {
+        self.rule = rule;
+        self.time = time;
+        self.hits = hits;
+        self.text.clear();
+        self.ends = [u32::MAX; 7];
+        write(&mut self.text, &mut self.ends);
     }
 
     /// A copy without the correlation hits (for an alert's context, while the original feeds the windows).
@@ -489,6 +522,14 @@ impl Match {
 
     pub fn user_agent(&self) -> Option<&str> {
         self.field(6)
+    }
+}
+
+/// Appends a field of a match (if present) and records its end.
+fn push_field(text: &mut String, end: &mut u32, field: Option<&str>) {
+    if let Some(field) = field {
+        text.push_str(field);
+        *end = text.len() as u32;
     }
 }
 
