@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod parse;
 pub mod permissions;
 pub mod pipeline;
+pub mod reaper;
 pub mod report;
 pub mod state;
 pub mod synth;

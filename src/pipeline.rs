@@ -401,8 +401,15 @@ pub fn run(
 ) -> Result<Summary, StoreError> {
     // Set while a worker holds the fetched-input channel and waits on it empty.
     let starved = AtomicBool::new(false);
-    let mut committer =
-        Committer { store, applied, ctx, batch: Batch::default(), summary: Summary::default(), starved: &starved };
+    let mut committer = Committer {
+        store,
+        applied,
+        ctx,
+        batch: Batch::default(),
+        summary: Summary::default(),
+        starved: &starved,
+        planner: None,
+    };
     // `discover` lists each file once, so after this filter no job can be applied twice in this run.
     let pending: Vec<&FileJob> = match &jobs {
         Jobs::Local(local) => local.iter().filter(|j| !committer.applied.contains(&j.key)).collect(),
@@ -514,7 +521,27 @@ pub fn run(
             }
         }
         drop(tx);
+        // Alerts are planned on their own thread (correlation windows, building and rendering the batch's alerts),
+        // beside the committer's delta merges and store writes: with many matches, either alone would be the
+        // pipeline's critical path once the workers are done.
+        if let Some(alerting) = ctx.alerting {
+            let (plan_tx, plan_rx) = mpsc::sync_channel::<Planning>(threads * 2);
+            let planner = std::thread::Builder::new().name("tw-alerts".into()).spawn_scoped(scope, move || {
+                for msg in plan_rx {
+                    match msg {
+                        Planning::Unit(unit) => alerting.observe(unit),
+                        Planning::Take { raised_at_ms, reply } => {
+                            let _ = reply.send(alerting.take_write(raised_at_ms, ctx.metrics));
+                        }
+                    }
+                }
+            });
+            // Without the thread, the committer plans the alerts itself.
+            committer.planner = planner.ok().map(|_| plan_tx);
+        }
         let res = committer.drain(&rx, observer);
+        // Ends the planner (the scope joins it).
+        committer.planner = None;
         if res.is_err() {
             // Stop the workers and let them finish their current file; nothing more is committed.
             ctx.stop.store(true, Ordering::Relaxed);
@@ -540,6 +567,15 @@ struct Committer<'r, 'c> {
     batch: Batch,
     summary: Summary,
     starved: &'r AtomicBool,
+    /// The alert planner thread, when alerting is on and the thread started.
+    planner: Option<mpsc::SyncSender<Planning>>,
+}
+
+/// What the committer asks of the alert planner thread, in order: each unit's alerts as it arrives, then the batch's
+/// outbox write when the batch commits.
+enum Planning {
+    Unit(UnitAlerts),
+    Take { raised_at_ms: i64, reply: mpsc::SyncSender<AlertWrite> },
 }
 
 impl Committer<'_, '_> {
@@ -593,8 +629,16 @@ impl Committer<'_, '_> {
                 self.summary.read_bytes += unit.read_bytes;
                 self.summary.decoded_bytes += unit.decoded_bytes;
                 self.batch.opened.get_or_insert_with(Instant::now);
-                if let Some(alerting) = self.ctx.alerting {
-                    alerting.observe(unit.alerts);
+                match (&self.planner, self.ctx.alerting) {
+                    (Some(planner), Some(alerting)) => {
+                        if let Err(unsent) = planner.send(Planning::Unit(unit.alerts))
+                            && let Planning::Unit(alerts) = unsent.0
+                        {
+                            alerting.observe(alerts);
+                        }
+                    }
+                    (None, Some(alerting)) => alerting.observe(unit.alerts),
+                    (_, None) => {}
                 }
                 self.batch.delta.merge(unit.delta);
                 self.batch.counts.add(&unit.counts);
@@ -618,9 +662,15 @@ impl Committer<'_, '_> {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let now = now_ms / 1000;
         let metrics = self.ctx.metrics;
-        let alerts = match self.ctx.alerting {
-            Some(alerting) => alerting.take_write(now_ms, metrics),
-            None => AlertWrite::default(),
+        // The planner builds the batch's alerts while the store writes the state.
+        let planned = self.planner.as_ref().and_then(|planner| {
+            let (reply, planned) = mpsc::sync_channel(1);
+            planner.send(Planning::Take { raised_at_ms: now_ms, reply }).ok().map(|()| planned)
+        });
+        let take_alerts = || match (&planned, self.ctx.alerting) {
+            (Some(planned), Some(alerting)) => planned.recv().unwrap_or_else(|_| alerting.take_write(now_ms, metrics)),
+            (None, Some(alerting)) => alerting.take_write(now_ms, metrics),
+            (_, None) => AlertWrite { raised_at_ms: now_ms, ..AlertWrite::default() },
         };
         let mut raised = AlertWrite::default();
         let raise = |facts: &[crate::alert::behaviour::Fact], at_ms: i64| match self.ctx.alerting {
@@ -632,23 +682,28 @@ impl Committer<'_, '_> {
             raise: &raise,
             raised: &mut raised,
         });
-        match self.store.commit(&batch.delta, &entries, now, &alerts, behaviour) {
-            Ok(outcome) => {
+        let alerts = match self.store.commit(&batch.delta, &entries, now, take_alerts, behaviour) {
+            Ok((outcome, alerts)) => {
                 if let Some(alerting) = self.ctx.alerting {
                     // The outcome lists the rule alerts first, then the behavioural ones.
                     let (rules, behaviour) = outcome.new.split_at(alerts.alerts.len().min(outcome.new.len()));
                     alerting.committed(&alerts, &WriteOutcome { new: rules.to_vec() }, metrics);
                     alerting.committed(&raised, &WriteOutcome { new: behaviour.to_vec() }, metrics);
                 }
+                alerts
             }
             Err(err) => {
                 metrics.commit_failures.inc();
                 if let Some(alerting) = self.ctx.alerting {
+                    // The planner may still be taking the batch's alerts when the state write failed.
+                    if let Some(planned) = &planned {
+                        let _ = planned.recv();
+                    }
                     alerting.rolled_back(self.store);
                 }
                 return Err(err);
             }
-        }
+        };
         metrics.commit_duration.observe(started.elapsed().as_secs_f64());
         metrics.last_commit_timestamp.set(now);
         metrics.files.with_label_values(&["applied"]).inc_by(batch.files.len() as u64);
@@ -668,6 +723,8 @@ impl Committer<'_, '_> {
         self.applied.insert_all(batch.files.iter().map(|(job, _)| &job.key));
         let files: Vec<FileJob> = batch.files.into_iter().map(|(job, _)| job).collect();
         observer.committed(&files);
+        // A batch with SigmaHQ's rules frees about a hundred thousand allocations: not on the committer's time.
+        crate::reaper::drop_later((batch.delta, alerts, raised));
         Ok(())
     }
 }

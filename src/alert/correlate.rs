@@ -1,7 +1,7 @@
 //! Sigma correlations (`event_count`, `value_count`, `temporal`): per rule and group, the recent matches of the
 //! correlated rules in event-time order, and the windows that satisfy the condition.
 //!
-//! The windows live in memory on the committer. The store keeps a log of their hits ([`HitLog`]: one row per
+//! The windows live in memory on the alert planner thread. The store keeps a log of their hits ([`HitLog`]: one row per
 //! batch, written in the batch's transaction, compacted into a snapshot of the live windows when the log has grown
 //! to several times their size), so a restart resumes with exactly the windows the committed files built: loading
 //! prunes each window as the last batch that touched it did.

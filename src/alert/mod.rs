@@ -1,7 +1,7 @@
 //! Stage 7, alert: rule matches → alerts with stable ids, merged within a dedup window, and correlation windows.
 //!
 //! Architecture invariant: pure, no I/O. Workers fold each file's matches into groups here ([`UnitAlerts`]), the
-//! committer merges units' groups and runs the correlation windows ([`plan`]) and builds one [`Alert`] per group
+//! alert planner thread merges units' groups and runs the correlation windows ([`plan`]) and builds one [`Alert`] per group
 //! when the batch is taken ([`Planned::finish`]); the store writes them in the same transaction as the state change that raised them (the outbox), and `deliver` sends
 //! them afterwards. An alert's `id` depends only on its rule, subject and dedup bucket, never on when or where it
 //! was computed, so a resend after a crash carries the same id.

@@ -1,4 +1,4 @@
-//! The alert stage around the pipeline: workers fold matches into units' alerts (`fold`), the committer adds each
+//! The alert stage around the pipeline: workers fold matches into units' alerts (`fold`), the alert planner adds each
 //! unit to the open batch (`observe`), then suppresses, routes and turns it into the outbox write that goes into
 //! the batch's transaction (`take_write`); after the commit, the deliverer is woken.
 
@@ -21,7 +21,7 @@ pub struct Alerting {
     dedup_secs: i64,
     suppress: Vec<CompiledSuppression>,
     correlator: Mutex<Correlator>,
-    /// The open batch's alerts so far (the committer adds each unit's matches as it arrives).
+    /// The open batch's alerts so far (the planner adds each unit's matches as it arrives).
     pending: Mutex<Planned>,
     pub behaviour: crate::alert::behaviour::BehaviourConfig,
     /// Notified after a commit that raised alerts.
@@ -92,7 +92,8 @@ impl Alerting {
         }
     }
 
-    /// On the committer: adds one unit's alerts to the open batch, and its hits to the correlation windows.
+    /// On the alert planner thread (or the committer): adds one unit's alerts to the open batch, and its hits to
+    /// the correlation windows.
     pub fn observe(&self, unit: UnitAlerts) {
         if unit.is_empty() {
             return;

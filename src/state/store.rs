@@ -382,7 +382,7 @@ impl Store {
     }
 
     /// Applies `delta`, records `files` in the ledger and writes the alerts they raised (outbox and correlation
-    /// windows), and, with `behaviour`, the regions and key IPs the behavioural rules compare against and the
+    /// windows; `alerts` is called once the state rows are written, so that they can be built meanwhile), and, with `behaviour`, the regions and key IPs the behavioural rules compare against and the
     /// alerts they raise, all in one transaction.
     ///
     /// A file already in the ledger must not be in `files`: the caller checks (see `pipeline`), and the ledger's
@@ -392,21 +392,23 @@ impl Store {
         delta: &Delta,
         files: &[LedgerEntry<'_>],
         applied_at: Timestamp,
-        alerts: &AlertWrite,
+        alerts: impl FnOnce() -> AlertWrite,
         behaviour: Option<Behaviour<'_>>,
-    ) -> Result<WriteOutcome, StoreError> {
+    ) -> Result<(WriteOutcome, AlertWrite), StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         // Each principal's id and first time after the upsert, in `delta.principals` order.
         let mut stored = Vec::new();
         let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at, &mut stored).and_then(|()| {
-            let mut outcome = outbox::write(&tx, alerts)?;
+            // Asked for only now, so that they can be built while the state is written.
+            let alerts = alerts();
+            let mut outcome = outbox::write(&tx, &alerts)?;
             if let Some(behaviour) = behaviour {
                 let facts = behaviour_facts(&tx, delta, &stored, behaviour.config)?;
                 let write = (behaviour.raise)(&facts, alerts.raised_at_ms);
                 outcome.new.extend(outbox::write(&tx, &write)?.new);
                 *behaviour.raised = write;
             }
-            Ok(outcome)
+            Ok((outcome, alerts))
         });
         match res.and_then(|outcome| tx.commit().map(|()| outcome)) {
             Ok(outcome) => Ok(outcome),
