@@ -68,9 +68,15 @@ struct Window {
 impl Window {
     /// Adds `hit` in order; whether it is the first since the window was last measured.
     fn add(&mut self, hit: Hit) -> bool {
-        let at = self.hits.partition_point(|x| x.order(&hit) == Ordering::Less);
         let time = hit.time;
-        self.hits.insert(at, hit);
+        // Hits nearly always arrive in order: one comparison with the newest instead of a binary search.
+        match self.hits.last() {
+            Some(last) if last.order(&hit) != Ordering::Less => {
+                let at = self.hits.partition_point(|x| x.order(&hit) == Ordering::Less);
+                self.hits.insert(at, hit);
+            }
+            _ => self.hits.push(hit),
+        }
         match &mut self.touched {
             Some(span) => {
                 *span = (span.0.min(time), span.1.max(time));

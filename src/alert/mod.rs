@@ -94,6 +94,17 @@ impl EventIds {
     /// The smallest [`MAX_EVENT_IDS`] distinct ids of `ids`.
     pub fn smallest<'a>(ids: impl IntoIterator<Item = &'a str>) -> EventIds {
         let mut ids: Vec<&str> = ids.into_iter().collect();
+        // A correlation window can hold thousands of hits: sort only the smallest few, unless duplicates (an
+        // event counted by several rules) leave too few distinct ids among them.
+        if ids.len() > 2 * MAX_EVENT_IDS {
+            ids.select_nth_unstable(2 * MAX_EVENT_IDS);
+            let mut head = ids[..2 * MAX_EVENT_IDS].to_vec();
+            head.sort_unstable();
+            head.dedup();
+            if head.len() >= MAX_EVENT_IDS {
+                return EventIds::from_sorted(&head[..MAX_EVENT_IDS]);
+            }
+        }
         ids.sort_unstable();
         ids.dedup();
         ids.truncate(MAX_EVENT_IDS);
@@ -200,7 +211,7 @@ pub type RuleCount = (String, Mode, u64);
 pub struct Planned {
     /// Event-rule matches by rule, subject and bucket (see [`UnitAlerts`]), merged across units: each becomes one
     /// alert when the batch is taken, so formatting and hashing happen once per batch, not once per unit.
-    groups: HashMap<String, Group>,
+    groups: HashMap<Box<[u8]>, Group>,
     /// Correlation alerts by id, with how they merge.
     alerts: HashMap<String, (Alert, Merge)>,
     /// Matches per rule and mode, for the metrics.
@@ -328,33 +339,38 @@ impl Group {
 /// are built.
 #[derive(Debug, Default)]
 pub struct UnitAlerts {
-    /// Groups by rule index, principal, account and dedup bucket (joined by NUL, see [`UnitAlerts::fold`]); an
-    /// absent account keys like an empty one, as in the alert id, so that one id is one group.
-    groups: HashMap<String, Group>,
+    /// Groups by rule index, principal, account and dedup bucket (see [`UnitAlerts::fold`]); an absent account
+    /// keys like an empty one, as in the alert id, so that one id is one group.
+    groups: HashMap<Box<[u8]>, Group>,
     counts: HashMap<(u32, Mode), u64>,
     /// Matches with correlation hits, in event order.
     correlated: Vec<Match>,
     /// Reused to build group keys.
-    key: String,
+    key: Vec<u8>,
 }
 
 impl UnitAlerts {
     /// Folds `matches` (drained) into the unit's alerts; the matches no longer needed go to `spare` (up to
     /// [`MatchScratch::MAX_SPARE`]) for the worker to refill.
     pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, dedup_secs: i64, spare: &mut Vec<Match>) {
-        use std::fmt::Write;
         for m in matches.drain(..) {
             let mode = rules.mode(m.rule);
             *self.counts.entry((m.rule, mode)).or_default() += 1;
             if mode == Mode::Live && rules.alerting(m.rule) {
+                // Rule and bucket are fixed-width and principal and account end in NUL (never inside them), so
+                // the key is unambiguous without formatting numbers.
                 self.key.clear();
-                let bucket = bucket(m.time, dedup_secs);
-                let _ = write!(self.key, "{}\0{}\0{}\0{bucket}", m.rule, m.principal(), m.account_id().unwrap_or(""));
+                self.key.extend_from_slice(&m.rule.to_le_bytes());
+                self.key.extend_from_slice(m.principal().as_bytes());
+                self.key.push(0);
+                self.key.extend_from_slice(m.account_id().unwrap_or("").as_bytes());
+                self.key.push(0);
+                self.key.extend_from_slice(&bucket(m.time, dedup_secs).to_le_bytes());
                 let (newest, correlated) = match m.hits.is_empty() {
                     true => (m, None),
                     false => (m.without_hits(), Some(m)),
                 };
-                match self.groups.get_mut(self.key.as_str()) {
+                match self.groups.get_mut(self.key.as_slice()) {
                     Some(group) => {
                         let done = group.add(newest);
                         if spare.len() < MatchScratch::MAX_SPARE {
@@ -362,7 +378,7 @@ impl UnitAlerts {
                         }
                     }
                     None => {
-                        self.groups.insert(self.key.clone(), Group::new(newest));
+                        self.groups.insert(self.key.as_slice().into(), Group::new(newest));
                     }
                 }
                 self.correlated.extend(correlated);
@@ -493,6 +509,24 @@ pub fn time_text(ts: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_are_the_smallest_distinct_ones() {
+        fn naive(ids: &[String]) -> Vec<&str> {
+            let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.truncate(MAX_EVENT_IDS);
+            ids
+        }
+        // (ids, times each is repeated): few; many distinct; many, each counted by three rules (too few distinct
+        // among the smallest hundred, so the full sort is needed); exactly at the partition threshold.
+        for (n, repeats) in [(7, 1), (1000, 1), (400, 3), (101, 1), (100, 2)] {
+            let ids: Vec<String> = (0..n * repeats).map(|i| format!("e{:05}", (i % n) * 7919 % n)).collect();
+            let got = EventIds::smallest(ids.iter().map(String::as_str));
+            assert_eq!(got.iter().collect::<Vec<_>>(), naive(&ids), "{n} ids × {repeats}");
+        }
+    }
 
     #[test]
     fn alerts_do_not_depend_on_how_matches_fall_into_units() {

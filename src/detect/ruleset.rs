@@ -374,6 +374,10 @@ impl RuleSet {
                 None => record.field("recipientAccountId"),
             };
             let mut m = spare.pop().unwrap_or_default();
+            // One allocation for a new match (the principal is about as long as an ARN), none for a spare one.
+            let fields = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
+            m.text.clear();
+            m.text.reserve(fields.iter().flatten().map(|f| f.len()).sum::<usize>() + 96);
             m.refill(rule, event.time, hits, |text, ends| {
                 push_field(text, &mut ends[0], event.event_id);
                 push_field(text, &mut ends[1], Some(event.event_name));
