@@ -384,6 +384,9 @@ impl UnitAlerts {
                 self.correlated.extend(correlated);
             } else if !m.hits.is_empty() {
                 self.correlated.push(m);
+            } else if spare.len() < MatchScratch::MAX_SPARE {
+                // Dry run: only counted.
+                spare.push(m);
             }
         }
     }

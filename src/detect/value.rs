@@ -19,8 +19,78 @@ pub enum FieldTest {
     /// A list of values, any of which (or all of which) must match.
     Values { matchers: Vec<Matcher>, all: bool },
     /// Several wildcard-free, case-insensitive `contains` values (`userAgent|contains: [kali, parrot, …]`), any of
-    /// which must occur: one pass over the field with an Aho-Corasick automaton instead of one scan per value.
-    AnyContains(Vec<memchr::memmem::Finder<'static>>),
+    /// which must occur.
+    AnyContains(AnyContains),
+}
+
+/// The needles of [`FieldTest::AnyContains`], and an id that names this list in the per-thread memo of results.
+#[derive(Debug, Clone)]
+pub struct AnyContains {
+    finders: Vec<memchr::memmem::Finder<'static>>,
+    id: u64,
+}
+
+impl AnyContains {
+    fn new(needles: &[&[u8]]) -> AnyContains {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        AnyContains {
+            finders: needles.iter().map(|n| memchr::memmem::Finder::new(n).into_owned()).collect(),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Whether any needle occurs in `value`, ASCII case-insensitively. Such lists are nearly always about the user
+    /// agent, which every event carries and few distinct values make up, so results are remembered per thread in a
+    /// small direct-mapped table keyed by the list and the whole value (compared in full, never by hash alone).
+    fn test(&self, value: &str) -> bool {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = rustc_hash::FxBuildHasher.build_hasher();
+        hasher.write_u64(self.id);
+        hasher.write(value.as_bytes());
+        let hash = hasher.finish();
+        MEMO.with_borrow_mut(|memo| {
+            let slot = &mut memo.slots[(hash as usize) % MEMO_SLOTS];
+            if slot.id == self.id && slot.value == value {
+                return slot.found;
+            }
+            memo.folded.clear();
+            memo.folded.extend(value.bytes().map(|b| b.to_ascii_lowercase()));
+            let found = self.finders.iter().any(|finder| finder.find(&memo.folded).is_some());
+            // Values longer than a user agent are not kept (they rarely repeat and would pin memory).
+            if value.len() <= MEMO_MAX_VALUE {
+                let slot = &mut memo.slots[(hash as usize) % MEMO_SLOTS];
+                slot.id = self.id;
+                slot.value.clear();
+                slot.value.push_str(value);
+                slot.found = found;
+            }
+            found
+        })
+    }
+}
+
+const MEMO_SLOTS: usize = 512;
+const MEMO_MAX_VALUE: usize = 512;
+
+#[derive(Default)]
+struct MemoSlot {
+    /// `u64::MAX` for an empty slot (no list has that id).
+    id: u64,
+    value: String,
+    found: bool,
+}
+
+struct Memo {
+    slots: Vec<MemoSlot>,
+    /// The value folded to ASCII lowercase, reused from test to test.
+    folded: Vec<u8>,
+}
+
+impl Default for Memo {
+    fn default() -> Memo {
+        let slots = (0..MEMO_SLOTS).map(|_| MemoSlot { id: u64::MAX, ..MemoSlot::default() }).collect();
+        Memo { slots, folded: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -156,8 +226,7 @@ impl FieldTest {
             // ~50 ns, against ~140 ns for a case-insensitive Aho-Corasick automaton and ~150 ns for a `(?i)`
             // alternation (both go through Teddy with many case variants).
             if let Some(needles) = needles {
-                let finders = needles.iter().map(|n| memchr::memmem::Finder::new(n).into_owned()).collect();
-                return Ok(FieldTest::AnyContains(finders));
+                return Ok(FieldTest::AnyContains(AnyContains::new(&needles)));
             }
         }
         Ok(FieldTest::Values { matchers, all })
@@ -169,13 +238,7 @@ impl FieldTest {
             FieldTest::Exists(expected) => value.is_some() == *expected,
             FieldTest::Values { matchers, all: true } => matchers.iter().all(|m| m.test(value, event)),
             FieldTest::Values { matchers, all: false } => matchers.iter().any(|m| m.test(value, event)),
-            FieldTest::AnyContains(search) => value.is_some_and(|v| {
-                FOLDED.with_borrow_mut(|folded| {
-                    folded.clear();
-                    folded.extend(v.bytes().map(|b| b.to_ascii_lowercase()));
-                    search.iter().any(|finder| finder.find(folded).is_some())
-                })
-            }),
+            FieldTest::AnyContains(search) => value.is_some_and(|v| search.test(v)),
         }
     }
 }
@@ -223,8 +286,8 @@ impl Matcher {
 }
 
 thread_local! {
-    /// A field value folded to ASCII lowercase, reused from event to event on each worker thread.
-    static FOLDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Results of [`AnyContains`] tests on this thread.
+    static MEMO: std::cell::RefCell<Memo> = std::cell::RefCell::new(Memo::default());
 }
 
 /// The longest literal that every match of `source` contains: a literal piece of the pattern's top-level
@@ -382,6 +445,30 @@ mod tests {
         for (source, expected) in cases {
             let got = required_literal(source);
             assert_eq!(got.as_deref(), expected.map(str::as_bytes), "{source}");
+        }
+    }
+
+    #[test]
+    fn remembered_contains_results_belong_to_their_list_and_value() {
+        let tools = FieldTest::compile(&["contains"], &[Some("kali"), Some("sqlmap")]).unwrap();
+        let clis = FieldTest::compile(&["contains"], &[Some("aws-cli"), Some("boto3")]).unwrap();
+        assert!(matches!(tools, FieldTest::AnyContains(_)));
+        let long = format!("aws-cli/2 {}", "x".repeat(MEMO_MAX_VALUE));
+        let cases: &[(&FieldTest, &str, bool)] = &[
+            (&tools, "Mozilla/5.0 (X11; Kali Linux)", true),
+            (&clis, "Mozilla/5.0 (X11; Kali Linux)", false),
+            (&tools, "aws-cli/2.15.30 Python/3.11.8", false),
+            (&clis, "aws-cli/2.15.30 Python/3.11.8", true),
+            (&clis, "aws-cli/2.15.30 Python/3.11.9", true),
+            (&tools, "aws-cli/2.15.30 Python/3.11.9", false),
+            (&clis, &long, true),
+            (&tools, &long, false),
+        ];
+        // Twice over, so that the second pass reads what the first remembered.
+        for _ in 0..2 {
+            for (test, value, expected) in cases {
+                assert_eq!(test.test(Some(value), &NoFields), *expected, "{value}");
+            }
         }
     }
 
