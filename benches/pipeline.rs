@@ -229,7 +229,15 @@ fn stages(c: &mut Criterion) {
 
 /// One replay of the corpus into a fresh store under `dir` (returned, so that dropping it is not timed), with
 /// `rules` evaluated when given.
-fn replay(corpus: &Corpus, dir: tempfile::TempDir, threads: usize, rules: Option<&Arc<RuleSet>>) -> tempfile::TempDir {
+/// One replay into a fresh store, timed as `trailwatch replay` times it: up to the last commit. The store, the
+/// correlation windows and the directory are returned so that closing and freeing them (a process does it at
+/// exit, a daemon never) happen after criterion stops the clock.
+fn replay(
+    corpus: &Corpus,
+    dir: tempfile::TempDir,
+    threads: usize,
+    rules: Option<&Arc<RuleSet>>,
+) -> (Option<Alerting>, Store, tempfile::TempDir) {
     let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
     let alerting =
         rules.map(|rules| Alerting::new(Arc::clone(rules), Arc::new(Vec::new()), 3600, &[], &store).unwrap());
@@ -253,7 +261,7 @@ fn replay(corpus: &Corpus, dir: tempfile::TempDir, threads: usize, rules: Option
     )
     .unwrap();
     assert_eq!(summary.counts.records, corpus.records);
-    dir
+    (alerting, store, dir)
 }
 
 /// `n` rules in the shapes SigmaHQ's AWS CloudTrail rules take (from reading rules/cloud/aws): most name a service
