@@ -52,6 +52,8 @@ pub struct Metrics {
     pub alerts_deduplicated: IntCounter,
     /// Alerts dropped by a suppression.
     pub alerts_suppressed: IntCounter,
+    /// Periodic findings passes completed (whether they raised anything or not).
+    pub findings_runs: IntCounter,
     /// Deliveries accepted, by sink kind.
     pub alerts_sent: IntCounterVec,
     /// Delivery attempts that failed (retried with backoff), by sink kind.
@@ -204,6 +206,10 @@ impl Metrics {
             "Alerts merged into an alert already raised within its dedup window (not sent again)",
         );
         let alerts_suppressed = counter("trailwatch_alerts_suppressed_total", "Alerts dropped by a suppression");
+        let findings_runs = counter(
+            "trailwatch_findings_runs_total",
+            "Periodic findings passes completed, whether they raised anything or not",
+        );
         let alerts_sent =
             counter_vec("trailwatch_alerts_sent_total", "Alert deliveries accepted, by sink kind", "sink");
         let alert_delivery_failures = counter_vec(
@@ -286,6 +292,7 @@ impl Metrics {
             Box::new(alerts_raised.clone()),
             Box::new(alerts_deduplicated.clone()),
             Box::new(alerts_suppressed.clone()),
+            Box::new(findings_runs.clone()),
             Box::new(alerts_sent.clone()),
             Box::new(alert_delivery_failures.clone()),
             Box::new(outbox_depth.clone()),
@@ -337,6 +344,7 @@ impl Metrics {
             alerts_raised,
             alerts_deduplicated,
             alerts_suppressed,
+            findings_runs,
             alerts_sent,
             alert_delivery_failures,
             outbox_depth,

@@ -189,6 +189,7 @@ impl Alerting {
         for severity in &new {
             metrics.alerts_raised.with_label_values(&[severity.as_str()]).inc();
         }
+        metrics.findings_runs.inc();
         if !new.is_empty() {
             self.wake.notify_one();
         }

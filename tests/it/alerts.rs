@@ -519,11 +519,12 @@ fn the_daemon_raises_each_finding_once() {
         let alerts = jsonl(&sink);
         (alerts.len() >= 14).then_some(alerts.len())
     });
-    // Three more ticks raise nothing new.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Three more passes raise nothing new.
+    let passed = wait_for_findings_passes(port, 3.0, Duration::from_secs(30));
     let after = jsonl(&sink);
     daemon.kill().unwrap();
     daemon.wait().unwrap();
+    assert!(passed, "the findings ticker did not run three more times");
     assert_eq!(first, Some(14), "{after:?}");
     assert_eq!(after.len(), 14);
     let rules: BTreeSet<&str> = after.iter().map(|a| a["rule"].as_str().unwrap()).collect();

@@ -190,14 +190,15 @@ fn the_daemon_raises_each_permission_finding_once() {
         (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("user/alice")).then_some(())
     });
     assert!(applied.is_some(), "the spool file was not applied");
-    // Three more ticks after that: every finding is there, none twice.
-    std::thread::sleep(Duration::from_millis(3500));
+    // Three more passes after that: every finding is there, none twice.
+    let passed = crate::util::wait_for_findings_passes(port, 3.0, Duration::from_secs(30));
     let raised = read();
     let report: serde_json::Value =
         serde_json::from_str(&ok(&trailwatch(&["--config", config, "report", "permissions", "--format", "json"])))
             .unwrap();
     daemon.kill().unwrap();
     daemon.wait().unwrap();
+    assert!(passed, "the findings ticker did not run three more times");
     let mut want: Vec<(String, String)> = report
         .as_array()
         .unwrap()

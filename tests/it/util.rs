@@ -90,6 +90,14 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// Waits until the daemon listening on `port` has completed `passes` more periodic findings passes than when
+/// called (`trailwatch_findings_runs_total`); false if that takes longer than `limit`.
+pub fn wait_for_findings_passes(port: u16, passes: f64, limit: Duration) -> bool {
+    let runs = || http_get(port, "/metrics").and_then(|(_, body)| metric(&body, "trailwatch_findings_runs_total"));
+    let Some(start) = wait_for(limit, runs) else { return false };
+    wait_for(limit, || runs().filter(|n| *n >= start + passes)).is_some()
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
