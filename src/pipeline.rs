@@ -521,9 +521,9 @@ pub fn run(
             }
         }
         drop(tx);
-        // Alerts are planned on their own thread (correlation windows, building and rendering the batch's alerts),
-        // beside the committer's delta merges and store writes: with many matches, either alone would be the
-        // pipeline's critical path once the workers are done.
+        // Alerts are planned on their own thread (correlation windows, building the batch's alerts) beside the
+        // committer's delta merges and store writes: with many matches, doing both on one thread made it the
+        // pipeline's critical path, working alone once the workers were done.
         if let Some(alerting) = ctx.alerting {
             let (plan_tx, plan_rx) = mpsc::sync_channel::<Planning>(threads * 2);
             let planner = std::thread::Builder::new().name("tw-alerts".into()).spawn_scoped(scope, move || {

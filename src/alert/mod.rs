@@ -1,10 +1,11 @@
 //! Stage 7, alert: rule matches → alerts with stable ids, merged within a dedup window, and correlation windows.
 //!
 //! Architecture invariant: pure, no I/O. Workers fold each file's matches into groups here ([`UnitAlerts`]), the
-//! alert planner thread merges units' groups and runs the correlation windows ([`plan`]) and builds one [`Alert`] per group
-//! when the batch is taken ([`Planned::finish`]); the store writes them in the same transaction as the state change that raised them (the outbox), and `deliver` sends
-//! them afterwards. An alert's `id` depends only on its rule, subject and dedup bucket, never on when or where it
-//! was computed, so a resend after a crash carries the same id.
+//! alert planner thread merges units' groups and runs the correlation windows ([`plan`]) and builds one [`Alert`]
+//! per group when the batch is taken ([`Planned::finish`]); the store writes them in the same transaction as the
+//! state change that raised them (the outbox), and `deliver` sends them afterwards. An alert's `id` depends only on
+//! its rule, subject and dedup bucket, never on when or where it was computed, so a resend after a crash carries
+//! the same id.
 
 pub mod behaviour;
 pub mod correlate;
@@ -385,7 +386,7 @@ impl UnitAlerts {
             } else if !m.hits.is_empty() {
                 self.correlated.push(m);
             } else if spare.len() < MatchScratch::MAX_SPARE {
-                // Dry run: only counted.
+                // Dry run, or a rule that only feeds correlations and has none here: only counted.
                 spare.push(m);
             }
         }

@@ -375,9 +375,9 @@ impl RuleSet {
             };
             let mut m = spare.pop().unwrap_or_default();
             // One allocation for a new match (the principal is about as long as an ARN), none for a spare one.
-            let fields = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
+            let copied = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
             m.text.clear();
-            m.text.reserve(fields.iter().flatten().map(|f| f.len()).sum::<usize>() + 96);
+            m.text.reserve(copied.iter().flatten().map(|f| f.len()).sum::<usize>() + 96);
             m.refill(rule, event.time, hits, |text, ends| {
                 push_field(text, &mut ends[0], event.event_id);
                 push_field(text, &mut ends[1], Some(event.event_name));
@@ -443,7 +443,8 @@ fn rule_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::
 }
 
 /// One rule matching one event: what the alert stage needs, owned so that it outlives the file's buffer. The
-/// event's text fields share one allocation (matches are made on workers and freed on the committer).
+/// event's text fields share one allocation (matches are made on workers; those a group no longer needs are
+/// refilled there, the rest are freed after the batch that holds them commits).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Match {
     pub rule: u32,

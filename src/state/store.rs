@@ -382,8 +382,9 @@ impl Store {
     }
 
     /// Applies `delta`, records `files` in the ledger and writes the alerts they raised (outbox and correlation
-    /// windows; `alerts` is called once the state rows are written, so that they can be built meanwhile), and, with `behaviour`, the regions and key IPs the behavioural rules compare against and the
-    /// alerts they raise, all in one transaction.
+    /// windows; `alerts` is called once the state rows are written, so that they can be built meanwhile), and,
+    /// with `behaviour`, the regions and key IPs the behavioural rules compare against and the alerts they raise,
+    /// all in one transaction. Returns the outcome with the alerts written.
     ///
     /// A file already in the ledger must not be in `files`: the caller checks (see `pipeline`), and the ledger's
     /// primary key turns a violation into an error that rolls the whole batch back instead of counting twice.
