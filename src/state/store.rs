@@ -51,8 +51,56 @@ pub struct Store {
     conn: Connection,
     path: String,
     action_ids: FxHashMap<Box<str>, i64>,
+    /// Copies committed WAL pages into the database on its own thread and connection (writing stores only).
+    checkpointer: Option<Checkpointer>,
     /// Held for the life of a writing store: one writer per state file, so the ledger read at start stays true.
     _writer_lock: Option<std::fs::File>,
+}
+
+/// Checkpoints the WAL after commits, beside the writer: a commit then only appends its pages to the WAL, and
+/// copying them into the database (a checkpoint, as much work again for a large batch) overlaps the next batch
+/// instead of following the commit on the committer's thread. PASSIVE checkpoints never block the writer.
+/// Notifications coalesce (a channel of one), so the WAL is checkpointed at most once per commit and never falls
+/// more than one pass behind the writer.
+struct Checkpointer {
+    committed: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Starts the thread with its own connection; `None` (the writer keeps checkpointing itself) if it cannot.
+    fn start(path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open(path).ok()?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;").ok()?;
+        let (committed, wake) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("tw-checkpoint".into())
+            .spawn(move || {
+                for () in wake {
+                    if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!("wal checkpoint: {err}");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Checkpointer { committed: Some(committed), thread: Some(thread) })
+    }
+
+    fn notify(&self) {
+        if let Some(committed) = &self.committed {
+            // Full: a pass is already due and will include this commit.
+            let _ = committed.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.committed = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// 2: correlation hits are a log of rows (`correlation_log`), no longer a row per hit (`correlation_window`).
@@ -329,7 +377,11 @@ impl Store {
             }
         }
         let action_ids = load_action_ids(&conn).map_err(err)?;
-        Ok(Store { conn, path: display, action_ids, _writer_lock: Some(lock) })
+        let checkpointer = Checkpointer::start(path);
+        if checkpointer.is_some() {
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(err)?;
+        }
+        Ok(Store { conn, path: display, action_ids, checkpointer, _writer_lock: Some(lock) })
     }
 
     /// Opens an existing state read-only, alongside a running writer.
@@ -338,7 +390,7 @@ impl Store {
         let err = |source| StoreError::Sqlite { path: display.clone(), source };
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
-        Ok(Store { conn, path: display, action_ids: FxHashMap::default(), _writer_lock: None })
+        Ok(Store { conn, path: display, action_ids: FxHashMap::default(), checkpointer: None, _writer_lock: None })
     }
 
     pub fn path(&self) -> &str {
@@ -412,7 +464,12 @@ impl Store {
             Ok((outcome, alerts))
         });
         match res.and_then(|outcome| tx.commit().map(|()| outcome)) {
-            Ok(outcome) => Ok(outcome),
+            Ok(outcome) => {
+                if let Some(checkpointer) = &self.checkpointer {
+                    checkpointer.notify();
+                }
+                Ok(outcome)
+            }
             Err(source) => {
                 // The transaction rolled back, so ids interned during it may not exist: reload them.
                 self.action_ids = load_action_ids(&self.conn).unwrap_or_default();

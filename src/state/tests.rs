@@ -174,3 +174,29 @@ fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
     assert_eq!((left, version.as_str()), (0, "2"));
 }
+
+#[test]
+fn committed_pages_reach_the_database_file_without_waiting_for_close() {
+    use crate::state::outbox::AlertWrite;
+    use crate::state::store::{LedgerEntry, LedgerKey, Store, Synchronous};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut store = Store::open(&path, Synchronous::Full).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    // A few hundred kilobytes of state: far below SQLite's own checkpoint threshold (1,000 pages), so only the
+    // background checkpointer can move them from the WAL into the database file while the store is open.
+    let records: Vec<String> =
+        (0..3000).map(|i| record("2026-10-01T00:00:00Z", "s", &format!("Describe{i}"), None, "198.51.100.1")).collect();
+    let delta = delta_of(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
+    let key = LedgerKey { source: "file:/f.json".into(), version: "1".into() };
+    store.commit(&delta, &[LedgerEntry { key: &key, records: 3000 }], 0, AlertWrite::default, None).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let grown = loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now > before + 100_000 || std::time::Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(grown > before + 100_000, "database file {before} → {grown} bytes");
+}
