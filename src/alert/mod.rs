@@ -281,33 +281,25 @@ impl Group {
 
     fn push_id(&mut self, id: &str) {
         if self.ids == 4 * MAX_EVENT_IDS {
-            let smallest = self.smallest_ids();
-            let mut kept = String::with_capacity(self.event_ids.len());
-            for id in &smallest {
-                kept.push_str(id);
-                kept.push('\0');
-            }
-            self.ids = smallest.len();
-            self.event_ids = kept;
+            // The kept ids are an `EventIds` buffer, which has the same layout.
+            let kept = self.smallest_ids();
+            self.ids = kept.iter().count();
+            self.event_ids = kept.0;
         }
         self.event_ids.push_str(id);
         self.event_ids.push('\0');
         self.ids += 1;
     }
 
-    /// The smallest [`MAX_EVENT_IDS`] distinct ids, sorted.
-    fn smallest_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.event_ids.split_terminator('\0').collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.truncate(MAX_EVENT_IDS);
-        ids
+    /// The smallest [`MAX_EVENT_IDS`] distinct ids gathered so far.
+    fn smallest_ids(&self) -> EventIds {
+        EventIds::smallest(self.event_ids.split_terminator('\0'))
     }
 
     fn merge(&mut self, other: Group) {
         self.count += other.count;
         self.first_seen = self.first_seen.min(other.first_seen);
-        for id in other.smallest_ids() {
+        for id in other.smallest_ids().iter() {
             self.push_id(id);
         }
         self.keep_latest(other.latest);
@@ -327,7 +319,7 @@ impl Group {
         let mut alert = from_match(rules, &self.latest, dedup_secs);
         alert.count = self.count;
         alert.first_seen = self.first_seen;
-        alert.event_ids = EventIds::from_sorted(&self.smallest_ids());
+        alert.event_ids = self.smallest_ids();
         alert
     }
 }

@@ -10,6 +10,7 @@ use crate::alert::{Alert, Planned, UnitAlerts, plan};
 use crate::config::Suppression;
 use crate::detect::pattern::{Anchor, Pattern};
 use crate::detect::ruleset::{Match, Mode, RuleSet};
+use crate::detect::search::NoFields;
 use crate::detect::value::FieldTest;
 use crate::metrics::Metrics;
 use crate::state::outbox::{AlertWrite, WriteOutcome};
@@ -41,14 +42,6 @@ impl CompiledSuppression {
             && self.principal.as_ref().is_none_or(|p| p.matches(&alert.principal))
             && self.account.as_ref().is_none_or(|a| alert.account_id.as_deref() == Some(a))
             && self.source.as_ref().is_none_or(|t| t.test(alert.source_ip.as_deref(), &NoFields))
-    }
-}
-
-struct NoFields;
-
-impl crate::detect::search::Fields for NoFields {
-    fn get(&self, _: &str) -> Option<std::borrow::Cow<'_, str>> {
-        None
     }
 }
 

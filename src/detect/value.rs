@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::detect::pattern::{Anchor, Pattern};
-use crate::detect::search::Fields;
+use crate::detect::search::{Fields, NoFields};
 
 /// A compiled field test.
 #[derive(Debug, Clone)]
@@ -48,8 +48,9 @@ impl AnyContains {
         hasher.write_u64(self.id);
         hasher.write(value.as_bytes());
         let hash = hasher.finish();
+        let at = (hash as usize) % MEMO_SLOTS;
         MEMO.with_borrow_mut(|memo| {
-            let slot = &mut memo.slots[(hash as usize) % MEMO_SLOTS];
+            let slot = &memo.slots[at];
             if slot.id == self.id && slot.value == value {
                 return slot.found;
             }
@@ -58,7 +59,7 @@ impl AnyContains {
             let found = self.finders.iter().any(|finder| finder.find(&memo.folded).is_some());
             // Values longer than a user agent are not kept (they rarely repeat and would pin memory).
             if value.len() <= MEMO_MAX_VALUE {
-                let slot = &mut memo.slots[(hash as usize) % MEMO_SLOTS];
+                let slot = &mut memo.slots[at];
                 slot.id = self.id;
                 slot.value.clear();
                 slot.value.push_str(value);
@@ -240,15 +241,6 @@ impl FieldTest {
             FieldTest::Values { matchers, all: false } => matchers.iter().any(|m| m.test(value, event)),
             FieldTest::AnyContains(search) => value.is_some_and(|v| search.test(v)),
         }
-    }
-}
-
-/// A `Fields` with nothing in it, for tests that read no other field.
-struct NoFields;
-
-impl Fields for NoFields {
-    fn get(&self, _: &str) -> Option<std::borrow::Cow<'_, str>> {
-        None
     }
 }
 
