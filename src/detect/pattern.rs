@@ -42,10 +42,7 @@ pub fn fold(c: char) -> char {
 
 impl Pattern {
     pub fn new(value: &str, anchor: Anchor, cased: bool) -> Pattern {
-        let mut atoms = Vec::with_capacity(value.len() + 2);
-        if matches!(anchor, Anchor::Contains | Anchor::EndsWith) {
-            atoms.push(Atom::AnyRun);
-        }
+        let mut body = Vec::with_capacity(value.len());
         let mut chars = value.chars().peekable();
         while let Some(c) = chars.next() {
             let atom = match c {
@@ -61,27 +58,28 @@ impl Pattern {
                 },
                 c => Atom::Char(c),
             };
-            atoms.push(match atom {
+            body.push(match atom {
                 Atom::Char(c) if !cased => Atom::Char(fold(c)),
                 other => other,
             });
         }
+        // The literal is read off the value itself, before the anchors' runs are added: a value that is all
+        // wildcards (`contains: '*'`) collapses into those runs.
+        let text: Option<String> = body.iter().map(|a| if let Atom::Char(c) = a { Some(*c) } else { None }).collect();
+        // `contains` of "" is an `AnyRun` alone, which the general path handles.
+        let literal = text
+            .filter(|t| (cased || t.is_ascii()) && !(t.is_empty() && anchor == Anchor::Contains))
+            .map(|t| Literal { needle: t.into_bytes().into_boxed_slice(), anchor });
+        let mut atoms = Vec::with_capacity(body.len() + 2);
+        if matches!(anchor, Anchor::Contains | Anchor::EndsWith) {
+            atoms.push(Atom::AnyRun);
+        }
+        atoms.append(&mut body);
         if matches!(anchor, Anchor::Contains | Anchor::StartsWith) {
             atoms.push(Atom::AnyRun);
         }
         // Adjacent runs are one run; keeping one makes backtracking cheaper.
         atoms.dedup_by(|a, b| *a == Atom::AnyRun && *b == Atom::AnyRun);
-        let inner = match anchor {
-            Anchor::Whole => &atoms[..],
-            Anchor::Contains => &atoms[1..atoms.len() - 1],
-            Anchor::StartsWith => &atoms[..atoms.len() - 1],
-            Anchor::EndsWith => &atoms[1..],
-        };
-        let text: Option<String> = inner.iter().map(|a| if let Atom::Char(c) = a { Some(*c) } else { None }).collect();
-        // `contains` of "" is an `AnyRun` alone, which the general path handles.
-        let literal = text
-            .filter(|t| (cased || t.is_ascii()) && !(t.is_empty() && anchor == Anchor::Contains))
-            .map(|t| Literal { needle: t.into_bytes().into_boxed_slice(), anchor });
         Pattern { atoms, cased, literal }
     }
 
@@ -199,6 +197,15 @@ mod tests {
             ("ÉTÉ", Whole, false, "été", true),
             ("é?", Whole, false, "éx", true),
             ("x", Contains, false, "ñañaxñ", true),
+            // A value that is all wildcards collapses into the modifiers' runs (SigmaHQ writes `contains: '*'` for
+            // "has any value"); every anchor then matches any text, even the empty one.
+            ("*", Contains, false, "Failure", true),
+            ("*", Contains, false, "", true),
+            ("*", StartsWith, false, "x", true),
+            ("*", EndsWith, false, "x", true),
+            ("**", Contains, false, "x", true),
+            ("?", Contains, false, "", false),
+            ("?", Contains, false, "x", true),
         ];
         for (value, anchor, cased, text, expected) in cases {
             let pattern = Pattern::new(value, *anchor, *cased);
