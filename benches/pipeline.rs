@@ -76,7 +76,7 @@ fn stages(c: &mut Criterion) {
         );
     });
     // The same with the built-in rules evaluated on every event: the detect stage's cost on the worker.
-    let mut with_rules = Worker::with_rules(Some(Arc::new(RuleSet::load(true, &[]).0)));
+    let mut with_rules = Worker::with_rules(Some(Arc::new(RuleSet::load(true, &[]).0)), 3600);
     group.bench_function("fold_with_builtin_rules", |b| {
         b.iter_batched_ref(
             Delta::default,

@@ -141,8 +141,10 @@ pub struct Worker {
     raw: Vec<u8>,
     json: Vec<u8>,
     scratch: Scratch,
-    /// Rules evaluated on every event in the same pass; their matches go into the delta.
+    /// Rules evaluated on every event in the same pass; their matches are folded into the delta's alerts.
     rules: Option<Arc<RuleSet>>,
+    /// The alert dedup window the folding groups by.
+    dedup_secs: i64,
     match_scratch: MatchScratch,
 }
 
@@ -158,8 +160,6 @@ pub struct Unit {
     pub counts: RecordCounts,
     pub read_bytes: u64,
     pub decoded_bytes: u64,
-    /// The delta's rule matches, folded into alerts on the worker (see [`UnitAlerts`]).
-    pub alerts: UnitAlerts,
 }
 
 /// What workers hand to the committer.
@@ -169,9 +169,9 @@ pub enum Message {
 }
 
 impl Worker {
-    /// A worker that also evaluates `rules` on every event.
-    pub fn with_rules(rules: Option<Arc<RuleSet>>) -> Worker {
-        Worker { rules, ..Worker::default() }
+    /// A worker that also evaluates `rules` on every event, folding matches by the alert dedup window.
+    pub fn with_rules(rules: Option<Arc<RuleSet>>, dedup_secs: i64) -> Worker {
+        Worker { rules, dedup_secs, ..Worker::default() }
     }
 
     /// Decodes and parses one file's bytes, folding its events into `delta`.
@@ -188,13 +188,17 @@ impl Worker {
         let len = self.json.len();
         Parser::pad(&mut self.json);
         let scratch = &mut self.scratch;
-        let (rules, match_scratch) = (self.rules.as_deref(), &mut self.match_scratch);
+        let (rules, dedup_secs) = (self.rules.as_deref(), self.dedup_secs);
+        let MatchScratch { candidates, spare, group_key } = &mut self.match_scratch;
         let mut folded = 0u64;
         let res = self.parser.parse(&mut self.json, len, &mut |event, record| {
             folded += 1;
             delta.apply(event, scratch);
             if let Some(rules) = rules {
-                rules.evaluate(event, record, match_scratch, &mut delta.matches);
+                let alerts = &mut delta.alerts;
+                rules.evaluate(event, record, candidates, &mut |m| {
+                    alerts.fold_view(rules, m, dedup_secs, spare, group_key);
+                });
             }
         });
         debug_assert!(res.is_ok() || folded == 0, "a rejected file folded {folded} events");
@@ -434,7 +438,10 @@ pub fn run(
             // Named, so that `top -H` and profiles tell workers from the committer (the calling thread).
             let worker_thread = std::thread::Builder::new().name("tw-worker".into());
             let spawned = worker_thread.spawn_scoped(scope, move || {
-                let mut worker = Worker::with_rules(ctx.alerting.map(|a| a.rules.clone()));
+                let mut worker = Worker::with_rules(
+                    ctx.alerting.map(|a| a.rules.clone()),
+                    ctx.alerting.map_or(0, |a| a.dedup_secs()),
+                );
                 let mut unit = Unit::default();
                 while !ctx.stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
@@ -490,9 +497,6 @@ pub fn run(
                             (fetched.job, outcome)
                         }
                     };
-                    if let Some(alerting) = ctx.alerting {
-                        alerting.fold(&mut unit.delta.matches, &mut unit.alerts, &mut worker.match_scratch.spare);
-                    }
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
                     let msg = match res {
                         Ok(counts) => {
@@ -629,18 +633,20 @@ impl Committer<'_, '_> {
                 self.summary.read_bytes += unit.read_bytes;
                 self.summary.decoded_bytes += unit.decoded_bytes;
                 self.batch.opened.get_or_insert_with(Instant::now);
+                let mut delta = unit.delta;
+                let alerts = std::mem::take(&mut delta.alerts);
                 match (&self.planner, self.ctx.alerting) {
                     (Some(planner), Some(alerting)) => {
-                        if let Err(unsent) = planner.send(Planning::Unit(unit.alerts))
+                        if let Err(unsent) = planner.send(Planning::Unit(alerts))
                             && let Planning::Unit(alerts) = unsent.0
                         {
                             alerting.observe(alerts);
                         }
                     }
-                    (None, Some(alerting)) => alerting.observe(unit.alerts),
+                    (None, Some(alerting)) => alerting.observe(alerts),
                     (_, None) => {}
                 }
-                self.batch.delta.merge(unit.delta);
+                self.batch.delta.merge(delta);
                 self.batch.counts.add(&unit.counts);
                 for (job, counts) in unit.files {
                     tracing::debug!(file = %job.location, records = counts.records, "parsed file");

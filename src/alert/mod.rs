@@ -21,7 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::detect::rule::Severity;
-use crate::detect::ruleset::{Match, MatchScratch, Mode, RuleSet};
+use crate::detect::ruleset::{Match, MatchScratch, MatchView, Mode, RuleSet};
 use crate::time::{Timestamp, format_rfc3339};
 
 /// At most this many CloudTrail event ids are kept on one alert; `count` keeps counting.
@@ -245,7 +245,7 @@ impl Planned {
 
 /// The matches of one event rule for one subject (principal, account) in one dedup bucket, folded: what their
 /// alert will say. Folding is commutative, so units and batches can fold in any order.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Group {
     count: u64,
     first_seen: Timestamp,
@@ -279,6 +279,18 @@ impl Group {
         self.keep_latest(m)
     }
 
+    /// Adds a match seen in place: the group's newest match is rewritten only if this one is newer.
+    fn add_view(&mut self, m: &MatchView<'_>) {
+        self.count += 1;
+        self.first_seen = self.first_seen.min(m.time());
+        if let Some(id) = m.event_id() {
+            self.push_id(id);
+        }
+        if (m.time(), m.context()) > (self.latest.time, self.latest.context()) {
+            m.write_to(&mut self.latest);
+        }
+    }
+
     fn push_id(&mut self, id: &str) {
         if self.ids == 4 * MAX_EVENT_IDS {
             // The kept ids are an `EventIds` buffer, which has the same layout.
@@ -307,8 +319,7 @@ impl Group {
 
     /// Keeps the newer of `m` and the group's newest; returns the other.
     fn keep_latest(&mut self, m: Match) -> Match {
-        let l = &self.latest;
-        if (m.time, m.source_ip(), m.region(), m.user_agent()) > (l.time, l.source_ip(), l.region(), l.user_agent()) {
+        if (m.time, m.context()) > (self.latest.time, self.latest.context()) {
             std::mem::replace(&mut self.latest, m)
         } else {
             m
@@ -330,63 +341,131 @@ impl Group {
 /// Folding happens on the worker, file by file, so that a noisy rule costs the serial committer one group per
 /// rule, subject and bucket per unit, not one per event; nothing is hashed or formatted until the batch's alerts
 /// are built.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UnitAlerts {
-    /// Groups by rule index, principal, account and dedup bucket (see [`UnitAlerts::fold`]); an absent account
-    /// keys like an empty one, as in the alert id, so that one id is one group.
+    /// Groups by rule index, principal, account and dedup bucket (see [`group_key`]); an absent account keys like
+    /// an empty one, as in the alert id, so that one id is one group.
     groups: HashMap<Box<[u8]>, Group>,
-    counts: HashMap<(u32, Mode), u64>,
+    /// Matches per rule index (a rule's mode is fixed, so the index says both).
+    counts: Vec<u64>,
     /// Matches with correlation hits, in event order.
     correlated: Vec<Match>,
-    /// Reused to build group keys.
-    key: Vec<u8>,
 }
 
 impl UnitAlerts {
-    /// Folds `matches` (drained) into the unit's alerts; the matches no longer needed go to `spare` (up to
-    /// [`MatchScratch::MAX_SPARE`]) for the worker to refill.
-    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, dedup_secs: i64, spare: &mut Vec<Match>) {
-        for m in matches.drain(..) {
-            let mode = rules.mode(m.rule);
-            *self.counts.entry((m.rule, mode)).or_default() += 1;
-            if mode == Mode::Live && rules.alerting(m.rule) {
-                // Rule and bucket are fixed-width and principal and account end in NUL (never inside them), so
-                // the key is unambiguous without formatting numbers.
-                self.key.clear();
-                self.key.extend_from_slice(&m.rule.to_le_bytes());
-                self.key.extend_from_slice(m.principal().as_bytes());
-                self.key.push(0);
-                self.key.extend_from_slice(m.account_id().unwrap_or("").as_bytes());
-                self.key.push(0);
-                self.key.extend_from_slice(&bucket(m.time, dedup_secs).to_le_bytes());
-                let (newest, correlated) = match m.hits.is_empty() {
-                    true => (m, None),
-                    false => (m.without_hits(), Some(m)),
-                };
-                match self.groups.get_mut(self.key.as_slice()) {
-                    Some(group) => {
-                        let done = group.add(newest);
-                        if spare.len() < MatchScratch::MAX_SPARE {
-                            spare.push(done);
-                        }
-                    }
-                    None => {
-                        self.groups.insert(self.key.as_slice().into(), Group::new(newest));
-                    }
-                }
-                self.correlated.extend(correlated);
-            } else if !m.hits.is_empty() {
-                self.correlated.push(m);
-            } else if spare.len() < MatchScratch::MAX_SPARE {
-                // Dry run, or a rule that only feeds correlations and has none here: only counted.
-                spare.push(m);
+    /// On a worker, as the event is parsed: counts the match and folds it into its group, writing a [`Match`]
+    /// only for a group's first match and when a newer one replaces its context. A match that feeds correlations
+    /// is kept whole; a dry-run rule's, or one that only feeds correlations that it has none of, is only counted.
+    /// Spent matches go to `spare`, up to [`MatchScratch::MAX_SPARE`]; `key` is scratch.
+    pub fn fold_view(
+        &mut self,
+        rules: &RuleSet,
+        m: &MatchView<'_>,
+        dedup_secs: i64,
+        spare: &mut Vec<Match>,
+        key: &mut Vec<u8>,
+    ) {
+        self.count(m.rule);
+        if m.feeds_correlations() {
+            self.fold_match(rules, m.to_match(spare), dedup_secs, spare, key);
+            return;
+        }
+        if rules.mode(m.rule) != Mode::Live || !rules.alerting(m.rule) {
+            return;
+        }
+        group_key(key, m.rule, |k| m.push_principal(k), m.account_id(), bucket(m.time(), dedup_secs));
+        match self.groups.get_mut(key.as_slice()) {
+            Some(group) => group.add_view(m),
+            None => {
+                self.groups.insert(key.as_slice().into(), Group::new(m.to_match(spare)));
             }
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+    /// Folds `matches` (drained) as [`UnitAlerts::fold_view`] folds the same matches seen in place.
+    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, dedup_secs: i64, spare: &mut Vec<Match>) {
+        let mut key = Vec::new();
+        for m in matches.drain(..) {
+            self.count(m.rule);
+            self.fold_match(rules, m, dedup_secs, spare, &mut key);
+        }
     }
+
+    fn count(&mut self, rule: u32) {
+        let i = rule as usize;
+        if self.counts.len() <= i {
+            self.counts.resize(i + 1, 0);
+        }
+        self.counts[i] += 1;
+    }
+
+    fn fold_match(&mut self, rules: &RuleSet, m: Match, dedup_secs: i64, spare: &mut Vec<Match>, key: &mut Vec<u8>) {
+        if rules.mode(m.rule) == Mode::Live && rules.alerting(m.rule) {
+            group_key(
+                key,
+                m.rule,
+                |k| k.extend_from_slice(m.principal().as_bytes()),
+                m.account_id(),
+                bucket(m.time, dedup_secs),
+            );
+            let (newest, correlated) = match m.hits.is_empty() {
+                true => (m, None),
+                false => (m.without_hits(), Some(m)),
+            };
+            match self.groups.get_mut(key.as_slice()) {
+                Some(group) => {
+                    let done = group.add(newest);
+                    if spare.len() < MatchScratch::MAX_SPARE {
+                        spare.push(done);
+                    }
+                }
+                None => {
+                    self.groups.insert(key.as_slice().into(), Group::new(newest));
+                }
+            }
+            self.correlated.extend(correlated);
+        } else if !m.hits.is_empty() {
+            self.correlated.push(m);
+        } else if spare.len() < MatchScratch::MAX_SPARE {
+            // Dry run, or a rule that only feeds correlations and has none here: only counted.
+            spare.push(m);
+        }
+    }
+
+    /// Adds `other`'s matches to these (as if one worker had folded both).
+    pub fn merge(&mut self, other: UnitAlerts) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (mine, n) in self.counts.iter_mut().zip(other.counts) {
+            *mine += n;
+        }
+        for (key, group) in other.groups {
+            match self.groups.entry(key) {
+                Entry::Occupied(mut mine) => mine.get_mut().merge(group),
+                Entry::Vacant(slot) => {
+                    slot.insert(group);
+                }
+            }
+        }
+        self.correlated.extend(other.correlated);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.iter().all(|&n| n == 0)
+    }
+}
+
+/// A group's key: rule and bucket are fixed-width and principal and account end in NUL (never inside them), so the
+/// key is unambiguous without formatting numbers.
+fn group_key(key: &mut Vec<u8>, rule: u32, principal: impl FnOnce(&mut Vec<u8>), account: Option<&str>, bucket: i64) {
+    key.clear();
+    key.extend_from_slice(&rule.to_le_bytes());
+    principal(key);
+    key.push(0);
+    key.extend_from_slice(account.unwrap_or("").as_bytes());
+    key.push(0);
+    key.extend_from_slice(&bucket.to_le_bytes());
 }
 
 /// Adds one unit's groups and counts to `planned`, and its correlation hits to the windows, with an alert for
@@ -398,8 +477,9 @@ pub fn plan(
     correlator: &mut correlate::Correlator,
     planned: &mut Planned,
 ) {
-    for (key, n) in unit.counts {
-        *planned.counts.entry(key).or_default() += n;
+    for (rule, n) in unit.counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+        let rule = rule as u32;
+        *planned.counts.entry((rule, rules.mode(rule))).or_default() += n;
     }
     for (key, group) in unit.groups {
         match planned.groups.entry(key) {

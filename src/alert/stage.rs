@@ -9,7 +9,7 @@ use crate::alert::sink::Sink;
 use crate::alert::{Alert, Planned, UnitAlerts, plan};
 use crate::config::Suppression;
 use crate::detect::pattern::{Anchor, Pattern};
-use crate::detect::ruleset::{Match, Mode, RuleSet};
+use crate::detect::ruleset::{Mode, RuleSet};
 use crate::detect::search::NoFields;
 use crate::detect::value::FieldTest;
 use crate::metrics::Metrics;
@@ -78,11 +78,9 @@ impl Alerting {
         })
     }
 
-    /// On a worker: folds one file's matches (drained) into its unit's alerts; spent matches go to `spare`.
-    pub fn fold(&self, matches: &mut Vec<Match>, unit: &mut UnitAlerts, spare: &mut Vec<Match>) {
-        if !matches.is_empty() {
-            unit.fold(&self.rules, matches, self.dedup_secs, spare);
-        }
+    /// The window within which an event rule's matches merge into one alert (workers fold by it).
+    pub fn dedup_secs(&self) -> i64 {
+        self.dedup_secs
     }
 
     /// On the alert planner thread (or the committer): adds one unit's alerts to the open batch, and its hits to

@@ -90,10 +90,12 @@ const MAX_CACHED_KEYS: usize = 16_384;
 /// matches.
 #[derive(Debug, Default)]
 pub struct MatchScratch {
-    candidates: CandidateCache,
+    pub candidates: CandidateCache,
     /// Matches that the alert stage is done with (a group kept a newer one), refilled by the next matches so
     /// that a noisy rule reuses their buffers instead of allocating one per match.
     pub spare: Vec<Match>,
+    /// Reused to build alert group keys.
+    pub group_key: Vec<u8>,
 }
 
 /// The candidate rules per combination of [`KEY_FIELDS`] values, and the key being looked up.
@@ -329,13 +331,14 @@ impl RuleSet {
             .collect()
     }
 
-    /// Matches an event and records what an alert will need about it.
+    /// Matches an event: `on_match` sees each match as a [`MatchView`] borrowing the event, so that the alert
+    /// stage can fold a match into one it already holds without copying anything (most matches of a noisy rule do).
     pub fn evaluate(
         &self,
         event: &Event<'_>,
         record: Record<'_, '_>,
-        scratch: &mut MatchScratch,
-        out: &mut Vec<Match>,
+        candidates: &mut CandidateCache,
+        on_match: &mut dyn FnMut(&MatchView<'_>),
     ) {
         if self.rules.is_empty() {
             return;
@@ -347,50 +350,113 @@ impl RuleSet {
         debug_assert!(
             ["eventID", "userIdentity.arn"].iter().all(|f| fields.get(f).is_none_or(|v| Some(v) == record.field(f)))
         );
-        let spare = &mut scratch.spare;
-        let mut on_match = |rule| {
-            let hits = self
-                .feeds(rule)
-                .iter()
-                .map(|&c| {
-                    let correlation = self.correlation(c).expect("feeds name correlations");
-                    let mut group = String::new();
-                    for (i, field) in correlation.group_by.iter().enumerate() {
-                        if i > 0 {
-                            group.push('\u{1f}');
-                        }
-                        push_group_value(&mut group, field, &fields);
-                    }
-                    let value = correlation.field.as_deref().map(|f| {
-                        let mut value = String::new();
-                        push_group_value(&mut value, f, &fields);
-                        value
-                    });
-                    CorrelationHit { correlation: c, group, value }
-                })
-                .collect();
-            let account = match event.principal.account {
-                Some(account) => Some(std::borrow::Cow::Borrowed(account)),
+        // Looked up once per event, and only for an event that matched.
+        let mut account: Option<Option<Cow<'_, str>>> = None;
+        let mut on_rule = |rule| {
+            let account = account.get_or_insert_with(|| match event.principal.account {
+                Some(account) => Some(Cow::Borrowed(account)),
                 None => record.field("recipientAccountId"),
-            };
-            let mut m = spare.pop().unwrap_or_default();
-            // One allocation for a new match (the principal is about as long as an ARN), none for a spare one.
-            let copied = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
-            m.text.clear();
-            m.text.reserve(copied.iter().flatten().map(|f| f.len()).sum::<usize>() + 96);
-            m.refill(rule, event.time, hits, |text, ends| {
-                push_field(text, &mut ends[0], event.event_id);
-                push_field(text, &mut ends[1], Some(event.event_name));
-                event.principal.key.write_to(text);
-                ends[2] = text.len() as u32;
-                push_field(text, &mut ends[3], account.as_deref());
-                push_field(text, &mut ends[4], event.region);
-                push_field(text, &mut ends[5], event.source_ip);
-                push_field(text, &mut ends[6], event.user_agent);
             });
-            out.push(m);
+            on_match(&MatchView { rules: self, rule, fields: &fields, account: account.as_deref() });
         };
-        self.for_each_match(&fields, values, &mut scratch.candidates, &mut on_match);
+        self.for_each_match(&fields, values, candidates, &mut on_rule);
+    }
+
+    /// The event rules `record`'s event matches, in rule order (for tests and tools; the pipeline uses
+    /// [`RuleSet::evaluate`]).
+    pub fn matching(&self, event: &Event<'_>, record: Record<'_, '_>, candidates: &mut CandidateCache) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.evaluate(event, record, candidates, &mut |m| out.push(m.rule));
+        out
+    }
+}
+
+/// One rule matching the event being parsed, borrowed from it: what folding needs is read in place, and a
+/// [`Match`] is written only when one must be kept.
+pub struct MatchView<'a> {
+    rules: &'a RuleSet,
+    pub rule: u32,
+    fields: &'a EventFields<'a, 'a, 'a>,
+    account: Option<&'a str>,
+}
+
+impl MatchView<'_> {
+    pub fn time(&self) -> Timestamp {
+        self.fields.event.time
+    }
+
+    pub fn event_id(&self) -> Option<&str> {
+        self.fields.event.event_id
+    }
+
+    pub fn account_id(&self) -> Option<&str> {
+        self.account
+    }
+
+    /// What picks the newest match of a group, after the time: source IP, region, user agent (as
+    /// [`Match::context`] reads them back).
+    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        let event = self.fields.event;
+        (event.source_ip, event.region, event.user_agent)
+    }
+
+    /// Whether the match counts towards correlations (then it is kept whole, with its hits).
+    pub fn feeds_correlations(&self) -> bool {
+        !self.rules.feeds(self.rule).is_empty()
+    }
+
+    /// Appends the canonical principal's bytes (as [`Match::principal`] holds it).
+    pub fn push_principal(&self, out: &mut Vec<u8>) {
+        for part in self.fields.event.principal.key.parts() {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+
+    /// Makes `m` this match (its correlation hits included), reusing `m`'s buffers.
+    pub fn write_to(&self, m: &mut Match) {
+        let (event, fields) = (self.fields.event, self.fields);
+        let hits = self
+            .rules
+            .feeds(self.rule)
+            .iter()
+            .map(|&c| {
+                let correlation = self.rules.correlation(c).expect("feeds name correlations");
+                let mut group = String::new();
+                for (i, field) in correlation.group_by.iter().enumerate() {
+                    if i > 0 {
+                        group.push('\u{1f}');
+                    }
+                    push_group_value(&mut group, field, fields);
+                }
+                let value = correlation.field.as_deref().map(|f| {
+                    let mut value = String::new();
+                    push_group_value(&mut value, f, fields);
+                    value
+                });
+                CorrelationHit { correlation: c, group, value }
+            })
+            .collect();
+        // One allocation for a new match (the principal is about as long as an ARN), none for a spare one.
+        let copied = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
+        m.text.clear();
+        m.text.reserve(copied.iter().flatten().map(|f| f.len()).sum::<usize>() + 96);
+        m.refill(self.rule, event.time, hits, |text, ends| {
+            push_field(text, &mut ends[0], event.event_id);
+            push_field(text, &mut ends[1], Some(event.event_name));
+            event.principal.key.write_to(text);
+            ends[2] = text.len() as u32;
+            push_field(text, &mut ends[3], self.account);
+            push_field(text, &mut ends[4], event.region);
+            push_field(text, &mut ends[5], event.source_ip);
+            push_field(text, &mut ends[6], event.user_agent);
+        });
+    }
+
+    /// This match, owned: refilled from `spare` when one is there.
+    pub fn to_match(&self, spare: &mut Vec<Match>) -> Match {
+        let mut m = spare.pop().unwrap_or_default();
+        self.write_to(&mut m);
+        m
     }
 }
 
@@ -527,6 +593,11 @@ impl Match {
 
     pub fn user_agent(&self) -> Option<&str> {
         self.field(6)
+    }
+
+    /// Source IP, region, user agent: after the time, what picks a group's newest match.
+    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        (self.source_ip(), self.region(), self.user_agent())
     }
 }
 

@@ -34,7 +34,14 @@ pub enum PrincipalKey<'a> {
 impl PrincipalKey<'_> {
     /// Appends the canonical principal string to `out` (plain pushes: this runs once per record).
     pub fn write_to(&self, out: &mut String) {
-        let parts: [&str; 7] = match *self {
+        for part in self.parts() {
+            out.push_str(part);
+        }
+    }
+
+    /// The canonical principal string in pieces, to be appended in order.
+    pub fn parts(&self) -> [&str; 7] {
+        match *self {
             PrincipalKey::Arn(arn) => [arn, "", "", "", "", "", ""],
             PrincipalKey::Root { partition, account } => ["arn:", partition, ":iam::", account, ":root", "", ""],
             PrincipalKey::Role { partition, account, name } => {
@@ -42,9 +49,6 @@ impl PrincipalKey<'_> {
             }
             PrincipalKey::User { account, name } => ["arn:aws:iam::", account, ":user/", name, "", "", ""],
             PrincipalKey::Prefixed { prefix, id } => [prefix, ":", id, "", "", "", ""],
-        };
-        for part in parts {
-            out.push_str(part);
         }
     }
 

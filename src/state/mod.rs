@@ -23,9 +23,9 @@ pub const MAX_SESSIONS: usize = 10;
 pub struct Delta {
     pub principals: FxHashMap<Box<str>, PrincipalDelta>,
     pub access_keys: FxHashMap<Box<str>, KeyDelta>,
-    /// Rule matches of the file being parsed; the worker folds them into its unit's alerts after each file
-    /// (`Alerting::fold`), so a delta handed to the committer carries none.
-    pub matches: Vec<crate::detect::ruleset::Match>,
+    /// Rule matches, folded as the events are parsed; the worker hands them to the alert planner, so a delta that
+    /// reaches the committer carries none.
+    pub alerts: crate::alert::UnitAlerts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct Scratch {
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.principals.is_empty() && self.access_keys.is_empty() && self.matches.is_empty()
+        self.principals.is_empty() && self.access_keys.is_empty() && self.alerts.is_empty()
     }
 
     /// Number of principal-action pairs.
@@ -122,7 +122,7 @@ impl Delta {
 
     /// Merges `other` into `self`; the result does not depend on the order of merges.
     pub fn merge(&mut self, other: Delta) {
-        self.matches.extend(other.matches);
+        self.alerts.merge(other.alerts);
         for (name, p) in other.principals {
             match self.principals.get_mut(&name) {
                 Some(mine) => mine.merge(p),

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT,
     PRIMARY KEY (alert_id, sink)
 ) WITHOUT ROWID;
+-- The deliverer takes the due rows oldest first, a chunk at a time: without this index every chunk scanned and
+-- sorted the whole outbox, quadratic in a backlog.
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms, alert_id);
 CREATE TABLE IF NOT EXISTS correlation_log (
     seq INTEGER PRIMARY KEY,
     hits BLOB NOT NULL
