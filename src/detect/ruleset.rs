@@ -347,9 +347,7 @@ impl RuleSet {
         let values =
             [Some(event.event_source), Some(event.event_name), event.identity_type, event.event_type, event.error_code];
         debug_assert_eq!(values, KEY_FIELDS.map(|f| fields.get(f)).each_ref().map(|v| v.as_deref()));
-        debug_assert!(
-            ["eventID", "userIdentity.arn"].iter().all(|f| fields.get(f).is_none_or(|v| Some(v) == record.field(f)))
-        );
+        debug_assert!(TYPED_FROM_TAPE.iter().all(|f| fields.get(f).is_none_or(|v| Some(v) == record.field(f))));
         // Looked up once per event, and only for an event that matched.
         let mut account: Option<Option<Cow<'_, str>>> = None;
         let mut on_rule = |rule| {
@@ -460,6 +458,10 @@ impl MatchView<'_> {
     }
 }
 
+/// Typed fields of the parsed event that are not among [`KEY_FIELDS`]: debug builds check them against the tape.
+const TYPED_FROM_TAPE: [&str; 4] =
+    ["eventID", "userIdentity.arn", "userIdentity.accessKeyId", "userIdentity.sessionContext.sessionIssuer.type"];
+
 /// An event's fields for rule matching: the common ones from the parsed event (no lookup on the tape), anything
 /// else from the record. For the typed fields an empty string reads as absent, as in the rest of trailwatch.
 struct EventFields<'a, 't, 'de> {
@@ -480,6 +482,8 @@ impl Fields for EventFields<'_, '_, '_> {
             "eventType" => self.event.event_type,
             "eventID" => self.event.event_id,
             "userIdentity.arn" => self.event.user_arn,
+            "userIdentity.accessKeyId" => self.event.access_key_id,
+            "userIdentity.sessionContext.sessionIssuer.type" => self.event.issuer_type,
             _ => return self.record.field(field),
         };
         typed.map(Cow::Borrowed)

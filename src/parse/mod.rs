@@ -42,6 +42,10 @@ pub struct Event<'r> {
     /// `eventID` and `userIdentity.arn`, read for the rules (an alert's event ids, Sigma rules on the ARN).
     pub event_id: Option<&'r str>,
     pub user_arn: Option<&'r str>,
+    /// `userIdentity.accessKeyId` (any kind of key) and `userIdentity.sessionContext.sessionIssuer.type`, also
+    /// read for the rules: SigmaHQ's rules test both, the latter on every assumed-role event.
+    pub access_key_id: Option<&'r str>,
+    pub issuer_type: Option<&'r str>,
 }
 
 /// How a call ended, as far as permissions go.
@@ -270,6 +274,8 @@ pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason
         event_type: raw.event_type.get(),
         event_id: raw.event_id.get(),
         user_arn: identity.arn.get(),
+        access_key_id: identity.access_key_id.get(),
+        issuer_type: identity.session_context.get().and_then(|c| c.session_issuer.get()).and_then(|i| i.kind.get()),
     }))
 }
 
