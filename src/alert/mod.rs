@@ -338,9 +338,9 @@ impl Group {
 /// One unit's matches as a worker hands them over: event-rule matches folded per rule, subject and bucket, match
 /// counts, and the matches that feed correlations (those need the committer's windows).
 ///
-/// Folding happens on the worker, file by file, so that a noisy rule costs the serial committer one group per
-/// rule, subject and bucket per unit, not one per event; nothing is hashed or formatted until the batch's alerts
-/// are built.
+/// Folding happens on the worker as the events are parsed, so that a noisy rule costs the alert planner one group
+/// per rule, subject and bucket per unit, not one per event; nothing is hashed or formatted until the batch's
+/// alerts are built.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UnitAlerts {
     /// Groups by rule index, principal, account and dedup bucket (see [`group_key`]); an absent account keys like
@@ -440,19 +440,24 @@ impl UnitAlerts {
         for (mine, n) in self.counts.iter_mut().zip(other.counts) {
             *mine += n;
         }
-        for (key, group) in other.groups {
-            match self.groups.entry(key) {
-                Entry::Occupied(mut mine) => mine.get_mut().merge(group),
-                Entry::Vacant(slot) => {
-                    slot.insert(group);
-                }
-            }
-        }
+        merge_groups(&mut self.groups, other.groups);
         self.correlated.extend(other.correlated);
     }
 
     pub fn is_empty(&self) -> bool {
         self.counts.iter().all(|&n| n == 0)
+    }
+}
+
+/// Merges groups by key (commutative, as [`Group::merge`] is).
+fn merge_groups(into: &mut HashMap<Box<[u8]>, Group>, from: HashMap<Box<[u8]>, Group>) {
+    for (key, group) in from {
+        match into.entry(key) {
+            Entry::Occupied(mut mine) => mine.get_mut().merge(group),
+            Entry::Vacant(slot) => {
+                slot.insert(group);
+            }
+        }
     }
 }
 
@@ -481,14 +486,7 @@ pub fn plan(
         let rule = rule as u32;
         *planned.counts.entry((rule, rules.mode(rule))).or_default() += n;
     }
-    for (key, group) in unit.groups {
-        match planned.groups.entry(key) {
-            Entry::Occupied(mut mine) => mine.get_mut().merge(group),
-            Entry::Vacant(slot) => {
-                slot.insert(group);
-            }
-        }
-    }
+    merge_groups(&mut planned.groups, unit.groups);
     for alert in correlator.observe(rules, unit.correlated, dedup_secs) {
         let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
         let mode = rules.mode(index);

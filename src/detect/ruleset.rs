@@ -86,8 +86,8 @@ const KEY_FIELDS: [&str; 5] = ["eventSource", "eventName", "userIdentity.type", 
 /// organisation has a few thousand combinations).
 const MAX_CACHED_KEYS: usize = 16_384;
 
-/// Per-worker scratch for matching: the candidate rules per combination of [`KEY_FIELDS`] values, and spare
-/// matches.
+/// Per-worker scratch for matching: the candidate rules per combination of [`KEY_FIELDS`] values, spare matches
+/// and the buffer alert group keys are built in.
 #[derive(Debug, Default)]
 pub struct MatchScratch {
     pub candidates: CandidateCache,
