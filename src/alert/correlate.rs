@@ -35,15 +35,17 @@ pub struct Hit {
 impl Hit {
     /// A total order, so that windows (and the alerts they raise) do not depend on arrival order.
     fn order(&self, other: &Hit) -> Ordering {
-        (self.time, self.source.event_id(), self.rule, &self.value, self.source.principal(), self.source.account_id())
-            .cmp(&(
-                other.time,
-                other.source.event_id(),
+        // The time decides nearly every comparison: the match's text fields are read only on a tie.
+        self.time.cmp(&other.time).then_with(|| {
+            let (a, b) = (&self.source, &other.source);
+            (a.event_id(), self.rule, &self.value, a.principal(), a.account_id()).cmp(&(
+                b.event_id(),
                 other.rule,
                 &other.value,
-                other.source.principal(),
-                other.source.account_id(),
+                b.principal(),
+                b.account_id(),
             ))
+        })
     }
 }
 
