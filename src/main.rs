@@ -413,6 +413,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for err in &errors {
                 writeln!(out, "not loaded: {err}")?;
             }
+            for foreign in rules.foreign_fields() {
+                writeln!(out, "warning: {foreign}")?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules { what: RulesCommand::Check { dir } } => {
@@ -421,6 +424,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             for err in &errors {
                 writeln!(out, "{err}")?;
+            }
+            // Such a rule loads and runs; it is most likely written for another log schema.
+            for foreign in rules.foreign_fields() {
+                writeln!(out, "warning: {foreign}")?;
             }
             writeln!(out, "{} rules loaded, {} failed", rules.rules().len(), errors.len())?;
             Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -222,6 +222,9 @@ pub fn setup(
     for err in &errors {
         tracing::warn!("rule not loaded: {err}");
     }
+    for foreign in rules.foreign_fields() {
+        tracing::warn!("{foreign}");
+    }
     for id in rules.set_dry_run(&config.rules.dry_run) {
         tracing::warn!("`rules.dry_run` names `{id}`, which is not loaded");
     }

@@ -360,6 +360,25 @@ impl RuleSet {
         self.for_each_match(&fields, values, candidates, &mut on_rule);
     }
 
+    /// The event rules that read fields no CloudTrail record has (by the field's top-level name), by file and id.
+    pub fn foreign_fields(&self) -> Vec<ForeignFields> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let RuleBody::Event(detection) = &rule.body else { continue };
+            let fields: Vec<String> = detection
+                .fields()
+                .into_iter()
+                .filter(|f| !CLOUDTRAIL_FIELDS.contains(&f.split('.').next().unwrap_or(f)))
+                .map(str::to_owned)
+                .collect();
+            if !fields.is_empty() {
+                out.push(ForeignFields { origin: rule.origin.clone(), id: rule.id.clone(), fields });
+            }
+        }
+        out.sort_by(|a, b| (&a.origin, &a.id).cmp(&(&b.origin, &b.id)));
+        out
+    }
+
     /// The event rules `record`'s event matches, in rule order (for tests and tools; the pipeline uses
     /// [`RuleSet::evaluate`]).
     pub fn matching(&self, event: &Event<'_>, record: Record<'_, '_>, candidates: &mut CandidateCache) -> Vec<u32> {
@@ -455,6 +474,67 @@ impl MatchView<'_> {
         let mut m = spare.pop().unwrap_or_default();
         self.write_to(&mut m);
         m
+    }
+}
+
+/// The top-level fields of a CloudTrail record (management, data, network activity and Insights events, record
+/// version 1.11, with the enriched `eventContext`): a rule's test on any other field sees it absent on every event.
+const CLOUDTRAIL_FIELDS: [&str; 32] = [
+    "eventVersion",
+    "userIdentity",
+    "eventTime",
+    "eventSource",
+    "eventName",
+    "awsRegion",
+    "sourceIPAddress",
+    "userAgent",
+    "errorCode",
+    "errorMessage",
+    "requestParameters",
+    "responseElements",
+    "additionalEventData",
+    "requestID",
+    "eventID",
+    "eventType",
+    "apiVersion",
+    "managementEvent",
+    "readOnly",
+    "resources",
+    "recipientAccountId",
+    "serviceEventDetails",
+    "sharedEventID",
+    "vpcEndpointId",
+    "vpcEndpointAccountId",
+    "eventCategory",
+    "addendum",
+    "sessionCredentialFromConsole",
+    "edgeDeviceDetails",
+    "tlsDetails",
+    "insightDetails",
+    "eventContext",
+];
+
+/// A rule that reads fields no CloudTrail record has: it loads and runs, but a selection that needs such a field
+/// never matches (SigmaHQ has rules written for other schemas' `status` or `src_country`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignFields {
+    pub origin: String,
+    pub id: String,
+    pub fields: Vec<String>,
+}
+
+impl std::fmt::Display for ForeignFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fields: Vec<String> = self.fields.iter().map(|field| format!("`{field}`")).collect();
+        write!(
+            f,
+            "{}: rule `{}`: {} {} not in CloudTrail records: tests on {} see an absent field on every event",
+            self.origin,
+            self.id,
+            fields.join(", "),
+            if fields.len() == 1 { "is" } else { "are" },
+            if fields.len() == 1 { "it" } else { "them" },
+        )
     }
 }
 
@@ -658,6 +738,54 @@ mod tests {
             expected.sort_by_key(|id| rules.index_of(id).unwrap());
             assert_eq!(got, expected, "{values:?}");
         }
+    }
+
+    #[test]
+    fn rules_on_fields_that_cloudtrail_records_lack_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = |id: &str, detection: &str| {
+            format!(
+                "title: t\nid: {id}\nlogsource: {{product: aws, service: cloudtrail}}\ndetection:\n{detection}\nlevel: low\n"
+            )
+        };
+        let files = [
+            // SigmaHQ's shape for another schema: `status` and `src_country` are not CloudTrail fields.
+            (
+                "other_schema.yml",
+                rule(
+                    "a-other",
+                    "    sel:\n        eventName: ConsoleLogin\n        status: success\n    f:\n        src_country: FR\n    condition: sel and not f",
+                ),
+            ),
+            // Nested CloudTrail fields, and a field name in the wrong case.
+            (
+                "nested.yml",
+                rule(
+                    "b-nested",
+                    "    sel:\n        userIdentity.sessionContext.sessionIssuer.type: Role\n        requestParameters.policyArn|endswith: Admin\n    condition: sel",
+                ),
+            ),
+            ("cased.yml", rule("c-cased", "    sel:\n        EventName: ConsoleLogin\n    condition: sel")),
+        ];
+        for (name, text) in &files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let (rules, errors) = RuleSet::load(true, &[dir.path().to_owned()]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut got: Vec<(String, Vec<String>)> =
+            rules.foreign_fields().into_iter().map(|f| (f.id, f.fields)).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("a-other".to_owned(), vec!["src_country".to_owned(), "status".to_owned()]),
+                ("c-cased".to_owned(), vec!["EventName".to_owned()]),
+            ]
+        );
+        let message = rules.foreign_fields().iter().find(|f| f.id == "c-cased").unwrap().to_string();
+        assert!(message.ends_with("rule `c-cased`: `EventName` is not in CloudTrail records: tests on it see an absent field on every event"), "{message}");
+        // The built-in rules read CloudTrail fields only.
+        assert_eq!(RuleSet::load(true, &[]).0.foreign_fields(), []);
     }
 
     #[test]

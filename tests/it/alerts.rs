@@ -403,6 +403,27 @@ fn sigma_rules_match_as_the_specification_says_and_failures_are_reported() {
     }
     assert_eq!(lines.last(), Some(&"0 rules loaded, 8 failed"));
 
+    // A rule written for another schema (SigmaHQ has some with `status`) loads, with a warning naming the field.
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(
+        foreign.join("status.yml"),
+        "title: t\nid: t-status\nlogsource: {product: aws, service: cloudtrail}\n\
+         detection:\n    sel:\n        eventName: DeleteSAMLProvider\n        status: success\n    condition: sel\n",
+    )
+    .unwrap();
+    let out = trailwatch(&["rules", "check", foreign.to_str().unwrap()]);
+    assert!(out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        report,
+        format!(
+            "warning: {}: rule `t-status`: `status` is not in CloudTrail records: tests on it see an absent field on \
+             every event\n1 rules loaded, 0 failed\n",
+            foreign.join("status.yml").display()
+        )
+    );
+
     // The good rules (and no built-ins) over events written to hit and miss each of them.
     let sink = tmp.path().join("alerts.jsonl");
     let config = tmp.path().join("tw.toml");
