@@ -125,7 +125,7 @@ fn stages(c: &mut Criterion) {
                 (dir, store)
             },
             |(dir, mut store)| {
-                store.commit(&delta, &entries, 0, Default::default, None).unwrap();
+                store.commit(&delta, &entries, 0, || None, None).unwrap();
                 (dir, store)
             },
             BatchSize::PerIteration,

@@ -535,7 +535,12 @@ pub fn run(
                     match msg {
                         Planning::Unit(unit) => alerting.observe(unit),
                         Planning::Take { raised_at_ms, reply } => {
-                            let _ = reply.send(alerting.take_write(raised_at_ms, ctx.metrics));
+                            alerting.take_write_in_chunks(
+                                raised_at_ms,
+                                ctx.metrics,
+                                ALERT_CHUNK,
+                                &mut |chunk, last| reply.send((chunk, last)).is_ok(),
+                            );
                         }
                     }
                 }
@@ -579,8 +584,15 @@ struct Committer<'r, 'c> {
 /// outbox write when the batch commits.
 enum Planning {
     Unit(UnitAlerts),
-    Take { raised_at_ms: i64, reply: mpsc::SyncSender<AlertWrite> },
+    /// The batch's alerts come back in chunks, the last one marked.
+    Take {
+        raised_at_ms: i64,
+        reply: mpsc::SyncSender<(AlertWrite, bool)>,
+    },
 }
+
+/// Alerts per chunk the planner hands the committer: it writes one while the planner builds the next.
+const ALERT_CHUNK: usize = 1024;
 
 impl Committer<'_, '_> {
     fn drain(&mut self, rx: &mpsc::Receiver<Message>, observer: &mut dyn Observer) -> Result<(), StoreError> {
@@ -668,15 +680,38 @@ impl Committer<'_, '_> {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let now = now_ms / 1000;
         let metrics = self.ctx.metrics;
-        // The planner builds the batch's alerts while the store writes the state.
+        // The planner builds the batch's alerts while the store writes the state, and the next chunk of them while
+        // the store writes one.
         let planned = self.planner.as_ref().and_then(|planner| {
-            let (reply, planned) = mpsc::sync_channel(1);
+            let (reply, planned) = mpsc::sync_channel(2);
             planner.send(Planning::Take { raised_at_ms: now_ms, reply }).ok().map(|()| planned)
         });
-        let take_alerts = || match (&planned, self.ctx.alerting) {
-            (Some(planned), Some(alerting)) => planned.recv().unwrap_or_else(|_| alerting.take_write(now_ms, metrics)),
-            (None, Some(alerting)) => alerting.take_write(now_ms, metrics),
-            (_, None) => AlertWrite { raised_at_ms: now_ms, ..AlertWrite::default() },
+        let mut taken = false;
+        let take_alerts = || {
+            if taken {
+                return None;
+            }
+            Some(match (&planned, self.ctx.alerting) {
+                (Some(planned), Some(alerting)) => match planned.recv() {
+                    Ok((chunk, last)) => {
+                        taken = last;
+                        chunk
+                    }
+                    // The planner is gone: what it had not taken yet is taken here.
+                    Err(_) => {
+                        taken = true;
+                        alerting.take_write(now_ms, metrics)
+                    }
+                },
+                (None, Some(alerting)) => {
+                    taken = true;
+                    alerting.take_write(now_ms, metrics)
+                }
+                (_, None) => {
+                    taken = true;
+                    AlertWrite { raised_at_ms: now_ms, ..AlertWrite::default() }
+                }
+            })
         };
         let mut raised = AlertWrite::default();
         let raise = |facts: &[crate::alert::behaviour::Fact], at_ms: i64| match self.ctx.alerting {
@@ -701,9 +736,13 @@ impl Committer<'_, '_> {
             Err(err) => {
                 metrics.commit_failures.inc();
                 if let Some(alerting) = self.ctx.alerting {
-                    // The planner may still be taking the batch's alerts when the state write failed.
+                    // The planner may still be taking the batch's alerts when the state write failed: let it finish.
                     if let Some(planned) = &planned {
-                        let _ = planned.recv();
+                        while let Ok((_, last)) = planned.recv() {
+                            if last {
+                                break;
+                            }
+                        }
                     }
                     alerting.rolled_back(self.store);
                 }

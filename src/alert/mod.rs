@@ -231,15 +231,26 @@ impl Planned {
 
     /// The alerts sorted by id, and the match counts per rule id and mode.
     pub fn finish(self, rules: &RuleSet, dedup_secs: i64) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
-        // A group's alert id is unique (its rule is an event rule, never a correlation) and its ids are already
-        // sorted and cut, so it goes straight to the list.
-        let mut alerts: Vec<_> = self.alerts.into_values().collect();
-        alerts.extend(self.groups.into_values().map(|group| (group.into_alert(rules, dedup_secs), Merge::Sum)));
+        let (alerts, counts) = self.into_alerts(rules, dedup_secs);
+        let mut alerts: Vec<_> = alerts.collect();
         alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        (alerts, counts)
+    }
+
+    /// The alerts, each built when the iterator reaches it (in no particular order: the deliverer sends by id),
+    /// and the match counts per rule id and mode.
+    pub fn into_alerts<'r>(
+        self,
+        rules: &'r RuleSet,
+        dedup_secs: i64,
+    ) -> (impl Iterator<Item = (Alert, Merge)> + 'r, Vec<RuleCount>) {
         let mut counts: Vec<_> =
             self.counts.into_iter().map(|((rule, mode), n)| (rules.rule(rule).id.clone(), mode, n)).collect();
         counts.sort_by(|a, b| a.0.cmp(&b.0));
-        (alerts, counts)
+        // A group's alert id is unique (its rule is an event rule, never a correlation) and its ids are already
+        // sorted and cut, so it goes straight to the list.
+        let groups = self.groups.into_values().map(move |group| (group.into_alert(rules, dedup_secs), Merge::Sum));
+        (self.alerts.into_values().chain(groups), counts)
     }
 }
 

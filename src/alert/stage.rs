@@ -96,10 +96,30 @@ impl Alerting {
 
     /// What the open batch writes to the outbox, suppressed and routed; the batch is closed.
     pub fn take_write(&self, raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
+        let mut whole = AlertWrite { raised_at_ms, ..AlertWrite::default() };
+        self.take_write_in_chunks(raised_at_ms, metrics, usize::MAX, &mut |mut chunk, _| {
+            whole.alerts.append(&mut chunk.alerts);
+            if chunk.hits.snapshot || !chunk.hits.log.is_empty() {
+                whole.hits = chunk.hits;
+            }
+            true
+        });
+        whole
+    }
+
+    /// [`Alerting::take_write`] handed to `send` in chunks of at most `chunk_len` alerts as they are built, so
+    /// that the committer writes one chunk while the next is built; `send` is told which chunk is the last (it
+    /// carries the correlation log) and returns false to stop early. The batch is closed.
+    pub fn take_write_in_chunks(
+        &self,
+        raised_at_ms: i64,
+        metrics: &Metrics,
+        chunk_len: usize,
+        send: &mut dyn FnMut(AlertWrite, bool) -> bool,
+    ) {
         let planned = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let hits = self.correlator.lock().unwrap_or_else(|p| p.into_inner()).take_changes(&self.rules);
-        let (alerts, counts) = planned.finish(&self.rules, self.dedup_secs);
-        let mut write = AlertWrite { raised_at_ms, hits, ..AlertWrite::default() };
+        let (alerts, counts) = planned.into_alerts(&self.rules, self.dedup_secs);
         for (rule, mode, n) in &counts {
             let mode = match mode {
                 Mode::Live => "live",
@@ -107,13 +127,21 @@ impl Alerting {
             };
             metrics.rule_matches.with_label_values(&[rule, mode]).inc_by(*n);
         }
+        let mut chunk = AlertWrite { raised_at_ms, ..AlertWrite::default() };
         for (alert, merge) in alerts {
             match self.route(&alert) {
-                Some(sinks) => write.alerts.push((alert, merge, sinks)),
+                Some(sinks) => chunk.alerts.push((alert, merge, sinks)),
                 None => metrics.alerts_suppressed.inc(),
             }
+            if chunk.alerts.len() >= chunk_len {
+                let full = std::mem::replace(&mut chunk, AlertWrite { raised_at_ms, ..AlertWrite::default() });
+                if !send(full, false) {
+                    return;
+                }
+            }
         }
-        write
+        chunk.hits = hits;
+        send(chunk, true);
     }
 
     /// The sinks an alert goes to, or `None` when a suppression drops it.
@@ -360,4 +388,80 @@ pub fn start(
         Arc::clone(metrics),
     )?;
     Ok((Some(alerting), Some(delivery)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::ruleset::{CorrelationHit, Match};
+    use crate::state::store::{LedgerEntry, LedgerKey, Synchronous};
+
+    /// Root used by `n` accounts, with denied calls feeding a correlation: `n` event-rule groups and some hits.
+    fn planned(alerting: &Alerting, n: usize) {
+        let rules = &alerting.rules;
+        let root = rules.index_of("root-account-usage").unwrap();
+        let mut matches: Vec<Match> = (0..n)
+            .map(|i| {
+                let (id, account) = (format!("e{i:03}"), format!("{:012}", 100 + i));
+                let principal = format!("arn:aws:iam::{account}:root");
+                let fields = [Some(&*id), Some("ListUsers"), Some(&*principal), Some(&*account), None, None, None];
+                Match::new(root, 1_790_000_000 + i as i64, fields, Vec::new())
+            })
+            .collect();
+        let (denied, burst) =
+            (rules.index_of("unauthorized-api-call").unwrap(), rules.index_of("unauthorized-api-calls"));
+        let hit = CorrelationHit { correlation: burst.unwrap(), group: "arn:aws:iam::1:user/u".into(), value: None };
+        let fields = [Some("d1"), Some("GetUser"), Some("arn:aws:iam::1:user/u"), Some("1"), None, None, None];
+        matches.push(Match::new(denied, 1_790_000_000, fields, vec![hit]));
+        let mut unit = UnitAlerts::default();
+        unit.fold(rules, &mut matches, 3600, &mut Vec::new());
+        alerting.observe(unit);
+    }
+
+    /// The planner hands a batch's alerts over in chunks; together they are the batch's alerts, the last chunk
+    /// (and only it) is marked and carries the correlation log, and the store writes every chunk.
+    #[test]
+    fn a_batch_taken_in_chunks_is_the_batch_taken_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
+        let rules = Arc::new(RuleSet::load(true, &[]).0);
+        let alerting = |store: &Store| Alerting::new(Arc::clone(&rules), Arc::new(Vec::new()), 3600, &[], store);
+        let metrics = Metrics::new();
+        let (whole, chunked) = (alerting(&store).unwrap(), alerting(&store).unwrap());
+        planned(&whole, 10);
+        planned(&chunked, 10);
+        let mut expected: Vec<String> = whole.take_write(7, &metrics).alerts.iter().map(|a| a.0.id.clone()).collect();
+        expected.sort();
+        assert_eq!(expected.len(), 10);
+
+        let mut chunks = Vec::new();
+        chunked.take_write_in_chunks(7, &metrics, 3, &mut |chunk, last| {
+            chunks.push((chunk, last));
+            true
+        });
+        let sizes: Vec<(usize, bool, bool)> =
+            chunks.iter().map(|(c, last)| (c.alerts.len(), *last, c.hits.log.is_empty())).collect();
+        // The denied call's hit is logged with the last chunk.
+        assert_eq!(sizes, [(3, false, true), (3, false, true), (3, false, true), (1, true, false)]);
+
+        // The store writes each chunk as the source hands it over, and returns them together.
+        planned(&chunked, 10);
+        let mut source = {
+            let mut rx = Vec::new();
+            chunked.take_write_in_chunks(8, &metrics, 4, &mut |chunk, _| {
+                rx.push(chunk);
+                true
+            });
+            rx.into_iter()
+        };
+        let key = LedgerKey { source: "file:/f.json".into(), version: "1".into() };
+        let (outcome, written) = store
+            .commit(&Default::default(), &[LedgerEntry { key: &key, records: 0 }], 0, || source.next(), None)
+            .unwrap();
+        let mut got: Vec<String> = written.alerts.iter().map(|a| a.0.id.clone()).collect();
+        got.sort();
+        assert_eq!(got, expected);
+        assert_eq!(outcome.new, [true; 10]);
+        assert!(!written.hits.log.is_empty(), "the last chunk's correlation log is kept");
+    }
 }

@@ -434,7 +434,8 @@ impl Store {
     }
 
     /// Applies `delta`, records `files` in the ledger and writes the alerts they raised (outbox and correlation
-    /// windows; `alerts` is called once the state rows are written, so that they can be built meanwhile), and,
+    /// windows; `alerts` is first called once the state rows are written, so that they can be built meanwhile, and
+    /// then until it returns `None`, each chunk written as it comes), and,
     /// with `behaviour`, the regions and key IPs the behavioural rules compare against and the alerts they raise,
     /// all in one transaction. Returns the outcome with the alerts written.
     ///
@@ -445,16 +446,30 @@ impl Store {
         delta: &Delta,
         files: &[LedgerEntry<'_>],
         applied_at: Timestamp,
-        alerts: impl FnOnce() -> AlertWrite,
+        mut alerts: impl FnMut() -> Option<AlertWrite>,
         behaviour: Option<Behaviour<'_>>,
     ) -> Result<(WriteOutcome, AlertWrite), StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         // Each principal's id and first time after the upsert, in `delta.principals` order.
         let mut stored = Vec::new();
         let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at, &mut stored).and_then(|()| {
-            // Asked for only now, so that they can be built while the state is written.
-            let alerts = alerts();
-            let mut outcome = outbox::write(&tx, &alerts)?;
+            // Asked for only now, so that they can be built while the state is written; written chunk by chunk as
+            // they come, so that the next chunk is built while this one is written.
+            let mut outcome = WriteOutcome::default();
+            let mut all: Option<AlertWrite> = None;
+            while let Some(mut chunk) = alerts() {
+                outcome.new.extend(outbox::write(&tx, &chunk)?.new);
+                match &mut all {
+                    None => all = Some(chunk),
+                    Some(all) => {
+                        all.alerts.append(&mut chunk.alerts);
+                        if chunk.hits.snapshot || !chunk.hits.log.is_empty() {
+                            all.hits = chunk.hits;
+                        }
+                    }
+                }
+            }
+            let alerts = all.unwrap_or_default();
             if let Some(behaviour) = behaviour {
                 let facts = behaviour_facts(&tx, delta, &stored, behaviour.config)?;
                 let write = (behaviour.raise)(&facts, alerts.raised_at_ms);
