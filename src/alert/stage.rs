@@ -97,11 +97,8 @@ impl Alerting {
     /// What the open batch writes to the outbox, suppressed and routed; the batch is closed.
     pub fn take_write(&self, raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
         let mut whole = AlertWrite { raised_at_ms, ..AlertWrite::default() };
-        self.take_write_in_chunks(raised_at_ms, metrics, usize::MAX, &mut |mut chunk, _| {
-            whole.alerts.append(&mut chunk.alerts);
-            if chunk.hits.snapshot || !chunk.hits.log.is_empty() {
-                whole.hits = chunk.hits;
-            }
+        self.take_write_in_chunks(raised_at_ms, metrics, usize::MAX, &mut |chunk, _| {
+            whole.append(chunk);
             true
         });
         whole

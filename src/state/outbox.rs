@@ -47,6 +47,16 @@ pub struct AlertWrite {
     pub raised_at_ms: i64,
 }
 
+impl AlertWrite {
+    /// Adds a later chunk of the same batch: its alerts, and its correlation log if it carries one (the last does).
+    pub fn append(&mut self, mut chunk: AlertWrite) {
+        self.alerts.append(&mut chunk.alerts);
+        if chunk.hits.snapshot || !chunk.hits.log.is_empty() {
+            self.hits = chunk.hits;
+        }
+    }
+}
+
 /// What happened to each alert of a write, in order: raised (`true`, new) or merged into one already raised.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteOutcome {

@@ -457,16 +457,11 @@ impl Store {
             // they come, so that the next chunk is built while this one is written.
             let mut outcome = WriteOutcome::default();
             let mut all: Option<AlertWrite> = None;
-            while let Some(mut chunk) = alerts() {
+            while let Some(chunk) = alerts() {
                 outcome.new.extend(outbox::write(&tx, &chunk)?.new);
                 match &mut all {
                     None => all = Some(chunk),
-                    Some(all) => {
-                        all.alerts.append(&mut chunk.alerts);
-                        if chunk.hits.snapshot || !chunk.hits.log.is_empty() {
-                            all.hits = chunk.hits;
-                        }
-                    }
+                    Some(all) => all.append(chunk),
                 }
             }
             let alerts = all.unwrap_or_default();
