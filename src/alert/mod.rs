@@ -1,8 +1,9 @@
 //! Stage 7, alert: rule matches → alerts with stable ids, merged within a dedup window, and correlation windows.
 //!
-//! Architecture invariant: pure, no I/O. Workers fold each file's matches into groups here ([`UnitAlerts`]), the
-//! alert planner thread merges units' groups and runs the correlation windows ([`plan`]) and builds one [`Alert`]
-//! per group when the batch is taken ([`Planned::finish`]); the store writes them in the same transaction as the
+//! Architecture invariant: pure, no I/O. Workers fold each match into groups here as events are parsed
+//! ([`UnitAlerts`]), the alert planner thread merges units' groups and runs the correlation windows ([`plan`]) and
+//! builds one [`Alert`] per group when the batch is taken ([`Planned::into_alerts`], handed over in chunks by the
+//! stage); the store writes them in the same transaction as the
 //! state change that raised them (the outbox), and `deliver` sends them afterwards. An alert's `id` depends only on
 //! its rule, subject and dedup bucket, never on when or where it was computed, so a resend after a crash carries
 //! the same id.
@@ -229,7 +230,8 @@ impl Planned {
         }
     }
 
-    /// The alerts sorted by id, and the match counts per rule id and mode.
+    /// The alerts sorted by id, and the match counts per rule id and mode (tests compare batches with it).
+    #[cfg(test)]
     pub fn finish(self, rules: &RuleSet, dedup_secs: i64) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
         let (alerts, counts) = self.into_alerts(rules, dedup_secs);
         let mut alerts: Vec<_> = alerts.collect();
@@ -282,23 +284,24 @@ impl Group {
 
     /// Adds a match; returns the one of it and the group's newest that is no longer needed.
     fn add(&mut self, m: Match) -> Match {
-        self.count += 1;
-        self.first_seen = self.first_seen.min(m.time);
-        if let Some(id) = m.event_id() {
-            self.push_id(id);
-        }
+        self.count_event(m.time, m.event_id());
         self.keep_latest(m)
     }
 
     /// Adds a match seen in place: the group's newest match is rewritten only if this one is newer.
     fn add_view(&mut self, m: &MatchView<'_>) {
-        self.count += 1;
-        self.first_seen = self.first_seen.min(m.time());
-        if let Some(id) = m.event_id() {
-            self.push_id(id);
-        }
+        self.count_event(m.time(), m.event_id());
         if (m.time(), m.context()) > (self.latest.time, self.latest.context()) {
             m.write_to(&mut self.latest);
+        }
+    }
+
+    /// One more event: the count, the first time and the event ids.
+    fn count_event(&mut self, time: Timestamp, event_id: Option<&str>) {
+        self.count += 1;
+        self.first_seen = self.first_seen.min(time);
+        if let Some(id) = event_id {
+            self.push_id(id);
         }
     }
 
