@@ -25,8 +25,8 @@ pub fn settings(pollers: usize, visibility_timeout_secs: u32, max_in_flight_obje
     }
 }
 
-/// Runs the consumer over `queue` and `objects` until only `leave` messages remain (those it must not delete,
-/// such as unreadable bodies), then lets it shut down and returns its summary.
+/// Runs the consumer over `queue` and `objects` until every message has been received and only `leave` remain
+/// (those it must not delete, such as unreadable bodies), then lets it shut down and returns its summary.
 #[allow(clippy::too_many_arguments)] // The consumer's own arguments, plus where to stop.
 pub fn drain<O: Objects>(
     runtime: &tokio::runtime::Runtime,
@@ -40,7 +40,9 @@ pub fn drain<O: Objects>(
 ) -> Result<Summary, StoreError> {
     let watched = Arc::clone(queue);
     let drained = async move {
-        while watched.remaining() > leave {
+        // Waiting for "all received" too: the messages left behind may still be waiting to be received (pollers
+        // hold back while objects are in flight), and a poller only handles what it took before it stopped.
+        while watched.remaining() > leave || watched.unreceived() > 0 {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     };
@@ -78,6 +80,11 @@ impl MemoryQueue {
         inner.next += 1;
         let id = format!("m-{}", inner.next);
         inner.ready.push_back((id, body));
+    }
+
+    /// Messages never received yet.
+    pub fn unreceived(&self) -> usize {
+        self.lock().ready.len()
     }
 
     /// Visibility extensions asked for so far (deliveries, not calls).

@@ -13,6 +13,14 @@ use crate::util::*;
 
 #[test]
 fn in_process_volume_applies_each_object_once_and_deletes_all_but_poison() {
+    // 64 objects in flight keeps every stage busy; with 1, the pollers hold back until each object is done, so the
+    // poison at the queue's tail is received only after the last object is deleted.
+    for max_in_flight_objects in [64, 1] {
+        volume(max_in_flight_objects);
+    }
+}
+
+fn volume(max_in_flight_objects: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let want = synth(tmp.path(), 300, 40, 150, 21);
     let corpus = tmp.path().join("corpus");
@@ -43,7 +51,7 @@ fn in_process_volume_applies_each_object_once_and_deletes_all_but_poison() {
 
     let mut config = Config::parse("[pipeline]\nthreads = 2\nbatch_max_files = 32\n", "volume").unwrap();
     config.threads = 2;
-    let settings = memory::settings(3, 300, 64);
+    let settings = memory::settings(3, 300, max_in_flight_objects);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let state = tmp.path().join("state.db");
     let mut store = Store::open(&state, Synchronous::Normal).unwrap();
@@ -59,7 +67,8 @@ fn in_process_volume_applies_each_object_once_and_deletes_all_but_poison() {
     assert_eq!(metric(&exposition, "trailwatch_sqs_messages_deleted_total"), Some((2 * 300 + 20) as f64));
     assert_eq!(
         metric(&exposition, r#"trailwatch_sqs_unreadable_messages_total{reason="not_json"}"#),
-        Some(POISON as f64)
+        Some(POISON as f64),
+        "with {max_in_flight_objects} objects in flight"
     );
     assert_same_report(&report(&state), &want);
 }
