@@ -3,12 +3,14 @@
 use serde_json::Value;
 
 use crate::detect::condition::{self, Condition, ConditionError};
-use crate::detect::search::{Fields, Search, SearchError};
+use crate::detect::search::{Decided, Fields, Search, SearchError};
 
 #[derive(Debug, Clone)]
 pub struct Detection {
     names: Vec<String>,
     searches: Vec<Search>,
+    /// Where each search's tests start in a [`Detection::decide`] list (one more entry: the total).
+    starts: Vec<usize>,
     condition: Condition,
 }
 
@@ -60,7 +62,11 @@ impl Detection {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let condition = if conditions.len() == 1 { conditions.pop().expect("one") } else { Condition::Or(conditions) };
-        Ok(Detection { names, searches, condition })
+        let mut starts = vec![0];
+        for search in &searches {
+            starts.push(starts.last().expect("one") + search.test_count());
+        }
+        Ok(Detection { names, searches, starts, condition })
     }
 
     /// Whether the event matches; each search is evaluated only if the condition asks for it.
@@ -72,6 +78,20 @@ impl Detection {
     /// when the known fields already rule it out.
     pub fn could_match<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> bool {
         self.condition.partial(&|i| self.searches[i].partial(known)) != Some(false)
+    }
+
+    /// For events of which only some fields are known: whether they match (three-valued, as
+    /// [`Detection::could_match`]), and what the known fields decide of each field test, for
+    /// [`Detection::matches_decided`] to test only the rest.
+    pub fn decide<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> (Option<bool>, Box<[Decided]>) {
+        let mut decided = Vec::with_capacity(*self.starts.last().expect("one"));
+        let outcomes: Vec<Option<bool>> = self.searches.iter().map(|s| s.decide(known, &mut decided)).collect();
+        (self.condition.partial(&|i| outcomes[i]), decided.into_boxed_slice())
+    }
+
+    /// [`Detection::matches`] for an event whose known fields gave `decided` (from [`Detection::decide`]).
+    pub fn matches_decided(&self, decided: &[Decided], event: &dyn Fields) -> bool {
+        self.condition.eval(&|i| self.searches[i].matches_decided(&decided[self.starts[i]..self.starts[i + 1]], event))
     }
 
     /// Every field the detection reads.
@@ -120,6 +140,78 @@ mod tests {
         }))
         .unwrap();
         assert!(either.matches(&event(&[("eventName", "DeleteTrail")])));
+    }
+
+    #[test]
+    fn tests_decided_by_known_fields_are_not_needed_again() {
+        let detections = [
+            // SigmaHQ's management-account rule: a name prefix list settled by the name alone.
+            json!({
+                "selection": {"eventName|startswith": ["Create", "Delete", "Put"]},
+                "filter_gitops": {"userAgent|contains": "terraform"},
+                "filter_service": {"userIdentity.type": "Service"},
+                "condition": "selection and not 1 of filter_*"
+            }),
+            // A list of maps, null, exists and a field reference.
+            json!({
+                "sel": [
+                    {"eventSource": "iam.amazonaws.com", "eventName": "UpdateLoginProfile"},
+                    {"eventName": "CreateAccessKey", "errorCode": null}
+                ],
+                "f_ref": {"userIdentity.arn|fieldref|endswith": "requestParameters.userName"},
+                "f_ua": {"userAgent|exists": false},
+                "condition": "sel and not (f_ref or f_ua)"
+            }),
+            json!({"a": {"eventName": "ConsoleLogin"}, "b": {"userAgent": "x"}, "condition": "all of them or not a"}),
+        ];
+        let events = [
+            event(&[("eventName", "CreateUser"), ("userAgent", "aws-cli"), ("userIdentity.type", "IAMUser")]),
+            event(&[("eventName", "PutObject"), ("userAgent", "Terraform/1.5"), ("userIdentity.type", "AssumedRole")]),
+            event(&[("eventName", "ListBuckets"), ("userIdentity.type", "Service")]),
+            event(&[("eventName", "CreateBucket"), ("userIdentity.type", "Service")]),
+            event(&[
+                ("eventSource", "iam.amazonaws.com"),
+                ("eventName", "UpdateLoginProfile"),
+                ("userAgent", "console"),
+                ("userIdentity.arn", "arn:aws:iam::1:user/alice"),
+                ("requestParameters.userName", "bob"),
+            ]),
+            event(&[
+                ("eventSource", "iam.amazonaws.com"),
+                ("eventName", "UpdateLoginProfile"),
+                ("userAgent", "console"),
+                ("userIdentity.arn", "arn:aws:iam::1:user/bob"),
+                ("requestParameters.userName", "bob"),
+            ]),
+            event(&[("eventName", "CreateAccessKey"), ("errorCode", "AccessDenied"), ("userAgent", "x")]),
+            event(&[("eventName", "CreateAccessKey"), ("userAgent", "x")]),
+            event(&[("eventName", "ConsoleLogin"), ("userAgent", "x")]),
+            event(&[("eventName", "ConsoleLogin"), ("userAgent", "y")]),
+        ];
+        // Which fields are known before the rules are tested: none, the event's key fields, or all its fields.
+        let known_sets: [&[&str]; 4] = [
+            &[],
+            &["eventSource", "eventName", "userIdentity.type", "errorCode"],
+            &["eventName"],
+            &["eventName", "userAgent", "userIdentity.type", "errorCode", "eventSource", "userIdentity.arn"],
+        ];
+        let mut decided_some = 0;
+        for value in &detections {
+            let detection = Detection::compile(value).unwrap();
+            for e in &events {
+                let expected = detection.matches(e);
+                for known_fields in known_sets {
+                    let known = |field: &str| known_fields.contains(&field).then(|| e.0.get(field).copied());
+                    let (outcome, decided) = detection.decide(&known);
+                    assert_eq!(decided.len(), detection.starts[detection.searches.len()]);
+                    assert!(outcome.is_none_or(|o| o == expected), "{value} {:?} {known_fields:?}", e.0);
+                    assert_eq!(detection.could_match(&known), outcome != Some(false));
+                    assert_eq!(detection.matches_decided(&decided, e), expected, "{value} {:?} {known_fields:?}", e.0);
+                    decided_some += decided.iter().filter(|d| **d != Decided::Unknown).count();
+                }
+            }
+        }
+        assert!(decided_some > 0);
     }
 
     #[test]

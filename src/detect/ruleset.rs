@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use rustc_hash::FxHashMap;
 
 use crate::detect::rule::{self, Correlation, Rule, RuleBody};
-use crate::detect::search::Fields;
+use crate::detect::search::{Decided, Fields};
 use crate::parse::{Event, Record};
 use crate::time::Timestamp;
 
@@ -101,8 +101,17 @@ pub struct MatchScratch {
 /// The candidate rules per combination of [`KEY_FIELDS`] values, and the key being looked up.
 #[derive(Debug, Default)]
 pub struct CandidateCache {
-    candidates: FxHashMap<Box<str>, Box<[u32]>>,
+    candidates: FxHashMap<Box<str>, Box<[Candidate]>>,
     key: String,
+}
+
+/// An event rule that events with some key values could match, and what those values already decide of it.
+#[derive(Debug)]
+struct Candidate {
+    rule: u32,
+    /// `None`: the key values alone make the rule match; otherwise what they decide of each field test, so that
+    /// only the others are tested per event (an `eventName|startswith` list, say, is settled once per name).
+    decided: Option<Box<[Decided]>>,
 }
 
 impl MatchScratch {
@@ -311,22 +320,32 @@ impl RuleSet {
         scratch.candidates.insert(scratch.key.as_str().into(), candidates.into_boxed_slice());
     }
 
-    fn test_candidates(&self, candidates: &[u32], fields: &dyn Fields, on_match: &mut dyn FnMut(u32)) {
-        for &i in candidates {
-            if let RuleBody::Event(detection) = &self.rules[i as usize].body
-                && detection.matches(fields)
-            {
-                on_match(i);
+    fn test_candidates(&self, candidates: &[Candidate], fields: &dyn Fields, on_match: &mut dyn FnMut(u32)) {
+        for candidate in candidates {
+            let matched = match (&candidate.decided, &self.rules[candidate.rule as usize].body) {
+                (None, _) => true,
+                (Some(decided), RuleBody::Event(detection)) => detection.matches_decided(decided, fields),
+                (Some(_), RuleBody::Correlation(_)) => false,
+            };
+            if matched {
+                on_match(candidate.rule);
             }
         }
     }
 
-    /// The event rules that could match an event of which only `known` fields are known.
-    fn candidates<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> Vec<u32> {
+    /// The event rules that could match an event of which only `known` fields are known, with what those decide.
+    fn candidates<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> Vec<Candidate> {
         (0..self.rules.len() as u32)
-            .filter(|&i| match &self.rules[i as usize].body {
-                RuleBody::Event(detection) => detection.could_match(known),
-                RuleBody::Correlation(_) => false,
+            .filter_map(|rule| {
+                let RuleBody::Event(detection) = &self.rules[rule as usize].body else { return None };
+                if !detection.could_match(known) {
+                    return None;
+                }
+                match detection.decide(known) {
+                    (Some(false), _) => None,
+                    (Some(true), _) => Some(Candidate { rule, decided: None }),
+                    (None, decided) => Some(Candidate { rule, decided: Some(decided) }),
+                }
             })
             .collect()
     }
@@ -733,7 +752,7 @@ mod tests {
         ];
         for (values, expected) in cases {
             let known = |field: &str| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]);
-            let got: Vec<&str> = rules.candidates(&known).iter().map(|&i| rules.rule(i).id.as_str()).collect();
+            let got: Vec<&str> = rules.candidates(&known).iter().map(|c| rules.rule(c.rule).id.as_str()).collect();
             let mut expected = expected.to_vec();
             expected.sort_by_key(|id| rules.index_of(id).unwrap());
             assert_eq!(got, expected, "{values:?}");

@@ -29,6 +29,34 @@ impl Fields for crate::parse::Record<'_, '_> {
     }
 }
 
+/// What an event's key fields (known before its rules are tested) decide of one field test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    Unknown,
+    True,
+    False,
+}
+
+impl Decided {
+    fn outcome(self) -> Option<bool> {
+        match self {
+            Decided::Unknown => None,
+            Decided::True => Some(true),
+            Decided::False => Some(false),
+        }
+    }
+}
+
+impl From<Option<bool>> for Decided {
+    fn from(outcome: Option<bool>) -> Decided {
+        match outcome {
+            None => Decided::Unknown,
+            Some(true) => Decided::True,
+            Some(false) => Decided::False,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Search {
     /// Every field test must match.
@@ -84,11 +112,65 @@ impl Search {
     /// Whether the search matches an event of which only some fields are known (`known(field)`: `Some(value)`,
     /// `None` when unknown), in three-valued logic: `None` when the unknown fields decide.
     pub fn partial<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> Option<bool> {
+        // What `decide` computes, without writing down each test's outcome: this runs for every rule on every
+        // new combination of key values, `decide` only for the rules it leaves.
         match self {
             Search::AllOf(tests) => {
                 condition::all(tests.iter().map(|(field, test)| known(field).and_then(|value| test.partial(value))))
             }
             Search::AnyOf(maps) => condition::any(maps.iter().map(|map| map.partial(known))),
+        }
+    }
+
+    /// How many field tests the search holds: the numbering that [`Search::decide`] and
+    /// [`Search::matches_decided`] share (in order, depth first).
+    pub fn test_count(&self) -> usize {
+        match self {
+            Search::AllOf(tests) => tests.len(),
+            Search::AnyOf(maps) => maps.iter().map(Search::test_count).sum(),
+        }
+    }
+
+    /// [`Search::partial`], also appending to `decided` what `known` decides of each field test, so that
+    /// [`Search::matches_decided`] need not test those again.
+    pub fn decide<'v>(
+        &self,
+        known: &dyn Fn(&str) -> Option<Option<&'v str>>,
+        decided: &mut Vec<Decided>,
+    ) -> Option<bool> {
+        match self {
+            // Every test is decided, even past one that settles the search: the numbering must hold.
+            Search::AllOf(tests) => {
+                let start = decided.len();
+                decided.extend(
+                    tests.iter().map(|(field, test)| Decided::from(known(field).and_then(|value| test.partial(value)))),
+                );
+                condition::all(decided[start..].iter().map(|d| d.outcome()))
+            }
+            Search::AnyOf(maps) => {
+                let outcomes: Vec<Option<bool>> = maps.iter().map(|map| map.decide(known, decided)).collect();
+                condition::any(outcomes)
+            }
+        }
+    }
+
+    /// [`Search::matches`] taking the tests that `decided` (this search's part of it) already settles as settled.
+    pub fn matches_decided(&self, decided: &[Decided], event: &dyn Fields) -> bool {
+        match self {
+            Search::AllOf(tests) => tests.iter().zip(decided).all(|((field, test), decided)| match decided {
+                Decided::True => true,
+                Decided::False => false,
+                Decided::Unknown => test.test(event.get(field).as_deref(), event),
+            }),
+            Search::AnyOf(maps) => {
+                let mut at = 0;
+                maps.iter().any(|map| {
+                    let n = map.test_count();
+                    let matched = map.matches_decided(&decided[at..at + n], event);
+                    at += n;
+                    matched
+                })
+            }
         }
     }
 
@@ -118,7 +200,7 @@ fn scalars(value: &Value) -> Option<Vec<Option<String>>> {
 
 /// An event as a plain map of field values, for the detect stage's tests.
 #[cfg(test)]
-pub(crate) struct FieldMap(std::collections::HashMap<&'static str, &'static str>);
+pub(crate) struct FieldMap(pub(crate) std::collections::HashMap<&'static str, &'static str>);
 
 #[cfg(test)]
 impl Fields for FieldMap {
