@@ -76,7 +76,7 @@ fn stages(c: &mut Criterion) {
         );
     });
     // The same with the built-in rules evaluated on every event: the detect stage's cost on the worker.
-    let mut with_rules = Worker::with_rules(Some(Arc::new(RuleSet::load(true, &[]).0)), 3600);
+    let mut with_rules = Worker::with_rules(Some(Arc::new(RuleSet::load(true, &[]).0)));
     group.bench_function("fold_with_builtin_rules", |b| {
         b.iter_batched_ref(
             Delta::default,
@@ -239,8 +239,7 @@ fn replay(
     rules: Option<&Arc<RuleSet>>,
 ) -> (Option<Alerting>, Store, tempfile::TempDir) {
     let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-    let alerting =
-        rules.map(|rules| Alerting::new(Arc::clone(rules), Arc::new(Vec::new()), 3600, &[], &store).unwrap());
+    let alerting = rules.map(|rules| Alerting::new(Arc::clone(rules), Arc::new(Vec::new()), &[], &store).unwrap());
     let metrics = Metrics::new();
     let stop = AtomicBool::new(false);
     let ctx = RunContext {

@@ -111,6 +111,8 @@ pub struct RulesConfig {
     pub disabled: Vec<String>,
     /// Alerts of one rule for one subject within this window (by event time) merge into one.
     pub dedup_window_secs: i64,
+    /// The same per rule id, for rules whose alerts on-call wants less (or more) often than the default.
+    pub dedup_window_secs_by_rule: std::collections::BTreeMap<String, i64>,
 }
 
 impl Default for RulesConfig {
@@ -121,6 +123,7 @@ impl Default for RulesConfig {
             dry_run: Vec::new(),
             disabled: Vec::new(),
             dedup_window_secs: 3600,
+            dedup_window_secs_by_rule: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -129,7 +132,7 @@ impl Default for RulesConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
-    /// Off: rules still count matches, nothing is raised (like `replay --no-alerts`).
+    /// Off: no rule is evaluated and nothing is raised (like `replay --no-alerts`).
     pub enabled: bool,
     pub sinks: Vec<SinkConfig>,
     pub suppress: Vec<Suppression>,
@@ -585,6 +588,11 @@ fn check_alerts(rules: &RulesConfig, alerts: &AlertsConfig, problems: &mut Vec<S
     if rules.dedup_window_secs < 1 {
         problems.push("`rules.dedup_window_secs`: must be at least 1".to_owned());
     }
+    for (id, secs) in &rules.dedup_window_secs_by_rule {
+        if *secs < 1 {
+            problems.push(format!("`rules.dedup_window_secs_by_rule`: `{id}`: must be at least 1"));
+        }
+    }
     if alerts.max_backoff_secs < 1 {
         problems.push("`alerts.max_backoff_secs`: must be at least 1".to_owned());
     }
@@ -667,17 +675,25 @@ mod tests {
             threads = 5000
             [http]
             listen = "nowhere"
+            [rules]
+            dedup_window_secs_by_rule = { "root-account-usage" = 86400, "aws-noise" = 0 }
             [alerts]
             x = 1
         "#;
         let err = Config::parse(text, "t.toml").unwrap_err();
         let joined = err.problems.join("\n");
-        for needle in
-            ["`alerts`", "colour", "`store.path`", "`pipeline.batch_max_files`", "`pipeline.threads`", "`http.listen`"]
-        {
+        for needle in [
+            "`alerts`",
+            "colour",
+            "`store.path`",
+            "`pipeline.batch_max_files`",
+            "`pipeline.threads`",
+            "`http.listen`",
+            "`rules.dedup_window_secs_by_rule`: `aws-noise`",
+        ] {
             assert!(joined.contains(needle), "{needle} missing from:\n{joined}");
         }
-        assert_eq!(err.problems.len(), 6, "{joined}");
+        assert_eq!(err.problems.len(), 7, "{joined}");
     }
 
     #[test]

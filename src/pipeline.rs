@@ -143,8 +143,6 @@ pub struct Worker {
     scratch: Scratch,
     /// Rules evaluated on every event in the same pass; their matches are folded into the delta's alerts.
     rules: Option<Arc<RuleSet>>,
-    /// The alert dedup window the folding groups by.
-    dedup_secs: i64,
     match_scratch: MatchScratch,
 }
 
@@ -169,9 +167,9 @@ pub enum Message {
 }
 
 impl Worker {
-    /// A worker that also evaluates `rules` on every event, folding matches by the alert dedup window.
-    pub fn with_rules(rules: Option<Arc<RuleSet>>, dedup_secs: i64) -> Worker {
-        Worker { rules, dedup_secs, ..Worker::default() }
+    /// A worker that also evaluates `rules` on every event, folding matches by each rule's dedup window.
+    pub fn with_rules(rules: Option<Arc<RuleSet>>) -> Worker {
+        Worker { rules, ..Worker::default() }
     }
 
     /// Decodes and parses one file's bytes, folding its events into `delta`.
@@ -188,7 +186,7 @@ impl Worker {
         let len = self.json.len();
         Parser::pad(&mut self.json);
         let scratch = &mut self.scratch;
-        let (rules, dedup_secs) = (self.rules.as_deref(), self.dedup_secs);
+        let rules = self.rules.as_deref();
         let MatchScratch { candidates, spare, group_key } = &mut self.match_scratch;
         let mut folded = 0u64;
         let res = self.parser.parse(&mut self.json, len, &mut |event, record| {
@@ -197,7 +195,7 @@ impl Worker {
             if let Some(rules) = rules {
                 let alerts = &mut delta.alerts;
                 rules.evaluate(event, record, candidates, &mut |m| {
-                    alerts.fold_view(rules, m, dedup_secs, spare, group_key);
+                    alerts.fold_view(rules, m, spare, group_key);
                 });
             }
         });
@@ -438,10 +436,7 @@ pub fn run(
             // Named, so that `top -H` and profiles tell workers from the committer (the calling thread).
             let worker_thread = std::thread::Builder::new().name("tw-worker".into());
             let spawned = worker_thread.spawn_scoped(scope, move || {
-                let mut worker = Worker::with_rules(
-                    ctx.alerting.map(|a| a.rules.clone()),
-                    ctx.alerting.map_or(0, |a| a.dedup_secs()),
-                );
+                let mut worker = Worker::with_rules(ctx.alerting.map(|a| a.rules.clone()));
                 let mut unit = Unit::default();
                 while !ctx.stop.load(Ordering::Relaxed) {
                     let started = Instant::now();

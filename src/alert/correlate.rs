@@ -195,7 +195,7 @@ impl Correlator {
     }
 
     /// Adds the matches' correlation hits and returns an alert for every window that now satisfies its condition.
-    pub fn observe(&mut self, rules: &RuleSet, matches: Vec<Match>, dedup_secs: i64) -> Vec<Alert> {
+    pub fn observe(&mut self, rules: &RuleSet, matches: Vec<Match>) -> Vec<Alert> {
         let mut touched: Vec<(u32, Box<str>)> = Vec::new();
         for mut m in matches {
             let correlations = std::mem::take(&mut m.hits);
@@ -240,7 +240,7 @@ impl Correlator {
             // group costs O(hits) per batch rather than O(hits × window).
             // The best window per dedup bucket of its end, so that which alerts exist does not depend on the order
             // files arrive in: every window that finally holds is evaluated whole when its last hit arrives.
-            let alert_bucket = |time| bucket(time, dedup_secs.max(span));
+            let alert_bucket = |time| bucket(time, rules.dedup_secs(index).max(span));
             let mut best: Vec<(i64, usize, usize, u64)> = Vec::new();
             let mut inside: HashMap<&str, u32> = HashMap::default();
             let (mut start, mut last) = (0, 0);
@@ -540,7 +540,7 @@ level: high
         ];
         // All at once: alice has 3 within 10 minutes, bob never does.
         let mut all = Correlator::default();
-        let once = summary(all.observe(&rules, events.to_vec(), 3600));
+        let once = summary(all.observe(&rules, events.to_vec()));
         assert_eq!(once.len(), 1, "{once:?}");
         assert_eq!(
             (once[0].1.as_str(), once[0].2, once[0].3.clone()),
@@ -550,14 +550,14 @@ level: high
         let mut reversed = Correlator::default();
         let mut got = Vec::new();
         for e in events.iter().rev() {
-            got.extend(reversed.observe(&rules, vec![e.clone()], 3600));
+            got.extend(reversed.observe(&rules, vec![e.clone()]));
         }
         assert_eq!(summary(got), once);
         // Half, then a restart from what the store holds, then the rest; and the same from a snapshot of the
         // windows instead of the log.
         for snapshot in [false, true] {
             let mut first = Correlator::default();
-            let mut got = first.observe(&rules, events[..2].to_vec(), 3600);
+            let mut got = first.observe(&rules, events[..2].to_vec());
             if snapshot {
                 first.logged = 1_000_000;
             }
@@ -565,7 +565,7 @@ level: high
             assert_eq!(changes.snapshot, snapshot);
             let (mut restarted, unreadable) = Correlator::load(&rules, &[changes.log]);
             assert_eq!((unreadable, restarted.len()), (0, 2));
-            got.extend(restarted.observe(&rules, events[2..].to_vec(), 3600));
+            got.extend(restarted.observe(&rules, events[2..].to_vec()));
             assert_eq!(summary(got), once, "snapshot: {snapshot}");
         }
     }
@@ -580,7 +580,7 @@ level: high
         for batch in
             [vec![hit(&rules, "alice", 0, "a1"), hit(&rules, "alice", 1, "a2")], vec![hit(&rules, "alice", 120, "a3")]]
         {
-            live.observe(&rules, batch, 3600);
+            live.observe(&rules, batch);
             rows.push(live.take_changes(&rules).log);
         }
         assert_eq!(live.len(), 1);
@@ -588,7 +588,7 @@ level: high
         assert_eq!(restarted.len(), 1);
         // A late hit at minute 2 counts with what each still holds: nothing from minute 0 or 1.
         let late = || vec![hit(&rules, "alice", 2, "a4"), hit(&rules, "alice", 3, "a5")];
-        assert_eq!(summary(live.observe(&rules, late(), 3600)), summary(restarted.observe(&rules, late(), 3600)));
+        assert_eq!(summary(live.observe(&rules, late())), summary(restarted.observe(&rules, late())));
     }
 
     #[test]
@@ -599,7 +599,7 @@ level: high
         let mut live = Correlator::default();
         let mut stored: Vec<Vec<u8>> = Vec::new();
         for i in 0..=MAX_LOG_ROWS as i64 {
-            live.observe(&rules, vec![hit(&rules, &format!("p{}", i % 7), i / 20, &format!("e{i}"))], 3600);
+            live.observe(&rules, vec![hit(&rules, &format!("p{}", i % 7), i / 20, &format!("e{i}"))]);
             let changes = live.take_changes(&rules);
             assert_eq!(changes.snapshot, i == MAX_LOG_ROWS as i64, "batch {i}");
             if changes.snapshot {
@@ -699,7 +699,7 @@ level: medium
         ];
         for (events, expected) in cases {
             let matches: Vec<Match> = events.iter().map(|(m, n)| call(*m, n)).collect();
-            let alerts = Correlator::default().observe(&rules, matches, 3600);
+            let alerts = Correlator::default().observe(&rules, matches);
             let got = alerts.iter().map(|a| (a.count, a.details["measure"].as_u64().unwrap())).max();
             assert_eq!(got, *expected, "{events:?}");
         }

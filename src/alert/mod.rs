@@ -178,11 +178,11 @@ pub fn bucket(time: Timestamp, window_secs: i64) -> i64 {
 }
 
 /// An alert for one event rule's match.
-pub fn from_match(rules: &RuleSet, m: &Match, dedup_secs: i64) -> Alert {
+pub fn from_match(rules: &RuleSet, m: &Match) -> Alert {
     let rule = rules.rule(m.rule);
     let account = m.account_id().unwrap_or("");
     let fingerprint = digest(&[&rule.id, m.principal(), account], 16);
-    let id = digest(&[&fingerprint, &bucket(m.time, dedup_secs).to_string()], 16);
+    let id = digest(&[&fingerprint, &bucket(m.time, rules.dedup_secs(m.rule)).to_string()], 16);
     let summary = summary(&rule.title, m);
     Alert {
         id,
@@ -232,8 +232,8 @@ impl Planned {
 
     /// The alerts sorted by id, and the match counts per rule id and mode (tests compare batches with it).
     #[cfg(test)]
-    pub fn finish(self, rules: &RuleSet, dedup_secs: i64) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
-        let (alerts, counts) = self.into_alerts(rules, dedup_secs);
+    pub fn finish(self, rules: &RuleSet) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
+        let (alerts, counts) = self.into_alerts(rules);
         let mut alerts: Vec<_> = alerts.collect();
         alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         (alerts, counts)
@@ -241,17 +241,13 @@ impl Planned {
 
     /// The alerts, each built when the iterator reaches it (in no particular order: the deliverer sends by id),
     /// and the match counts per rule id and mode.
-    pub fn into_alerts<'r>(
-        self,
-        rules: &'r RuleSet,
-        dedup_secs: i64,
-    ) -> (impl Iterator<Item = (Alert, Merge)> + 'r, Vec<RuleCount>) {
+    pub fn into_alerts<'r>(self, rules: &'r RuleSet) -> (impl Iterator<Item = (Alert, Merge)> + 'r, Vec<RuleCount>) {
         let mut counts: Vec<_> =
             self.counts.into_iter().map(|((rule, mode), n)| (rules.rule(rule).id.clone(), mode, n)).collect();
         counts.sort_by(|a, b| a.0.cmp(&b.0));
         // A group's alert id is unique (its rule is an event rule, never a correlation) and its ids are already
         // sorted and cut, so it goes straight to the list.
-        let groups = self.groups.into_values().map(move |group| (group.into_alert(rules, dedup_secs), Merge::Sum));
+        let groups = self.groups.into_values().map(move |group| (group.into_alert(rules), Merge::Sum));
         (self.alerts.into_values().chain(groups), counts)
     }
 }
@@ -340,8 +336,8 @@ impl Group {
         }
     }
 
-    fn into_alert(self, rules: &RuleSet, dedup_secs: i64) -> Alert {
-        let mut alert = from_match(rules, &self.latest, dedup_secs);
+    fn into_alert(self, rules: &RuleSet) -> Alert {
+        let mut alert = from_match(rules, &self.latest);
         alert.count = self.count;
         alert.first_seen = self.first_seen;
         alert.event_ids = self.smallest_ids();
@@ -371,23 +367,16 @@ impl UnitAlerts {
     /// only for a group's first match and when a newer one replaces its context. A match that feeds correlations
     /// is kept whole; a dry-run rule's, or one that only feeds correlations that it has none of, is only counted.
     /// Spent matches go to `spare`, up to [`MatchScratch::MAX_SPARE`]; `key` is scratch.
-    pub fn fold_view(
-        &mut self,
-        rules: &RuleSet,
-        m: &MatchView<'_>,
-        dedup_secs: i64,
-        spare: &mut Vec<Match>,
-        key: &mut Vec<u8>,
-    ) {
+    pub fn fold_view(&mut self, rules: &RuleSet, m: &MatchView<'_>, spare: &mut Vec<Match>, key: &mut Vec<u8>) {
         self.count(m.rule);
         if m.feeds_correlations() {
-            self.fold_match(rules, m.to_match(spare), dedup_secs, spare, key);
+            self.fold_match(rules, m.to_match(spare), spare, key);
             return;
         }
         if rules.mode(m.rule) != Mode::Live || !rules.alerting(m.rule) {
             return;
         }
-        group_key(key, m.rule, |k| m.push_principal(k), m.account_id(), bucket(m.time(), dedup_secs));
+        group_key(key, m.rule, |k| m.push_principal(k), m.account_id(), bucket(m.time(), rules.dedup_secs(m.rule)));
         match self.groups.get_mut(key.as_slice()) {
             Some(group) => group.add_view(m),
             None => {
@@ -397,11 +386,11 @@ impl UnitAlerts {
     }
 
     /// Folds `matches` (drained) as [`UnitAlerts::fold_view`] folds the same matches seen in place.
-    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, dedup_secs: i64, spare: &mut Vec<Match>) {
+    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, spare: &mut Vec<Match>) {
         let mut key = Vec::new();
         for m in matches.drain(..) {
             self.count(m.rule);
-            self.fold_match(rules, m, dedup_secs, spare, &mut key);
+            self.fold_match(rules, m, spare, &mut key);
         }
     }
 
@@ -413,14 +402,14 @@ impl UnitAlerts {
         self.counts[i] += 1;
     }
 
-    fn fold_match(&mut self, rules: &RuleSet, m: Match, dedup_secs: i64, spare: &mut Vec<Match>, key: &mut Vec<u8>) {
+    fn fold_match(&mut self, rules: &RuleSet, m: Match, spare: &mut Vec<Match>, key: &mut Vec<u8>) {
         if rules.mode(m.rule) == Mode::Live && rules.alerting(m.rule) {
             group_key(
                 key,
                 m.rule,
                 |k| k.extend_from_slice(m.principal().as_bytes()),
                 m.account_id(),
-                bucket(m.time, dedup_secs),
+                bucket(m.time, rules.dedup_secs(m.rule)),
             );
             let (newest, correlated) = match m.hits.is_empty() {
                 true => (m, None),
@@ -489,19 +478,13 @@ fn group_key(key: &mut Vec<u8>, rule: u32, principal: impl FnOnce(&mut Vec<u8>),
 
 /// Adds one unit's groups and counts to `planned`, and its correlation hits to the windows, with an alert for
 /// every correlation whose condition now holds.
-pub fn plan(
-    rules: &RuleSet,
-    unit: UnitAlerts,
-    dedup_secs: i64,
-    correlator: &mut correlate::Correlator,
-    planned: &mut Planned,
-) {
+pub fn plan(rules: &RuleSet, unit: UnitAlerts, correlator: &mut correlate::Correlator, planned: &mut Planned) {
     for (rule, n) in unit.counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
         let rule = rule as u32;
         *planned.counts.entry((rule, rules.mode(rule))).or_default() += n;
     }
     merge_groups(&mut planned.groups, unit.groups);
-    for alert in correlator.observe(rules, unit.correlated, dedup_secs) {
+    for alert in correlator.observe(rules, unit.correlated) {
         let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
         let mode = rules.mode(index);
         *planned.counts.entry((index, mode)).or_default() += 1;
@@ -636,10 +619,10 @@ mod tests {
             let mut correlator = correlate::Correlator::default();
             for mut unit_matches in units {
                 let mut unit = UnitAlerts::default();
-                unit.fold(&rules, &mut unit_matches, 3600, &mut Vec::new());
-                plan(&rules, unit, 3600, &mut correlator, &mut planned);
+                unit.fold(&rules, &mut unit_matches, &mut Vec::new());
+                plan(&rules, unit, &mut correlator, &mut planned);
             }
-            planned.finish(&rules, 3600)
+            planned.finish(&rules)
         };
         let whole = run(vec![matches.clone()]);
         // Two buckets: minutes 0-30 (three events, context from the newest: the later IP at minute 30) and 90.
@@ -677,5 +660,46 @@ mod tests {
         let reversed: Vec<Match> = many.iter().rev().cloned().collect();
         assert_eq!(run(vec![reversed[..333].to_vec(), reversed[333..].to_vec()]), whole);
         assert_eq!(run(many.chunks(7).map(<[Match]>::to_vec).collect()), whole);
+    }
+
+    #[test]
+    fn each_rule_merges_alerts_within_its_own_dedup_window() {
+        let mut rules = RuleSet::load(true, &[]).0;
+        let (root, tampering) =
+            (rules.index_of("root-account-usage").unwrap(), rules.index_of("cloudtrail-tampering").unwrap());
+        // Events at minutes 0, 30 and 90 for each rule.
+        let matches: Vec<Match> = [root, tampering]
+            .into_iter()
+            .flat_map(|rule| {
+                [0, 30, 90].map(|minute: i64| {
+                    let id = format!("e{rule}-{minute}");
+                    let fields = [
+                        Some(id.as_str()),
+                        Some("StopLogging"),
+                        Some("arn:aws:iam::1:root"),
+                        Some("1"),
+                        None,
+                        None,
+                        None,
+                    ];
+                    Match::new(rule, 1_790_000_000 + minute * 60, fields, Vec::new())
+                })
+            })
+            .collect();
+        let alerts_per_rule = |rules: &RuleSet| {
+            let mut unit = UnitAlerts::default();
+            unit.fold(rules, &mut matches.clone(), &mut Vec::new());
+            let mut planned = Planned::default();
+            plan(rules, unit, &mut correlate::Correlator::default(), &mut planned);
+            let (alerts, _) = planned.finish(rules);
+            let count = |id: &str| alerts.iter().filter(|(a, _)| a.rule == id).count();
+            (count("root-account-usage"), count("cloudtrail-tampering"))
+        };
+        // The default window (an hour): minutes 0 and 30 share an alert, 90 has its own.
+        assert_eq!(alerts_per_rule(&rules), (2, 2));
+        // Ten minutes for every rule but root usage, which merges a whole day.
+        let by_rule = [("root-account-usage".to_owned(), 86_400), ("no-such-rule".to_owned(), 60)].into();
+        assert_eq!(rules.set_dedup_windows(600, &by_rule), ["no-such-rule"]);
+        assert_eq!(alerts_per_rule(&rules), (1, 3));
     }
 }

@@ -19,7 +19,6 @@ use crate::state::store::{Store, StoreError};
 pub struct Alerting {
     pub rules: Arc<RuleSet>,
     pub sinks: Arc<Vec<Sink>>,
-    dedup_secs: i64,
     suppress: Vec<CompiledSuppression>,
     correlator: Mutex<Correlator>,
     /// The open batch's alerts so far (the planner adds each unit's matches as it arrives).
@@ -50,7 +49,6 @@ impl Alerting {
     pub fn new(
         rules: Arc<RuleSet>,
         sinks: Arc<Vec<Sink>>,
-        dedup_secs: i64,
         suppressions: &[Suppression],
         store: &Store,
     ) -> Result<Alerting, StoreError> {
@@ -69,18 +67,12 @@ impl Alerting {
         Ok(Alerting {
             rules,
             sinks,
-            dedup_secs,
             suppress,
             correlator,
             pending: Mutex::new(Planned::default()),
             behaviour: crate::alert::behaviour::BehaviourConfig::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
         })
-    }
-
-    /// The window within which an event rule's matches merge into one alert (workers fold by it).
-    pub fn dedup_secs(&self) -> i64 {
-        self.dedup_secs
     }
 
     /// On the alert planner thread (or the committer): adds one unit's alerts to the open batch, and its hits to
@@ -91,7 +83,7 @@ impl Alerting {
         }
         let mut correlator = self.correlator.lock().unwrap_or_else(|p| p.into_inner());
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        plan(&self.rules, unit, self.dedup_secs, &mut correlator, &mut pending);
+        plan(&self.rules, unit, &mut correlator, &mut pending);
     }
 
     /// What the open batch writes to the outbox, suppressed and routed; the batch is closed.
@@ -116,7 +108,7 @@ impl Alerting {
     ) {
         let planned = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         let hits = self.correlator.lock().unwrap_or_else(|p| p.into_inner()).take_changes(&self.rules);
-        let (alerts, counts) = planned.into_alerts(&self.rules, self.dedup_secs);
+        let (alerts, counts) = planned.into_alerts(&self.rules);
         for (rule, mode, n) in &counts {
             let mode = match mode {
                 Mode::Live => "live",
@@ -253,15 +245,12 @@ pub fn setup(
     for id in rules.set_dry_run(&config.rules.dry_run) {
         tracing::warn!("`rules.dry_run` names `{id}`, which is not loaded");
     }
+    for id in rules.set_dedup_windows(config.rules.dedup_window_secs, &config.rules.dedup_window_secs_by_rule) {
+        tracing::warn!("`rules.dedup_window_secs_by_rule` names `{id}`, which is not loaded");
+    }
     tracing::info!(rules = rules.rules().len(), failed = errors.len(), "rules loaded");
     let sinks = config.alerts.sinks.iter().cloned().map(Sink::new).collect();
-    let mut alerting = Alerting::new(
-        Arc::new(rules),
-        Arc::new(sinks),
-        config.rules.dedup_window_secs,
-        &config.alerts.suppress,
-        store,
-    )?;
+    let mut alerting = Alerting::new(Arc::new(rules), Arc::new(sinks), &config.alerts.suppress, store)?;
     alerting.behaviour = config.behaviour.clone();
     Ok(Some(Arc::new(alerting)))
 }
@@ -411,7 +400,7 @@ mod tests {
         let fields = [Some("d1"), Some("GetUser"), Some("arn:aws:iam::1:user/u"), Some("1"), None, None, None];
         matches.push(Match::new(denied, 1_790_000_000, fields, vec![hit]));
         let mut unit = UnitAlerts::default();
-        unit.fold(rules, &mut matches, 3600, &mut Vec::new());
+        unit.fold(rules, &mut matches, &mut Vec::new());
         alerting.observe(unit);
     }
 
@@ -422,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
         let rules = Arc::new(RuleSet::load(true, &[]).0);
-        let alerting = |store: &Store| Alerting::new(Arc::clone(&rules), Arc::new(Vec::new()), 3600, &[], store);
+        let alerting = |store: &Store| Alerting::new(Arc::clone(&rules), Arc::new(Vec::new()), &[], store);
         let metrics = Metrics::new();
         let (whole, chunked) = (alerting(&store).unwrap(), alerting(&store).unwrap());
         planned(&whole, 10);

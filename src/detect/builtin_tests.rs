@@ -355,12 +355,12 @@ fn folding_in_place_equals_folding_written_matches() {
     Parser::default()
         .parse_unpadded(file.as_bytes(), &mut |event, rec| {
             rules.evaluate(event, rec, &mut candidates, &mut |m| {
-                in_place.fold_view(&rules, m, 3600, &mut spare, &mut key);
+                in_place.fold_view(&rules, m, &mut spare, &mut key);
                 matches.push(m.to_match(&mut Vec::new()));
             });
         })
         .unwrap();
     assert!(matches.len() > 120, "{} matches", matches.len());
-    written.fold(&rules, &mut matches, 3600, &mut Vec::new());
+    written.fold(&rules, &mut matches, &mut Vec::new());
     assert_eq!(in_place, written);
 }

@@ -76,7 +76,12 @@ pub struct RuleSet {
     alerting: Vec<bool>,
     /// Per rule: the correlations (indices into `rules`) that count its matches.
     feeds: Vec<Vec<u32>>,
+    /// Per rule: its dedup window in seconds (alerts of one subject within it merge into one).
+    dedup_secs: Vec<i64>,
 }
+
+/// A rule's dedup window unless the configuration says otherwise (`rules.dedup_window_secs`).
+pub const DEFAULT_DEDUP_SECS: i64 = 3600;
 
 /// The typed fields an event's candidate rules are worked out from: few distinct combinations in any log, and
 /// they rule out nearly every rule for nearly every event.
@@ -222,6 +227,7 @@ impl RuleSet {
             modes: vec![Mode::Live; n],
             alerting: vec![true; n],
             feeds: vec![Vec::new(); n],
+            dedup_secs: vec![DEFAULT_DEDUP_SECS; n],
             ..RuleSet::default()
         };
         for (c, targets) in targets_of.iter().enumerate() {
@@ -278,6 +284,28 @@ impl RuleSet {
     }
 
     /// Sets rules to dry run (by id); returns the ids that name no loaded rule.
+    /// A rule's dedup window in seconds.
+    pub fn dedup_secs(&self, index: u32) -> i64 {
+        self.dedup_secs[index as usize]
+    }
+
+    /// Sets every rule's dedup window to `default` but those in `by_rule` (by id); returns the ids not loaded.
+    pub fn set_dedup_windows<'a>(
+        &mut self,
+        default: i64,
+        by_rule: &'a std::collections::BTreeMap<String, i64>,
+    ) -> Vec<&'a str> {
+        self.dedup_secs.fill(default);
+        let mut unknown = Vec::new();
+        for (id, &secs) in by_rule {
+            match self.index_of(id) {
+                Some(i) => self.dedup_secs[i as usize] = secs,
+                None => unknown.push(id.as_str()),
+            }
+        }
+        unknown
+    }
+
     pub fn set_dry_run<'a>(&mut self, ids: &'a [String]) -> Vec<&'a str> {
         let mut unknown = Vec::new();
         for id in ids {
