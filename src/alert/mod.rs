@@ -263,6 +263,10 @@ struct Group {
     /// smallest ids of all its events, whichever units they came in.
     event_ids: String,
     ids: usize,
+    /// Once the gathered ids have been cut to the smallest [`MAX_EVENT_IDS`] distinct ones: the largest of them.
+    /// No id at or above it can be among the alert's any more, so such an id (most, in a noisy group) is only
+    /// counted, not copied.
+    ceiling: Option<Box<str>>,
     /// The newest match (by time, then IP, region, agent): the alert's context.
     latest: Match,
 }
@@ -275,7 +279,7 @@ impl Group {
             event_ids.push('\0');
         }
         let ids = usize::from(!event_ids.is_empty());
-        Group { count: 1, first_seen: m.time, event_ids, ids, latest: m }
+        Group { count: 1, first_seen: m.time, event_ids, ids, ceiling: None, latest: m }
     }
 
     /// Adds a match; returns the one of it and the group's newest that is no longer needed.
@@ -302,10 +306,16 @@ impl Group {
     }
 
     fn push_id(&mut self, id: &str) {
+        if self.ceiling.as_deref().is_some_and(|ceiling| id >= ceiling) {
+            return;
+        }
         if self.ids == 4 * MAX_EVENT_IDS {
             // The kept ids are an `EventIds` buffer, which has the same layout.
             let kept = self.smallest_ids();
             self.ids = kept.iter().count();
+            if self.ids == MAX_EVENT_IDS {
+                self.ceiling = kept.iter().last().map(Into::into);
+            }
             self.event_ids = kept.0;
         }
         self.event_ids.push_str(id);
