@@ -403,6 +403,33 @@ fn sigma_rules_match_as_the_specification_says_and_failures_are_reported() {
     }
     assert_eq!(lines.last(), Some(&"0 rules loaded, 8 failed"));
 
+    // `rules list` shows each rule's mode and dedup window as the configuration sets them, and names the ids that
+    // the configuration gives but no loaded rule has.
+    let config = tmp.path().join("list.toml");
+    std::fs::write(
+        &config,
+        "[rules]\ndry_run = [\"cloudtrail-tampering\", \"gone\"]\ndedup_window_secs = 600\n\
+         dedup_window_secs_by_rule = { \"root-account-usage\" = 86400, \"nope\" = 5 }\n",
+    )
+    .unwrap();
+    let out = trailwatch(&["rules", "list", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |id: &str| {
+        let line = listing.lines().find(|l| l.starts_with(&format!("{id} "))).unwrap_or_else(|| panic!("{listing}"));
+        line.split_whitespace().take(5).collect::<Vec<_>>()
+    };
+    assert_eq!(line("root-account-usage"), ["root-account-usage", "high", "event", "live", "86400s"]);
+    assert_eq!(line("cloudtrail-tampering"), ["cloudtrail-tampering", "high", "event", "dry-run", "600s"]);
+    let warnings: Vec<&str> = listing.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: `rules.dry_run` names `gone`, which is not loaded",
+            "warning: `rules.dedup_window_secs_by_rule` names `nope`, which is not loaded",
+        ]
+    );
+
     // A rule written for another schema (SigmaHQ has some with `status`) loads, with a warning naming the field.
     let foreign = tmp.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
