@@ -283,7 +283,6 @@ impl RuleSet {
         self.rules.iter().position(|r| r.id == id).map(|i| i as u32)
     }
 
-    /// Sets rules to dry run (by id); returns the ids that name no loaded rule.
     /// A rule's dedup window in seconds.
     pub fn dedup_secs(&self, index: u32) -> i64 {
         self.dedup_secs[index as usize]
@@ -306,6 +305,7 @@ impl RuleSet {
         unknown
     }
 
+    /// Sets rules to dry run (by id); returns the ids that name no loaded rule.
     pub fn set_dry_run<'a>(&mut self, ids: &'a [String]) -> Vec<&'a str> {
         let mut unknown = Vec::new();
         for id in ids {
