@@ -281,13 +281,16 @@ pub fn write_permissions_table(
 }
 
 /// The state's size for the state gauges: identities, principal-action pairs, identities inactive for
-/// `inactive_days` at `now`, keys, ledger files and the newest event.
+/// `inactive_days` at `now`, keys, ledger files and the newest event. All read from one snapshot, so a commit
+/// landing between two counts cannot give principals without their ledger rows.
 pub fn state_stats(
     conn: &rusqlite::Connection,
     now: Timestamp,
     inactive_days: i64,
 ) -> rusqlite::Result<crate::metrics::StateStats> {
-    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+    let snapshot = conn.unchecked_transaction()?;
+    let count = |sql: &str| snapshot.query_row(sql, [], |r| r.get::<_, i64>(0));
+    let conn = &*snapshot;
     Ok(crate::metrics::StateStats {
         identities: count("SELECT count(*) FROM principals")?,
         principal_actions: count("SELECT count(*) FROM actions")?,

@@ -67,10 +67,12 @@ fn promtool_accepts_a_live_scrape_and_a_real_prometheus_queries_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut daemon, port) = daemon_with_files(tmp.path());
     // The state gauges are refreshed every 15 s; the first refresh runs at start, before the files, so wait for
-    // the next one to see the identities.
+    // the next one. A scrape can land while a refresh is setting the gauges one by one, so wait for the last one
+    // set (the ledger) as well as the first.
     let scrape = wait_for(Duration::from_secs(40), || {
         let (_, body) = http_get(port, "/metrics")?;
-        (metric(&body, "trailwatch_identities")? > 0.0).then_some(body)
+        (metric(&body, "trailwatch_identities")? > 0.0 && metric(&body, "trailwatch_ledger_files")? > 0.0)
+            .then_some(body)
     })
     .expect("the state gauges are refreshed");
     let mut lint = tool("promtool")
