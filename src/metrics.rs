@@ -214,7 +214,7 @@ impl Metrics {
             counter_vec("trailwatch_alerts_sent_total", "Alert deliveries accepted, by sink kind", "sink");
         let alert_delivery_failures = counter_vec(
             "trailwatch_alert_delivery_failures_total",
-            "Alert delivery attempts that failed and will be retried, by sink kind",
+            "Alert delivery attempts that failed, or found their stored alert unreadable, and will be retried, by sink kind",
             "sink",
         );
         let outbox_depth = IntGauge::new("trailwatch_alert_outbox_depth", "Alert deliveries (alert and sink) pending")

@@ -56,7 +56,7 @@ impl Deliverer {
             }
             let mut outcomes: Vec<(&Pending, Result<(), String>)> = Vec::with_capacity(due.len());
             for sink in self.sinks.iter() {
-                let mine: Vec<&Pending> = due.iter().filter(|p| p.sink == sink.name()).collect();
+                let mine: Vec<&Pending> = due.pending.iter().filter(|p| p.sink == sink.name()).collect();
                 if mine.is_empty() {
                     continue;
                 }
@@ -73,11 +73,14 @@ impl Deliverer {
                     }
                 }
             }
-            for pending in due.iter().filter(|p| !self.sinks.iter().any(|s| s.name() == p.sink)) {
+            for pending in due.pending.iter().filter(|p| !self.sinks.iter().any(|s| s.name() == p.sink)) {
                 if self.unknown_logged.insert(pending.sink.clone()) {
                     tracing::warn!(sink = %pending.sink, "outbox names a sink that is not configured; its alerts wait for it");
                 }
                 outcomes.push((pending, Err("sink not configured".into())));
+            }
+            for unreadable in &due.unreadable {
+                self.unreadable(unreadable);
             }
             let tx = self.conn.transaction()?;
             for (pending, outcome) in &outcomes {
@@ -96,6 +99,14 @@ impl Deliverer {
                         pass.failed += 1;
                     }
                 }
+            }
+            for unreadable in &due.unreadable {
+                // Nothing to send, but the row must leave the head of the outbox. It waits the longest backoff
+                // (a version that can read it may run by then) and keeps counting as pending, so the outbox
+                // gauge and the stuck-outbox alert still show it.
+                let retry = now_ms() + self.max_backoff.as_millis() as i64;
+                outbox::failed(&tx, &unreadable.alert_id, &unreadable.sink, retry, &unreadable.reason)?;
+                pass.failed += 1;
             }
             tx.commit()?;
             if due.len() < PASS_LIMIT {
@@ -128,6 +139,19 @@ impl Deliverer {
                 self.metrics.alert_delivery_failures.with_label_values(&[kind]).inc();
                 Err(err.to_string())
             }
+        }
+    }
+
+    /// Logs and counts a delivery whose alert cannot be read (by the sink's kind, when the sink is configured).
+    fn unreadable(&self, unreadable: &outbox::Unreadable) {
+        if crate::logs::allow("alert_unreadable") {
+            tracing::warn!(
+                alert = %unreadable.alert_id, sink = %unreadable.sink, retry_in_ms = self.max_backoff.as_millis() as u64,
+                "alert delivery skipped: {}", unreadable.reason
+            );
+        }
+        if let Some(sink) = self.sinks.iter().find(|s| s.name() == unreadable.sink) {
+            self.metrics.alert_delivery_failures.with_label_values(&[sink.config.kind.as_str()]).inc();
         }
     }
 
@@ -197,5 +221,84 @@ impl Stop {
 impl Default for Stop {
     fn default() -> Self {
         Stop::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Derived, Merge};
+    use crate::config::{SinkConfig, SinkKind};
+    use crate::detect::rule::Severity;
+    use crate::state::outbox::AlertWrite;
+    use crate::state::store::{Store, Synchronous};
+
+    /// Rows whose alert cannot be read (damaged bodies, and an outbox row with no alert) sit at the head of the
+    /// outbox, more of them than one pass takes: the readable alert behind them is still delivered, and they are
+    /// moved back by the longest backoff and kept, not retried on every pass or dropped.
+    #[test]
+    fn unreadable_alerts_do_not_hold_up_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
+        let conn = store.connection();
+        let alert = Alert::derived(Derived {
+            rule: "root-account-usage",
+            subject: "arn:aws:iam::111111111111:root",
+            anchor: "1",
+            title: "Root account used",
+            severity: Severity::High,
+            principal: "arn:aws:iam::111111111111:root".into(),
+            account_id: Some("111111111111".into()),
+            time: 1_790_000_000,
+            summary: "root".into(),
+            details: serde_json::json!({}),
+        });
+        let tx = conn.unchecked_transaction().unwrap();
+        let write = AlertWrite {
+            alerts: vec![(alert.clone(), Merge::Sum, vec!["jsonl".into()])],
+            hits: Default::default(),
+            raised_at_ms: 5,
+        };
+        crate::state::outbox::write(&tx, &write).unwrap();
+        let damaged = PASS_LIMIT + 40;
+        for i in 0..damaged {
+            let id = format!("damaged{i:04}");
+            tx.execute(
+                "INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body) VALUES (?1, 'r', 'high', 0, 0, '{not json')",
+                [&id],
+            )
+            .unwrap();
+            tx.execute("INSERT INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, 'jsonl', 0)", [&id]).unwrap();
+        }
+        tx.execute("INSERT INTO outbox (alert_id, sink, next_attempt_ms) VALUES ('orphan', 'jsonl', 0)", []).unwrap();
+        tx.commit().unwrap();
+
+        let path = dir.path().join("alerts.jsonl");
+        let mut config = SinkConfig::new("jsonl", SinkKind::File);
+        config.path = Some(path.clone());
+        let metrics = Arc::new(Metrics::new());
+        let max_backoff = Duration::from_secs(3600);
+        let mut deliverer = Deliverer::new(
+            store.outbox_connection().unwrap(),
+            Arc::new(vec![Sink::new(config)]),
+            metrics.clone(),
+            max_backoff,
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let before = now_ms();
+        let pass = runtime.block_on(deliverer.pass()).unwrap();
+        assert_eq!(pass, Pass { sent: 1, failed: damaged as u64 + 1 });
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().map(|l| serde_json::from_str::<Alert>(l).unwrap().id).collect::<Vec<_>>(), [alert.id]);
+        assert_eq!(metrics.alert_delivery_failures.with_label_values(&["file"]).get(), damaged as u64 + 1);
+        assert_eq!(outbox::depth(conn).unwrap(), damaged as u64 + 1, "unreadable deliveries stay pending");
+        let next = outbox::next_due_ms(conn).unwrap().unwrap();
+        assert!(next >= before + max_backoff.as_millis() as i64, "retried after the longest backoff, not at once");
+        let reason: String =
+            conn.query_row("SELECT last_error FROM outbox WHERE alert_id = 'orphan'", [], |r| r.get(0)).unwrap();
+        assert_eq!(reason, "no alert with this id in the store");
+
+        // Nothing is due until then: the next pass sends and touches nothing.
+        assert_eq!(runtime.block_on(deliverer.pass()).unwrap(), Pass::default());
     }
 }

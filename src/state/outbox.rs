@@ -184,20 +184,59 @@ pub struct Pending {
     pub raised_at_ms: i64,
 }
 
-/// Deliveries due at `now_ms`, oldest first.
-pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Vec<Pending>> {
+/// A delivery whose alert cannot be read back: a body another version wrote, a damaged row, or an outbox row whose
+/// alert is gone. The deliverer must still move it on (see [`Due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub alert_id: String,
+    pub sink: String,
+    pub reason: String,
+}
+
+/// The deliveries due now. Unreadable ones are returned beside the readable ones rather than skipped: a skipped
+/// row stays due at the head of the outbox, so enough of them would hide every delivery behind them.
+#[derive(Debug, Default)]
+pub struct Due {
+    pub pending: Vec<Pending>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Due {
+    /// Rows taken, readable or not.
+    pub fn len(&self) -> usize {
+        self.pending.len() + self.unreadable.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Deliveries due at `now_ms`, oldest first, at most `limit`.
+pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> rusqlite::Result<Due> {
     let mut stmt = conn.prepare_cached(
-        "SELECT a.body, o.sink, o.attempts, a.raised_at_ms FROM outbox o JOIN alerts a ON a.id = o.alert_id
+        "SELECT o.alert_id, a.body, o.sink, o.attempts, a.raised_at_ms FROM outbox o LEFT JOIN alerts a ON a.id = o.alert_id
          WHERE o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.alert_id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, u32>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
     })?;
-    let mut out = Vec::new();
+    let mut out = Due::default();
     for row in rows {
-        let (body, sink, attempts, raised_at_ms) = row?;
-        if let Ok(alert) = serde_json::from_str(&body) {
-            out.push(Pending { alert, sink, attempts, raised_at_ms });
+        let (alert_id, body, sink, attempts, raised_at_ms) = row?;
+        let read = match body {
+            Some(body) => serde_json::from_str::<Alert>(&body).map_err(|e| format!("unreadable alert body: {e}")),
+            None => Err("no alert with this id in the store".to_owned()),
+        };
+        match read {
+            Ok(alert) => out.pending.push(Pending { alert, sink, attempts, raised_at_ms: raised_at_ms.unwrap_or(0) }),
+            Err(reason) => out.unreadable.push(Unreadable { alert_id, sink, reason }),
         }
     }
     Ok(out)
