@@ -61,10 +61,49 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
 
 /// Formats whole seconds as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn format_rfc3339(ts: Timestamp) -> String {
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    let mut out = [0u8; RFC3339_LEN];
+    match write_rfc3339(ts, &mut out) {
+        Some(text) => text.to_owned(),
+        None => {
+            let (year, month, day, secs) = civil_parts(ts);
+            format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+        }
+    }
+}
+
+/// The length of [`write_rfc3339`]'s text.
+pub const RFC3339_LEN: usize = 20;
+
+/// Writes `ts` as [`format_rfc3339`] does into `out` without formatting machinery (every alert carries two
+/// times); `None` for a year outside 0 to 9999, which does not fit.
+pub fn write_rfc3339(ts: Timestamp, out: &mut [u8; RFC3339_LEN]) -> Option<&str> {
+    let (year, month, day, secs) = civil_parts(ts);
+    let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+    let two = |out: &mut [u8], n: u32| {
+        out[0] = b'0' + (n / 10) as u8;
+        out[1] = b'0' + (n % 10) as u8;
+    };
+    two(&mut out[0..2], year / 100);
+    two(&mut out[2..4], year % 100);
+    out[4] = b'-';
+    two(&mut out[5..7], month);
+    out[7] = b'-';
+    two(&mut out[8..10], day);
+    out[10] = b'T';
+    let secs = secs as u32;
+    two(&mut out[11..13], secs / 3600);
+    out[13] = b':';
+    two(&mut out[14..16], secs % 3600 / 60);
+    out[16] = b':';
+    two(&mut out[17..19], secs % 60);
+    out[19] = b'Z';
+    std::str::from_utf8(out).ok()
+}
+
+/// Year, month, day and seconds into the day.
+fn civil_parts(ts: Timestamp) -> (i64, u32, u32, i64) {
+    let (year, month, day) = civil_from_days(ts.div_euclid(86_400));
+    (year, month, day, ts.rem_euclid(86_400))
 }
 
 /// Parses a calendar date `YYYY-MM-DD` to the timestamp of its midnight UTC.
@@ -154,6 +193,23 @@ mod tests {
         assert_eq!(parse_date("2026-10-01").map(format_rfc3339).as_deref(), Some("2026-10-01T00:00:00Z"));
         assert_eq!(parse_date("2026-10-32"), None);
         assert_eq!(parse_date("2026-1-01"), None);
+    }
+
+    #[test]
+    fn formats_without_fmt_as_fmt_does() {
+        let fmt = |ts: Timestamp| {
+            let (year, month, day, secs) = civil_parts(ts);
+            format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+        };
+        let edges = [0, -1, 59, 3599, 86_399, 86_400, 951_782_400, 1_790_000_000, 253_402_300_799, -62_167_219_200];
+        let steps = (0..20_000i64).map(|i| -3_000_000_000 + i * 13_457_777);
+        for ts in edges.into_iter().chain(steps) {
+            assert_eq!(format_rfc3339(ts), fmt(ts), "ts {ts}");
+        }
+        // Years past 9999 and before 0 fall back to the formatter.
+        assert_eq!(format_rfc3339(253_402_300_800), "10000-01-01T00:00:00Z");
+        assert_eq!(write_rfc3339(253_402_300_800, &mut [0; RFC3339_LEN]), None);
+        assert_eq!(write_rfc3339(-62_167_219_201, &mut [0; RFC3339_LEN]), None);
     }
 
     #[test]

@@ -146,17 +146,31 @@ impl<'de> serde::Deserialize<'de> for EventIds {
 }
 
 mod rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     use crate::time::{Timestamp, format_rfc3339, parse_rfc3339};
 
     pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_rfc3339(*ts))
+        let mut text = [0; crate::time::RFC3339_LEN];
+        match crate::time::write_rfc3339(*ts, &mut text) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&format_rfc3339(*ts)),
+        }
     }
 
+    /// Parses the text in place (the deliverer reads two times per stored alert): no string is allocated.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_rfc3339(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid time `{text}`")))
+        struct Rfc3339;
+        impl serde::de::Visitor<'_> for Rfc3339 {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 3339 time")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timestamp, E> {
+                parse_rfc3339(text).ok_or_else(|| E::custom(format!("invalid time `{text}`")))
+            }
+        }
+        d.deserialize_str(Rfc3339)
     }
 }
 
@@ -590,6 +604,23 @@ pub fn time_text(ts: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stored alerts read back as written; a time is read in place, escaped or not, and a bad one is an error.
+    #[test]
+    fn an_alert_round_trips_through_its_json() {
+        let rules = RuleSet::load(true, &[]).0;
+        let root = rules.index_of("root-account-usage").unwrap();
+        let fields = [Some("e1"), Some("ListUsers"), Some("arn:aws:iam::1:root"), Some("1"), None, None, None];
+        let alert = from_match(&rules, &Match::new(root, 1_790_000_123, fields, Vec::new()));
+        let json = serde_json::to_string(&alert).unwrap();
+        assert!(json.contains(r#""event_time":"2026-09-21T14:15:23Z""#), "{json}");
+        assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), alert);
+        let escaped = json.replace(r#""event_time":"2026"#, r#""event_time":"\u0032026"#);
+        assert_eq!(serde_json::from_str::<Alert>(&escaped).unwrap(), alert);
+        let bad = json.replace(r#""event_time":"2026-09-21"#, r#""event_time":"2026-09-31"#);
+        let err = serde_json::from_str::<Alert>(&bad).unwrap_err().to_string();
+        assert!(err.contains("invalid time `2026-09-31T14:15:23Z`"), "{err}");
+    }
 
     #[test]
     fn event_ids_are_the_smallest_distinct_ones() {
