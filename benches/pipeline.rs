@@ -154,17 +154,25 @@ fn stages(c: &mut Criterion) {
     // TRAILWATCH_BENCH_SIGMA_DIR, e.g. a checkout's rules/cloud/aws) or, without it, a generated stand-in of the same
     // shapes and size (see `sigmahq_standin`).
     let builtin = Arc::new(RuleSet::load(true, &[]).0);
+    let standin = tempfile::tempdir().unwrap();
+    let sigma_dir = match std::env::var_os("TRAILWATCH_BENCH_SIGMA_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            std::fs::write(standin.path().join("standin.yml"), sigmahq_standin(140)).unwrap();
+            standin.path().to_owned()
+        }
+    };
     let with_sigma = {
-        let standin = tempfile::tempdir().unwrap();
-        let dir = match std::env::var_os("TRAILWATCH_BENCH_SIGMA_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => {
-                std::fs::write(standin.path().join("standin.yml"), sigmahq_standin(140)).unwrap();
-                standin.path().to_owned()
-            }
-        };
-        let (set, errors) = RuleSet::load(true, &[dir]);
+        let (set, errors) = RuleSet::load(true, std::slice::from_ref(&sigma_dir));
         eprintln!("rules: built-in + sigma: {} loaded, {} not loaded", set.rules().len(), errors.len());
+        Arc::new(set)
+    };
+    // The same rules in dry run: every event is matched and every match counted (correlation windows included),
+    // but no alert is built or written. Against `off` it is the cost of matching; against the live set, of alerting.
+    let dry_run = {
+        let mut set = RuleSet::load(true, std::slice::from_ref(&sigma_dir)).0;
+        let ids: Vec<String> = set.rules().iter().map(|r| r.id.clone()).collect();
+        assert!(set.set_dry_run(&ids).is_empty());
         Arc::new(set)
     };
     let mut group = c.benchmark_group("rules");
@@ -172,7 +180,13 @@ fn stages(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .throughput(Throughput::ElementsAndBytes { elements: corpus.records, bytes: corpus.json_bytes });
-    for (name, rules) in [("off", None), ("builtin", Some(builtin)), ("builtin_and_sigmahq", Some(with_sigma))] {
+    let sets = [
+        ("off", None),
+        ("builtin", Some(builtin)),
+        ("builtin_and_sigmahq_dry_run", Some(dry_run)),
+        ("builtin_and_sigmahq", Some(with_sigma)),
+    ];
+    for (name, rules) in sets {
         group.bench_function(format!("replay_2_threads/{name}"), |b| {
             b.iter_batched(
                 || tempfile::tempdir().unwrap(),
