@@ -704,7 +704,7 @@ impl Committer<'_, '_> {
                 }
                 (_, None) => {
                     taken = true;
-                    AlertWrite { raised_at_ms: now_ms, ..AlertWrite::default() }
+                    AlertWrite::at(now_ms)
                 }
             })
         };

@@ -254,11 +254,8 @@ mod tests {
             details: serde_json::json!({}),
         });
         let tx = conn.unchecked_transaction().unwrap();
-        let write = AlertWrite {
-            alerts: vec![(alert.clone(), Merge::Sum, vec!["jsonl".into()])],
-            hits: Default::default(),
-            raised_at_ms: 5,
-        };
+        let mut write = AlertWrite::at(5);
+        write.alerts.push((alert.clone(), Merge::Sum, vec!["jsonl".into()]));
         crate::state::outbox::write(&tx, &write).unwrap();
         let damaged = PASS_LIMIT + 40;
         for i in 0..damaged {

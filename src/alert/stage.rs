@@ -88,7 +88,7 @@ impl Alerting {
 
     /// What the open batch writes to the outbox, suppressed and routed; the batch is closed.
     pub fn take_write(&self, raised_at_ms: i64, metrics: &Metrics) -> AlertWrite {
-        let mut whole = AlertWrite { raised_at_ms, ..AlertWrite::default() };
+        let mut whole = AlertWrite::at(raised_at_ms);
         self.take_write_in_chunks(raised_at_ms, metrics, usize::MAX, &mut |chunk, _| {
             whole.append(chunk);
             true
@@ -116,20 +116,22 @@ impl Alerting {
             };
             metrics.rule_matches.with_label_values(&[rule, mode]).inc_by(*n);
         }
-        let mut chunk = AlertWrite { raised_at_ms, ..AlertWrite::default() };
+        let mut chunk = AlertWrite::at(raised_at_ms);
         for (alert, merge) in alerts {
             match self.route(&alert) {
                 Some(sinks) => chunk.alerts.push((alert, merge, sinks)),
                 None => metrics.alerts_suppressed.inc(),
             }
             if chunk.alerts.len() >= chunk_len {
-                let full = std::mem::replace(&mut chunk, AlertWrite { raised_at_ms, ..AlertWrite::default() });
+                let mut full = std::mem::replace(&mut chunk, AlertWrite::at(raised_at_ms));
+                full.serialize();
                 if !send(full, false) {
                     return;
                 }
             }
         }
         chunk.hits = hits;
+        chunk.serialize();
         send(chunk, true);
     }
 
@@ -165,7 +167,7 @@ impl Alerting {
         raised_at_ms: i64,
         metrics: &Metrics,
     ) -> AlertWrite {
-        let mut write = AlertWrite { raised_at_ms, ..AlertWrite::default() };
+        let mut write = AlertWrite::at(raised_at_ms);
         for fact in facts {
             let alert = crate::alert::behaviour::to_alert(fact, &self.behaviour);
             metrics.rule_matches.with_label_values(&[&alert.rule, "live"]).inc();
@@ -448,6 +450,14 @@ mod tests {
         got.sort();
         assert_eq!(got, expected);
         assert_eq!(outcome.new, [true; 10]);
+        // The planner serialized each chunk's alerts; each stored body is its own alert's.
+        for (alert, _, _) in &written.alerts {
+            let body: String = store
+                .connection()
+                .query_row("SELECT body FROM alerts WHERE id = ?1", [&alert.id], |r| r.get(0))
+                .unwrap();
+            assert_eq!(body, serde_json::to_string(alert).unwrap());
+        }
         assert!(!written.hits.log.is_empty(), "the last chunk's correlation log is kept");
     }
 }

@@ -45,15 +45,48 @@ pub struct AlertWrite {
     pub hits: Changes,
     /// Wall-clock time of the commit, in milliseconds (alert latency is measured from it).
     pub raised_at_ms: i64,
+    /// The alerts' JSON one after the other, when serialized ahead of the write ([`AlertWrite::serialize`]).
+    bodies: Vec<u8>,
+    /// The end of each alert's JSON in `bodies`; valid only when there is one per alert.
+    body_ends: Vec<usize>,
 }
 
 impl AlertWrite {
+    /// Nothing yet, for a commit at `raised_at_ms`.
+    pub fn at(raised_at_ms: i64) -> AlertWrite {
+        AlertWrite { raised_at_ms, ..AlertWrite::default() }
+    }
+
     /// Adds a later chunk of the same batch: its alerts, and its correlation log if it carries one (the last does).
+    /// The result is for accounting, not for writing again: serialized bodies are dropped.
     pub fn append(&mut self, mut chunk: AlertWrite) {
         self.alerts.append(&mut chunk.alerts);
         if chunk.hits.snapshot || !chunk.hits.log.is_empty() {
             self.hits = chunk.hits;
         }
+        self.bodies = Vec::new();
+        self.body_ends = Vec::new();
+    }
+
+    /// Serializes the alerts now, so that [`write`] only stores them. The alert planner does this for each chunk
+    /// it hands over: the committer then writes one chunk while the planner serializes the next, instead of doing
+    /// both (after the last file, the last batch's alerts are all that is left to do).
+    pub fn serialize(&mut self) {
+        self.bodies.clear();
+        self.body_ends.clear();
+        for (alert, _, _) in &self.alerts {
+            serde_json::to_writer(&mut self.bodies, alert).expect("alerts serialize");
+            self.body_ends.push(self.bodies.len());
+        }
+    }
+
+    /// Alert `i`'s JSON if [`AlertWrite::serialize`] made it.
+    fn body(&self, i: usize) -> Option<&str> {
+        if self.body_ends.len() != self.alerts.len() {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.body_ends[i - 1] };
+        Some(std::str::from_utf8(&self.bodies[start..self.body_ends[i]]).expect("serde_json writes UTF-8"))
     }
 }
 
@@ -85,14 +118,18 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
     let mut enqueue =
         tx.prepare_cached("INSERT OR IGNORE INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, ?2, ?3)")?;
     let mut body = Vec::with_capacity(4096);
-    for (alert, merge, sinks) in &write.alerts {
+    for (i, (alert, merge, sinks)) in write.alerts.iter().enumerate() {
+        let json = match write.body(i) {
+            Some(json) => json,
+            None => to_json(alert, &mut body),
+        };
         let inserted = insert.execute(params![
             alert.id,
             alert.rule,
             alert.severity.as_str(),
             alert.event_time,
             write.raised_at_ms,
-            to_json(alert, &mut body)
+            json
         ])?;
         if inserted == 1 {
             for sink in sinks {
