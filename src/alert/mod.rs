@@ -139,9 +139,58 @@ impl Serialize for EventIds {
 }
 
 impl<'de> serde::Deserialize<'de> for EventIds {
+    /// Reads the ids straight into one buffer (the deliverer reads every stored alert back); a list this version
+    /// wrote is already sorted, distinct and cut, and anything else is made so.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventIds, D::Error> {
-        let ids = Vec::<String>::deserialize(d)?;
-        Ok(EventIds::smallest(ids.iter().map(String::as_str)))
+        use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+        struct List;
+        struct Append<'b>(&'b mut String);
+        impl<'de> DeserializeSeed<'de> for Append<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl Visitor<'_> for Append<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event id")
+            }
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<(), E> {
+                if id.contains('\0') {
+                    return Err(E::custom("an event id holds NUL"));
+                }
+                self.0.push_str(id);
+                self.0.push('\0');
+                Ok(())
+            }
+        }
+        impl<'de> Visitor<'de> for List {
+            type Value = EventIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of event ids")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EventIds, A::Error> {
+                let mut buffer = String::new();
+                while seq.next_element_seed(Append(&mut buffer))?.is_some() {}
+                let read = EventIds(buffer);
+                let written_so = {
+                    let mut ids = read.iter();
+                    let mut previous = ids.next();
+                    let mut count = usize::from(previous.is_some());
+                    let in_order = ids.all(|id| {
+                        count += 1;
+                        previous.replace(id).is_some_and(|p| p < id)
+                    });
+                    in_order && count <= MAX_EVENT_IDS
+                };
+                match written_so {
+                    true => Ok(read),
+                    false => Ok(EventIds::smallest(read.iter())),
+                }
+            }
+        }
+        d.deserialize_seq(List)
     }
 }
 
@@ -620,6 +669,26 @@ mod tests {
         let bad = json.replace(r#""event_time":"2026-09-21"#, r#""event_time":"2026-09-31"#);
         let err = serde_json::from_str::<Alert>(&bad).unwrap_err().to_string();
         assert!(err.contains("invalid time `2026-09-31T14:15:23Z`"), "{err}");
+    }
+
+    /// Event ids read back as written, and a list this version would not write (unsorted, repeated, too long) is
+    /// made into the smallest distinct ones, as `EventIds::smallest` makes them.
+    #[test]
+    fn event_ids_read_back_sorted_distinct_and_cut() {
+        let read =
+            |json: &str| serde_json::from_str::<EventIds>(json).unwrap().iter().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(read(r#"["a","b","c"]"#), ["a", "b", "c"]);
+        assert_eq!(read(r#"["c","a","b","a"]"#), ["a", "b", "c"]);
+        assert_eq!(read(r#"["a\u0062"]"#), ["ab"]);
+        assert!(read("[]").is_empty());
+        let many: Vec<String> = (0..120).rev().map(|i| format!("e{i:03}")).collect();
+        let expected: Vec<String> = (0..MAX_EVENT_IDS).map(|i| format!("e{i:03}")).collect();
+        assert_eq!(read(&serde_json::to_string(&many).unwrap()), expected);
+        let mut sorted = many.clone();
+        sorted.sort();
+        assert_eq!(read(&serde_json::to_string(&sorted).unwrap()), expected);
+        assert!(serde_json::from_str::<EventIds>(r#"["a\u0000b"]"#).is_err());
+        assert!(serde_json::from_str::<EventIds>(r#"[1]"#).is_err());
     }
 
     #[test]
