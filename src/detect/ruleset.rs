@@ -107,6 +107,9 @@ pub struct MatchScratch {
 #[derive(Debug, Default)]
 pub struct CandidateCache {
     candidates: FxHashMap<Box<str>, Box<[Candidate]>>,
+    /// The event rules that events of one source and name could match, whatever their other key values: a new
+    /// combination tests these (a handful) rather than every rule. Keyed like `candidates`, up to the name.
+    by_name: FxHashMap<Box<str>, Box<[u32]>>,
     key: String,
 }
 
@@ -340,12 +343,37 @@ impl RuleSet {
             self.test_candidates(candidates, fields, on_match);
             return;
         }
-        if scratch.candidates.len() >= MAX_CACHED_KEYS {
-            scratch.candidates.clear();
+        let CandidateCache { candidates, by_name, key } = scratch;
+        if candidates.len() >= MAX_CACHED_KEYS {
+            candidates.clear();
         }
-        let candidates = self.candidates(&|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]));
-        self.test_candidates(&candidates, fields, on_match);
-        scratch.candidates.insert(scratch.key.as_str().into(), candidates.into_boxed_slice());
+        if by_name.len() >= MAX_CACHED_KEYS {
+            by_name.clear();
+        }
+        // The key up to the end of the name: source and name are its first two values.
+        let name_end = key.match_indices('\0').nth(1).map_or(key.len(), |(at, _)| at + 1);
+        let among = match by_name.get(&key[..name_end]) {
+            Some(among) => among,
+            None => {
+                let known = |field: &str| KEY_FIELDS[..2].iter().position(|f| *f == field).map(|i| values[i]);
+                let every = 0..self.rules.len() as u32;
+                let among: Box<[u32]> = every.filter(|&rule| self.could_match(rule, &known)).collect();
+                by_name.entry(key[..name_end].into()).or_insert(among)
+            }
+        };
+        let found = self
+            .candidates(among.iter().copied(), &|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]));
+        self.test_candidates(&found, fields, on_match);
+        candidates.insert(key.as_str().into(), found.into_boxed_slice());
+    }
+
+    /// Whether event rule `rule` could match an event of which only `known` fields are known (a correlation
+    /// never matches an event).
+    fn could_match<'v>(&self, rule: u32, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> bool {
+        match &self.rules[rule as usize].body {
+            RuleBody::Event(detection) => detection.could_match(known),
+            RuleBody::Correlation(_) => false,
+        }
     }
 
     fn test_candidates(&self, candidates: &[Candidate], fields: &dyn Fields, on_match: &mut dyn FnMut(u32)) {
@@ -361,9 +389,16 @@ impl RuleSet {
         }
     }
 
-    /// The event rules that could match an event of which only `known` fields are known, with what those decide.
-    fn candidates<'v>(&self, known: &dyn Fn(&str) -> Option<Option<&'v str>>) -> Vec<Candidate> {
-        (0..self.rules.len() as u32)
+    /// The event rules `among` that could match an event of which only `known` fields are known, with what those
+    /// decide. Knowing fewer fields never rules a rule out that more would keep (a test's outcome is only ever
+    /// refined from unknown to true or false), so `among` may be any superset, such as what the source and name
+    /// alone leave.
+    fn candidates<'v>(
+        &self,
+        among: impl Iterator<Item = u32>,
+        known: &dyn Fn(&str) -> Option<Option<&'v str>>,
+    ) -> Vec<Candidate> {
+        among
             .filter_map(|rule| {
                 let RuleBody::Event(detection) = &self.rules[rule as usize].body else { return None };
                 if !detection.could_match(known) {
@@ -780,11 +815,67 @@ mod tests {
         ];
         for (values, expected) in cases {
             let known = |field: &str| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]);
-            let got: Vec<&str> = rules.candidates(&known).iter().map(|c| rules.rule(c.rule).id.as_str()).collect();
+            let every = 0..rules.rules().len() as u32;
+            let got: Vec<&str> =
+                rules.candidates(every, &known).iter().map(|c| rules.rule(c.rule).id.as_str()).collect();
             let mut expected = expected.to_vec();
             expected.sort_by_key(|id| rules.index_of(id).unwrap());
             assert_eq!(got, expected, "{values:?}");
         }
+    }
+
+    /// The candidates found among what the source and name alone leave are those found among every rule, for
+    /// every combination of key values (and the cache, filled in any order, gives the same).
+    #[test]
+    fn candidates_among_the_names_rules_are_candidates_among_all() {
+        let rules = RuleSet::load(true, &[]).0;
+        let sources = [
+            "s3.amazonaws.com",
+            "iam.amazonaws.com",
+            "signin.amazonaws.com",
+            "cloudtrail.amazonaws.com",
+            "ec2.amazonaws.com",
+        ];
+        let names = [
+            "GetObject",
+            "ConsoleLogin",
+            "StopLogging",
+            "CreateAccessKey",
+            "AuthorizeSecurityGroupIngress",
+            "PutBucketPolicy",
+        ];
+        let types = [None, Some("Root"), Some("IAMUser"), Some("AssumedRole"), Some("AWSService")];
+        let event_types = [None, Some("AwsApiCall"), Some("AwsServiceEvent"), Some("AwsConsoleSignIn")];
+        let errors = [None, Some("AccessDenied"), Some("Client.UnauthorizedOperation")];
+        let mut cache = CandidateCache::default();
+        let mut compared = 0;
+        for source in sources {
+            for name in names {
+                for identity in types {
+                    for event_type in event_types {
+                        for error in errors {
+                            let values = [Some(source), Some(name), identity, event_type, error];
+                            let known = |field: &str| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]);
+                            let of = |c: Vec<Candidate>| c.into_iter().map(|c| (c.rule, c.decided)).collect::<Vec<_>>();
+                            let all = of(rules.candidates(0..rules.rules().len() as u32, &known));
+                            rules.for_each_match(&crate::detect::search::NoFields, values, &mut cache, &mut |_| {});
+                            cache.key.clear();
+                            for value in &values {
+                                cache.key.push_str(value.unwrap_or("\u{1}"));
+                                cache.key.push('\0');
+                            }
+                            let cached: Vec<_> = cache.candidates[cache.key.as_str()]
+                                .iter()
+                                .map(|c| (c.rule, c.decided.clone()))
+                                .collect();
+                            assert_eq!(cached, all, "{values:?}");
+                            compared += usize::from(!all.is_empty());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(compared > 100, "{compared} combinations with candidates");
     }
 
     #[test]
