@@ -174,7 +174,7 @@ impl<'de> serde::Deserialize<'de> for EventIds {
                 let mut buffer = String::new();
                 while seq.next_element_seed(Append(&mut buffer))?.is_some() {}
                 let read = EventIds(buffer);
-                let written_so = {
+                let as_written = {
                     let mut ids = read.iter();
                     let mut previous = ids.next();
                     let mut count = usize::from(previous.is_some());
@@ -184,7 +184,7 @@ impl<'de> serde::Deserialize<'de> for EventIds {
                     });
                     in_order && count <= MAX_EVENT_IDS
                 };
-                match written_so {
+                match as_written {
                     true => Ok(read),
                     false => Ok(EventIds::smallest(read.iter())),
                 }
