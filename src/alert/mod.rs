@@ -67,21 +67,23 @@ pub enum Merge {
 
 impl Alert {
     /// Folds `other` (same id) into `self`: counts by `merge`, earliest and latest times, event ids united, and the
-    /// context (ip, region, agent) of the latest event. Commutative, like the state merge.
+    /// context (ip, region, agent, summary and details) of the latest event. Commutative, like the state merge:
+    /// the summary, which names the event, breaks a tie of time and context.
     pub fn merge(&mut self, other: Alert, merge: Merge) {
         self.count = match merge {
             Merge::Sum => self.count + other.count,
             Merge::Max => self.count.max(other.count),
         };
         self.first_seen = self.first_seen.min(other.first_seen);
-        if (other.event_time, &other.source_ip, &other.region, &other.user_agent)
-            > (self.event_time, &self.source_ip, &self.region, &self.user_agent)
+        if (other.event_time, &other.source_ip, &other.region, &other.user_agent, &other.summary)
+            > (self.event_time, &self.source_ip, &self.region, &self.user_agent, &self.summary)
         {
             self.event_time = other.event_time;
             self.source_ip = other.source_ip;
             self.region = other.region;
             self.user_agent = other.user_agent;
             self.summary = other.summary;
+            self.details = other.details;
         }
         self.event_ids = EventIds::smallest(self.event_ids.iter().chain(other.event_ids.iter()));
     }
@@ -770,6 +772,37 @@ mod tests {
         let reversed: Vec<Match> = many.iter().rev().cloned().collect();
         assert_eq!(run(vec![reversed[..333].to_vec(), reversed[333..].to_vec()]), whole);
         assert_eq!(run(many.chunks(7).map(<[Match]>::to_vec).collect()), whole);
+    }
+
+    /// Two events of one second from one place: whichever order they come in, in one unit, in two, or as two
+    /// stored alerts merged, the alert names the same newest event in its summary and its details.
+    #[test]
+    fn a_tie_of_time_and_place_names_one_event_in_any_order() {
+        let rules = RuleSet::load(true, &[]).0;
+        let root = rules.index_of("root-account-usage").unwrap();
+        let m = |id: &str, name: &str| {
+            let fields = [Some(id), Some(name), Some("arn:aws:iam::1:root"), Some("1"), Some("eu-west-1"), None, None];
+            Match::new(root, 1_790_000_000, fields, Vec::new())
+        };
+        let (get, list) = (m("e1", "GetUser"), m("e2", "ListUsers"));
+        let named = |alert: &Alert| (alert.summary.contains("called ListUsers"), alert.details["event_name"].clone());
+        let expected = (true, serde_json::Value::from("ListUsers"));
+        for units in [vec![vec![get.clone(), list.clone()]], vec![vec![list.clone(), get.clone()]]] {
+            let mut planned = Planned::default();
+            for mut unit_matches in units {
+                let mut unit = UnitAlerts::default();
+                unit.fold(&rules, &mut unit_matches, &mut Vec::new());
+                plan(&rules, unit, &mut correlate::Correlator::default(), &mut planned);
+            }
+            let (alerts, _) = planned.finish(&rules);
+            assert_eq!(named(&alerts[0].0), expected);
+        }
+        let (a, b) = (from_match(&rules, &get), from_match(&rules, &list));
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        ab.merge(b, Merge::Sum);
+        ba.merge(a, Merge::Sum);
+        assert_eq!(ab, ba);
+        assert_eq!(named(&ab), expected);
     }
 
     #[test]

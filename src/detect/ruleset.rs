@@ -492,11 +492,11 @@ impl MatchView<'_> {
         self.account
     }
 
-    /// What picks the newest match of a group, after the time: source IP, region, user agent (as
+    /// What picks the newest match of a group, after the time: source IP, region, user agent, event name (as
     /// [`Match::context`] reads them back).
-    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str) {
         let event = self.fields.event;
-        (event.source_ip, event.region, event.user_agent)
+        (event.source_ip, event.region, event.user_agent, event.event_name)
     }
 
     /// Whether the match counts towards correlations (then it is kept whole, with its hits).
@@ -761,9 +761,11 @@ impl Match {
         self.field(6)
     }
 
-    /// Source IP, region, user agent: after the time, what picks a group's newest match.
-    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
-        (self.source_ip(), self.region(), self.user_agent())
+    /// Source IP, region, user agent, event name: after the time, what picks a group's newest match. The name
+    /// last, so that two events of one second from one place still pick the same one in any order, and the
+    /// alert's summary and details (which name it) agree with how alerts merge (see `Alert::merge`).
+    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str) {
+        (self.source_ip(), self.region(), self.user_agent(), self.event_name())
     }
 }
 
