@@ -311,14 +311,20 @@ pub fn depth(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// The most recently raised alerts, newest first (by insertion: a merge updates an alert in place, so it keeps
-/// the place of its first raise).
+/// the place of its first raise). A stored body that cannot be read (another version's, or damaged) is left out
+/// of the listing and logged, so that one bad row does not fail the whole listing.
 pub fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Alert>> {
-    let mut stmt = conn.prepare("SELECT body FROM alerts ORDER BY rowid DESC LIMIT ?1")?;
-    let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+    let mut stmt = conn.prepare("SELECT id, body FROM alerts ORDER BY rowid DESC LIMIT ?1")?;
+    let rows = stmt.query_map([limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
-    for body in rows {
-        if let Ok(alert) = serde_json::from_str(&body?) {
-            out.push(alert);
+    for row in rows {
+        let (id, body) = row?;
+        match serde_json::from_str(&body) {
+            Ok(alert) => out.push(alert),
+            Err(e) if crate::logs::allow("alert_unreadable") => {
+                tracing::warn!(alert = %id, "stored alert left out of the listing: cannot be read: {e}");
+            }
+            Err(_) => {}
         }
     }
     Ok(out)
@@ -367,6 +373,10 @@ mod tests {
             |limit| recent(store.connection(), limit).unwrap().into_iter().map(|a| a.principal).collect::<Vec<_>>();
         assert_eq!(listed(10), ["c", "b", "a"]);
         assert_eq!(listed(2), ["c", "b"]);
+        // A body that cannot be read is left out; the rest are still listed.
+        let damaged = store.connection().execute("UPDATE alerts SET body = '{' WHERE id = ?1", [alert("b").id]);
+        assert_eq!(damaged.unwrap(), 1);
+        assert_eq!(listed(10), ["c", "a"]);
 
         store.connection().execute_batch("CREATE INDEX alerts_by_time ON alerts (raised_at_ms)").unwrap();
         drop(store);
