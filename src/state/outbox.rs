@@ -60,14 +60,26 @@ impl AlertWrite {
     }
 
     /// Adds a later chunk of the same batch: its alerts, and its correlation log if it carries one (the last does).
-    /// The result is for accounting, not for writing again: serialized bodies are dropped.
+    /// Bodies serialized on both sides are kept, so that the whole is written without serializing them again.
     pub fn append(&mut self, mut chunk: AlertWrite) {
+        let serialized = self.is_serialized() && chunk.is_serialized();
         self.alerts.append(&mut chunk.alerts);
         if chunk.hits.snapshot || !chunk.hits.log.is_empty() {
             self.hits = chunk.hits;
         }
-        self.bodies = Vec::new();
-        self.body_ends = Vec::new();
+        if serialized {
+            let offset = self.bodies.len();
+            self.bodies.extend_from_slice(&chunk.bodies);
+            self.body_ends.extend(chunk.body_ends.iter().map(|end| end + offset));
+        } else {
+            self.bodies = Vec::new();
+            self.body_ends = Vec::new();
+        }
+    }
+
+    /// Whether every alert has its body in `bodies`.
+    fn is_serialized(&self) -> bool {
+        self.body_ends.len() == self.alerts.len()
     }
 
     /// Serializes the alerts now, so that [`write`] only stores them. The alert planner does this for each chunk
@@ -84,7 +96,7 @@ impl AlertWrite {
 
     /// Alert `i`'s JSON if [`AlertWrite::serialize`] made it.
     fn body(&self, i: usize) -> Option<&str> {
-        if self.body_ends.len() != self.alerts.len() {
+        if !self.is_serialized() {
             return None;
         }
         let start = if i == 0 { 0 } else { self.body_ends[i - 1] };
@@ -355,6 +367,30 @@ mod tests {
             summary: subject.to_owned(),
             details: serde_json::json!({}),
         })
+    }
+
+    /// Chunks appended keep their serialized bodies, each its own alert's; a chunk without them leaves the whole
+    /// to be serialized when written.
+    #[test]
+    fn appended_chunks_keep_each_alerts_body() {
+        let chunk = |subjects: &[&str], serialize: bool| {
+            let mut w = AlertWrite::at(1);
+            w.alerts.extend(subjects.iter().map(|s| (alert(s), Merge::Sum, Vec::new())));
+            if serialize {
+                w.serialize();
+            }
+            w
+        };
+        let mut whole = AlertWrite::at(1);
+        whole.append(chunk(&["a", "b"], true));
+        whole.append(chunk(&["c"], true));
+        for (i, (alert, _, _)) in whole.alerts.iter().enumerate() {
+            assert_eq!(whole.body(i), Some(serde_json::to_string(alert).unwrap().as_str()));
+        }
+        whole.append(chunk(&["d"], false));
+        assert_eq!(whole.body(0), None);
+        whole.append(chunk(&["e"], true));
+        assert_eq!(whole.body(4), None);
     }
 
     /// Newest first by raise: a later batch's alerts come before an earlier one's, and an alert merged into one
