@@ -64,11 +64,14 @@ pub fn format_rfc3339(ts: Timestamp) -> String {
     let mut out = [0u8; RFC3339_LEN];
     match write_rfc3339(ts, &mut out) {
         Some(text) => text.to_owned(),
-        None => {
-            let (year, month, day, secs) = civil_parts(ts);
-            format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
-        }
+        None => format_rfc3339_wide(ts),
     }
+}
+
+/// [`format_rfc3339`] with the formatting machinery, for the years [`write_rfc3339`] does not fit.
+pub fn format_rfc3339_wide(ts: Timestamp) -> String {
+    let (year, month, day, secs) = civil_parts(ts);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 /// The length of [`write_rfc3339`]'s text.
@@ -197,10 +200,7 @@ mod tests {
 
     #[test]
     fn formats_without_fmt_as_fmt_does() {
-        let fmt = |ts: Timestamp| {
-            let (year, month, day, secs) = civil_parts(ts);
-            format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
-        };
+        let fmt = format_rfc3339_wide;
         let edges = [0, -1, 59, 3599, 86_399, 86_400, 951_782_400, 1_790_000_000, 253_402_300_799, -62_167_219_200];
         let steps = (0..20_000i64).map(|i| -3_000_000_000 + i * 13_457_777);
         for ts in edges.into_iter().chain(steps) {

@@ -199,13 +199,13 @@ impl<'de> serde::Deserialize<'de> for EventIds {
 mod rfc3339 {
     use serde::{Deserializer, Serializer};
 
-    use crate::time::{Timestamp, format_rfc3339, parse_rfc3339};
+    use crate::time::{Timestamp, format_rfc3339_wide, parse_rfc3339};
 
     pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
         let mut text = [0; crate::time::RFC3339_LEN];
         match crate::time::write_rfc3339(*ts, &mut text) {
             Some(text) => s.serialize_str(text),
-            None => s.serialize_str(&format_rfc3339(*ts)),
+            None => s.serialize_str(&format_rfc3339_wide(*ts)),
         }
     }
 

@@ -113,6 +113,21 @@ pub struct CandidateCache {
     key: String,
 }
 
+impl CandidateCache {
+    /// Makes `key` the cache key of `values`.
+    fn set_key(&mut self, values: &[Option<&str>; 5]) {
+        self.key.clear();
+        for value in values {
+            // NUL separates the values (CloudTrail's never hold one); SOH alone stands for an absent field.
+            match value {
+                Some(v) => self.key.push_str(v),
+                None => self.key.push('\u{1}'),
+            }
+            self.key.push('\0');
+        }
+    }
+}
+
 /// An event rule that events with some key values could match, and what those values already decide of it.
 #[derive(Debug)]
 struct Candidate {
@@ -330,15 +345,7 @@ impl RuleSet {
         scratch: &mut CandidateCache,
         on_match: &mut dyn FnMut(u32),
     ) {
-        scratch.key.clear();
-        for value in &values {
-            // NUL separates the values (CloudTrail's never hold one); SOH alone stands for an absent field.
-            match value {
-                Some(v) => scratch.key.push_str(v),
-                None => scratch.key.push('\u{1}'),
-            }
-            scratch.key.push('\0');
-        }
+        scratch.set_key(&values);
         if let Some(candidates) = scratch.candidates.get(scratch.key.as_str()) {
             self.test_candidates(candidates, fields, on_match);
             return;
@@ -861,11 +868,7 @@ mod tests {
                             let of = |c: Vec<Candidate>| c.into_iter().map(|c| (c.rule, c.decided)).collect::<Vec<_>>();
                             let all = of(rules.candidates(0..rules.rules().len() as u32, &known));
                             rules.for_each_match(&crate::detect::search::NoFields, values, &mut cache, &mut |_| {});
-                            cache.key.clear();
-                            for value in &values {
-                                cache.key.push_str(value.unwrap_or("\u{1}"));
-                                cache.key.push('\0');
-                            }
+                            cache.set_key(&values);
                             let cached: Vec<_> = cache.candidates[cache.key.as_str()]
                                 .iter()
                                 .map(|c| (c.rule, c.decided.clone()))
