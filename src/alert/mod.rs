@@ -11,6 +11,7 @@
 pub mod behaviour;
 pub mod correlate;
 pub mod deliver;
+mod json;
 pub mod sink;
 pub mod stage;
 

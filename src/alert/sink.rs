@@ -82,7 +82,7 @@ impl Sink {
         let name = &self.config.name;
         let mut lines = Vec::new();
         for alert in alerts {
-            serde_json::to_writer(&mut lines, alert).expect("alerts serialize");
+            alert.write_json(&mut lines);
             lines.push(b'\n');
         }
         match self.config.kind {
@@ -109,7 +109,8 @@ impl Sink {
         match self.config.kind {
             SinkKind::File | SinkKind::Stdout => self.send_lines(&[alert]),
             SinkKind::Webhook => {
-                let body = serde_json::to_vec(alert).expect("alerts serialize");
+                let mut body = Vec::new();
+                alert.write_json(&mut body);
                 let url = self.config.url.as_deref().unwrap_or_default();
                 let mut request = self.post(url)?.header("content-type", "application/json");
                 for (key, value) in &self.config.headers {

@@ -89,7 +89,7 @@ impl AlertWrite {
         self.bodies.clear();
         self.body_ends.clear();
         for (alert, _, _) in &self.alerts {
-            serde_json::to_writer(&mut self.bodies, alert).expect("alerts serialize");
+            alert.write_json(&mut self.bodies);
             self.body_ends.push(self.bodies.len());
         }
     }
@@ -100,7 +100,7 @@ impl AlertWrite {
             return None;
         }
         let start = if i == 0 { 0 } else { self.body_ends[i - 1] };
-        Some(std::str::from_utf8(&self.bodies[start..self.body_ends[i]]).expect("serde_json writes UTF-8"))
+        Some(std::str::from_utf8(&self.bodies[start..self.body_ends[i]]).expect("alert JSON is UTF-8"))
     }
 }
 
@@ -135,7 +135,7 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
     for (i, (alert, merge, sinks)) in write.alerts.iter().enumerate() {
         let json = match write.body(i) {
             Some(json) => json,
-            None => to_json(alert, &mut body),
+            None => alert_json(alert, &mut body),
         };
         let inserted = insert.execute(params![
             alert.id,
@@ -161,7 +161,7 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
             }
             None => alert.clone(),
         };
-        update.execute(params![merged.id, merged.event_time, to_json(&merged, &mut body)])?;
+        update.execute(params![merged.id, merged.event_time, alert_json(&merged, &mut body)])?;
         outcome.new.push(false);
     }
     // One row per batch (see `correlate::HitLog`): a noisy correlation adds bytes to it, not rows.
@@ -174,11 +174,11 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
     Ok(outcome)
 }
 
-/// `value` as JSON in `buffer` (reused from alert to alert: a body is about a kilobyte).
-fn to_json<'b, T: serde::Serialize>(value: &T, buffer: &'b mut Vec<u8>) -> &'b str {
+/// `alert` as JSON in `buffer` (reused from alert to alert: a body is about a kilobyte).
+fn alert_json<'b>(alert: &Alert, buffer: &'b mut Vec<u8>) -> &'b str {
     buffer.clear();
-    serde_json::to_writer(&mut *buffer, value).expect("alerts serialize");
-    std::str::from_utf8(buffer).expect("serde_json writes UTF-8")
+    alert.write_json(buffer);
+    std::str::from_utf8(buffer).expect("alert JSON is UTF-8")
 }
 
 /// The correlation log's rows, oldest first, to rebuild the windows at start.
