@@ -256,7 +256,7 @@ mod tests {
         let tx = conn.unchecked_transaction().unwrap();
         let mut write = AlertWrite::at(5);
         write.alerts.push((alert.clone(), Merge::Sum, vec!["jsonl".into()]));
-        crate::state::outbox::write(&tx, &write).unwrap();
+        crate::state::outbox::write(&tx, &write, &mut Default::default()).unwrap();
         let damaged = PASS_LIMIT + 40;
         for i in 0..damaged {
             let id = format!("damaged{i:04}");

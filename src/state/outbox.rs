@@ -120,7 +120,43 @@ impl WriteOutcome {
     }
 }
 
-pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<WriteOutcome> {
+/// The alerts a store merged most recently, as it stored them: the next merge into one of them (a noisy rule's
+/// alert, batch after batch in a daemon, whose batches are small) skips reading the stored body back and parsing
+/// it, about a third of a merge's cost. Only merged alerts are kept: keeping every new one too saved a little more
+/// for small batches but cost large ones (a replay's) a copy of every alert. Two generations of at most
+/// [`RecentAlerts::GENERATION`] alerts each (a few megabytes): bounded, with no bookkeeping per entry.
+///
+/// It must only ever hold what the store holds: entries put during a transaction that rolls back are wrong, so
+/// the store clears it then (see `Store::commit`).
+#[derive(Debug, Default)]
+pub struct RecentAlerts {
+    current: rustc_hash::FxHashMap<String, Alert>,
+    previous: rustc_hash::FxHashMap<String, Alert>,
+}
+
+impl RecentAlerts {
+    pub const GENERATION: usize = 2048;
+
+    fn take(&mut self, id: &str) -> Option<Alert> {
+        self.current.remove(id).or_else(|| self.previous.remove(id))
+    }
+
+    fn put(&mut self, alert: Alert) {
+        if self.current.len() >= Self::GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(alert.id.clone(), alert);
+    }
+
+    pub fn clear(&mut self) {
+        self.current.clear();
+        self.previous.clear();
+    }
+}
+
+/// Writes `write`'s alerts: a new id is inserted with its outbox rows, a taken one merged into the stored alert
+/// (from `recent` when it is there, else read back), and `recent` keeps the merged alert.
+pub fn write(tx: &Transaction<'_>, write: &AlertWrite, recent: &mut RecentAlerts) -> rusqlite::Result<WriteOutcome> {
     let mut outcome = WriteOutcome::default();
     let mut select = tx.prepare_cached("SELECT body FROM alerts WHERE id = ?1")?;
     // Most alerts are new: insert first, and read the stored one back only when the id is taken.
@@ -152,9 +188,15 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
             outcome.new.push(true);
             continue;
         }
-        let stored: Option<String> = select.query_row([&alert.id], |r| r.get(0)).optional()?;
-        // A stored body that cannot be read (never written by this version) is replaced by the new alert.
-        let merged = match stored.and_then(|body| serde_json::from_str::<Alert>(&body).ok()) {
+        let stored = match recent.take(&alert.id) {
+            Some(stored) => Some(stored),
+            None => {
+                let body: Option<String> = select.query_row([&alert.id], |r| r.get(0)).optional()?;
+                // A stored body that cannot be read (never written by this version) is replaced by the new alert.
+                body.and_then(|body| serde_json::from_str::<Alert>(&body).ok())
+            }
+        };
+        let merged = match stored {
             Some(mut stored) => {
                 stored.merge(alert.clone(), *merge);
                 stored
@@ -163,6 +205,7 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite) -> rusqlite::Result<Write
         };
         update.execute(params![merged.id, merged.event_time, alert_json(&merged, &mut body)])?;
         outcome.new.push(false);
+        recent.put(merged);
     }
     // One row per batch (see `correlate::HitLog`): a noisy correlation adds bytes to it, not rows.
     if write.hits.snapshot {
@@ -352,7 +395,7 @@ mod tests {
     use super::*;
     use crate::alert::Derived;
     use crate::detect::rule::Severity;
-    use crate::state::store::{Store, Synchronous};
+    use crate::state::store::{LedgerEntry, LedgerKey, Store, Synchronous};
 
     fn alert(subject: &str) -> Alert {
         Alert::derived(Derived {
@@ -404,7 +447,7 @@ mod tests {
             let tx = store.connection().unchecked_transaction().unwrap();
             let mut w = AlertWrite::at(raised_at_ms);
             w.alerts.extend(subjects.iter().map(|s| (alert(s), Merge::Sum, Vec::new())));
-            let outcome = write(&tx, &w).unwrap();
+            let outcome = write(&tx, &w, &mut RecentAlerts::default()).unwrap();
             tx.commit().unwrap();
             outcome.new
         };
@@ -427,5 +470,43 @@ mod tests {
             .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'alerts_by_time'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    /// A merge takes the stored alert from the recent ones when it is there, and the recent ones never hold what
+    /// a rolled-back batch merged: the next merge then reads the stored alert again.
+    #[test]
+    fn a_merge_never_builds_on_an_alert_a_rolled_back_batch_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
+        // A batch that raises an alert of rule `boom` fails after the alerts before it in the chunk are written.
+        store
+            .connection()
+            .execute_batch(
+                "CREATE TRIGGER boom BEFORE INSERT ON alerts WHEN NEW.rule = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+            )
+            .unwrap();
+        let mut boom = alert("b");
+        boom.rule = "boom".into();
+        let mut batch = 0;
+        let mut commit = |alerts: Vec<Alert>| {
+            batch += 1;
+            let key = LedgerKey { source: format!("file:/{batch}"), version: "1".into() };
+            let mut w = AlertWrite::at(batch);
+            w.alerts.extend(alerts.into_iter().map(|a| (a, Merge::Sum, Vec::new())));
+            let mut chunk = Some(w);
+            store
+                .commit(&Default::default(), &[LedgerEntry { key: &key, records: 0 }], 0, || chunk.take(), None)
+                .map(|(outcome, _)| outcome.new)
+        };
+        let stored_count = |store: &Store| -> u64 {
+            let body: String = store.connection().query_row("SELECT body FROM alerts", [], |r| r.get(0)).unwrap();
+            serde_json::from_str::<Alert>(&body).unwrap().count
+        };
+        assert_eq!(commit(vec![alert("a")]).unwrap(), [true]);
+        assert_eq!(commit(vec![alert("a")]).unwrap(), [false]);
+        assert_eq!(commit(vec![alert("a")]).unwrap(), [false]);
+        assert!(commit(vec![alert("a"), boom]).is_err());
+        assert_eq!(commit(vec![alert("a")]).unwrap(), [false]);
+        assert_eq!(stored_count(&store), 4, "three merges into the first alert, not the rolled-back one");
     }
 }

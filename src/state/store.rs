@@ -51,6 +51,8 @@ pub struct Store {
     conn: Connection,
     path: String,
     action_ids: FxHashMap<Box<str>, i64>,
+    /// The alerts merged most recently, so that merging into them again does not read them back.
+    recent_alerts: outbox::RecentAlerts,
     /// Copies committed WAL pages into the database on its own thread and connection (writing stores only).
     checkpointer: Option<Checkpointer>,
     /// Held for the life of a writing store: one writer per state file, so the ledger read at start stays true.
@@ -381,7 +383,14 @@ impl Store {
         if checkpointer.is_some() {
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(err)?;
         }
-        Ok(Store { conn, path: display, action_ids, checkpointer, _writer_lock: Some(lock) })
+        Ok(Store {
+            conn,
+            path: display,
+            action_ids,
+            recent_alerts: outbox::RecentAlerts::default(),
+            checkpointer,
+            _writer_lock: Some(lock),
+        })
     }
 
     /// Opens an existing state read-only, alongside a running writer.
@@ -390,7 +399,14 @@ impl Store {
         let err = |source| StoreError::Sqlite { path: display.clone(), source };
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
-        Ok(Store { conn, path: display, action_ids: FxHashMap::default(), checkpointer: None, _writer_lock: None })
+        Ok(Store {
+            conn,
+            path: display,
+            action_ids: FxHashMap::default(),
+            recent_alerts: outbox::RecentAlerts::default(),
+            checkpointer: None,
+            _writer_lock: None,
+        })
     }
 
     pub fn path(&self) -> &str {
@@ -452,13 +468,14 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         // Each principal's id and first time after the upsert, in `delta.principals` order.
         let mut stored = Vec::new();
+        let recent = &mut self.recent_alerts;
         let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at, &mut stored).and_then(|()| {
             // Asked for only now, so that they can be built while the state is written; written chunk by chunk as
             // they come, so that the next chunk is built while this one is written.
             let mut outcome = WriteOutcome::default();
             let mut all: Option<AlertWrite> = None;
             while let Some(chunk) = alerts() {
-                outcome.new.extend(outbox::write(&tx, &chunk)?.new);
+                outcome.new.extend(outbox::write(&tx, &chunk, recent)?.new);
                 match &mut all {
                     None => all = Some(chunk),
                     Some(all) => all.append(chunk),
@@ -468,7 +485,7 @@ impl Store {
             if let Some(behaviour) = behaviour {
                 let facts = behaviour_facts(&tx, delta, &stored, behaviour.config)?;
                 let write = (behaviour.raise)(&facts, alerts.raised_at_ms);
-                outcome.new.extend(outbox::write(&tx, &write)?.new);
+                outcome.new.extend(outbox::write(&tx, &write, recent)?.new);
                 *behaviour.raised = write;
             }
             Ok((outcome, alerts))
@@ -481,8 +498,10 @@ impl Store {
                 Ok(outcome)
             }
             Err(source) => {
-                // The transaction rolled back, so ids interned during it may not exist: reload them.
+                // The transaction rolled back, so ids interned during it may not exist: reload them; and alerts
+                // it wrote or merged were not stored.
                 self.action_ids = load_action_ids(&self.conn).unwrap_or_default();
+                self.recent_alerts.clear();
                 Err(StoreError::Sqlite { path: self.path.clone(), source })
             }
         }
