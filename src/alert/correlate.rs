@@ -49,12 +49,12 @@ impl Hit {
     }
 }
 
-/// How far behind the newest hit of a window a late hit still counts: CloudTrail delivers most files within
+/// How far behind a batch's earliest hit in a window a later batch's late hit still counts: CloudTrail delivers most files within
 /// 15 minutes, and a backfill walks its layout in time order, so an hour covers both without keeping a noisy
 /// group's whole day in memory.
 pub const LATE_SECS: i64 = 3600;
 
-/// What a window keeps behind its newest hit: two timespans, and at least [`LATE_SECS`].
+/// What a window keeps behind the earliest hit of the last batch: two timespans, and at least [`LATE_SECS`].
 fn keep_secs(span: i64) -> i64 {
     (2 * span).max(LATE_SECS)
 }
@@ -65,12 +65,15 @@ struct Window {
     hits: Vec<Hit>,
     /// The earliest and latest hit added since the window was last measured.
     touched: Option<(Timestamp, Timestamp)>,
+    /// The earliest hit added since the last batch was taken: the window is pruned then, relative to it.
+    batch_from: Option<Timestamp>,
 }
 
 impl Window {
     /// Adds `hit` in order; whether it is the first since the window was last measured.
     fn add(&mut self, hit: Hit) -> bool {
         let time = hit.time;
+        self.batch_from = Some(self.batch_from.map_or(time, |from| from.min(time)));
         // Hits nearly always arrive in order: one comparison with the newest instead of a binary search.
         match self.hits.last() {
             Some(last) if last.order(&hit) != Ordering::Less => {
@@ -122,6 +125,8 @@ impl Correlator {
         let mut correlator = Correlator::default();
         let mut unreadable = 0;
         correlator.rows = rows.len();
+        // Row by row (a row is one batch's hits, or a snapshot of the windows), pruned after each as the batch
+        // that wrote it was pruned when it was taken.
         for row in rows {
             let mut hits = Vec::new();
             if HitLog::decode(row, &mut |h| hits.push(h)).is_none() {
@@ -140,16 +145,17 @@ impl Correlator {
                 let source = Match::new(rule, h.time, fields, Vec::new());
                 let hit =
                     Hit { time: h.time, rule, value: h.value.map(Into::into), source: Arc::new(source), fresh: false };
-                correlator.windows.entry(correlation).or_default().entry(h.group.into()).or_default().hits.push(hit);
+                let window = correlator.windows.entry(correlation).or_default().entry(h.group.into()).or_default();
+                window.batch_from = Some(window.batch_from.map_or(h.time, |from| from.min(h.time)));
+                window.hits.push(hit);
             }
-        }
-        for (&index, groups) in &mut correlator.windows {
-            let span = rules.correlation(index).expect("loaded windows are correlations").timespan_secs;
-            for window in groups.values_mut() {
-                window.hits.sort_by(Hit::order);
-                window.hits.dedup_by(|a, b| a.order(b) == Ordering::Equal);
-                prune(&mut window.hits, span);
+            for window in correlator.windows.values_mut().flat_map(|groups| groups.values_mut()) {
+                if window.batch_from.is_some() {
+                    window.hits.sort_by(Hit::order);
+                    window.hits.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+                }
             }
+            correlator.prune_batch(rules);
         }
         (correlator, unreadable)
     }
@@ -158,6 +164,7 @@ impl Correlator {
     /// store's log holds several times as many hits as the windows do (so a restart reads O(live hits)), or
     /// [`MAX_LOG_ROWS`] rows.
     pub fn take_changes(&mut self, rules: &RuleSet) -> Changes {
+        self.prune_batch(rules);
         let added = self.log.hits;
         let log = std::mem::take(&mut self.log);
         let live = self.len();
@@ -183,6 +190,25 @@ impl Correlator {
         self.logged = snapshot.hits;
         self.rows = usize::from(snapshot.hits > 0);
         Changes { log: snapshot.bytes, snapshot: true }
+    }
+
+    /// Drops, from each window the batch added hits to, what no late file can need any more: hits more than
+    /// [`keep_secs`] behind the earliest hit the batch added. Pruning waits for the batch to be taken, and is
+    /// relative to its earliest hit rather than the window's newest, because two workers hand over units that
+    /// interleave files: a unit that reaches the windows after a later one (in the same batch or the next) brings
+    /// hits hours older than the newest, and pruning as each unit arrived dropped the hits they counted with
+    /// (a replay on two threads raised fewer threshold alerts than on one).
+    fn prune_batch(&mut self, rules: &RuleSet) {
+        for (&index, groups) in &mut self.windows {
+            let span = rules.correlation(index).expect("windows are correlations").timespan_secs;
+            groups.retain(|_, window| {
+                if let Some(from) = window.batch_from.take() {
+                    let keep_from = window.hits.partition_point(|h| h.time < from.saturating_sub(keep_secs(span)));
+                    window.hits.drain(..keep_from);
+                }
+                !window.hits.is_empty()
+            });
+        }
     }
 
     /// Hits held, over all windows.
@@ -348,18 +374,9 @@ impl Correlator {
                     }),
                 });
             }
-            prune(&mut window.hits, span);
         }
         alerts
     }
-}
-
-/// Drops what late files can no longer need: hits more than [`keep_secs`] behind the window's newest.
-fn prune(hits: &mut Vec<Hit>, span: i64) {
-    let newest = hits.last().map_or(Timestamp::MIN, |h| h.time);
-    let cutoff = newest.saturating_sub(keep_secs(span));
-    let keep_from = hits.partition_point(|h| h.time < cutoff);
-    hits.drain(..keep_from);
 }
 
 /// The store's form of correlation hits: records of (correlation id, group, time, rule id, event id, value,

@@ -62,19 +62,28 @@ pub struct Alert {
 pub enum Merge {
     /// Event rules: every batch brings new events, so counts add up.
     Sum,
-    /// Correlations: a later window overlaps the earlier one, so the larger count stands.
+    /// Correlations (and behavioural facts): each alert describes one window, and the window with the larger
+    /// count (then the later end, as within one measurement) stands whole, its events and times included.
     Max,
 }
 
 impl Alert {
-    /// Folds `other` (same id) into `self`: counts by `merge`, earliest and latest times, event ids united, and the
-    /// context (ip, region, agent, summary and details) of the latest event. Commutative, like the state merge:
-    /// the summary, which names the event, breaks a tie of time and context.
+    /// Folds `other` (same id) into `self`. [`Merge::Sum`]: counts added, earliest and latest times, event ids
+    /// united, and the context (ip, region, agent, summary and details) of the latest event. [`Merge::Max`]: the
+    /// larger window whole. Commutative, like the state merge, so that which alert stands does not depend on the
+    /// order files were read in: the summary, which names the event (or the window's size), breaks a tie.
     pub fn merge(&mut self, other: Alert, merge: Merge) {
-        self.count = match merge {
-            Merge::Sum => self.count + other.count,
-            Merge::Max => self.count.max(other.count),
-        };
+        if merge == Merge::Max {
+            // Uniting two windows' events would describe neither (and depend on which windows were measured
+            // before a late file arrived): the larger stands.
+            if (other.count, other.event_time, &other.summary, &other.event_ids.0)
+                > (self.count, self.event_time, &self.summary, &self.event_ids.0)
+            {
+                *self = other;
+            }
+            return;
+        }
+        self.count += other.count;
         self.first_seen = self.first_seen.min(other.first_seen);
         if (other.event_time, &other.source_ip, &other.region, &other.user_agent, &other.summary)
             > (self.event_time, &self.source_ip, &self.region, &self.user_agent, &self.summary)
@@ -804,6 +813,42 @@ mod tests {
         ba.merge(a, Merge::Sum);
         assert_eq!(ab, ba);
         assert_eq!(named(&ab), expected);
+    }
+
+    /// Two measurements of one correlation's bucket (before and after a late file): the larger window stands
+    /// whole, its events and times, in either order; an equal count goes to the later window.
+    #[test]
+    fn the_larger_window_of_a_correlation_stands_whole_in_any_order() {
+        let window = |count: u64, end: Timestamp, ids: &[&str]| Alert {
+            count,
+            event_time: end,
+            first_seen: end - 600,
+            summary: format!("{count} matching events"),
+            event_ids: EventIds::smallest(ids.iter().copied()),
+            ..Alert::derived(Derived {
+                rule: "console-login-failures",
+                subject: "alice",
+                anchor: "0",
+                title: "Repeated failed console sign-ins",
+                severity: Severity::Medium,
+                principal: "alice".into(),
+                account_id: None,
+                time: 0,
+                summary: String::new(),
+                details: serde_json::json!({}),
+            })
+        };
+        let cases = [
+            (window(5, 600, &["a", "b", "c", "d", "e"]), window(6, 900, &["c", "d", "e", "f", "g", "h"])),
+            (window(6, 600, &["a", "b", "c", "d", "e", "f"]), window(6, 900, &["d", "e", "f", "g", "h", "i"])),
+        ];
+        for (smaller, larger) in cases {
+            let (mut one, mut other) = (smaller.clone(), larger.clone());
+            one.merge(larger.clone(), Merge::Max);
+            other.merge(smaller, Merge::Max);
+            assert_eq!(one, larger);
+            assert_eq!(other, larger);
+        }
     }
 
     #[test]

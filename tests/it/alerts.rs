@@ -126,6 +126,79 @@ fn injected_incidents_raise_exactly_the_expected_alerts() {
     assert_eq!(ids("1"), ids("2"));
 }
 
+/// Forty files five minutes apart, each with three failed console sign-ins by one user: only two neighbouring
+/// files together reach `console-login-failures`' five within ten minutes. Two workers take alternate files into
+/// their units, so each unit brings hits hours older than the other's newest; the windows must still count them
+/// all, and a replay on two threads must raise exactly what one thread raises.
+#[test]
+fn a_threshold_counts_the_same_events_whichever_worker_read_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let account = "111122223333";
+    let day = tmp.path().join(format!("corpus/AWSLogs/{account}/CloudTrail/us-east-1/2026/10/01"));
+    std::fs::create_dir_all(&day).unwrap();
+    for file in 0..40 {
+        let start = file * 300;
+        let records: Vec<Value> = (0..3)
+            .map(|i| {
+                let secs = start + i * 60;
+                serde_json::json!({
+                    "eventVersion": "1.08",
+                    "userIdentity": {"type": "IAMUser", "principalId": "AIDAALICE", "accountId": account,
+                        "arn": format!("arn:aws:iam::{account}:user/alice"), "userName": "alice"},
+                    "eventTime": format!("2026-10-01T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60),
+                    "eventSource": "signin.amazonaws.com",
+                    "eventName": "ConsoleLogin",
+                    "awsRegion": "us-east-1",
+                    "sourceIPAddress": "198.51.100.7",
+                    "userAgent": "Mozilla/5.0",
+                    "errorMessage": "Failed authentication",
+                    "responseElements": {"ConsoleLogin": "Failure"},
+                    "additionalEventData": {"MFAUsed": "No"},
+                    "eventID": format!("e-{file:02}-{i}"),
+                    "eventType": "AwsConsoleSignIn",
+                    "recipientAccountId": account,
+                })
+            })
+            .collect();
+        let stamp = format!("20261001T{:02}{:02}Z", start / 3600, start / 60 % 60);
+        let name = format!("{account}_CloudTrail_us-east-1_{stamp}_f{file:02}.json.gz");
+        let body = serde_json::to_vec(&serde_json::json!({ "Records": records })).unwrap();
+        std::fs::write(day.join(name), gzip(&body)).unwrap();
+    }
+    let corpus = tmp.path().join("corpus");
+    let mut lines = Vec::new();
+    for threads in ["1", "2"] {
+        let sink = tmp.path().join(format!("alerts-{threads}.jsonl"));
+        let config = tmp.path().join(format!("tw-{threads}.toml"));
+        let state = tmp.path().join(format!("state-{threads}.db"));
+        std::fs::write(
+            &config,
+            format!("[store]\npath = {state:?}\n[[alerts.sinks]]\nname = \"j\"\nkind = \"file\"\npath = {sink:?}\n"),
+        )
+        .unwrap();
+        ok(&trailwatch(&[
+            "--config",
+            config.to_str().unwrap(),
+            "replay",
+            "--threads",
+            threads,
+            corpus.to_str().unwrap(),
+        ]));
+        let mut got: Vec<String> = std::fs::read_to_string(&sink).unwrap().lines().map(str::to_owned).collect();
+        got.sort();
+        let bursts: Vec<Value> = got
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|a| a["rule"] == "console-login-failures")
+            .collect();
+        // 00:00 to 03:17: one alert per hour (the dedup window), each for the largest ten-minute window in it.
+        assert_eq!(bursts.len(), 4, "{threads} threads: {bursts:?}");
+        assert!(bursts.iter().all(|a| a["count"].as_u64() >= Some(6)), "{threads} threads: {bursts:?}");
+        lines.push(got);
+    }
+    assert_eq!(lines[0], lines[1], "two threads raise exactly what one raises");
+}
+
 #[test]
 fn dry_run_rules_and_suppressions_send_nothing_but_count() {
     let tmp = tempfile::tempdir().unwrap();
