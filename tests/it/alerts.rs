@@ -55,6 +55,18 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A configuration under `dir` with its own state and a JSONL sink, both named by `tag`; returns the
+/// configuration's path and the sink's.
+fn jsonl_config(dir: &Path, tag: &str) -> (PathBuf, PathBuf) {
+    let sink = dir.join(format!("alerts-{tag}.jsonl"));
+    let state = dir.join(format!("state-{tag}.db"));
+    let config = dir.join(format!("tw-{tag}.toml"));
+    let text =
+        format!("[store]\npath = {state:?}\n[[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n");
+    std::fs::write(&config, text).unwrap();
+    (config, sink)
+}
+
 /// `(rule, principal) → sorted event ids` of alerts as sinks received them.
 fn by_subject(alerts: &[Value]) -> BTreeMap<(String, String), Vec<String>> {
     let mut out = BTreeMap::new();
@@ -75,16 +87,7 @@ fn injected_incidents_raise_exactly_the_expected_alerts() {
     let rules: BTreeSet<&str> = expected.keys().map(|(r, _)| r.as_str()).collect();
     assert_eq!(rules.len(), 19, "every built-in rule has an incident: {rules:?}");
     for threads in ["1", "2"] {
-        let sink = tmp.path().join(format!("alerts-{threads}.jsonl"));
-        let state = tmp.path().join(format!("state-{threads}.db"));
-        let config = tmp.path().join(format!("tw-{threads}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[store]\npath = {state:?}\n[[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n"
-            ),
-        )
-        .unwrap();
+        let (config, sink) = jsonl_config(tmp.path(), threads);
         let cfg = config.to_str().unwrap();
         let out = ok(&trailwatch(&["--config", cfg, "replay", "--threads", threads, corpus.to_str().unwrap()]));
         assert!(out.contains("alerts: 19 raised"), "{out}");
@@ -168,14 +171,7 @@ fn a_threshold_counts_the_same_events_whichever_worker_read_them() {
     let corpus = tmp.path().join("corpus");
     let mut lines = Vec::new();
     for threads in ["1", "2"] {
-        let sink = tmp.path().join(format!("alerts-{threads}.jsonl"));
-        let config = tmp.path().join(format!("tw-{threads}.toml"));
-        let state = tmp.path().join(format!("state-{threads}.db"));
-        std::fs::write(
-            &config,
-            format!("[store]\npath = {state:?}\n[[alerts.sinks]]\nname = \"j\"\nkind = \"file\"\npath = {sink:?}\n"),
-        )
-        .unwrap();
+        let (config, sink) = jsonl_config(tmp.path(), threads);
         ok(&trailwatch(&[
             "--config",
             config.to_str().unwrap(),
