@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
-use crate::alert::Alert;
 use crate::alert::sink::{Sink, SinkError};
 use crate::metrics::Metrics;
 use crate::state::outbox;
@@ -50,7 +49,9 @@ impl Deliverer {
     pub async fn pass(&mut self) -> rusqlite::Result<Pass> {
         let mut pass = Pass::default();
         loop {
-            let due = outbox::due(&self.conn, now_ms(), PASS_LIMIT)?;
+            let sinks = Arc::clone(&self.sinks);
+            let as_written = |name: &str| sinks.iter().any(|s| s.name() == name && s.writes_lines());
+            let due = outbox::due(&self.conn, now_ms(), PASS_LIMIT, &as_written)?;
             if due.is_empty() {
                 break;
             }
@@ -61,14 +62,15 @@ impl Deliverer {
                     continue;
                 }
                 if sink.writes_lines() {
-                    let alerts: Vec<&Alert> = mine.iter().map(|p| &p.alert).collect();
-                    let res = sink.send_lines(&alerts);
+                    let bodies: Vec<&str> = mine.iter().map(|p| p.body.as_str()).collect();
+                    let res = sink.send_lines(&bodies);
                     for pending in mine {
                         outcomes.push((pending, self.outcome(sink, pending, res.as_ref().copied())));
                     }
                 } else {
                     for pending in mine {
-                        let res = sink.send(&pending.alert).await;
+                        let alert = pending.alert.as_ref().expect("rows for sinks that send alerts are read whole");
+                        let res = sink.send(alert).await;
                         outcomes.push((pending, self.outcome(sink, pending, res.as_ref().copied())));
                     }
                 }
@@ -86,7 +88,7 @@ impl Deliverer {
             for (pending, outcome) in &outcomes {
                 match outcome {
                     Ok(()) => {
-                        outbox::delivered(&tx, &pending.alert.id, &pending.sink)?;
+                        outbox::delivered(&tx, &pending.alert_id, &pending.sink)?;
                         pass.sent += 1;
                     }
                     Err(reason) => {
@@ -95,7 +97,7 @@ impl Deliverer {
                             false => self.max_backoff,
                         };
                         let retry = now_ms() + backoff.as_millis() as i64;
-                        outbox::failed(&tx, &pending.alert.id, &pending.sink, retry, reason)?;
+                        outbox::failed(&tx, &pending.alert_id, &pending.sink, retry, reason)?;
                         pass.failed += 1;
                     }
                 }
@@ -125,14 +127,14 @@ impl Deliverer {
                 self.metrics.alerts_sent.with_label_values(&[kind]).inc();
                 let latency = (now_ms() - pending.raised_at_ms).max(0) as f64 / 1000.0;
                 self.metrics.alert_latency.observe(latency);
-                tracing::debug!(alert = %pending.alert.id, rule = %pending.alert.rule, sink = %pending.sink, "alert delivered");
+                tracing::debug!(alert = %pending.alert_id, rule = %pending.rule, sink = %pending.sink, "alert delivered");
                 Ok(())
             }
             Err(err) => {
                 let backoff = backoff(pending.attempts, self.max_backoff);
                 if crate::logs::allow("alert_delivery_failed") {
                     tracing::warn!(
-                    alert = %pending.alert.id, attempts = pending.attempts + 1, retry_in_ms = backoff.as_millis() as u64,
+                    alert = %pending.alert_id, attempts = pending.attempts + 1, retry_in_ms = backoff.as_millis() as u64,
                     reason = err.kind(), "alert delivery failed: {err}"
                     );
                 }
@@ -227,7 +229,7 @@ impl Default for Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{Derived, Merge};
+    use crate::alert::{Alert, Derived, Merge};
     use crate::config::{SinkConfig, SinkKind};
     use crate::detect::rule::Severity;
     use crate::state::outbox::AlertWrite;
@@ -268,6 +270,15 @@ mod tests {
             tx.execute("INSERT INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, 'jsonl', 0)", [&id]).unwrap();
         }
         tx.execute("INSERT INTO outbox (alert_id, sink, next_attempt_ms) VALUES ('orphan', 'jsonl', 0)", []).unwrap();
+        // A row whose body is another alert's: a line sink writes bodies as stored, so it would send the wrong id.
+        let mut body = Vec::new();
+        alert.write_json(&mut body);
+        tx.execute(
+            "INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body) VALUES ('other', 'r', 'high', 0, 0, ?1)",
+            [std::str::from_utf8(&body).unwrap()],
+        )
+        .unwrap();
+        tx.execute("INSERT INTO outbox (alert_id, sink, next_attempt_ms) VALUES ('other', 'jsonl', 0)", []).unwrap();
         tx.commit().unwrap();
 
         let path = dir.path().join("alerts.jsonl");
@@ -284,11 +295,12 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let before = now_ms();
         let pass = runtime.block_on(deliverer.pass()).unwrap();
-        assert_eq!(pass, Pass { sent: 1, failed: damaged as u64 + 1 });
+        assert_eq!(pass, Pass { sent: 1, failed: damaged as u64 + 2 });
         let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines, format!("{}\n", std::str::from_utf8(&body).unwrap()), "the stored JSON, as it is");
         assert_eq!(lines.lines().map(|l| serde_json::from_str::<Alert>(l).unwrap().id).collect::<Vec<_>>(), [alert.id]);
-        assert_eq!(metrics.alert_delivery_failures.with_label_values(&["file"]).get(), damaged as u64 + 1);
-        assert_eq!(outbox::depth(conn).unwrap(), damaged as u64 + 1, "unreadable deliveries stay pending");
+        assert_eq!(metrics.alert_delivery_failures.with_label_values(&["file"]).get(), damaged as u64 + 2);
+        assert_eq!(outbox::depth(conn).unwrap(), damaged as u64 + 2, "unreadable deliveries stay pending");
         let next = outbox::next_due_ms(conn).unwrap().unwrap();
         assert!(next >= before + max_backoff.as_millis() as i64, "retried after the longest backoff, not at once");
         let reason: String =

@@ -76,13 +76,14 @@ impl Sink {
         matches!(self.config.kind, SinkKind::File | SinkKind::Stdout)
     }
 
-    /// File and stdout: every alert as one JSON line, in one write, and for a file one `fsync` for all of them
-    /// (an alert storm is written at disk speed, not at one sync per alert). All or none are accepted.
-    pub fn send_lines(&self, alerts: &[&Alert]) -> Result<(), SinkError> {
+    /// File and stdout: every alert's JSON (as stored, see `outbox::due`) as one line, in one write, and for a file
+    /// one `fsync` for all of them (an alert storm is written at disk speed, not at one sync per alert). All or
+    /// none are accepted.
+    pub fn send_lines(&self, alerts: &[&str]) -> Result<(), SinkError> {
         let name = &self.config.name;
-        let mut lines = Vec::new();
+        let mut lines = Vec::with_capacity(alerts.iter().map(|a| a.len() + 1).sum());
         for alert in alerts {
-            alert.write_json(&mut lines);
+            lines.extend_from_slice(alert.as_bytes());
             lines.push(b'\n');
         }
         match self.config.kind {
@@ -107,7 +108,11 @@ impl Sink {
 
     pub async fn send(&self, alert: &Alert) -> Result<(), SinkError> {
         match self.config.kind {
-            SinkKind::File | SinkKind::Stdout => self.send_lines(&[alert]),
+            SinkKind::File | SinkKind::Stdout => {
+                let mut json = Vec::new();
+                alert.write_json(&mut json);
+                self.send_lines(&[std::str::from_utf8(&json).expect("alert JSON is UTF-8")])
+            }
             SinkKind::Webhook => {
                 let mut body = Vec::new();
                 alert.write_json(&mut body);
