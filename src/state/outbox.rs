@@ -323,12 +323,7 @@ impl Due {
 /// Deliveries due at `now_ms`, oldest first, at most `limit`. A row whose sink `as_written` says takes the stored
 /// JSON as it is (file and stdout: the body is the alert's JSON, written by [`Alert::write_json`]) is only checked
 /// to be a JSON object with an id and a rule; every other row's alert is read whole.
-pub fn due(
-    conn: &Connection,
-    now_ms: i64,
-    limit: usize,
-    as_written: &dyn Fn(&str) -> bool,
-) -> rusqlite::Result<Due> {
+pub fn due(conn: &Connection, now_ms: i64, limit: usize, as_written: &dyn Fn(&str) -> bool) -> rusqlite::Result<Due> {
     let mut stmt = conn.prepare_cached(
         "SELECT o.alert_id, a.body, o.sink, o.attempts, a.raised_at_ms FROM outbox o LEFT JOIN alerts a ON a.id = o.alert_id
          WHERE o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.alert_id LIMIT ?2",
