@@ -49,9 +49,9 @@ impl Hit {
     }
 }
 
-/// How far behind a batch's earliest hit in a window a later batch's late hit still counts: CloudTrail delivers most files within
-/// 15 minutes, and a backfill walks its layout in time order, so an hour covers both without keeping a noisy
-/// group's whole day in memory.
+/// How far behind a batch's earliest hit in a window a later batch's late hit still counts: CloudTrail delivers
+/// most files within 15 minutes, and a backfill walks its layout in time order, so an hour covers both without
+/// keeping a noisy group's whole day in memory.
 pub const LATE_SECS: i64 = 3600;
 
 /// What a window keeps behind the earliest hit of the last batch: two timespans, and at least [`LATE_SECS`].

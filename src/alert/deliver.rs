@@ -49,8 +49,7 @@ impl Deliverer {
     pub async fn pass(&mut self) -> rusqlite::Result<Pass> {
         let mut pass = Pass::default();
         loop {
-            let sinks = Arc::clone(&self.sinks);
-            let as_written = |name: &str| sinks.iter().any(|s| s.name() == name && s.writes_lines());
+            let as_written = |name: &str| self.sinks.iter().any(|s| s.name() == name && s.writes_lines());
             let due = outbox::due(&self.conn, now_ms(), PASS_LIMIT, &as_written)?;
             if due.is_empty() {
                 break;

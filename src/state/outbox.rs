@@ -122,7 +122,7 @@ impl WriteOutcome {
 
 /// The alerts a store merged most recently, as it stored them: the next merge into one of them (a noisy rule's
 /// alert, batch after batch in a daemon, whose batches are small) skips reading the stored body back and parsing
-/// it, about a third of a merge's cost. Only merged alerts are kept: keeping every new one too saved a little more
+/// it (about 25k of a merge's instructions). Only merged alerts are kept: keeping every new one too saved a little more
 /// for small batches but cost large ones (a replay's) a copy of every alert. Two generations of at most
 /// [`RecentAlerts::GENERATION`] alerts each (a few megabytes): bounded, with no bookkeeping per entry.
 ///
@@ -283,7 +283,8 @@ pub struct Pending {
 }
 
 /// What a line sink needs of a stored body: that it is one JSON object, and its id and rule. Reading only this
-/// (the rest is checked and skipped) costs about a fifth of reading the whole alert.
+/// (the rest is checked and skipped), and writing the body as it is, took a delivery pass to a file sink from 328M
+/// to 186M instructions for 5,753 alerts.
 #[derive(serde::Deserialize)]
 struct StoredHead<'a> {
     #[serde(borrow)]
