@@ -64,10 +64,11 @@ impl std::fmt::Display for Location {
 }
 
 impl FileJob {
-    /// A local file's job: its ledger key is its absolute path and size.
+    /// A local file's job: its ledger key is its CloudTrail file name, or its absolute path and size (see
+    /// [`LedgerKey::local`]).
     pub fn local(path: PathBuf, size: u64) -> FileJob {
         let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        let key = LedgerKey { source: format!("file:{}", absolute.display()), version: size.to_string() };
+        let key = LedgerKey::local(&absolute.display().to_string(), size);
         FileJob { key, location: Location::Local(path) }
     }
 

@@ -42,6 +42,10 @@ impl Spool {
             .map(|(path, meta)| FileJob::local(path, meta.len()))
             .filter(|job| !applied.contains(&job.key))
             .collect();
+        // One job per key: a CloudTrail file present twice (copied, or a directory moved while being scanned) is
+        // applied once, and one batch never holds a key twice (the ledger's primary key would refuse the batch).
+        jobs.sort_by(|a, b| a.key.cmp(&b.key));
+        jobs.dedup_by(|a, b| a.key == b.key);
         jobs.sort_by(|a, b| delivery_order(&a.key.source).cmp(&delivery_order(&b.key.source)));
         Ok(jobs)
     }
@@ -55,5 +59,31 @@ impl Spool {
         }
         // Forget files that were removed from the spool.
         self.rejected.retain(|path, _| path.exists());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two copies of one CloudTrail log file (a directory copied into the spool beside the original) are one job;
+    /// other files are jobs by path, copies included.
+    #[test]
+    fn a_scan_offers_each_cloudtrail_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "111122223333_CloudTrail_us-east-1_20261001T0005Z_GwlTYz0jE1Oe1BMm.json.gz";
+        for sub in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(sub).join(name), b"x").unwrap();
+            std::fs::write(dir.path().join(sub).join("fixture.json"), b"x").unwrap();
+        }
+        let config =
+            SpoolConfig { dir: dir.path().to_owned(), scan_interval: Duration::ZERO, min_file_age: Duration::ZERO };
+        let jobs = Spool::new(&config).scan(&Applied::default(), SystemTime::now()).unwrap();
+        let mut sources: Vec<&str> = jobs.iter().map(|j| j.key.source.as_str()).collect();
+        sources.sort_unstable();
+        assert_eq!(sources.len(), 3, "{sources:?}");
+        assert_eq!(sources[0], format!("cloudtrail:{name}"));
+        assert!(sources[1..].iter().all(|s| s.starts_with("file:") && s.ends_with("/fixture.json")), "{sources:?}");
     }
 }

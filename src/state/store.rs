@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rustc_hash::FxHashMap;
 
 use crate::alert::behaviour::{BehaviourConfig, Fact};
@@ -41,10 +41,71 @@ pub enum Synchronous {
 /// One file's ledger identity: where it came from and which version of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LedgerKey {
-    /// `file:<absolute path>` or, for S3, `s3://bucket/key`.
+    /// `cloudtrail:<file name>` for a local file named as CloudTrail names its log files, else
+    /// `file:<absolute path>`; for S3, `s3://bucket/key`.
     pub source: String,
-    /// The file's size (local files) or ETag (S3 objects).
+    /// Empty for `cloudtrail:` keys; else the file's size (local files) or ETag (S3 objects).
     pub version: String,
+}
+
+impl LedgerKey {
+    /// A local file's key. CloudTrail names each log file uniquely (`<account>_CloudTrail_<region>_<time>_<id>`)
+    /// and never rewrites one, so such a file is known by its name alone: moved or renamed within the spool, or
+    /// replayed again from a copy elsewhere, it is recognised as applied (keyed by path, it was applied again and
+    /// every event counted twice). Other files are known by absolute path and size.
+    pub fn local(absolute_path: &str, size: u64) -> LedgerKey {
+        match cloudtrail_log_name(absolute_path) {
+            Some(name) => LedgerKey { source: format!("cloudtrail:{name}"), version: String::new() },
+            None => LedgerKey { source: format!("file:{absolute_path}"), version: size.to_string() },
+        }
+    }
+}
+
+/// The file name of `path` if it is a CloudTrail log or Insights file's:
+/// `<12 digits>_CloudTrail[-Insight]_<region>_<YYYYMMDDTHHMMZ>_<alphanumeric id>.json[.gz]`.
+pub fn cloudtrail_log_name(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next()?;
+    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
+    let mut parts = stem.split('_');
+    let (account, kind, region, time, id) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let time = time.as_bytes();
+    let ok = parts.next().is_none()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (kind == "CloudTrail" || kind == "CloudTrail-Insight")
+        && !region.is_empty()
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && time.len() == 14
+        && time[8] == b'T'
+        && time[13] == b'Z'
+        && time[..8].iter().chain(&time[9..13]).all(u8::is_ascii_digit)
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    ok.then_some(name)
+}
+
+/// Schema 2 keyed every local file by path: give those named as CloudTrail names log files their name key (see
+/// [`LedgerKey::local`]), so that an upgraded daemon does not apply them again. Two paths of one file (already
+/// counted twice) become one row.
+fn migrate_local_keys_to_names(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String, i64, i64)> = {
+        let mut stmt =
+            tx.prepare("SELECT source, version, records, applied_at FROM ledger WHERE source LIKE 'file:%'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut insert =
+        tx.prepare("INSERT OR IGNORE INTO ledger (source, version, records, applied_at) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut delete = tx.prepare("DELETE FROM ledger WHERE source = ?1 AND version = ?2")?;
+    for (source, version, records, applied_at) in rows {
+        let path = source.strip_prefix("file:").unwrap_or(&source);
+        let key = LedgerKey::local(path, version.parse().unwrap_or(0));
+        if key.source != source {
+            insert.execute(params![key.source, key.version, records, applied_at])?;
+            delete.execute(params![source, version])?;
+        }
+    }
+    Ok(())
 }
 
 pub struct Store {
@@ -106,7 +167,8 @@ impl Drop for Checkpointer {
 }
 
 /// 2: correlation hits are a log of rows (`correlation_log`), no longer a row per hit (`correlation_window`).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: local CloudTrail log files are keyed in the ledger by name, no longer by path (`LedgerKey::local`).
+const SCHEMA_VERSION: i64 = 3;
 
 /// The IAM inventory as fetched from the API: one account's authorization details per row (the JSON AWS
 /// returns), replaced at each refresh. Read by `report permissions` and the periodic findings beside the files.
@@ -364,7 +426,10 @@ impl Store {
             }
             Some(found) if found < SCHEMA_VERSION => {
                 let tx = conn.transaction().map_err(err)?;
-                outbox::migrate_hits_to_log(&tx).map_err(err)?;
+                if found < 2 {
+                    outbox::migrate_hits_to_log(&tx).map_err(err)?;
+                }
+                migrate_local_keys_to_names(&tx).map_err(err)?;
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])
                     .map_err(err)?;
                 tx.commit().map_err(err)?;

@@ -172,7 +172,70 @@ fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
         .unwrap();
     let version: String =
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!((left, version.as_str()), (0, "2"));
+    assert_eq!((left, version.as_str()), (0, "3"));
+}
+
+#[test]
+fn cloudtrail_log_files_are_known_by_name_and_other_files_by_path() {
+    use crate::state::store::{LedgerKey, cloudtrail_log_name};
+    let named = [
+        "/spool/AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T0005Z_GwlTYz0jE1Oe1BMm.json.gz",
+        "/x/111122223333_CloudTrail-Insight_eu-west-1_20261001T2355Z_a1.json.gz",
+        "/x/111122223333_CloudTrail_us-gov-west-1_20261001T0005Z_Z.json",
+    ];
+    for path in named {
+        let key = LedgerKey::local(path, 10);
+        assert_eq!(key.source, format!("cloudtrail:{}", path.rsplit('/').next().unwrap()), "{path}");
+        assert_eq!(key, LedgerKey::local(&path.replace("/x/", "/elsewhere/"), 11), "same name, same key: {path}");
+    }
+    let unnamed = [
+        "/x/fixture.json",
+        "/x/111122223333_CloudTrail-Digest_us-east-1_20261001T0005Z_a1.json.gz",
+        "/x/11112222333_CloudTrail_us-east-1_20261001T0005Z_a1.json.gz",
+        "/x/111122223333_CloudTrail_us-east-1_20261001T0005_a1.json.gz",
+        "/x/111122223333_CloudTrail_us-east-1_20261001T0005Z_.json.gz",
+        "/x/111122223333_CloudTrail_us-east-1_20261001T0005Z_a1_b2.json.gz",
+        "/x/111122223333_CloudTrail_us_gov_20261001T0005Z_a1.json.gz",
+        "/x/111122223333_CloudTrail_us-east-1_20261001T0005Z_a-1.json.gz",
+        "/x/111122223333_CloudTrail_us-east-1_20261001T0005Z_a1.txt",
+    ];
+    for path in unnamed {
+        assert_eq!(cloudtrail_log_name(path), None, "{path}");
+        assert_eq!(LedgerKey::local(path, 10), LedgerKey { source: format!("file:{path}"), version: "10".into() });
+    }
+}
+
+/// A schema 2 ledger keyed local files by path: opening it gives CloudTrail log files their name keys (one row
+/// for two paths of one file), leaves other files' rows as they were, and a replay then applies none of them.
+#[test]
+fn a_schema_2_ledger_knows_its_cloudtrail_files_by_name() {
+    use crate::state::store::{LedgerKey, Store, Synchronous};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    drop(Store::open(&path, Synchronous::Normal).unwrap());
+    let name = "111122223333_CloudTrail_us-east-1_20261001T0005Z_GwlTYz0jE1Oe1BMm.json.gz";
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    for (source, version) in
+        [(format!("file:/a/{name}"), "120"), (format!("file:/b/{name}"), "120"), ("file:/a/fixture.json".into(), "7")]
+    {
+        conn.execute(
+            "INSERT INTO ledger (source, version, records, applied_at) VALUES (?1, ?2, 3, 0)",
+            [&source, version],
+        )
+        .unwrap();
+    }
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", []).unwrap();
+    drop(conn);
+    let store = Store::open(&path, Synchronous::Normal).unwrap();
+    let mut keys = store.ledger_keys().unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            LedgerKey::local(&format!("/c/{name}"), 0),
+            LedgerKey { source: "file:/a/fixture.json".into(), version: "7".into() }
+        ]
+    );
 }
 
 #[test]

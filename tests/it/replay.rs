@@ -63,6 +63,54 @@ fn replaying_twice_changes_nothing() {
     assert_eq!(report(&state), first);
 }
 
+/// CloudTrail log files are known by name: the same corpus moved elsewhere (a spool reorganised, a second copy of a
+/// bucket) is recognised as applied, and a directory holding two copies of a file applies it once.
+#[test]
+fn a_cloudtrail_file_moved_or_copied_is_applied_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let want = synth(tmp.path(), 6, 50, 20, 11);
+    let state = tmp.path().join("state.db");
+    let replay = |dir: &Path| ok(&trailwatch(&["--state", state.to_str().unwrap(), "replay", dir.to_str().unwrap()]));
+    let first = tmp.path().join("first");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::rename(tmp.path().join("corpus"), first.join("corpus")).unwrap();
+    let out = replay(&first);
+    assert!(out.contains("files: 6 applied, 0 already applied, 0 rejected"), "{out}");
+    assert_same_report(&report(&state), &want);
+    // Moved, and a copy of one file beside it under another directory.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&first, &moved).unwrap();
+    let one = pipeline_files(&moved).remove(0);
+    std::fs::create_dir(moved.join("copy")).unwrap();
+    std::fs::copy(&one, moved.join("copy").join(one.file_name().unwrap())).unwrap();
+    let out = replay(&moved);
+    assert!(out.contains("files: 0 applied, 6 already applied, 0 rejected"), "{out}");
+    assert_same_report(&report(&state), &want);
+    // Into a fresh state: the two copies are one file.
+    std::fs::remove_file(&state).unwrap();
+    let out = replay(&moved);
+    assert!(out.contains("files: 6 applied, 0 already applied, 0 rejected"), "{out}");
+    assert_same_report(&report(&state), &want);
+}
+
+/// Every `.json.gz` under `dir`, sorted.
+fn pipeline_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".json.gz") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The synth generator knows what it generated; the replayed state must equal it field for field.
 #[test]
 fn synth_corpus_replays_exactly() {
