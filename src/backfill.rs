@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use crate::aws::{AwsSettings, s3_client, sdk_config};
 use crate::fetch::{ListError, get_object, list_log_files};
-use crate::intake::layout::{Filters, delivery_order};
+use crate::intake::layout::Filters;
 use crate::pipeline::{self, Applied, FetchedJob, FileJob, Jobs, RunContext, Summary};
 use crate::state::store::{Store, StoreError};
 use crate::time::Timestamp;
@@ -62,9 +62,7 @@ pub fn replay(
         let listed = runtime.block_on(list_log_files(&client, &url.bucket, &url.prefix, filters, today))?;
         jobs.extend(listed.iter().map(|l| FileJob::s3(&url.bucket, &l.key, &l.etag)));
     }
-    jobs.sort_by(|a, b| a.key.cmp(&b.key));
-    jobs.dedup_by(|a, b| a.key == b.key);
-    jobs.sort_by(|a, b| delivery_order(&a.key.source).cmp(&delivery_order(&b.key.source)));
+    let mut jobs = crate::pipeline::one_per_key_in_delivery_order(jobs);
     let total = jobs.len();
     jobs.retain(|job| !applied.contains(&job.key));
     let duplicates = (total - jobs.len()) as u64;

@@ -787,11 +787,17 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<FileJob>, std::io::Error> {
             files.push((path.clone(), meta));
         }
     }
-    let mut jobs: Vec<FileJob> = files.into_iter().map(|(path, meta)| FileJob::local(path, meta.len())).collect();
+    Ok(one_per_key_in_delivery_order(files.into_iter().map(|(path, meta)| FileJob::local(path, meta.len())).collect()))
+}
+
+/// `jobs` with one job per ledger key (a file named twice, or a CloudTrail file present under two paths: one batch
+/// must never hold a key twice, or the ledger's primary key refuses it), in the order a run takes them
+/// ([`delivery_order`]).
+pub fn one_per_key_in_delivery_order(mut jobs: Vec<FileJob>) -> Vec<FileJob> {
     jobs.sort_by(|a, b| a.key.cmp(&b.key));
     jobs.dedup_by(|a, b| a.key == b.key);
     jobs.sort_by(|a, b| delivery_order(&a.key.source).cmp(&delivery_order(&b.key.source)));
-    Ok(jobs)
+    jobs
 }
 
 /// Whether a name inside a scanned directory looks like a log file that is complete.

@@ -42,10 +42,33 @@ pub fn parse_key(key: &str) -> Option<Layout<'_>> {
 /// as written there (it sorts as text); `None` for other names.
 pub fn file_time(key: &str) -> Option<&str> {
     let name = key.rsplit('/').next()?;
-    name.split('_').find(|part| {
-        let b = part.as_bytes();
-        b.len() == 14 && b[8] == b'T' && b[13] == b'Z' && b[..8].iter().chain(&b[9..13]).all(u8::is_ascii_digit)
-    })
+    name.split('_').find(|part| is_file_time(part))
+}
+
+/// `YYYYMMDDTHHMMZ`, as in CloudTrail's file names.
+fn is_file_time(part: &str) -> bool {
+    let b = part.as_bytes();
+    b.len() == 14 && b[8] == b'T' && b[13] == b'Z' && b[..8].iter().chain(&b[9..13]).all(u8::is_ascii_digit)
+}
+
+/// The file name of `path` if it is a CloudTrail log or Insights file's:
+/// `<12 digits>_CloudTrail[-Insight]_<region>_<YYYYMMDDTHHMMZ>_<alphanumeric id>.json[.gz]`. CloudTrail never
+/// gives two files one name, which is what lets the ledger know a local file by it (`LedgerKey::local`).
+pub fn cloudtrail_log_name(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next()?;
+    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
+    let mut parts = stem.split('_');
+    let (account, kind, region, time, id) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let ok = parts.next().is_none()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (kind == "CloudTrail" || kind == "CloudTrail-Insight")
+        && !region.is_empty()
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && is_file_time(time)
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    ok.then_some(name)
 }
 
 /// The order a backfill takes files in: account by account, and within an account by delivery time across its

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::config::SpoolConfig;
-use crate::intake::layout::delivery_order;
-use crate::pipeline::{Applied, FileJob, walk};
+use crate::pipeline::{Applied, FileJob, one_per_key_in_delivery_order, walk};
 
 pub struct Spool {
     dir: PathBuf,
@@ -32,7 +31,7 @@ impl Spool {
     pub fn scan(&self, applied: &Applied, now: SystemTime) -> std::io::Result<Vec<FileJob>> {
         let mut found = Vec::new();
         walk(&self.dir, &mut found)?;
-        let mut jobs: Vec<FileJob> = found
+        let jobs: Vec<FileJob> = found
             .into_iter()
             .filter(|(path, meta)| {
                 let modified = meta.modified().ok();
@@ -42,12 +41,8 @@ impl Spool {
             .map(|(path, meta)| FileJob::local(path, meta.len()))
             .filter(|job| !applied.contains(&job.key))
             .collect();
-        // One job per key: a CloudTrail file present twice (copied, or a directory moved while being scanned) is
-        // applied once, and one batch never holds a key twice (the ledger's primary key would refuse the batch).
-        jobs.sort_by(|a, b| a.key.cmp(&b.key));
-        jobs.dedup_by(|a, b| a.key == b.key);
-        jobs.sort_by(|a, b| delivery_order(&a.key.source).cmp(&delivery_order(&b.key.source)));
-        Ok(jobs)
+        // A CloudTrail file present twice (copied, or a directory moved while being scanned) is applied once.
+        Ok(one_per_key_in_delivery_order(jobs))
     }
 
     /// Remembers the offered jobs that were not applied, so they are not read again while unchanged.

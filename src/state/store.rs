@@ -54,34 +54,11 @@ impl LedgerKey {
     /// replayed again from a copy elsewhere, it is recognised as applied (keyed by path, it was applied again and
     /// every event counted twice). Other files are known by absolute path and size.
     pub fn local(absolute_path: &str, size: u64) -> LedgerKey {
-        match cloudtrail_log_name(absolute_path) {
+        match crate::intake::layout::cloudtrail_log_name(absolute_path) {
             Some(name) => LedgerKey { source: format!("cloudtrail:{name}"), version: String::new() },
             None => LedgerKey { source: format!("file:{absolute_path}"), version: size.to_string() },
         }
     }
-}
-
-/// The file name of `path` if it is a CloudTrail log or Insights file's:
-/// `<12 digits>_CloudTrail[-Insight]_<region>_<YYYYMMDDTHHMMZ>_<alphanumeric id>.json[.gz]`.
-pub fn cloudtrail_log_name(path: &str) -> Option<&str> {
-    let name = path.rsplit('/').next()?;
-    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
-    let mut parts = stem.split('_');
-    let (account, kind, region, time, id) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let time = time.as_bytes();
-    let ok = parts.next().is_none()
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && (kind == "CloudTrail" || kind == "CloudTrail-Insight")
-        && !region.is_empty()
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && time.len() == 14
-        && time[8] == b'T'
-        && time[13] == b'Z'
-        && time[..8].iter().chain(&time[9..13]).all(u8::is_ascii_digit)
-        && !id.is_empty()
-        && id.bytes().all(|b| b.is_ascii_alphanumeric());
-    ok.then_some(name)
 }
 
 /// Schema 2 keyed every local file by path: give those named as CloudTrail names log files their name key (see

@@ -177,7 +177,8 @@ fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
 
 #[test]
 fn cloudtrail_log_files_are_known_by_name_and_other_files_by_path() {
-    use crate::state::store::{LedgerKey, cloudtrail_log_name};
+    use crate::intake::layout::cloudtrail_log_name;
+    use crate::state::store::LedgerKey;
     let named = [
         "/spool/AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T0005Z_GwlTYz0jE1Oe1BMm.json.gz",
         "/x/111122223333_CloudTrail-Insight_eu-west-1_20261001T2355Z_a1.json.gz",
