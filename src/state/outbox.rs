@@ -47,8 +47,9 @@ pub struct AlertWrite {
     pub hits: Changes,
     /// Wall-clock time of the commit, in milliseconds (alert latency is measured from it).
     pub raised_at_ms: i64,
-    /// The alerts' JSON one after the other, when serialized ahead of the write ([`AlertWrite::serialize`]).
-    bodies: Vec<u8>,
+    /// The alerts' JSON one after the other, when serialized ahead of the write ([`AlertWrite::serialize`]); a
+    /// `String`, checked once on the planner, so that the committer does not check each body again.
+    bodies: String,
     /// The end of each alert's JSON in `bodies`; valid only when there is one per alert.
     body_ends: Vec<usize>,
 }
@@ -69,12 +70,18 @@ impl AlertWrite {
         }
         if serialized {
             let offset = self.bodies.len();
-            self.bodies.extend_from_slice(&chunk.bodies);
+            self.bodies.push_str(&chunk.bodies);
             self.body_ends.extend(chunk.body_ends.iter().map(|end| end + offset));
         } else {
-            self.bodies = Vec::new();
-            self.body_ends = Vec::new();
+            self.drop_bodies();
         }
+    }
+
+    /// Frees the serialized bodies (once they are written): a batch's run to tens of megabytes, and keeping them
+    /// until the commit returns cost the committer a copy of them and the page faults of a growing buffer.
+    pub fn drop_bodies(&mut self) {
+        self.bodies = String::new();
+        self.body_ends = Vec::new();
     }
 
     /// Whether every alert has its body in `bodies`.
@@ -86,12 +93,14 @@ impl AlertWrite {
     /// it hands over: the committer then writes one chunk while the planner serializes the next, instead of doing
     /// both (after the last file, the last batch's alerts are all that is left to do).
     pub fn serialize(&mut self) {
-        self.bodies.clear();
+        let mut bodies = std::mem::take(&mut self.bodies).into_bytes();
+        bodies.clear();
         self.body_ends.clear();
         for (alert, _, _) in &self.alerts {
-            alert.write_json(&mut self.bodies);
-            self.body_ends.push(self.bodies.len());
+            alert.write_json(&mut bodies);
+            self.body_ends.push(bodies.len());
         }
+        self.bodies = String::from_utf8(bodies).expect("alert JSON is UTF-8");
     }
 
     /// Alert `i`'s JSON if [`AlertWrite::serialize`] made it.
@@ -100,7 +109,7 @@ impl AlertWrite {
             return None;
         }
         let start = if i == 0 { 0 } else { self.body_ends[i - 1] };
-        Some(std::str::from_utf8(&self.bodies[start..self.body_ends[i]]).expect("alert JSON is UTF-8"))
+        Some(&self.bodies[start..self.body_ends[i]])
     }
 }
 

@@ -516,8 +516,10 @@ impl Store {
             // they come, so that the next chunk is built while this one is written.
             let mut outcome = WriteOutcome::default();
             let mut all: Option<AlertWrite> = None;
-            while let Some(chunk) = alerts() {
+            while let Some(mut chunk) = alerts() {
                 outcome.new.extend(outbox::write(&tx, &chunk, recent)?.new);
+                // Stored now: the caller keeps the alerts (metrics after the commit), not megabytes of their JSON.
+                chunk.drop_bodies();
                 match &mut all {
                     None => all = Some(chunk),
                     Some(all) => all.append(chunk),
