@@ -406,7 +406,9 @@ impl Group {
     fn merge(&mut self, other: Group) {
         self.count += other.count;
         self.first_seen = self.first_seen.min(other.first_seen);
-        for id in other.smallest_ids().iter() {
+        // The other's gathered ids as they are: picking its smallest first would sort them, and `push_id` already
+        // keeps the smallest of everything pushed (it skips what its ceiling rules out and cuts when full).
+        for id in other.event_ids.split_terminator('\0') {
             self.push_id(id);
         }
         self.keep_latest(other.latest);
