@@ -268,6 +268,9 @@ pub fn migrate_hits_to_log(tx: &Transaction<'_>) -> rusqlite::Result<()> {
                 value: text(5)?,
                 principal: text(6)?.unwrap_or_default(),
                 account: text(7)?,
+                region: None,
+                source_ip: None,
+                user_agent: None,
             });
         }
     }

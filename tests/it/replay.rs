@@ -178,6 +178,27 @@ fn kill_9_during_replay_then_rerun_equals_a_clean_run() {
     let out = ok(&trailwatch(&args));
     assert!(out.contains("0 rejected"), "{out}");
     assert_same_report(&report(&state), &want);
+    // The alerts too, as stored (counts, event ids, and the region, address and agent each names), against an
+    // uninterrupted run with the same batches and threads.
+    let clean = tmp.path().join("clean.db");
+    ok(&trailwatch(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--state",
+        clean.to_str().unwrap(),
+        "replay",
+        corpus.to_str().unwrap(),
+    ]));
+    let want_alerts = stored_alerts(&clean);
+    assert!(want_alerts.len() > 10, "{} alerts: too few to compare", want_alerts.len());
+    assert_eq!(stored_alerts(&state), want_alerts);
+}
+
+/// The alerts a state holds, by id, with their stored bodies.
+fn stored_alerts(state: &Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut stmt = conn.prepare("SELECT id, body FROM alerts ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
 }
 
 /// Real third-party CloudTrail files (../shared/corpus): every valid file applies, the invalid one is reported,
