@@ -419,7 +419,14 @@ fn interrupt_mid_stream_then_restart(interrupt: Interrupt) {
     let exit = wait_for(Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits after SIGTERM");
     assert!(exit.success(), "{exit:?}");
     assert!(drained.is_some(), "messages were left in the queue: {}", queue_depth(&rt, &sqs, &queue_url));
-    assert_same_report(&report(&tmp.path().join("state.db")), &want);
+    let state = tmp.path().join("state.db");
+    assert_same_report(&report(&state), &want);
+    // The alerts as stored, bodies included, against a replay of the same files in one uninterrupted run.
+    let clean = tmp.path().join("clean.db");
+    ok(&trailwatch(&["--state", clean.to_str().unwrap(), "replay", corpus.to_str().unwrap()]));
+    let want_alerts = stored_alerts(&clean);
+    assert!(!want_alerts.is_empty(), "the corpus raises no alert to compare");
+    assert_eq!(stored_alerts(&state), want_alerts);
 }
 
 #[test]

@@ -194,13 +194,6 @@ fn kill_9_during_replay_then_rerun_equals_a_clean_run() {
     assert_eq!(stored_alerts(&state), want_alerts);
 }
 
-/// The alerts a state holds, by id, with their stored bodies.
-fn stored_alerts(state: &Path) -> Vec<(String, String)> {
-    let conn = rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut stmt = conn.prepare("SELECT id, body FROM alerts ORDER BY id").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
-}
-
 /// Real third-party CloudTrail files (../shared/corpus): every valid file applies, the invalid one is reported,
 /// and the run goes on.
 #[test]

@@ -183,3 +183,10 @@ pub fn synth(dir: &Path, files: usize, records: usize, principals: usize, seed: 
     ]));
     serde_json::from_slice(&std::fs::read(expect).unwrap()).unwrap()
 }
+
+/// The alerts a state holds, by id, with their stored bodies.
+pub fn stored_alerts(state: &Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut stmt = conn.prepare("SELECT id, body FROM alerts ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
