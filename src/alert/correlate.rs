@@ -19,7 +19,7 @@ use crate::detect::ruleset::{Match, RuleSet};
 use crate::time::Timestamp;
 
 /// One match of a correlated rule, as kept in a window. The match's text fields are shared by every correlation
-/// it feeds; a hit loaded from the store has no event name (and no region, IP or agent if a version 1 log row held it).
+/// it feeds; a hit loaded from the store has no event name (nor a region, IP or agent if a version 1 row held it).
 #[derive(Debug, Clone)]
 pub struct Hit {
     pub time: Timestamp,
