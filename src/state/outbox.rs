@@ -77,8 +77,8 @@ impl AlertWrite {
         }
     }
 
-    /// Frees the serialized bodies (once they are written): a batch's run to tens of megabytes, and keeping them
-    /// until the commit returns cost the committer a copy of them and the page faults of a growing buffer.
+    /// Frees the serialized bodies once they are written: a batch's bodies run to tens of megabytes, and keeping
+    /// them until the commit returned cost the committer a copy of them and the page faults of a growing buffer.
     pub fn drop_bodies(&mut self) {
         self.bodies = String::new();
         self.body_ends = Vec::new();
