@@ -91,6 +91,19 @@ const KEY_FIELDS: [&str; 5] = ["eventSource", "eventName", "userIdentity.type", 
 /// organisation has a few thousand combinations).
 const MAX_CACHED_KEYS: usize = 16_384;
 
+/// Typed fields of the parsed event, beyond [`KEY_FIELDS`], whose values few events differ in: the outcome of the
+/// candidates that read only these (SigmaHQ's user-agent lists, its assumed-role rule) is remembered per
+/// combination of their values, so that most events test no rule at all.
+const MEMO_FIELDS: [&str; 3] = ["userAgent", "awsRegion", "userIdentity.sessionContext.sessionIssuer.type"];
+
+/// Remembered outcomes kept per worker before the cache starts over (user agents carry versions, so a large
+/// organisation has thousands of them; each outcome costs its values and a short list).
+const MAX_OUTCOMES: usize = 65_536;
+
+/// Combinations of [`MEMO_FIELDS`] values longer than this are tested every time rather than remembered (they
+/// rarely repeat and would pin memory).
+const MAX_MEMO_KEY: usize = 1024;
+
 /// Per-worker scratch for matching: the candidate rules per combination of [`KEY_FIELDS`] values, spare matches
 /// and the buffer alert group keys are built in.
 #[derive(Debug, Default)]
@@ -106,11 +119,15 @@ pub struct MatchScratch {
 /// The candidate rules per combination of [`KEY_FIELDS`] values, and the key being looked up.
 #[derive(Debug, Default)]
 pub struct CandidateCache {
-    candidates: FxHashMap<Box<str>, Box<[Candidate]>>,
+    candidates: FxHashMap<Box<str>, KeyCandidates>,
     /// The event rules that events of one source and name could match, whatever their other key values: a new
     /// combination tests these (a handful) rather than every rule. Keyed like `candidates`, up to the name.
     by_name: FxHashMap<Box<str>, Box<[u32]>>,
     key: String,
+    /// The [`MEMO_FIELDS`] values being looked up, encoded as `key` is.
+    memo_key: String,
+    /// Outcomes remembered over all of `candidates` (bounded by [`MAX_OUTCOMES`]).
+    outcomes: usize,
 }
 
 impl CandidateCache {
@@ -118,14 +135,32 @@ impl CandidateCache {
     fn set_key(&mut self, values: &[Option<&str>; 5]) {
         self.key.clear();
         for value in values {
-            // NUL separates the values (CloudTrail's never hold one); SOH alone stands for an absent field.
-            match value {
-                Some(v) => self.key.push_str(v),
-                None => self.key.push('\u{1}'),
-            }
-            self.key.push('\0');
+            push_value(&mut self.key, *value);
         }
     }
+}
+
+/// Appends one value of a cache key: NUL separates the values (CloudTrail's never hold one); SOH alone stands for
+/// an absent field.
+fn push_value(key: &mut String, value: Option<&str>) {
+    match value {
+        Some(v) => key.push_str(v),
+        None => key.push('\u{1}'),
+    }
+    key.push('\0');
+}
+
+/// The candidates for one combination of [`KEY_FIELDS`] values, split by what else they read.
+#[derive(Debug)]
+struct KeyCandidates {
+    /// Candidates that read no field beyond the key ones but the [`MEMO_FIELDS`] in `memo_fields` (a bit per
+    /// field): their outcome depends on those values alone.
+    memoized: Box<[Candidate]>,
+    memo_fields: u8,
+    /// The rules among `memoized` that match, per combination of the `memo_fields` values (encoded as the key).
+    outcomes: FxHashMap<Box<str>, Box<[u32]>>,
+    /// The others, tested on every event.
+    tested: Box<[Candidate]>,
 }
 
 /// An event rule that events with some key values could match, and what those values already decide of it.
@@ -337,22 +372,25 @@ impl RuleSet {
 
     /// Calls `on_match` with each event rule the event matches, in rule order, testing only the candidates for
     /// the event's [`KEY_FIELDS`] values (`values`, as `fields` reads them: passed in because the parsed event has
-    /// them at hand, where looking them up by name costs more than the lookup of the candidates).
+    /// them at hand, where looking them up by name costs more than the lookup of the candidates). `memo` holds
+    /// the event's [`MEMO_FIELDS`] values, likewise.
     pub fn for_each_match(
         &self,
         fields: &dyn Fields,
         values: [Option<&str>; 5],
+        memo: [Option<&str>; 3],
         scratch: &mut CandidateCache,
         on_match: &mut dyn FnMut(u32),
     ) {
         scratch.set_key(&values);
-        if let Some(candidates) = scratch.candidates.get(scratch.key.as_str()) {
-            self.test_candidates(candidates, fields, on_match);
+        let CandidateCache { candidates, by_name, key, memo_key, outcomes } = scratch;
+        if let Some(entry) = candidates.get_mut(key.as_str()) {
+            self.match_candidates(entry, fields, memo, memo_key, outcomes, on_match);
             return;
         }
-        let CandidateCache { candidates, by_name, key } = scratch;
-        if candidates.len() >= MAX_CACHED_KEYS {
+        if candidates.len() >= MAX_CACHED_KEYS || *outcomes >= MAX_OUTCOMES {
             candidates.clear();
+            *outcomes = 0;
         }
         if by_name.len() >= MAX_CACHED_KEYS {
             by_name.clear();
@@ -370,8 +408,81 @@ impl RuleSet {
         };
         let found = self
             .candidates(among.iter().copied(), &|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]));
-        self.test_candidates(&found, fields, on_match);
-        candidates.insert(key.as_str().into(), found.into_boxed_slice());
+        let entry = candidates.entry(key.as_str().into()).or_insert(self.split(found));
+        self.match_candidates(entry, fields, memo, memo_key, outcomes, on_match);
+    }
+
+    /// Splits one key's candidates into those whose outcome the [`MEMO_FIELDS`] values settle and the others.
+    fn split(&self, found: Vec<Candidate>) -> KeyCandidates {
+        let mut memo_fields = 0u8;
+        let (memoized, tested): (Vec<Candidate>, Vec<Candidate>) = found.into_iter().partition(|candidate| {
+            let RuleBody::Event(detection) = &self.rules[candidate.rule as usize].body else { return false };
+            let mut bits = 0u8;
+            let settled = detection.fields().into_iter().all(|field| {
+                if KEY_FIELDS.contains(&field) {
+                    return true;
+                }
+                let at = MEMO_FIELDS.iter().position(|f| *f == field);
+                bits |= at.map_or(0, |at| 1 << at);
+                at.is_some()
+            });
+            memo_fields |= if settled { bits } else { 0 };
+            settled
+        });
+        KeyCandidates {
+            memoized: memoized.into_boxed_slice(),
+            memo_fields,
+            outcomes: FxHashMap::default(),
+            tested: tested.into_boxed_slice(),
+        }
+    }
+
+    /// Calls `on_match` with the rules among `entry`'s candidates that the event matches, in rule order: the
+    /// memoized ones' outcome for the event's `memo` values (worked out on first sight), the others tested.
+    fn match_candidates(
+        &self,
+        entry: &mut KeyCandidates,
+        fields: &dyn Fields,
+        memo: [Option<&str>; 3],
+        memo_key: &mut String,
+        outcomes: &mut usize,
+        on_match: &mut dyn FnMut(u32),
+    ) {
+        if entry.memoized.is_empty() {
+            self.test_candidates(&entry.tested, fields, on_match);
+            return;
+        }
+        memo_key.clear();
+        for (i, value) in memo.iter().enumerate() {
+            if entry.memo_fields & (1 << i) != 0 {
+                push_value(memo_key, *value);
+            }
+        }
+        match entry.outcomes.get(memo_key.as_str()) {
+            Some(matched) => self.merge_tested(matched, &entry.tested, fields, on_match),
+            None => {
+                let mut matched = Vec::new();
+                self.test_candidates(&entry.memoized, fields, &mut |rule| matched.push(rule));
+                self.merge_tested(&matched, &entry.tested, fields, on_match);
+                if memo_key.len() <= MAX_MEMO_KEY {
+                    entry.outcomes.insert(memo_key.as_str().into(), matched.into_boxed_slice());
+                    *outcomes += 1;
+                }
+            }
+        }
+    }
+
+    /// Calls `on_match` with `matched` (rules in order) and the rules among `tested` the event matches, merged in
+    /// rule order.
+    fn merge_tested(&self, matched: &[u32], tested: &[Candidate], fields: &dyn Fields, on_match: &mut dyn FnMut(u32)) {
+        let mut next = 0;
+        for &rule in matched {
+            let before = next + tested[next..].partition_point(|c| c.rule < rule);
+            self.test_candidates(&tested[next..before], fields, on_match);
+            next = before;
+            on_match(rule);
+        }
+        self.test_candidates(&tested[next..], fields, on_match);
     }
 
     /// Whether event rule `rule` could match an event of which only `known` fields are known (a correlation
@@ -435,7 +546,9 @@ impl RuleSet {
         let fields = EventFields { event, record };
         let values =
             [Some(event.event_source), Some(event.event_name), event.identity_type, event.event_type, event.error_code];
+        let memo = [event.user_agent, event.region, event.issuer_type];
         debug_assert_eq!(values, KEY_FIELDS.map(|f| fields.get(f)).each_ref().map(|v| v.as_deref()));
+        debug_assert_eq!(memo, MEMO_FIELDS.map(|f| fields.get(f)).each_ref().map(|v| v.as_deref()));
         debug_assert!(TYPED_FROM_TAPE.iter().all(|f| fields.get(f).is_none_or(|v| Some(v) == record.field(f))));
         // Looked up once per event, and only for an event that matched.
         let mut account: Option<Option<Cow<'_, str>>> = None;
@@ -446,7 +559,7 @@ impl RuleSet {
             });
             on_match(&MatchView { rules: self, rule, fields: &fields, account: account.as_deref() });
         };
-        self.for_each_match(&fields, values, candidates, &mut on_rule);
+        self.for_each_match(&fields, values, memo, candidates, &mut on_rule);
     }
 
     /// The event rules that read fields no CloudTrail record has (by the field's top-level name), by file and id.
@@ -867,12 +980,14 @@ mod tests {
                             let known = |field: &str| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]);
                             let of = |c: Vec<Candidate>| c.into_iter().map(|c| (c.rule, c.decided)).collect::<Vec<_>>();
                             let all = of(rules.candidates(0..rules.rules().len() as u32, &known));
-                            rules.for_each_match(&crate::detect::search::NoFields, values, &mut cache, &mut |_| {});
+                            let no_fields = &crate::detect::search::NoFields;
+                            rules.for_each_match(no_fields, values, [None; 3], &mut cache, &mut |_| {});
                             cache.set_key(&values);
-                            let cached: Vec<_> = cache.candidates[cache.key.as_str()]
-                                .iter()
+                            let entry = &cache.candidates[cache.key.as_str()];
+                            let mut cached: Vec<_> = (entry.memoized.iter().chain(&entry.tested))
                                 .map(|c| (c.rule, c.decided.clone()))
                                 .collect();
+                            cached.sort_by_key(|(rule, _)| *rule);
                             assert_eq!(cached, all, "{values:?}");
                             compared += usize::from(!all.is_empty());
                         }
@@ -881,6 +996,102 @@ mod tests {
             }
         }
         assert!(compared > 100, "{compared} combinations with candidates");
+    }
+
+    /// What the cache remembers per combination of [`MEMO_FIELDS`] values gives what testing every rule on every
+    /// event gives, in rule order, whichever events come first; rules that also read other fields (directly or
+    /// by `fieldref`) are tested on each event.
+    #[test]
+    fn remembered_outcomes_agree_with_testing_every_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = [
+            ("m-exact-agent", "sel:\n        userAgent: TruffleHog\n    condition: sel"),
+            (
+                "m-role",
+                "sel:\n        userIdentity.type: AssumedRole\n        userIdentity.sessionContext.sessionIssuer.type: Role\n    condition: sel",
+            ),
+            (
+                "m-region",
+                "sel:\n        eventName: GetObject\n        awsRegion|startswith: eu-\n    f:\n        userAgent|contains: terraform\n    condition: sel and not f",
+            ),
+            ("m-agent-is-region", "sel:\n        userAgent|fieldref: awsRegion\n    condition: sel"),
+            (
+                "t-agent-and-user",
+                "sel:\n        userAgent|contains: terraform\n        requestParameters.userName: bob\n    condition: sel",
+            ),
+            (
+                "t-own-name",
+                "sel:\n        eventName: CreateAccessKey\n        userIdentity.arn|fieldref|endswith: requestParameters.userName\n    condition: sel",
+            ),
+        ];
+        for (id, detection) in rules {
+            let text = format!(
+                "title: t\nid: {id}\nlogsource: {{product: aws, service: cloudtrail}}\ndetection:\n    {detection}\nlevel: low\n"
+            );
+            std::fs::write(dir.path().join(format!("{id}.yml")), text).unwrap();
+        }
+        let (rules, errors) = RuleSet::load(true, &[dir.path().to_owned()]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut events = Vec::new();
+        for name in ["GetObject", "CreateAccessKey", "ConsoleLogin"] {
+            for agent in
+                [None, Some("aws-cli/2.15"), Some("Terraform/1.7"), Some("TruffleHog"), Some("kali"), Some("eu-west-1")]
+            {
+                for region in ["eu-west-1", "us-east-1"] {
+                    for (identity, issuer, arn) in [
+                        ("IAMUser", None, "arn:aws:iam::1:user/bob"),
+                        ("AssumedRole", Some("Role"), "arn:aws:sts::1:assumed-role/r/s"),
+                        ("AssumedRole", None, "arn:aws:sts::1:assumed-role/r/s"),
+                        ("Root", None, "arn:aws:iam::1:root"),
+                    ] {
+                        for user in ["bob", "alice"] {
+                            let mut fields = vec![
+                                ("eventSource", "iam.amazonaws.com"),
+                                ("eventName", name),
+                                ("eventType", "AwsApiCall"),
+                                ("awsRegion", region),
+                                ("userIdentity.type", identity),
+                                ("userIdentity.arn", arn),
+                                ("requestParameters.userName", user),
+                            ];
+                            fields.extend(agent.map(|a| ("userAgent", a)));
+                            fields.extend(issuer.map(|i| ("userIdentity.sessionContext.sessionIssuer.type", i)));
+                            events.push(crate::detect::search::event(&fields));
+                        }
+                    }
+                }
+            }
+        }
+        let expected = |e: &crate::detect::search::FieldMap| -> Vec<u32> {
+            (0..rules.rules().len() as u32)
+                .filter(|&i| matches!(&rules.rule(i).body, RuleBody::Event(d) if d.matches(e)))
+                .collect()
+        };
+        let mut cache = CandidateCache::default();
+        // Forwards, then backwards with the cache warm, then backwards from cold: any order fills it alike.
+        let orders: [Vec<usize>; 3] =
+            [(0..events.len()).collect(), (0..events.len()).rev().collect(), (0..events.len()).rev().collect()];
+        for (pass, order) in orders.iter().enumerate() {
+            if pass == 2 {
+                cache = CandidateCache::default();
+            }
+            for &i in order {
+                let e = &events[i];
+                let get = |f: &str| e.0.get(f).copied();
+                let values = KEY_FIELDS.map(get);
+                let memo = MEMO_FIELDS.map(get);
+                let mut got = Vec::new();
+                rules.for_each_match(e, values, memo, &mut cache, &mut |rule| got.push(rule));
+                assert_eq!(got, expected(e), "pass {pass}: {:?}", e.0);
+            }
+        }
+        // Both paths ran: outcomes were remembered, and some candidates were tested per event.
+        assert!(cache.outcomes > 0);
+        assert!(cache.candidates.values().any(|entry| !entry.tested.is_empty() && !entry.memoized.is_empty()));
+        let id = |rule: &Candidate| rules.rule(rule.rule).id.as_str();
+        let tested: std::collections::BTreeSet<&str> =
+            cache.candidates.values().flat_map(|e| e.tested.iter().map(id)).collect();
+        assert_eq!(tested.into_iter().filter(|t| t.starts_with("m-")).collect::<Vec<_>>(), Vec::<&str>::new());
     }
 
     #[test]

@@ -174,10 +174,15 @@ impl Search {
         }
     }
 
-    /// Every field name the search reads: what the parse stage must capture for it.
+    /// Every field name the search reads, those its `fieldref` tests compare with included.
     pub fn fields<'s>(&'s self, out: &mut Vec<&'s str>) {
         match self {
-            Search::AllOf(tests) => out.extend(tests.iter().map(|(f, _)| f.as_str())),
+            Search::AllOf(tests) => {
+                for (field, test) in tests {
+                    out.push(field);
+                    test.referenced_fields(out);
+                }
+            }
             Search::AnyOf(maps) => maps.iter().for_each(|m| m.fields(out)),
         }
     }

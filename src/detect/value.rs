@@ -245,6 +245,16 @@ impl FieldTest {
 }
 
 impl FieldTest {
+    /// The other fields the test reads (`fieldref` values name them).
+    pub fn referenced_fields<'s>(&'s self, out: &mut Vec<&'s str>) {
+        if let FieldTest::Values { matchers, .. } = self {
+            out.extend(matchers.iter().filter_map(|m| match m {
+                Matcher::FieldRef { field, .. } => Some(field.as_str()),
+                _ => None,
+            }));
+        }
+    }
+
     /// [`FieldTest::test`] when only this field's value is known: `None` (undecided) for a test that reads
     /// another field (`fieldref`).
     pub fn partial(&self, value: Option<&str>) -> Option<bool> {
