@@ -269,7 +269,12 @@ impl Correlator {
             let alert_bucket = |time| bucket(time, rules.dedup_secs(index).max(span));
             let mut best: Vec<(i64, usize, usize, u64)> = Vec::new();
             let mut inside: HashMap<&str, u32> = HashMap::default();
-            let (mut start, mut last) = (0, 0);
+            // The sweep starts one span before the first window's end: a window keeps hours of hits behind it
+            // (for late files), and walking them in from the start cost every touch of a noisy group.
+            let first_end = hits.partition_point(|h| h.time < from);
+            let first_start =
+                hits.get(first_end).map_or(first_end, |h| hits.partition_point(|x| x.time < h.time - span));
+            let (mut start, mut last) = (first_start, first_start);
             fn counted<'a>(kind: CorrelationKind, rules: &'a RuleSet, h: &'a Hit) -> Option<&'a str> {
                 match kind {
                     CorrelationKind::EventCount => None,
@@ -278,7 +283,7 @@ impl Correlator {
                 }
             }
             let counted = |h| counted(correlation.kind, rules, h);
-            for end in hits.partition_point(|h| h.time < from)..hits.len() {
+            for end in first_end..hits.len() {
                 let end_time = hits[end].time;
                 if end_time > to + span {
                     break;
