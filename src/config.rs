@@ -140,6 +140,9 @@ pub struct AlertsConfig {
     pub max_backoff_secs: u64,
     /// How long `replay` keeps retrying failed deliveries before it exits (what is left stays in the outbox).
     pub replay_wait_secs: u64,
+    /// Delivered rule alerts raised longer ago than this are deleted from the state file by the daemon (hourly);
+    /// 0 keeps them for ever. Periodic findings are kept (their ids say they were raised).
+    pub retention_days: u64,
 }
 
 impl Default for AlertsConfig {
@@ -153,6 +156,7 @@ impl Default for AlertsConfig {
             suppress: Vec::new(),
             max_backoff_secs: 300,
             replay_wait_secs: 30,
+            retention_days: 90,
         }
     }
 }
@@ -596,6 +600,15 @@ fn check_alerts(rules: &RulesConfig, alerts: &AlertsConfig, problems: &mut Vec<S
     if alerts.max_backoff_secs < 1 {
         problems.push("`alerts.max_backoff_secs`: must be at least 1".to_owned());
     }
+    // A merge finds the alert it adds to by id within the rule's dedup window: pruning inside a window would
+    // raise (and send) the same alert again as new.
+    let widest = rules.dedup_window_secs_by_rule.values().copied().chain([rules.dedup_window_secs]).max().unwrap_or(0);
+    if alerts.retention_days > 0 && (alerts.retention_days as i64).saturating_mul(86_400) < widest {
+        problems.push(format!(
+            "`alerts.retention_days`: {} days is shorter than the widest dedup window ({widest} s)",
+            alerts.retention_days
+        ));
+    }
     let mut names = std::collections::BTreeSet::new();
     for (i, sink) in alerts.sinks.iter().enumerate() {
         let at = format!("`alerts.sinks[{i}]` ({})", sink.name);
@@ -694,6 +707,29 @@ mod tests {
             assert!(joined.contains(needle), "{needle} missing from:\n{joined}");
         }
         assert_eq!(err.problems.len(), 7, "{joined}");
+    }
+
+    /// Retention may not cut into a dedup window (a merge would raise the alert again); 0 keeps everything.
+    #[test]
+    fn retention_covers_every_dedup_window() {
+        let cases = [
+            ("retention_days = 7", "dedup_window_secs = 3600", None),
+            ("retention_days = 7", "dedup_window_secs_by_rule = { r = 604800 }", None),
+            ("retention_days = 7", "dedup_window_secs_by_rule = { r = 604801 }", Some("(604801 s)")),
+            ("retention_days = 1", "dedup_window_secs = 90000", Some("1 days is shorter")),
+            ("retention_days = 0", "dedup_window_secs = 9000000", None),
+        ];
+        for (alerts, rules, problem) in cases {
+            let got = Config::parse(&format!("[alerts]\n{alerts}\n[rules]\n{rules}\n"), "t.toml");
+            match problem {
+                None => assert!(got.is_ok(), "{alerts} {rules}: {:?}", got.err()),
+                Some(needle) => {
+                    let problems = got.unwrap_err().problems;
+                    assert_eq!(problems.len(), 1, "{problems:?}");
+                    assert!(problems[0].starts_with("`alerts.retention_days`") && problems[0].contains(needle));
+                }
+            }
+        }
     }
 
     #[test]

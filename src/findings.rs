@@ -20,6 +20,17 @@ use crate::time::{Timestamp, format_rfc3339};
 pub const INACTIVE_IDENTITY: &str = "inactive-identity";
 pub const ACCESS_KEY_UNUSED: &str = "access-key-unused";
 
+/// Every rule the periodic findings raise, the permission findings included: their alerts record that a finding
+/// was raised (their ids carry no time bucket), so retention keeps them.
+pub const RULES: [&str; 6] = [
+    INACTIVE_IDENTITY,
+    ACCESS_KEY_UNUSED,
+    crate::permissions::analysis::UNUSED_PERMISSIONS,
+    crate::permissions::analysis::UNUSED_IDENTITY,
+    crate::permissions::analysis::ACCESS_KEY_NOT_ROTATED,
+    crate::permissions::analysis::PASSWORD_UNUSED,
+];
+
 /// `[findings]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]

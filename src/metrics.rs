@@ -52,6 +52,8 @@ pub struct Metrics {
     pub alerts_deduplicated: IntCounter,
     /// Alerts dropped by a suppression.
     pub alerts_suppressed: IntCounter,
+    /// Delivered alerts deleted by retention (`alerts.retention_days`).
+    pub alerts_pruned: IntCounter,
     /// Periodic findings passes completed (whether they raised anything or not).
     pub findings_runs: IntCounter,
     /// Deliveries accepted, by sink kind.
@@ -206,6 +208,10 @@ impl Metrics {
             "Alerts merged into an alert already raised within its dedup window (not sent again)",
         );
         let alerts_suppressed = counter("trailwatch_alerts_suppressed_total", "Alerts dropped by a suppression");
+        let alerts_pruned = counter(
+            "trailwatch_alerts_pruned_total",
+            "Delivered alerts deleted from the state file once older than alerts.retention_days",
+        );
         let findings_runs = counter(
             "trailwatch_findings_runs_total",
             "Periodic findings passes completed, whether they raised anything or not",
@@ -292,6 +298,7 @@ impl Metrics {
             Box::new(alerts_raised.clone()),
             Box::new(alerts_deduplicated.clone()),
             Box::new(alerts_suppressed.clone()),
+            Box::new(alerts_pruned.clone()),
             Box::new(findings_runs.clone()),
             Box::new(alerts_sent.clone()),
             Box::new(alert_delivery_failures.clone()),
@@ -344,6 +351,7 @@ impl Metrics {
             alerts_raised,
             alerts_deduplicated,
             alerts_suppressed,
+            alerts_pruned,
             findings_runs,
             alerts_sent,
             alert_delivery_failures,

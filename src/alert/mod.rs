@@ -729,11 +729,8 @@ mod tests {
         // among the smallest hundred, so the full sort is needed); exactly at the partition threshold.
         // Ids are also written with a shared eight-byte prefix (only the tail tells them apart), and as a mix of
         // lengths around eight bytes.
-        let shapes: [fn(usize) -> String; 3] = [
-            |k| format!("e{k:05}"),
-            |k| format!("prefix00-{k:05}"),
-            |k| "ab".repeat(k % 7) + &k.to_string(),
-        ];
+        let shapes: [fn(usize) -> String; 3] =
+            [|k| format!("e{k:05}"), |k| format!("prefix00-{k:05}"), |k| "ab".repeat(k % 7) + &k.to_string()];
         for shape in shapes {
             for (n, repeats) in [(7, 1), (1000, 1), (400, 3), (101, 1), (100, 2)] {
                 let ids: Vec<String> = (0..n * repeats).map(|i| shape((i % n) * 7919 % n)).collect();

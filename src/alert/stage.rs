@@ -257,12 +257,19 @@ pub fn setup(
     Ok(Some(Arc::new(alerting)))
 }
 
-/// The deliverer, and the periodic findings, running on a daemon's runtime.
+/// The deliverer, the periodic findings and alert retention, running on a daemon's runtime.
 pub struct Delivery {
     stop: crate::alert::deliver::Stop,
     handle: tokio::task::JoinHandle<()>,
     findings: Option<tokio::task::JoinHandle<()>>,
+    retention: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How often the daemon deletes delivered alerts past `alerts.retention_days` (and once at start).
+const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Alerts deleted per statement: each is a short write transaction beside the committer's.
+const PRUNE_CHUNK: usize = 5000;
 
 impl Delivery {
     /// Starts delivering what the outbox holds now (a previous run's leftovers) and whatever commits raise.
@@ -281,7 +288,7 @@ impl Delivery {
         );
         let stop = crate::alert::deliver::Stop::new();
         let handle = runtime.spawn(deliverer.run(alerting.wake.clone(), stop.clone()));
-        Ok(Delivery { stop, handle, findings: None })
+        Ok(Delivery { stop, handle, findings: None, retention: None })
     }
 
     /// Also raises the periodic findings every `config.interval_secs` (on its own connection: it writes only
@@ -324,12 +331,55 @@ impl Delivery {
         Ok(self)
     }
 
+    /// Also deletes, at start and hourly, the delivered alerts raised more than `retention_days` ago (periodic
+    /// findings kept), on its own connection; 0 keeps every alert.
+    pub fn with_retention(
+        mut self,
+        runtime: &tokio::runtime::Runtime,
+        store: &Store,
+        retention_days: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Delivery, StoreError> {
+        if retention_days == 0 {
+            return Ok(self);
+        }
+        let conn = Arc::new(Mutex::new(store.outbox_connection()?));
+        let (stop, path) = (self.stop.clone(), store.path().to_owned());
+        let retention_ms = (retention_days as i64).saturating_mul(86_400_000);
+        self.retention = Some(runtime.spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.wait() => return,
+                }
+                let conn = Arc::clone(&conn);
+                let cutoff_ms = crate::alert::deliver::now_ms().saturating_sub(retention_ms);
+                let pruned = tokio::task::spawn_blocking(move || {
+                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    crate::state::outbox::prune(&conn, cutoff_ms, &crate::findings::RULES, PRUNE_CHUNK)
+                })
+                .await;
+                match pruned {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => {
+                        metrics.alerts_pruned.inc_by(n);
+                        tracing::info!(deleted = n, retention_days, "delivered alerts past retention deleted");
+                    }
+                    Ok(Err(err)) => tracing::error!("alert retention: state store {path}: {err}"),
+                    Err(err) => tracing::error!("alert retention: {err}"),
+                }
+            }
+        }));
+        Ok(self)
+    }
+
     /// Stops after the pass in progress; what is left stays in the outbox for the next start.
     pub fn stop(self, runtime: &tokio::runtime::Runtime) {
         self.stop.stop();
         let _ = runtime.block_on(self.handle);
-        if let Some(findings) = self.findings {
-            let _ = runtime.block_on(findings);
+        for task in [self.findings, self.retention].into_iter().flatten() {
+            let _ = runtime.block_on(task);
         }
     }
 }
@@ -364,17 +414,19 @@ pub fn start(
 ) -> Result<(Option<Arc<Alerting>>, Option<Delivery>), StoreError> {
     let Some(alerting) = setup(config, store, true)? else { return Ok((None, None)) };
     let backoff = std::time::Duration::from_secs(config.alerts.max_backoff_secs);
-    let delivery = Delivery::start(runtime, &alerting, store, Arc::clone(metrics), backoff)?.with_findings(
-        runtime,
-        &alerting,
-        store,
-        crate::findings::PeriodicConfig {
-            findings: config.findings.clone(),
-            permissions: config.permissions.clone(),
-            inventory: config.inventory.clone(),
-        },
-        Arc::clone(metrics),
-    )?;
+    let delivery = Delivery::start(runtime, &alerting, store, Arc::clone(metrics), backoff)?
+        .with_findings(
+            runtime,
+            &alerting,
+            store,
+            crate::findings::PeriodicConfig {
+                findings: config.findings.clone(),
+                permissions: config.permissions.clone(),
+                inventory: config.inventory.clone(),
+            },
+            Arc::clone(metrics),
+        )?
+        .with_retention(runtime, store, config.alerts.retention_days, Arc::clone(metrics))?;
     Ok((Some(alerting), Some(delivery)))
 }
 

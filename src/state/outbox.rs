@@ -2,8 +2,8 @@
 //! them, one outbox row per sink they are routed to, and the log of the correlation windows' hits.
 //!
 //! Architecture invariant: an alert is in `alerts` (and its outbox rows exist) if and only if the batch that raised
-//! it is committed; an outbox row is deleted only after its sink accepted the alert. A crash between the two resends
-//! the alert with the same id.
+//! it is committed, until retention deletes it (only once no outbox row is left); an outbox row is deleted only
+//! after its sink accepted the alert. A crash between the two resends the alert with the same id.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -408,6 +408,35 @@ pub fn failed(
     .map(|_| ())
 }
 
+/// Deletes alerts raised before `cutoff_ms` that no sink still has to take, except those of the rules in `keep`,
+/// `chunk` rows per statement (each its own short write transaction, so that the committer never waits long);
+/// returns how many it deleted.
+///
+/// Alerts are inserted in the order they are raised, so the candidates are the rows before the first one raised
+/// at or after the cutoff: the scan reads the old rows only, not the whole table, and needs no index on the
+/// raise time (which would cost every insert).
+pub fn prune(conn: &Connection, cutoff_ms: i64, keep: &[&str], chunk: usize) -> rusqlite::Result<u64> {
+    let keep = serde_json::to_string(keep).expect("strings serialize");
+    let mut delete = conn.prepare(
+        "DELETE FROM alerts WHERE rowid IN (
+             SELECT rowid FROM alerts
+             WHERE rowid < coalesce((SELECT rowid FROM alerts WHERE raised_at_ms >= ?1 ORDER BY rowid LIMIT 1),
+                                    9223372036854775807)
+               AND raised_at_ms < ?1
+               AND rule NOT IN (SELECT value FROM json_each(?2))
+               AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.alert_id = alerts.id)
+             LIMIT ?3)",
+    )?;
+    let mut deleted = 0;
+    loop {
+        let n = delete.execute(params![cutoff_ms, keep, chunk as i64])?;
+        deleted += n as u64;
+        if n < chunk {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Outbox rows (alert × sink) not yet delivered.
 pub fn depth(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
@@ -440,19 +469,66 @@ mod tests {
     use crate::detect::rule::Severity;
     use crate::state::store::{LedgerEntry, LedgerKey, Store, Synchronous};
 
+    /// A periodic finding's alert about `subject`.
     fn alert(subject: &str) -> Alert {
-        Alert::derived(Derived {
-            rule: "inactive-identity",
+        Alert::derived(Derived { rule: "inactive-identity", title: "Inactive identity", ..derived(subject) })
+    }
+
+    fn rule_alert(rule: &'static str, subject: &str) -> Alert {
+        Alert::derived(Derived { rule, ..derived(subject) })
+    }
+
+    fn derived(subject: &str) -> Derived<'_> {
+        Derived {
+            rule: "r",
             subject,
             anchor: "1",
-            title: "Inactive identity",
+            title: "t",
             severity: Severity::Low,
             principal: subject.to_owned(),
             account_id: None,
             time: 1_790_000_000,
             summary: subject.to_owned(),
             details: serde_json::json!({}),
-        })
+        }
+    }
+
+    /// Retention deletes what was raised before the cutoff and delivered, in chunks; it keeps what a sink has
+    /// yet to take, the periodic findings, and everything from the first row raised after the cutoff on (rows
+    /// are in raise order, which a clock set back would break: such a row waits for a later cutoff).
+    #[test]
+    fn retention_deletes_delivered_alerts_raised_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
+        let conn = store.connection();
+        let batch = |raised_at_ms, alerts: &[(Alert, &[&str])]| {
+            let tx = conn.unchecked_transaction().unwrap();
+            let mut w = AlertWrite::at(raised_at_ms);
+            for (alert, sinks) in alerts {
+                w.alerts.push((alert.clone(), Merge::Sum, sinks.iter().map(|s| s.to_string()).collect()));
+            }
+            write(&tx, &w, &mut RecentAlerts::default()).unwrap();
+            tx.commit().unwrap();
+        };
+        let left = || -> Vec<String> {
+            let mut stmt = conn.prepare("SELECT principal FROM (SELECT body ->> '$.principal' AS principal, rowid FROM alerts) ORDER BY rowid").unwrap();
+            stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        batch(1_000, &[(rule_alert("r1", "old"), &[]), (rule_alert("r1", "pending"), &["jsonl"])]);
+        batch(1_500, &[(alert("finding"), &[]), (rule_alert("new-region-for-identity", "behaviour"), &[])]);
+        batch(2_000, &[(rule_alert("r2", "old2"), &[]), (rule_alert("r2", "old3"), &[])]);
+        batch(5_000, &[(rule_alert("r1", "new"), &[])]);
+        batch(1_200, &[(rule_alert("r1", "set-back"), &[])]);
+        let keep = crate::findings::RULES;
+        assert_eq!(prune(conn, 3_000, &keep, 1).unwrap(), 4);
+        assert_eq!(left(), ["pending", "finding", "new", "set-back"]);
+        // Nothing more until the pending one is delivered.
+        assert_eq!(prune(conn, 3_000, &keep, 1).unwrap(), 0);
+        delivered(conn, &rule_alert("r1", "pending").id, "jsonl").unwrap();
+        assert_eq!(prune(conn, 3_000, &keep, 10).unwrap(), 1);
+        assert_eq!(left(), ["finding", "new", "set-back"]);
+        assert_eq!(prune(conn, 6_000, &keep, 10).unwrap(), 2);
+        assert_eq!(left(), ["finding"]);
     }
 
     /// Chunks appended keep their serialized bodies, each its own alert's; a chunk without them leaves the whole

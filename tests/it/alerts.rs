@@ -712,3 +712,50 @@ fn behavioural_rules_use_the_state() {
         .collect();
     assert_eq!(regions, ["ap-south-1", "sa-east-1"]);
 }
+
+/// Retention in the daemon: delivered alerts raised more than `alerts.retention_days` ago are deleted when it
+/// starts (and hourly), counted in `trailwatch_alerts_pruned_total`; the others stay.
+#[test]
+fn the_daemon_deletes_delivered_alerts_past_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (corpus, expected) = incident_corpus(tmp.path());
+    let (config, _sink) = jsonl_config(tmp.path(), "retention");
+    let out = ok(&trailwatch(&["--config", config.to_str().unwrap(), "replay", corpus.to_str().unwrap()]));
+    assert!(out.contains(&format!("{} deliveries sent, 0 pending", expected.len())), "{out}");
+    let state = tmp.path().join("state-retention.db");
+    // The first five alerts were raised (as far as the store knows) in 1970.
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let aged = conn.execute(
+        "UPDATE alerts SET raised_at_ms = 0 WHERE rowid IN (SELECT rowid FROM alerts ORDER BY rowid LIMIT 5)",
+        [],
+    );
+    assert_eq!(aged.unwrap(), 5);
+    let ids = |conn: &rusqlite::Connection| -> BTreeSet<String> {
+        let mut stmt = conn.prepare("SELECT id FROM alerts").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let recent: BTreeSet<String> = {
+        let mut stmt = conn.prepare("SELECT id FROM alerts WHERE raised_at_ms > 0").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(recent.len(), expected.len() - 5);
+    drop(conn);
+    let (port, spool) = (free_port(), tmp.path().join("empty-spool"));
+    std::fs::create_dir(&spool).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[intake.spool]\ndir = {spool:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nretention_days = 1\n\
+         [findings]\ninterval_secs = 0\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = start_daemon(&config);
+    let body = wait_for(Duration::from_secs(30), || {
+        let (_, body) = http_get(port, "/metrics")?;
+        (metric(&body, "trailwatch_alerts_pruned_total") == Some(5.0)).then_some(body)
+    });
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    assert!(body.is_some(), "the daemon deleted the five aged alerts");
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    assert_eq!(ids(&conn), recent);
+}
