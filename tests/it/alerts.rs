@@ -374,22 +374,42 @@ impl Drop for Alertmanager {
     }
 }
 
+/// Starts Alertmanager on a free port. The port is free when `free_port` returns, but another test's outgoing
+/// connection can take it before Alertmanager binds it (a CI run once lost that race): then it exits saying so,
+/// and is started again on another port. Any other exit fails with Alertmanager's own log.
 fn alertmanager(dir: &Path) -> Alertmanager {
     let config = dir.join("am.yml");
     std::fs::write(&config, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n").unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus-alertmanager")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.join("am-data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus-alertmanager is installed (.ci/run installs it from Debian)");
-    wait_for(Duration::from_secs(30), || http_get(port, "/-/ready").filter(|(s, _)| *s == 200))
-        .expect("alertmanager becomes ready");
-    Alertmanager { child, port }
+    let log = dir.join("am.log");
+    for _ in 0..3 {
+        let port = free_port();
+        let mut child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("prometheus-alertmanager is installed (.ci/run installs it from Debian)");
+        let ready = wait_for(Duration::from_secs(30), || {
+            if child.try_wait().unwrap().is_some() {
+                return Some(false);
+            }
+            http_get(port, "/-/ready").filter(|(s, _)| *s == 200).map(|_| true)
+        });
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        match ready {
+            Some(true) => return Alertmanager { child, port },
+            Some(false) if text.contains("address already in use") => continue,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("alertmanager did not become ready on port {port}; its log:\n{text}");
+            }
+        }
+    }
+    panic!("alertmanager found its port taken three times; its last log:\n{}", std::fs::read_to_string(&log).unwrap());
 }
 
 #[test]
