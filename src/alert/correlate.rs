@@ -70,18 +70,24 @@ struct Window {
 }
 
 impl Window {
-    /// Adds `hit` in order; whether it is the first since the window was last measured.
+    /// Adds `hit` in order; whether it is the first since the window was last measured. A hit the window already
+    /// holds (the same event, by its id, for the same rule and group: two trails delivering one event, or a file
+    /// and a copy of it under another key) is not added again, so that a threshold counts events, not deliveries.
     fn add(&mut self, hit: Hit) -> bool {
         let time = hit.time;
-        self.batch_from = Some(self.batch_from.map_or(time, |from| from.min(time)));
         // Hits nearly always arrive in order: one comparison with the newest instead of a binary search.
-        match self.hits.last() {
-            Some(last) if last.order(&hit) != Ordering::Less => {
+        match self.hits.last().map(|last| last.order(&hit)) {
+            Some(Ordering::Less) | None => self.hits.push(hit),
+            Some(_) => {
                 let at = self.hits.partition_point(|x| x.order(&hit) == Ordering::Less);
+                let again = self.hits.get(at).is_some_and(|x| x.order(&hit) == Ordering::Equal);
+                if again && hit.source.event_id().is_some() {
+                    return false;
+                }
                 self.hits.insert(at, hit);
             }
-            _ => self.hits.push(hit),
         }
+        self.batch_from = Some(self.batch_from.map_or(time, |from| from.min(time)));
         match &mut self.touched {
             Some(span) => {
                 *span = (span.0.min(time), span.1.max(time));
@@ -152,7 +158,8 @@ impl Correlator {
             for window in correlator.windows.values_mut().flat_map(|groups| groups.values_mut()) {
                 if window.batch_from.is_some() {
                     window.hits.sort_by(Hit::order);
-                    window.hits.dedup_by(|a, b| a.order(b) == Ordering::Equal);
+                    // As `Window::add` does: one event (by id) counts once; hits without an id never merge.
+                    window.hits.dedup_by(|a, b| a.order(b) == Ordering::Equal && a.source.event_id().is_some());
                 }
             }
             correlator.prune_batch(rules);
@@ -655,6 +662,43 @@ level: high
             got.extend(restarted.observe(&rules, events[2..].to_vec()));
             assert_eq!(summary(got), once, "snapshot: {snapshot}");
         }
+    }
+
+    /// The same events delivered twice (two trails, or a file and a copy of it), in the same unit or later,
+    /// before or after a restart, count once: two of alice's events seen twice each do not make the three the
+    /// rule needs, and the alert a third event raises names each event once. Events without an id are never
+    /// taken for one another.
+    #[test]
+    fn an_event_delivered_twice_counts_once() {
+        let rules = rules();
+        let twice = [hit(&rules, "alice", 0, "a1"), hit(&rules, "alice", 4, "a2")];
+        let mut windows = Correlator::default();
+        assert!(windows.observe(&rules, [twice.clone(), twice.clone()].concat()).is_empty());
+        assert!(windows.observe(&rules, twice.to_vec()).is_empty());
+        assert_eq!(windows.len(), 2);
+        // Across a restart from the log too.
+        let (mut windows, _) = Correlator::load(&rules, &[windows.take_changes(&rules).log]);
+        assert!(windows.observe(&rules, twice.to_vec()).is_empty());
+        let alerts =
+            summary(windows.observe(&rules, vec![hit(&rules, "alice", 6, "a3"), hit(&rules, "alice", 6, "a3")]));
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!((alerts[0].2, alerts[0].3.clone()), (3, vec!["a1".into(), "a2".into(), "a3".into()]));
+        // Without event ids, three hits of one minute are three events.
+        let no_id = |minute| {
+            let mut m = hit(&rules, "bob", minute, "x");
+            let fields =
+                [None, Some("ListUsers"), Some("bob"), Some("1"), Some("eu-west-1"), Some("198.51.100.1"), None];
+            m = Match::new(m.rule, m.time, fields, m.hits);
+            m
+        };
+        let alerts = summary(Correlator::default().observe(&rules, vec![no_id(1), no_id(1), no_id(1)]));
+        assert_eq!(alerts.iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(), [("bob", 3)]);
+        // Nor across a restart: two of them logged, read back, and a third.
+        let mut first = Correlator::default();
+        assert!(first.observe(&rules, vec![no_id(1), no_id(1)]).is_empty());
+        let (mut restarted, _) = Correlator::load(&rules, &[first.take_changes(&rules).log]);
+        assert_eq!(restarted.len(), 2);
+        assert_eq!(summary(restarted.observe(&rules, vec![no_id(1)])).len(), 1);
     }
 
     #[test]

@@ -436,8 +436,9 @@ mod tests {
     use crate::detect::ruleset::{CorrelationHit, Match};
     use crate::state::store::{LedgerEntry, LedgerKey, Synchronous};
 
-    /// Root used by `n` accounts, with denied calls feeding a correlation: `n` event-rule groups and some hits.
-    fn planned(alerting: &Alerting, n: usize) {
+    /// Root used by `n` accounts, and a denied call (event id `denied`) feeding a correlation: `n` event-rule
+    /// groups and a hit.
+    fn planned(alerting: &Alerting, n: usize, denied: &str) {
         let rules = &alerting.rules;
         let root = rules.index_of("root-account-usage").unwrap();
         let mut matches: Vec<Match> = (0..n)
@@ -448,11 +449,11 @@ mod tests {
                 Match::new(root, 1_790_000_000 + i as i64, fields, Vec::new())
             })
             .collect();
-        let (denied, burst) =
+        let (rule, burst) =
             (rules.index_of("unauthorized-api-call").unwrap(), rules.index_of("unauthorized-api-calls"));
         let hit = CorrelationHit { correlation: burst.unwrap(), group: "arn:aws:iam::1:user/u".into(), value: None };
-        let fields = [Some("d1"), Some("GetUser"), Some("arn:aws:iam::1:user/u"), Some("1"), None, None, None];
-        matches.push(Match::new(denied, 1_790_000_000, fields, vec![hit]));
+        let fields = [Some(denied), Some("GetUser"), Some("arn:aws:iam::1:user/u"), Some("1"), None, None, None];
+        matches.push(Match::new(rule, 1_790_000_000, fields, vec![hit]));
         let mut unit = UnitAlerts::default();
         unit.fold(rules, &mut matches, &mut Vec::new());
         alerting.observe(unit);
@@ -468,8 +469,8 @@ mod tests {
         let alerting = |store: &Store| Alerting::new(Arc::clone(&rules), Arc::new(Vec::new()), &[], store);
         let metrics = Metrics::new();
         let (whole, chunked) = (alerting(&store).unwrap(), alerting(&store).unwrap());
-        planned(&whole, 10);
-        planned(&chunked, 10);
+        planned(&whole, 10, "d1");
+        planned(&chunked, 10, "d1");
         let mut expected: Vec<String> = whole.take_write(7, &metrics).alerts.iter().map(|a| a.0.id.clone()).collect();
         expected.sort();
         assert_eq!(expected.len(), 10);
@@ -484,8 +485,9 @@ mod tests {
         // The denied call's hit is logged with the last chunk.
         assert_eq!(sizes, [(3, false, true), (3, false, true), (3, false, true), (1, true, false)]);
 
-        // The store writes each chunk as the source hands it over, and returns them together.
-        planned(&chunked, 10);
+        // The store writes each chunk as the source hands it over, and returns them together. (Another denied
+        // call: the same one again would be the same event, which a window counts once.)
+        planned(&chunked, 10, "d2");
         let mut source = {
             let mut rx = Vec::new();
             chunked.take_write_in_chunks(8, &metrics, 4, &mut |chunk, _| {

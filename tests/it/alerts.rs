@@ -779,3 +779,53 @@ fn the_daemon_deletes_delivered_alerts_past_retention() {
     let conn = rusqlite::Connection::open(&state).unwrap();
     assert_eq!(ids(&conn), recent);
 }
+
+/// A second trail delivering the same events (here, a copy of every file under other names, so other ledger
+/// keys) does not make a threshold count them twice: the correlation alerts are those of one copy, with
+/// the same counts and event ids.
+#[test]
+fn a_second_copy_of_the_logs_does_not_double_a_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (corpus, _) = incident_corpus(tmp.path());
+    let copy = tmp.path().join("second-trail");
+    let copied = Command::new("cp").arg("-r").arg(&corpus).arg(&copy).status().unwrap();
+    assert!(copied.success());
+    // Another trail's files have other names (the same path names one file, applied once).
+    fn rename_files(dir: &Path) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rename_files(&path);
+            } else {
+                let name = format!("second-{}", path.file_name().unwrap().to_str().unwrap());
+                std::fs::rename(&path, path.with_file_name(name)).unwrap();
+            }
+        }
+    }
+    rename_files(&copy);
+    let correlated = |sink: &Path| -> BTreeMap<(String, String), (u64, Vec<Value>)> {
+        jsonl(sink)
+            .into_iter()
+            .filter(|a| ["console-login-failures", "unauthorized-api-calls"].contains(&a["rule"].as_str().unwrap()))
+            .map(|a| {
+                let key = (a["rule"].as_str().unwrap().to_owned(), a["principal"].as_str().unwrap().to_owned());
+                (key, (a["count"].as_u64().unwrap(), a["event_ids"].as_array().unwrap().clone()))
+            })
+            .collect()
+    };
+    let (once, once_sink) = jsonl_config(tmp.path(), "once");
+    let out = ok(&trailwatch(&["--config", once.to_str().unwrap(), "replay", corpus.to_str().unwrap()]));
+    let files = out.split("files: ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse::<u32>().unwrap();
+    let (twice, twice_sink) = jsonl_config(tmp.path(), "twice");
+    let out = ok(&trailwatch(&[
+        "--config",
+        twice.to_str().unwrap(),
+        "replay",
+        corpus.to_str().unwrap(),
+        copy.to_str().unwrap(),
+    ]));
+    assert!(out.contains(&format!("files: {} applied", 2 * files)), "{out}");
+    let want = correlated(&once_sink);
+    assert_eq!(want.len(), 2, "{want:?}");
+    assert_eq!(correlated(&twice_sink), want);
+}
