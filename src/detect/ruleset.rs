@@ -384,11 +384,17 @@ impl RuleSet {
     ) {
         scratch.set_key(&values);
         let CandidateCache { candidates, by_name, key, memo_key, outcomes } = scratch;
+        // Checked on every event, not only on a new key: a daemon's keys settle, while new user agents (versions,
+        // per-host suffixes) keep coming.
+        if *outcomes >= MAX_OUTCOMES {
+            candidates.clear();
+            *outcomes = 0;
+        }
         if let Some(entry) = candidates.get_mut(key.as_str()) {
             self.match_candidates(entry, fields, memo, memo_key, outcomes, on_match);
             return;
         }
-        if candidates.len() >= MAX_CACHED_KEYS || *outcomes >= MAX_OUTCOMES {
+        if candidates.len() >= MAX_CACHED_KEYS {
             candidates.clear();
             *outcomes = 0;
         }
@@ -1092,6 +1098,33 @@ mod tests {
         let tested: std::collections::BTreeSet<&str> =
             cache.candidates.values().flat_map(|e| e.tested.iter().map(id)).collect();
         assert_eq!(tested.into_iter().filter(|t| t.starts_with("m-")).collect::<Vec<_>>(), Vec::<&str>::new());
+    }
+
+    /// The remembered outcomes stay bounded when the keys settle and new user agents keep coming (a daemon's
+    /// case): the cache starts over rather than grow, and still gives the right matches.
+    #[test]
+    fn remembered_outcomes_stay_bounded_under_ever_new_agents() {
+        struct Agent<'a>(&'a str);
+        impl Fields for Agent<'_> {
+            fn get(&self, field: &str) -> Option<Cow<'_, str>> {
+                (field == "userAgent").then_some(Cow::Borrowed(self.0))
+            }
+        }
+        let rules = RuleSet::load(true, &[]).0;
+        let pentest = rules.index_of("pentest-user-agent").unwrap();
+        let mut cache = CandidateCache::default();
+        let values = [Some("s3.amazonaws.com"), Some("GetObject"), Some("IAMUser"), Some("AwsApiCall"), None];
+        let mut most = 0;
+        for i in 0..MAX_OUTCOMES + 100 {
+            let agent = if i % 1000 == 7 { format!("kali-{i}") } else { format!("aws-cli/2.{i}") };
+            let mut got = Vec::new();
+            let memo = [Some(agent.as_str()), None, None];
+            rules.for_each_match(&Agent(&agent), values, memo, &mut cache, &mut |r| got.push(r));
+            assert_eq!(got, if i % 1000 == 7 { vec![pentest] } else { vec![] }, "{agent}");
+            most = most.max(cache.outcomes);
+        }
+        assert_eq!(most, MAX_OUTCOMES);
+        assert!(cache.outcomes < 200, "{} outcomes after the cache started over", cache.outcomes);
     }
 
     #[test]
