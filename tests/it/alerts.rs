@@ -374,9 +374,9 @@ impl Drop for Alertmanager {
     }
 }
 
-/// Starts Alertmanager on a free port. The port is free when `free_port` returns, but another test's outgoing
-/// connection can take it before Alertmanager binds it (a CI run once lost that race): then it exits saying so,
-/// and is started again on another port. Any other exit fails with Alertmanager's own log.
+/// Starts Alertmanager on a free port. Should something take the port before Alertmanager binds it (a CI run once
+/// lost that race, before `free_port` kept out of the ephemeral range), it exits saying so and is started again
+/// on another port. Any other exit fails with Alertmanager's own log.
 fn alertmanager(dir: &Path) -> Alertmanager {
     let config = dir.join("am.yml");
     std::fs::write(&config, "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n").unwrap();

@@ -98,9 +98,24 @@ pub fn wait_for_findings_passes(port: u16, passes: f64, limit: Duration) -> bool
     wait_for(limit, || runs().filter(|n| *n >= start + passes)).is_some()
 }
 
-/// A port that was free a moment ago.
+/// A loopback port for a server a test starts: bindable a moment ago, never handed to two tests of one run, and
+/// outside the kernel's ephemeral range (Linux: 32768–60999), which outgoing connections draw their ports from. A
+/// port from `bind(:0)` lies in that range, so another test's client could take it before the server bound it
+/// (a CI run lost a real Alertmanager's port that way).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const PORTS: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Runs on one machine at the same time start at different places.
+    let start = (std::process::id() % 600) as u16 * 20;
+    for _ in 0..PORTS {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS) % PORTS;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + PORTS);
 }
 
 /// `GET path` over HTTP/1.1; returns the status code and body.
