@@ -685,11 +685,10 @@ level: high
         assert_eq!((alerts[0].2, alerts[0].3.clone()), (3, vec!["a1".into(), "a2".into(), "a3".into()]));
         // Without event ids, three hits of one minute are three events.
         let no_id = |minute| {
-            let mut m = hit(&rules, "bob", minute, "x");
+            let m = hit(&rules, "bob", minute, "x");
             let fields =
                 [None, Some("ListUsers"), Some("bob"), Some("1"), Some("eu-west-1"), Some("198.51.100.1"), None];
-            m = Match::new(m.rule, m.time, fields, m.hits);
-            m
+            Match::new(m.rule, m.time, fields, m.hits)
         };
         let alerts = summary(Correlator::default().observe(&rules, vec![no_id(1), no_id(1), no_id(1)]));
         assert_eq!(alerts.iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(), [("bob", 3)]);

@@ -511,7 +511,7 @@ mod tests {
             tx.commit().unwrap();
         };
         let left = || -> Vec<String> {
-            let mut stmt = conn.prepare("SELECT principal FROM (SELECT body ->> '$.principal' AS principal, rowid FROM alerts) ORDER BY rowid").unwrap();
+            let mut stmt = conn.prepare("SELECT body ->> '$.principal' FROM alerts ORDER BY rowid").unwrap();
             stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
         };
         batch(1_000, &[(rule_alert("r1", "old"), &[]), (rule_alert("r1", "pending"), &["jsonl"])]);
