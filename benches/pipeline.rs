@@ -4,14 +4,15 @@
 //! folding them into a delta), `state/apply` (folding already-parsed events alone), `state/commit` (one batch's delta
 //! and ledger entries into SQLite), and
 //! `replay/end_to_end` with 1 and 2 worker threads (read, gunzip, parse, fold, commit), and `intake/sqs_memory`:
-//! the SQS consumer over in-process queue and objects, to compare with replay. Targets are in README.md.
+//! the SQS consumer over in-process queue and objects, to compare with replay; `rules` replays with rule sets on, and
+//! `rules_time_over_off` pairs each with rules off (see there). Targets are in README.md.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use trailwatch::alert::stage::Alerting;
 use trailwatch::config::Config;
 use trailwatch::decode::decode_into;
@@ -186,13 +187,48 @@ fn stages(c: &mut Criterion) {
         ("builtin_and_sigmahq_dry_run", Some(dry_run)),
         ("builtin_and_sigmahq", Some(with_sigma)),
     ];
-    for (name, rules) in sets {
+    for (name, rules) in &sets {
         group.bench_function(format!("replay_2_threads/{name}"), |b| {
             b.iter_batched(
                 || tempfile::tempdir().unwrap(),
                 |dir| replay(&corpus, dir, 2, rules.as_ref()),
                 BatchSize::PerIteration,
             );
+        });
+    }
+    group.finish();
+
+    // The same sets against rules off, paired: each iteration replays with rules off and with the set, one right
+    // after the other (in alternating order), and reports the set's time divided by off's as seconds. This
+    // machine's speed drifts by 15–20% within minutes, more than the effect measured, so two separate runs above
+    // compare badly; a pair shares the drift. Read "1.25 s" as "25% more time than rules off", i.e. 20% less
+    // throughput: the target for every rule on is at most 1.25.
+    let mut group = c.benchmark_group("rules_time_over_off");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(60));
+    for (name, rules) in sets.iter().filter(|(_, rules)| rules.is_some()) {
+        group.bench_function(format!("replay_2_threads/{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut ratios = Duration::ZERO;
+                for i in 0..iters {
+                    let timed = |rules: Option<&Arc<RuleSet>>| {
+                        let dir = tempfile::tempdir().unwrap();
+                        let start = Instant::now();
+                        let kept = replay(&corpus, dir, 2, rules);
+                        let took = start.elapsed();
+                        drop(kept);
+                        took.as_secs_f64()
+                    };
+                    let (off, on) = match i % 2 {
+                        0 => (timed(None), timed(rules.as_ref())),
+                        _ => {
+                            let on = timed(rules.as_ref());
+                            (timed(None), on)
+                        }
+                    };
+                    ratios += Duration::from_secs_f64(on / off);
+                }
+                ratios
+            });
         });
     }
     group.finish();
