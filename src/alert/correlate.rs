@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::alert::{Alert, EventIds, bucket, digest};
 use crate::detect::rule::CorrelationKind;
-use crate::detect::ruleset::{Match, RuleSet};
+use crate::detect::ruleset::{Match, RuleSet, Span};
 use crate::time::Timestamp;
 
 /// One match of a correlated rule, as kept in a window. The match's text fields are shared by every correlation
@@ -25,23 +25,28 @@ pub struct Hit {
     pub time: Timestamp,
     /// The correlated event rule (an index into the rule set).
     pub rule: u32,
-    /// For `value_count`: the counted field's value.
-    pub value: Option<Box<str>>,
+    /// For `value_count`: the counted field's value, in the source's text.
+    value: Option<Span>,
     pub source: Arc<Match>,
     /// Added since the windows were last written to the log.
     fresh: bool,
 }
 
 impl Hit {
+    /// For `value_count`: the counted field's value.
+    pub fn value(&self) -> Option<&str> {
+        self.value.map(|value| self.source.span(value))
+    }
+
     /// A total order, so that windows (and the alerts they raise) do not depend on arrival order.
     fn order(&self, other: &Hit) -> Ordering {
         // The time decides nearly every comparison: the match's text fields are read only on a tie.
         self.time.cmp(&other.time).then_with(|| {
             let (a, b) = (&self.source, &other.source);
-            (a.event_id(), self.rule, &self.value, a.principal(), a.account_id()).cmp(&(
+            (a.event_id(), self.rule, self.value(), a.principal(), a.account_id()).cmp(&(
                 b.event_id(),
                 other.rule,
-                &other.value,
+                other.value(),
                 b.principal(),
                 b.account_id(),
             ))
@@ -148,9 +153,9 @@ impl Correlator {
                     continue;
                 }
                 let fields = [h.event_id, None, Some(h.principal), h.account, h.region, h.source_ip, h.user_agent];
-                let source = Match::new(rule, h.time, fields, Vec::new());
-                let hit =
-                    Hit { time: h.time, rule, value: h.value.map(Into::into), source: Arc::new(source), fresh: false };
+                let mut source = Match::new(rule, h.time, fields, &[(correlation, h.group, h.value)]);
+                let value = source.hits.pop().and_then(|hit| hit.value);
+                let hit = Hit { time: h.time, rule, value, source: Arc::new(source), fresh: false };
                 let window = correlator.windows.entry(correlation).or_default().entry(h.group.into()).or_default();
                 window.batch_from = Some(window.batch_from.map_or(h.time, |from| from.min(h.time)));
                 window.hits.push(hit);
@@ -237,18 +242,19 @@ impl Correlator {
                 let hit = Hit {
                     time: source.time,
                     rule: source.rule,
-                    value: h.value.map(Into::into),
+                    value: h.value,
                     source: Arc::clone(&source),
                     fresh: true,
                 };
+                let group = source.span(h.group);
                 let groups = self.windows.entry(h.correlation).or_default();
                 // One lookup of the group for a window that exists (nearly every hit after a window's first).
-                let first_touch = match groups.get_mut(h.group.as_str()) {
+                let first_touch = match groups.get_mut(group) {
                     Some(window) => window.add(hit),
-                    None => groups.entry(h.group.as_str().into()).or_default().add(hit),
+                    None => groups.entry(group.into()).or_default().add(hit),
                 };
                 if first_touch {
-                    touched.push((h.correlation, h.group.into_boxed_str()));
+                    touched.push((h.correlation, group.into()));
                 }
             }
         }
@@ -285,7 +291,7 @@ impl Correlator {
             fn counted<'a>(kind: CorrelationKind, rules: &'a RuleSet, h: &'a Hit) -> Option<&'a str> {
                 match kind {
                     CorrelationKind::EventCount => None,
-                    CorrelationKind::ValueCount => h.value.as_deref(),
+                    CorrelationKind::ValueCount => h.value(),
                     CorrelationKind::Temporal => Some(rules.rule(h.rule).id.as_str()),
                 }
             }
@@ -453,7 +459,7 @@ impl HitLog {
             time: hit.time,
             rule,
             event_id: s.event_id(),
-            value: hit.value.as_deref(),
+            value: hit.value(),
             principal: s.principal(),
             account: s.account_id(),
             region: s.region(),
@@ -580,7 +586,6 @@ impl HitLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::ruleset::CorrelationHit;
 
     const RULES: &str = r#"
 title: Denied
@@ -605,8 +610,13 @@ level: high
             rules.index_of("denied").unwrap(),
             1_790_000_000 + minute * 60,
             [Some(id), Some("ListUsers"), Some(principal), Some("1"), Some("eu-west-1"), Some("198.51.100.1"), None],
-            vec![CorrelationHit { correlation: burst, group: principal.into(), value: None }],
+            &[(burst, principal, None)],
         )
+    }
+
+    /// `m`'s hits as [`Match::new`] takes them.
+    fn hits_of(m: &Match) -> Vec<(u32, &str, Option<&str>)> {
+        m.hits.iter().map(|h| (h.correlation, m.span(h.group), h.value.map(|v| m.span(v)))).collect()
     }
 
     /// `(principal, count, event ids)` of the alerts, by id.
@@ -688,7 +698,7 @@ level: high
             let m = hit(&rules, "bob", minute, "x");
             let fields =
                 [None, Some("ListUsers"), Some("bob"), Some("1"), Some("eu-west-1"), Some("198.51.100.1"), None];
-            Match::new(m.rule, m.time, fields, m.hits)
+            Match::new(m.rule, m.time, fields, &hits_of(&m))
         };
         let alerts = summary(Correlator::default().observe(&rules, vec![no_id(1), no_id(1), no_id(1)]));
         assert_eq!(alerts.iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(), [("bob", 3)]);
@@ -867,7 +877,7 @@ level: high
         let at = |minute: i64, id: &str, region: &str, ip: &str| {
             let m = hit(&rules, "alice", minute, id);
             let fields = [Some(id), Some("ListUsers"), Some("alice"), Some("1"), Some(region), Some(ip), None];
-            Match::new(m.rule, m.time, fields, m.hits)
+            Match::new(m.rule, m.time, fields, &hits_of(&m))
         };
         let (a1, a2, a3) = (
             at(0, "a1", "eu-west-1", "198.51.100.1"),
@@ -913,11 +923,7 @@ level: medium
                 rules.index_of("listed").unwrap(),
                 1_790_000_000 + minute * 60,
                 [Some(&format!("{name}@{minute}")), Some(name), Some("carol"), Some("1"), None, None, None],
-                vec![CorrelationHit {
-                    correlation: rules.index_of("enum").unwrap(),
-                    group: "carol".into(),
-                    value: Some(name.into()),
-                }],
+                &[(rules.index_of("enum").unwrap(), "carol", Some(name))],
             )
         };
         // (events as (minute, eventName), expected (count, distinct values) of the alert, if any)

@@ -685,7 +685,7 @@ mod tests {
         let rules = RuleSet::load(true, &[]).0;
         let root = rules.index_of("root-account-usage").unwrap();
         let fields = [Some("e1"), Some("ListUsers"), Some("arn:aws:iam::1:root"), Some("1"), None, None, None];
-        let alert = from_match(&rules, &Match::new(root, 1_790_000_123, fields, Vec::new()));
+        let alert = from_match(&rules, &Match::new(root, 1_790_000_123, fields, &[]));
         let json = serde_json::to_string(&alert).unwrap();
         assert!(json.contains(r#""event_time":"2026-09-21T14:15:23Z""#), "{json}");
         assert_eq!(serde_json::from_str::<Alert>(&json).unwrap(), alert);
@@ -747,7 +747,7 @@ mod tests {
         let m = |minute: i64, id: &str, ip: &str, name: &str| {
             let fields =
                 [Some(id), Some(name), Some("arn:aws:iam::1:root"), Some("1"), Some("eu-west-1"), Some(ip), None];
-            Match::new(root, 1_790_000_000 + minute * 60, fields, Vec::new())
+            Match::new(root, 1_790_000_000 + minute * 60, fields, &[])
         };
         let matches = vec![
             m(0, "e1", "198.51.100.1", "ListUsers"),
@@ -811,7 +811,7 @@ mod tests {
         let root = rules.index_of("root-account-usage").unwrap();
         let m = |id: &str, name: &str| {
             let fields = [Some(id), Some(name), Some("arn:aws:iam::1:root"), Some("1"), Some("eu-west-1"), None, None];
-            Match::new(root, 1_790_000_000, fields, Vec::new())
+            Match::new(root, 1_790_000_000, fields, &[])
         };
         let (get, list) = (m("e1", "GetUser"), m("e2", "ListUsers"));
         let named = |alert: &Alert| (alert.summary.contains("called ListUsers"), alert.details["event_name"].clone());
@@ -890,7 +890,7 @@ mod tests {
                         None,
                         None,
                     ];
-                    Match::new(rule, 1_790_000_000 + minute * 60, fields, Vec::new())
+                    Match::new(rule, 1_790_000_000 + minute * 60, fields, &[])
                 })
             })
             .collect();

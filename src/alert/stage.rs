@@ -433,7 +433,7 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::ruleset::{CorrelationHit, Match};
+    use crate::detect::ruleset::Match;
     use crate::state::store::{LedgerEntry, LedgerKey, Synchronous};
 
     /// Root used by `n` accounts, and a denied call (event id `denied`) feeding a correlation: `n` event-rule
@@ -446,14 +446,14 @@ mod tests {
                 let (id, account) = (format!("e{i:03}"), format!("{:012}", 100 + i));
                 let principal = format!("arn:aws:iam::{account}:root");
                 let fields = [Some(&*id), Some("ListUsers"), Some(&*principal), Some(&*account), None, None, None];
-                Match::new(root, 1_790_000_000 + i as i64, fields, Vec::new())
+                Match::new(root, 1_790_000_000 + i as i64, fields, &[])
             })
             .collect();
         let (rule, burst) =
             (rules.index_of("unauthorized-api-call").unwrap(), rules.index_of("unauthorized-api-calls"));
-        let hit = CorrelationHit { correlation: burst.unwrap(), group: "arn:aws:iam::1:user/u".into(), value: None };
+        let hit = (burst.unwrap(), "arn:aws:iam::1:user/u", None);
         let fields = [Some(denied), Some("GetUser"), Some("arn:aws:iam::1:user/u"), Some("1"), None, None, None];
-        matches.push(Match::new(rule, 1_790_000_000, fields, vec![hit]));
+        matches.push(Match::new(rule, 1_790_000_000, fields, &[hit]));
         let mut unit = UnitAlerts::default();
         unit.fold(rules, &mut matches, &mut Vec::new());
         alerting.observe(unit);

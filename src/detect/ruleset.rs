@@ -640,32 +640,13 @@ impl MatchView<'_> {
     /// Makes `m` this match (its correlation hits included), reusing `m`'s buffers.
     pub fn write_to(&self, m: &mut Match) {
         let (event, fields) = (self.fields.event, self.fields);
-        let hits = self
-            .rules
-            .feeds(self.rule)
-            .iter()
-            .map(|&c| {
-                let correlation = self.rules.correlation(c).expect("feeds name correlations");
-                let mut group = String::new();
-                for (i, field) in correlation.group_by.iter().enumerate() {
-                    if i > 0 {
-                        group.push('\u{1f}');
-                    }
-                    push_group_value(&mut group, field, fields);
-                }
-                let value = correlation.field.as_deref().map(|f| {
-                    let mut value = String::new();
-                    push_group_value(&mut value, f, fields);
-                    value
-                });
-                CorrelationHit { correlation: c, group, value }
-            })
-            .collect();
-        // One allocation for a new match (the principal is about as long as an ARN), none for a spare one.
+        let feeds = self.rules.feeds(self.rule);
+        // One allocation for a new match (the principal is about as long as an ARN, and so is a correlation's
+        // group), none for a spare one.
         let copied = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
         m.text.clear();
-        m.text.reserve(copied.iter().flatten().map(|f| f.len()).sum::<usize>() + 96);
-        m.refill(self.rule, event.time, hits, |text, ends| {
+        m.text.reserve(copied.iter().flatten().map(|f| f.len()).sum::<usize>() + 96 + 128 * feeds.len());
+        m.refill(self.rule, event.time, |text, ends| {
             push_field(text, &mut ends[0], event.event_id);
             push_field(text, &mut ends[1], Some(event.event_name));
             event.principal.key.write_to(text);
@@ -675,6 +656,24 @@ impl MatchView<'_> {
             push_field(text, &mut ends[5], event.source_ip);
             push_field(text, &mut ends[6], event.user_agent);
         });
+        // The hits' group and value follow the fields in the same text: no allocation per hit.
+        for &c in feeds {
+            let correlation = self.rules.correlation(c).expect("feeds name correlations");
+            let start = m.text.len();
+            for (i, field) in correlation.group_by.iter().enumerate() {
+                if i > 0 {
+                    m.text.push('\u{1f}');
+                }
+                push_group_value(&mut m.text, field, fields);
+            }
+            let group = Span::to_end(start, &m.text);
+            let value = correlation.field.as_deref().map(|f| {
+                let start = m.text.len();
+                push_group_value(&mut m.text, f, fields);
+                Span::to_end(start, &m.text)
+            });
+            m.hits.push(CorrelationHit { correlation: c, group, value });
+        }
     }
 
     /// This match, owned: refilled from `spare` when one is there.
@@ -819,27 +818,34 @@ impl Match {
     /// `event_id`, `event_name`, `principal`, `account_id`, `region`, `source_ip`, `user_agent`.
     pub const FIELDS: usize = 7;
 
-    pub fn new(rule: u32, time: Timestamp, fields: [Option<&str>; 7], hits: Vec<CorrelationHit>) -> Match {
+    /// A match of `fields`, counting towards `hits`: (correlation, group, value).
+    pub fn new(rule: u32, time: Timestamp, fields: [Option<&str>; 7], hits: &[(u32, &str, Option<&str>)]) -> Match {
         let mut m = Match::default();
-        m.refill(rule, time, hits, |text, ends| {
+        m.refill(rule, time, |text, ends| {
             for (end, field) in ends.iter_mut().zip(fields) {
                 push_field(text, end, field);
             }
         });
+        for &(correlation, group, value) in hits {
+            let start = m.text.len();
+            m.text.push_str(group);
+            let group = Span::to_end(start, &m.text);
+            let value = value.map(|value| {
+                let start = m.text.len();
+                m.text.push_str(value);
+                Span::to_end(start, &m.text)
+            });
+            m.hits.push(CorrelationHit { correlation, group, value });
+        }
         m
     }
 
-    /// Makes `self` a new match, keeping its buffer; `write` appends the fields to the text and sets their ends.
-    fn refill(
-        &mut self,
-        rule: u32,
-        time: Timestamp,
-        hits: Vec<CorrelationHit>,
-        write: impl FnOnce(&mut String, &mut [u32; 7]),
-    ) {
+    /// Makes `self` a new match without hits, keeping its buffers; `write` appends the fields to the text and sets
+    /// their ends.
+    fn refill(&mut self, rule: u32, time: Timestamp, write: impl FnOnce(&mut String, &mut [u32; 7])) {
         self.rule = rule;
         self.time = time;
-        self.hits = hits;
+        self.hits.clear();
         self.text.clear();
         self.ends = [u32::MAX; 7];
         write(&mut self.text, &mut self.ends);
@@ -847,7 +853,19 @@ impl Match {
 
     /// A copy without the correlation hits (for an alert's context, while the original feeds the windows).
     pub fn without_hits(&self) -> Match {
-        Match { rule: self.rule, time: self.time, text: self.text.clone(), ends: self.ends, hits: Vec::new() }
+        let fields_end = self.ends.iter().rev().find(|e| **e != u32::MAX).map_or(0, |e| *e as usize);
+        Match {
+            rule: self.rule,
+            time: self.time,
+            text: self.text[..fields_end].to_owned(),
+            ends: self.ends,
+            hits: Vec::new(),
+        }
+    }
+
+    /// A hit's group or value.
+    pub fn span(&self, span: Span) -> &str {
+        &self.text[span.start as usize..span.end as usize]
     }
 
     fn field(&self, i: usize) -> Option<&str> {
@@ -903,13 +921,27 @@ fn push_field(text: &mut String, end: &mut u32, field: Option<&str>) {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A correlation a match counts towards, with its group-by values (joined by U+001F) and, for `value_count`, the
+/// counted field's value: both in the match's text (see [`Match::span`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CorrelationHit {
     pub correlation: u32,
-    /// The group-by values joined by U+001F.
-    pub group: String,
-    /// For `value_count`: the counted field's value.
-    pub value: Option<String>,
+    pub group: Span,
+    pub value: Option<Span>,
+}
+
+/// Where a piece of a match's text lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// From `start` to the end of `text`.
+    fn to_end(start: usize, text: &str) -> Span {
+        Span { start: start as u32, end: text.len() as u32 }
+    }
 }
 
 #[cfg(test)]
@@ -1183,7 +1215,7 @@ mod tests {
             [Some(""), Some(""), Some("arn:p"), Some(""), None, None, Some("ua")],
         ];
         for fields in cases {
-            let m = Match::new(3, 42, fields, Vec::new());
+            let m = Match::new(3, 42, fields, &[]);
             let got = [
                 m.event_id(),
                 Some(m.event_name()),
