@@ -291,14 +291,15 @@ fn note_session(sessions: &mut Vec<(String, Timestamp)>, name: &str, time: Times
         sessions.push((name.to_owned(), time));
         return;
     }
-    // Replace the oldest when the new one sorts before it; reuse its allocation.
-    let (idx, oldest) = sessions
+    // Replace the oldest when the new one sorts before it; reuse its allocation (and compare it in place: this
+    // runs for most events of a busy role, whose sessions are always full).
+    let (idx, newer) = sessions
         .iter()
         .enumerate()
         .max_by(|(_, a), (_, b)| session_order((&a.0, a.1), (&b.0, b.1)))
-        .map(|(i, s)| (i, (s.0.clone(), s.1)))
+        .map(|(i, oldest)| (i, session_order((name, time), (&oldest.0, oldest.1)) == Ordering::Less))
         .expect("sessions is full, so not empty");
-    if session_order((name, time), (&oldest.0, oldest.1)) == Ordering::Less {
+    if newer {
         let slot = &mut sessions[idx];
         set(&mut slot.0, name);
         slot.1 = time;
