@@ -344,7 +344,8 @@ impl Planned {
 struct Group {
     count: u64,
     first_seen: Timestamp,
-    /// Event ids, each followed by NUL (one allocation per group, not one per match). When 4 ×
+    /// Event ids of the group's matches but the newest (whose id `latest` holds), each followed by NUL: one
+    /// allocation per group of two matches or more, none for most of a unit's groups (one match each). When 4 ×
     /// [`MAX_EVENT_IDS`] have gathered, only the smallest [`MAX_EVENT_IDS`] are kept, so the alert lists the
     /// smallest ids of all its events, whichever units they came in.
     event_ids: String,
@@ -359,34 +360,33 @@ struct Group {
 
 impl Group {
     fn new(m: Match) -> Group {
-        let mut event_ids = String::new();
-        if let Some(id) = m.event_id() {
-            event_ids.push_str(id);
-            event_ids.push('\0');
-        }
-        let ids = usize::from(!event_ids.is_empty());
-        Group { count: 1, first_seen: m.time, event_ids, ids, ceiling: None, latest: m }
+        Group { count: 1, first_seen: m.time, event_ids: String::new(), ids: 0, ceiling: None, latest: m }
     }
 
     /// Adds a match; returns the one of it and the group's newest that is no longer needed.
     fn add(&mut self, m: Match) -> Match {
-        self.count_event(m.time, m.event_id());
-        self.keep_latest(m)
+        self.count += 1;
+        self.first_seen = self.first_seen.min(m.time);
+        let older = self.keep_latest(m);
+        if let Some(id) = older.event_id() {
+            self.push_id(id);
+        }
+        older
     }
 
     /// Adds a match seen in place: the group's newest match is rewritten only if this one is newer.
     fn add_view(&mut self, m: &MatchView<'_>) {
-        self.count_event(m.time(), m.event_id());
-        if (m.time(), m.context()) > (self.latest.time, self.latest.context()) {
-            m.write_to(&mut self.latest);
-        }
-    }
-
-    /// One more event: the count, the first time and the event ids.
-    fn count_event(&mut self, time: Timestamp, event_id: Option<&str>) {
         self.count += 1;
-        self.first_seen = self.first_seen.min(time);
-        if let Some(id) = event_id {
+        self.first_seen = self.first_seen.min(m.time());
+        if (m.time(), m.context()) > (self.latest.time, self.latest.context()) {
+            // The newest's id joins the others before the newest is rewritten (its buffer reused).
+            let mut latest = std::mem::take(&mut self.latest);
+            if let Some(id) = latest.event_id() {
+                self.push_id(id);
+            }
+            m.write_to(&mut latest);
+            self.latest = latest;
+        } else if let Some(id) = m.event_id() {
             self.push_id(id);
         }
     }
@@ -397,7 +397,7 @@ impl Group {
         }
         if self.ids == 4 * MAX_EVENT_IDS {
             // The kept ids are an `EventIds` buffer, which has the same layout.
-            let kept = self.smallest_ids();
+            let kept = EventIds::smallest(self.event_ids.split_terminator('\0'));
             self.ids = kept.iter().count();
             if self.ids == MAX_EVENT_IDS {
                 self.ceiling = kept.iter().last().map(Into::into);
@@ -409,9 +409,9 @@ impl Group {
         self.ids += 1;
     }
 
-    /// The smallest [`MAX_EVENT_IDS`] distinct ids gathered so far.
+    /// The smallest [`MAX_EVENT_IDS`] distinct ids of the group's matches.
     fn smallest_ids(&self) -> EventIds {
-        EventIds::smallest(self.event_ids.split_terminator('\0'))
+        EventIds::smallest(self.event_ids.split_terminator('\0').chain(self.latest.event_id()))
     }
 
     fn merge(&mut self, other: Group) {
@@ -422,7 +422,10 @@ impl Group {
         for id in other.event_ids.split_terminator('\0') {
             self.push_id(id);
         }
-        self.keep_latest(other.latest);
+        let older = self.keep_latest(other.latest);
+        if let Some(id) = older.event_id() {
+            self.push_id(id);
+        }
     }
 
     /// Keeps the newer of `m` and the group's newest; returns the other.
