@@ -153,7 +153,8 @@ impl Correlator {
                     continue;
                 }
                 let fields = [h.event_id, None, Some(h.principal), h.account, h.region, h.source_ip, h.user_agent];
-                let mut source = Match::new(rule, h.time, fields, &[(correlation, h.group, h.value)]);
+                // The hit's value goes in the source's text; its group is the window's key, not needed there.
+                let mut source = Match::new(rule, h.time, fields, &[(correlation, "", h.value)]);
                 let value = source.hits.pop().and_then(|hit| hit.value);
                 let hit = Hit { time: h.time, rule, value, source: Arc::new(source), fresh: false };
                 let window = correlator.windows.entry(correlation).or_default().entry(h.group.into()).or_default();
