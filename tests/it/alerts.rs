@@ -383,7 +383,7 @@ fn alertmanager(dir: &Path) -> Alertmanager {
     let log = dir.join("am.log");
     for _ in 0..3 {
         let port = free_port();
-        let mut child = Command::new("prometheus-alertmanager")
+        let mut child = tool("prometheus-alertmanager")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.path={}", dir.join("am-data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -391,7 +391,7 @@ fn alertmanager(dir: &Path) -> Alertmanager {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("prometheus-alertmanager is installed (.ci/run installs it from Debian)");
+            .expect("prometheus-alertmanager starts");
         let ready = wait_for(Duration::from_secs(30), || {
             if child.try_wait().unwrap().is_some() {
                 return Some(false);

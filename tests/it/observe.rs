@@ -15,12 +15,6 @@ fn repo(rel: &str) -> PathBuf {
 }
 
 /// A tool from Debian's `prometheus` package, which `.ci/run` installs.
-fn tool(name: &str) -> Command {
-    let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().map(|o| o.status.success());
-    assert!(found.unwrap_or(false), "{name} is missing: install Debian's `prometheus` package (.ci/run does)");
-    Command::new(name)
-}
-
 #[track_caller]
 fn succeeds(cmd: &mut Command) -> String {
     let out = cmd.output().expect("the tool runs");

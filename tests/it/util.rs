@@ -19,6 +19,21 @@ pub fn bin() -> Command {
     cmd
 }
 
+/// A tool from Debian the tests run on loopback (`prometheus`, `promtool`, `prometheus-alertmanager`), which
+/// `scripts/debian-tools` installs the first time a test needs one.
+pub fn tool(name: &str) -> Command {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    let found =
+        || Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
+    if !found() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-tools");
+        let status = Command::new(script).status().expect("scripts/debian-tools runs");
+        assert!(status.success() && found(), "{name} is needed: scripts/debian-tools could not install it");
+    }
+    Command::new(name)
+}
+
 /// Runs `trailwatch` with `args` and returns its output; panics with both streams if it could not start.
 pub fn trailwatch(args: &[&str]) -> Output {
     bin().args(args).output().expect("trailwatch runs")
