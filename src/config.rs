@@ -190,7 +190,9 @@ impl SinkKind {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// Unique; names the sink in the outbox, so keep it stable across restarts.
+    /// Unique; names the sink in the outbox, so keep it stable across restarts. Defaults to the kind (`file`,
+    /// `webhook`, ...) when no other sink has that kind.
+    #[serde(default)]
     pub name: String,
     pub kind: SinkKind,
     /// Only alerts at least this severe.
@@ -436,7 +438,7 @@ impl Config {
             Err(err) => {
                 return Err(ConfigErrors {
                     source_name: source_name.to_owned(),
-                    problems: vec![err.to_string().trim().replace('\n', " ")],
+                    problems: vec![syntax_error(text, &err)],
                 });
             }
         };
@@ -451,7 +453,10 @@ impl Config {
         let http: RawHttp = section(&table, "http", &mut problems);
         let aws: RawAws = section(&table, "aws", &mut problems);
         let rules: RulesConfig = section(&table, "rules", &mut problems);
-        let alerts: AlertsConfig = section(&table, "alerts", &mut problems);
+        let (mut alerts, left_out): (AlertsConfig, _) = section_and_left_out(&table, "alerts", &mut problems);
+        // Each sink as numbered in the file, also when one before it could not be read.
+        let sink_positions: Vec<usize> =
+            (0..).filter(|i| !left_out.contains(&format!("alerts.sinks[{i}]"))).take(alerts.sinks.len()).collect();
         let findings: crate::findings::FindingsConfig = section(&table, "findings", &mut problems);
         let behaviour: crate::alert::behaviour::BehaviourConfig = section(&table, "behaviour", &mut problems);
         let permissions: PermissionsConfig = section(&table, "permissions", &mut problems);
@@ -467,33 +472,35 @@ impl Config {
                 problems.push(format!("`inventory.iam.assume_role_arns`: `{arn}` is not a role ARN"));
             }
         }
-        if permissions.window_days < 1 || permissions.key_rotation_days < 1 {
-            problems.push("`permissions.window_days`, `permissions.key_rotation_days`: must be at least 1".into());
-        }
-        if behaviour.new_region_learning_days < 0 || behaviour.key_ips_window_secs < 1 {
-            problems.push(
-                "`behaviour.new_region_learning_days` must be at least 0 and `behaviour.key_ips_window_secs` at least 1"
-                    .into(),
-            );
-        }
-        if findings.inactive_days < 1 || findings.access_key_unused_days < 1 {
-            problems.push("`findings.inactive_days`, `findings.access_key_unused_days`: must be at least 1".into());
-        }
-        check_alerts(&rules, &alerts, &mut problems);
+        check_alerts(&rules, &mut alerts, &sink_positions, &mut problems);
+        check_rule_ids(&rules, &alerts, &sink_positions, &mut problems);
 
         let mut check = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());
             }
         };
+        check(permissions.window_days >= 1, "`permissions.window_days`: must be at least 1");
+        check(permissions.key_rotation_days >= 1, "`permissions.key_rotation_days`: must be at least 1");
+        check(behaviour.new_region_learning_days >= 0, "`behaviour.new_region_learning_days`: must be at least 0");
+        check(behaviour.key_ips_window_secs >= 1, "`behaviour.key_ips_window_secs`: must be at least 1");
+        check(findings.inactive_days >= 1, "`findings.inactive_days`: must be at least 1");
+        check(findings.access_key_unused_days >= 1, "`findings.access_key_unused_days`: must be at least 1");
         check(!intake.spool.dir.as_os_str().is_empty(), "`intake.spool.dir`: must not be empty");
         if matches!(intake.kind, IntakeKind::Sqs) {
             check(!intake.sqs.queue_url.is_empty(), "`intake.sqs.queue_url`: required when `intake.kind` is \"sqs\"");
         }
         check((1..=64).contains(&intake.sqs.pollers), "`intake.sqs.pollers`: must be between 1 and 64");
+        // SQS takes 0 to 43,200; trailwatch extends a message's visibility at half the timeout while its objects are
+        // in flight, and a heartbeat under 5 s would race the extension requests themselves.
         check(
-            (10..=43_200).contains(&intake.sqs.visibility_timeout_secs),
-            "`intake.sqs.visibility_timeout_secs`: must be between 10 and 43200 (SQS's limit)",
+            intake.sqs.visibility_timeout_secs >= 10,
+            "`intake.sqs.visibility_timeout_secs`: must be at least 10 (trailwatch extends visibility every half \
+             timeout while a message's objects are in flight)",
+        );
+        check(
+            intake.sqs.visibility_timeout_secs <= 43_200,
+            "`intake.sqs.visibility_timeout_secs`: must be at most 43200 (SQS's limit)",
         );
         check(intake.sqs.wait_time_secs <= 20, "`intake.sqs.wait_time_secs`: must be at most 20 (SQS's limit)");
         check(intake.sqs.max_in_flight_objects >= 1, "`intake.sqs.max_in_flight_objects`: must be at least 1");
@@ -588,7 +595,8 @@ impl Config {
     }
 }
 
-fn check_alerts(rules: &RulesConfig, alerts: &AlertsConfig, problems: &mut Vec<String>) {
+/// `positions`: each sink's position in the file.
+fn check_alerts(rules: &RulesConfig, alerts: &mut AlertsConfig, positions: &[usize], problems: &mut Vec<String>) {
     if rules.dedup_window_secs < 1 {
         problems.push("`rules.dedup_window_secs`: must be at least 1".to_owned());
     }
@@ -609,11 +617,42 @@ fn check_alerts(rules: &RulesConfig, alerts: &AlertsConfig, problems: &mut Vec<S
             alerts.retention_days
         ));
     }
+    // A sink without a name is named after its kind, unless another sink has that kind or that name.
+    let kinds: Vec<SinkKind> = alerts.sinks.iter().map(|s| s.kind).collect();
+    let given: Vec<String> = alerts.sinks.iter().map(|s| s.name.clone()).collect();
+    for (sink, i) in alerts.sinks.iter_mut().zip(positions) {
+        let kind = sink.kind.as_str();
+        if sink.name.is_empty() {
+            if kinds.iter().filter(|k| k.as_str() == kind).count() > 1 || given.iter().any(|n| n == kind) {
+                problems.push(format!(
+                    "`alerts.sinks[{i}]`: needs a `name`: more than one sink would be called \"{kind}\""
+                ));
+            } else {
+                sink.name = kind.to_owned();
+            }
+        }
+    }
     let mut names = std::collections::BTreeSet::new();
-    for (i, sink) in alerts.sinks.iter().enumerate() {
+    for (sink, i) in alerts.sinks.iter().zip(positions) {
         let at = format!("`alerts.sinks[{i}]` ({})", sink.name);
-        if sink.name.is_empty() || !names.insert(sink.name.as_str()) {
-            problems.push(format!("{at}: `name` must be non-empty and unique"));
+        if !sink.name.is_empty() && !names.insert(sink.name.as_str()) {
+            problems.push(format!("{at}: `name` must be unique"));
+        }
+        for (var, key) in [(&sink.secret_env, "secret_env"), (&sink.routing_key_env, "routing_key_env")] {
+            if let Some(var) = var
+                && std::env::var_os(var).is_none_or(|v| v.is_empty())
+            {
+                problems.push(format!("{at}: `{key}` names the environment variable {var}, which is not set"));
+            }
+        }
+        for (name, value) in &sink.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(format!("{at}: `headers`: `{name}` is not a valid header name"));
+            }
+            // The value is not shown: headers carry credentials.
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                problems.push(format!("{at}: `headers`: the value of `{name}` is not a valid header value"));
+            }
         }
         let url_ok = |url: &Option<String>| {
             url.as_deref().is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
@@ -650,16 +689,222 @@ fn check_alerts(rules: &RulesConfig, alerts: &AlertsConfig, problems: &mut Vec<S
     }
 }
 
-fn section<T: for<'de> Deserialize<'de> + Default>(table: &toml::Table, name: &str, problems: &mut Vec<String>) -> T {
-    let Some(value) = table.get(name) else {
-        return T::default();
-    };
-    match value.clone().try_into::<T>() {
-        Ok(v) => v,
-        Err(err) => {
-            problems.push(format!("`{name}`: {}", err.to_string().trim().replace('\n', " ")));
-            T::default()
+/// Every rule id `[rules]` and the sinks' `rules` filters name must be a rule trailwatch has: a built-in or
+/// `rules.dirs` rule, a behavioural rule or a periodic finding. A misspelled id would silently leave a rule on (or
+/// a sink without alerts).
+fn check_rule_ids(rules: &RulesConfig, alerts: &AlertsConfig, positions: &[usize], problems: &mut Vec<String>) {
+    let mut known: Vec<String> = crate::detect::ruleset::RuleSet::load(rules.builtin, &rules.dirs)
+        .0
+        .rules()
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    known.extend(crate::findings::RULES.iter().map(|id| (*id).to_owned()));
+    known.extend([crate::alert::behaviour::NEW_REGION, crate::alert::behaviour::KEY_MANY_IPS].map(str::to_owned));
+    let named = rules
+        .disabled
+        .iter()
+        .map(|id| ("rules.disabled", id))
+        .chain(rules.dry_run.iter().map(|id| ("rules.dry_run", id)));
+    let windowed = rules.dedup_window_secs_by_rule.keys().map(|id| ("rules.dedup_window_secs_by_rule", id));
+    for (key, id) in named.chain(windowed) {
+        if !known.contains(id) {
+            problems.push(format!("`{key}`: `{id}` is not the id of any rule (see `trailwatch rules list`)"));
         }
+    }
+    for (sink, i) in alerts.sinks.iter().zip(positions) {
+        for filter in &sink.rules {
+            let pattern = crate::detect::pattern::Pattern::new(filter, crate::detect::pattern::Anchor::Whole, false);
+            if !known.iter().any(|id| pattern.matches(id)) {
+                problems.push(format!(
+                    "`alerts.sinks[{i}]` ({}): `rules`: `{filter}` matches no rule id (see `trailwatch rules list`)",
+                    sink.name
+                ));
+            }
+        }
+    }
+}
+
+/// Reads section `name` as a `T`, entry by entry: what reads is kept and what does not is reported, so that one bad
+/// key neither hides the other problems of its section nor keeps its good values from being checked.
+fn section<T: for<'de> Deserialize<'de> + Default>(table: &toml::Table, name: &str, problems: &mut Vec<String>) -> T {
+    section_and_left_out(table, name, problems).0
+}
+
+/// [`section`], and the elements of arrays of tables left out because they do not read at all (as `name.key[i]`),
+/// so that later problems can give the others their positions in the file.
+fn section_and_left_out<T: for<'de> Deserialize<'de> + Default>(
+    table: &toml::Table,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> (T, Vec<String>) {
+    let Some(value) = table.get(name) else {
+        return (T::default(), Vec::new());
+    };
+    if let Ok(v) = value.clone().try_into::<T>() {
+        return (v, Vec::new());
+    }
+    let toml::Value::Table(given) = value else {
+        problems.push(format!("`{name}`: must be a table (`[{name}]`)"));
+        return (T::default(), Vec::new());
+    };
+    let mut kept = Readable::<T> {
+        root: toml::Value::Table(toml::Table::new()),
+        left_out: Vec::new(),
+        shape: std::marker::PhantomData,
+    };
+    kept.add_entries(&mut Vec::new(), &mut name.to_owned(), given, problems);
+    (kept.root.try_into().unwrap_or_default(), kept.left_out)
+}
+
+/// A section being rebuilt from the entries that read as a `T`.
+struct Readable<T> {
+    root: toml::Value,
+    /// Array elements that could not be read at all, as `name.key[i]`.
+    left_out: Vec<String>,
+    shape: std::marker::PhantomData<T>,
+}
+
+/// Where a value sits in the rebuilt section: a table's key, or an index in an array of tables.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl<T: for<'de> Deserialize<'de>> Readable<T> {
+    fn at(&mut self, path: &[Step]) -> &mut toml::Value {
+        let mut value = &mut self.root;
+        for step in path {
+            value = match (step, value) {
+                (Step::Key(key), toml::Value::Table(table)) => table.get_mut(key).expect("a kept key"),
+                (Step::Index(i), toml::Value::Array(items)) => &mut items[*i],
+                _ => unreachable!("paths follow the rebuilt shape"),
+            };
+        }
+        value
+    }
+
+    /// The error of reading the rebuilt section, if any.
+    fn check(&self) -> Result<(), String> {
+        match self.root.clone().try_into::<T>() {
+            Ok(_) => Ok(()),
+            Err(err) => Err(err.message().trim().replace('\n', " ")),
+        }
+    }
+
+    /// Puts `value` at `key` of the table at `path`; undone (with the error) if the section no longer reads.
+    fn try_put(&mut self, path: &[Step], key: &str, value: toml::Value) -> Result<(), String> {
+        let toml::Value::Table(table) = self.at(path) else { unreachable!("entries go into tables") };
+        table.insert(key.to_owned(), value);
+        self.check().inspect_err(|_| {
+            let toml::Value::Table(table) = self.at(path) else { unreachable!() };
+            table.remove(key);
+        })
+    }
+
+    /// Pushes `value` onto the array at `path`; undone (with the error) if the section no longer reads.
+    fn try_push(&mut self, path: &[Step], value: toml::Value) -> Result<(), String> {
+        let toml::Value::Array(items) = self.at(path) else { unreachable!("elements go into arrays") };
+        items.push(value);
+        self.check().inspect_err(|_| {
+            let toml::Value::Array(items) = self.at(path) else { unreachable!() };
+            items.pop();
+        })
+    }
+
+    /// Adds `given`'s entries one by one into the (already readable) table at `path`; `shown` is its dotted name.
+    fn add_entries(
+        &mut self,
+        path: &mut Vec<Step>,
+        shown: &mut String,
+        given: &toml::Table,
+        problems: &mut Vec<String>,
+    ) {
+        for (key, value) in given {
+            let len = shown.len();
+            shown.push('.');
+            shown.push_str(key);
+            if let Err(err) = self.try_put(path, key, value.clone()) {
+                path.push(Step::Key(key.clone()));
+                match value {
+                    toml::Value::Table(inner) if self.try_put(&path[..path.len() - 1], key, empty()).is_ok() => {
+                        self.add_entries(path, shown, inner, problems)
+                    }
+                    toml::Value::Array(items)
+                        if items.iter().all(toml::Value::is_table)
+                            && self.try_put(&path[..path.len() - 1], key, toml::Value::Array(Vec::new())).is_ok() =>
+                    {
+                        self.add_elements(path, shown, items, problems)
+                    }
+                    _ => problems.push(format!("`{shown}`: {err}")),
+                }
+                path.pop();
+            }
+            shown.truncate(len);
+        }
+    }
+
+    /// Adds the tables `items` one by one to the (empty, readable) array at `path`. An element that does not read
+    /// whole is rebuilt entry by entry, starting from one entry it cannot do without (its `kind`, say).
+    fn add_elements(
+        &mut self,
+        path: &mut Vec<Step>,
+        shown: &mut String,
+        items: &[toml::Value],
+        problems: &mut Vec<String>,
+    ) {
+        let mut kept = 0;
+        for (i, item) in items.iter().enumerate() {
+            let len = shown.len();
+            shown.push_str(&format!("[{i}]"));
+            let toml::Value::Table(given) = item else { unreachable!("checked: an array of tables") };
+            match self.try_push(path, item.clone()) {
+                Ok(()) => kept += 1,
+                Err(err) => {
+                    let seed = std::iter::once(None).chain(given.keys().map(Some)).find(|seed| {
+                        let table = seed.map(|k| (k.clone(), given[k].clone())).into_iter().collect();
+                        self.try_push(path, toml::Value::Table(table)).is_ok()
+                    });
+                    match seed {
+                        Some(seed) => {
+                            path.push(Step::Index(kept));
+                            let rest: toml::Table = given
+                                .iter()
+                                .filter(|(k, _)| Some(*k) != seed)
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect();
+                            self.add_entries(path, shown, &rest, problems);
+                            path.pop();
+                            kept += 1;
+                        }
+                        None => {
+                            problems.push(format!("`{shown}`: {err}"));
+                            self.left_out.push(shown.clone());
+                        }
+                    }
+                }
+            }
+            shown.truncate(len);
+        }
+    }
+}
+
+fn empty() -> toml::Value {
+    toml::Value::Table(toml::Table::new())
+}
+
+/// A TOML syntax error as `line L, column C: message`, without the source line it would quote: that line may hold
+/// a secret (`api_token = "…"`).
+fn syntax_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
     }
 }
 
@@ -675,38 +920,119 @@ mod tests {
         assert_eq!(config.http_listen.to_string(), "127.0.0.1:9898");
     }
 
+    /// One problem per line, each in a section of its own kind (a key of the wrong type, a value out of range, an
+    /// unknown key, an unknown rule id): every one is reported at once, and none hides another, so leaving any one
+    /// line out leaves exactly the others.
     #[test]
-    fn lists_every_problem() {
-        let text = r#"
-            [intake]
-            kind = "spool"
-            colour = "blue"
-            [store]
-            path = ""
-            [pipeline]
-            batch_max_files = 0
-            threads = 5000
-            [http]
-            listen = "nowhere"
-            [rules]
-            dedup_window_secs_by_rule = { "root-account-usage" = 86400, "aws-noise" = 0 }
-            [alerts]
-            x = 1
-        "#;
-        let err = Config::parse(text, "t.toml").unwrap_err();
-        let joined = err.problems.join("\n");
-        for needle in [
-            "`alerts`",
-            "colour",
-            "`store.path`",
-            "`pipeline.batch_max_files`",
-            "`pipeline.threads`",
-            "`http.listen`",
-            "`rules.dedup_window_secs_by_rule`: `aws-noise`",
-        ] {
-            assert!(joined.contains(needle), "{needle} missing from:\n{joined}");
+    fn lists_every_problem_and_none_hides_another() {
+        let lines = [
+            ("intake", "kind = \"kafka\"", "`intake.kind`: unknown variant `kafka`"),
+            ("intake.spool", "scan_interval_ms = -5", "`intake.spool.scan_interval_ms`: invalid value"),
+            ("intake.spool", "colour = \"blue\"", "`intake.spool.colour`: unknown field"),
+            ("intake.sqs", "visibility_timeout_secs = 5", "`intake.sqs.visibility_timeout_secs`: must be at least 10"),
+            ("intake.sqs", "pollers = 0", "`intake.sqs.pollers`: must be between 1 and 64"),
+            ("store", "path = \"\"", "`store.path`: must not be empty"),
+            ("pipeline", "threads = \"two\"", "`pipeline.threads`: invalid type"),
+            ("pipeline", "batch_max_files = 0", "`pipeline.batch_max_files`: must be at least 1"),
+            ("pipeline", "batch_max_recods = 10", "`pipeline.batch_max_recods`: unknown field"),
+            ("http", "listen = \"nowhere\"", "`http.listen`: `nowhere` is not an address"),
+            ("findings", "inactive_days = 0", "`findings.inactive_days`: must be at least 1"),
+            ("rules", "disabled = [\"no-such-rule\"]", "`rules.disabled`: `no-such-rule` is not the id of any rule"),
+            ("rules", "dry_run = [\"root-acount-usage\"]", "`rules.dry_run`: `root-acount-usage` is not the id"),
+            ("rules", "dedup_window_secs_by_rule = { nope = 0 }", "`rules.dedup_window_secs_by_rule`: `nope`"),
+            ("alerts", "max_backoff_secs = \"5m\"", "`alerts.max_backoff_secs`: invalid type"),
+        ];
+        let config = |skip: Option<usize>| {
+            let mut text = String::new();
+            let mut sections: Vec<&str> = lines.iter().map(|(section, _, _)| *section).collect();
+            sections.dedup();
+            for section in sections {
+                text.push_str(&format!("[{section}]\n"));
+                for (i, (_, line, _)) in lines.iter().enumerate().filter(|(i, l)| l.0 == section && Some(*i) != skip) {
+                    let _ = i;
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+            Config::parse(&text, "t.toml").map_or_else(|err| err.problems, |_| Vec::new())
+        };
+        let all = config(None);
+        // `dedup_window_secs_by_rule = { nope = 0 }` is two problems: an unknown id, and a window under 1 s.
+        assert_eq!(all.len(), lines.len() + 1, "{all:#?}");
+        for (_, _, needle) in &lines {
+            assert!(all.iter().any(|p| p.starts_with(needle)), "{needle} missing from {all:#?}");
         }
-        assert_eq!(err.problems.len(), 7, "{joined}");
+        for (i, (_, line, needle)) in lines.iter().enumerate() {
+            let rest = config(Some(i));
+            let expected = if line.contains("nope") { lines.len() - 1 } else { lines.len() };
+            assert_eq!(rest.len(), expected, "without `{line}`: {rest:#?}");
+            assert!(!rest.iter().any(|p| p.starts_with(needle)), "without `{line}`: {rest:#?}");
+        }
+    }
+
+    /// Sinks: one bad key of a sink hides neither its other keys nor the other sinks.
+    #[test]
+    fn lists_every_problem_of_every_sink() {
+        let text = r#"
+            [[alerts.sinks]]
+            name = "a"
+            kind = "stdout"
+            [[alerts.sinks]]
+            name = "a"
+            kind = "stdout"
+            min_severity = "loud"
+            [[alerts.sinks]]
+            kind = "carrier-pigeon"
+            [[alerts.sinks]]
+            name = "hook"
+            kind = "webhook"
+            url = "ftp://example.com"
+            secret_env = "TRAILWATCH_TEST_UNSET_SECRET"
+            headers = { "bad header" = "x", "X-Token" = "bell\u0007" }
+            timeout_ms = "soon"
+            rules = ["nothing-*", "root-*"]
+        "#;
+        let problems = Config::parse(text, "t.toml").unwrap_err().problems;
+        for needle in [
+            "`alerts.sinks[1]` (a): `name` must be unique",
+            "`alerts.sinks[1].min_severity`: unknown variant `loud`",
+            "`alerts.sinks[2]`: unknown variant `carrier-pigeon`",
+            "`alerts.sinks[3]` (hook): kind \"webhook\" needs an http:// or https:// `url`",
+            "`alerts.sinks[3]` (hook): `secret_env` names the environment variable TRAILWATCH_TEST_UNSET_SECRET",
+            "`alerts.sinks[3]` (hook): `headers`: `bad header` is not a valid header name",
+            "`alerts.sinks[3]` (hook): `headers`: the value of `X-Token` is not a valid header value",
+            "`alerts.sinks[3].timeout_ms`: invalid type",
+            "`alerts.sinks[3]` (hook): `rules`: `nothing-*` matches no rule id",
+        ] {
+            assert!(problems.iter().any(|p| p.starts_with(needle)), "{needle} missing from {problems:#?}");
+        }
+        assert_eq!(problems.len(), 9, "{problems:#?}");
+    }
+
+    /// A sink needs a name only when two would otherwise share one: by default it is named after its kind.
+    #[test]
+    fn a_sink_is_named_after_its_kind_unless_that_is_ambiguous() {
+        let file = "[[alerts.sinks]]\nkind = \"file\"\npath = \"a.jsonl\"\n";
+        let stdout = "[[alerts.sinks]]\nkind = \"stdout\"\n";
+        let named_file = "[[alerts.sinks]]\nname = \"file\"\nkind = \"stdout\"\n";
+        let names = |text: &str| {
+            Config::parse(text, "t.toml").map(|c| c.alerts.sinks.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(names(file).unwrap(), ["file"]);
+        assert_eq!(names(&format!("{file}{stdout}")).unwrap(), ["file", "stdout"]);
+        for ambiguous in [format!("{file}{file}"), format!("{file}{named_file}")] {
+            let problems = names(&ambiguous).unwrap_err().problems;
+            assert!(problems.iter().any(|p| p.contains("needs a `name`")), "{problems:?}");
+        }
+    }
+
+    /// The one line a TOML syntax error points at is not quoted: it may hold a secret.
+    #[test]
+    fn a_syntax_error_names_its_line_without_quoting_it() {
+        let err = Config::parse("[http]\napi_token = \"s3cr3t-value\n", "t.toml").unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.problems[0].starts_with("line 2, column "), "{:?}", err.problems);
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 
     /// Retention may not cut into a dedup window (a merge would raise the alert again); 0 keeps everything.
@@ -714,8 +1040,8 @@ mod tests {
     fn retention_covers_every_dedup_window() {
         let cases = [
             ("retention_days = 7", "dedup_window_secs = 3600", None),
-            ("retention_days = 7", "dedup_window_secs_by_rule = { r = 604800 }", None),
-            ("retention_days = 7", "dedup_window_secs_by_rule = { r = 604801 }", Some("(604801 s)")),
+            ("retention_days = 7", "dedup_window_secs_by_rule = { root-account-usage = 604800 }", None),
+            ("retention_days = 7", "dedup_window_secs_by_rule = { root-account-usage = 604801 }", Some("(604801 s)")),
             ("retention_days = 1", "dedup_window_secs = 90000", Some("1 days is shorter")),
             ("retention_days = 0", "dedup_window_secs = 9000000", None),
         ];
@@ -730,11 +1056,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn syntax_errors_are_reported() {
-        let err = Config::parse("[intake\n", "t.toml").unwrap_err();
-        assert_eq!(err.problems.len(), 1);
     }
 }

@@ -387,9 +387,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli)?;
             let (mut rules, errors) =
                 RuleSet::load_except(config.rules.builtin, &config.rules.dirs, &config.rules.disabled);
-            let unknown_dry_run = rules.set_dry_run(&config.rules.dry_run);
-            let unknown_windows =
-                rules.set_dedup_windows(config.rules.dedup_window_secs, &config.rules.dedup_window_secs_by_rule);
+            // Validation refused ids that name no rule.
+            rules.set_dry_run(&config.rules.dry_run);
+            rules.set_dedup_windows(config.rules.dedup_window_secs, &config.rules.dedup_window_secs_by_rule);
             let mut out = std::io::stdout().lock();
             for (i, rule) in rules.rules().iter().enumerate() {
                 let kind = match &rule.body {
@@ -415,11 +415,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             for err in &errors {
                 writeln!(out, "not loaded: {err}")?;
-            }
-            for (key, ids) in [("dry_run", unknown_dry_run), ("dedup_window_secs_by_rule", unknown_windows)] {
-                for id in ids {
-                    writeln!(out, "warning: `rules.{key}` names `{id}`, which is not loaded")?;
-                }
             }
             for foreign in rules.foreign_fields() {
                 writeln!(out, "warning: {foreign}")?;
