@@ -26,41 +26,58 @@ pub enum DetectionError {
     Condition { text: String, source: ConditionError },
     #[error("`timeframe` is not supported: use a correlation rule")]
     Timeframe,
+    /// Several of the above, in the order of the detection's keys.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<DetectionError>),
 }
 
 impl Detection {
     pub fn compile(detection: &Value) -> Result<Detection, DetectionError> {
         let map = detection.as_object().ok_or(DetectionError::Shape)?;
+        // Every problem is reported, not only the first: a search that fails is still a name the condition
+        // may use.
+        let mut problems = Vec::new();
         let mut names = Vec::new();
         let mut searches = Vec::new();
         for (name, value) in map {
             match name.as_str() {
                 "condition" => continue,
-                "timeframe" => return Err(DetectionError::Timeframe),
-                _ => {}
+                "timeframe" => problems.push(DetectionError::Timeframe),
+                _ => match Search::compile(value) {
+                    Ok(search) => searches.push(search),
+                    Err(source) => problems.push(DetectionError::Search { name: name.clone(), source }),
+                },
             }
-            let search =
-                Search::compile(value).map_err(|source| DetectionError::Search { name: name.clone(), source })?;
             names.push(name.clone());
-            searches.push(search);
         }
         // A list of conditions means any of them.
         let texts: Vec<&str> = match map.get("condition") {
             Some(Value::String(text)) => vec![text],
-            Some(Value::Array(items)) if !items.is_empty() => {
-                items.iter().map(|i| i.as_str().ok_or(DetectionError::Shape)).collect::<Result<_, _>>()?
+            Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_string) => {
+                items.iter().filter_map(Value::as_str).collect()
             }
-            Some(_) => return Err(DetectionError::Shape),
-            None => return Err(DetectionError::NoCondition),
+            Some(_) => {
+                problems.push(DetectionError::Shape);
+                Vec::new()
+            }
+            None => {
+                problems.push(DetectionError::NoCondition);
+                Vec::new()
+            }
         };
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut conditions = texts
-            .iter()
-            .map(|text| {
-                condition::compile(text, &refs)
-                    .map_err(|source| DetectionError::Condition { text: (*text).to_owned(), source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut conditions = Vec::new();
+        for text in texts {
+            match condition::compile(text, &refs) {
+                Ok(condition) => conditions.push(condition),
+                Err(source) => problems.push(DetectionError::Condition { text: text.to_owned(), source }),
+            }
+        }
+        match problems.len() {
+            0 => {}
+            1 => return Err(problems.pop().expect("one")),
+            _ => return Err(DetectionError::Several(problems)),
+        }
         let condition = if conditions.len() == 1 { conditions.pop().expect("one") } else { Condition::Or(conditions) };
         let mut starts = vec![0];
         for search in &searches {

@@ -110,20 +110,21 @@ pub enum RuleError {
     Detection(#[from] DetectionError),
     #[error("correlation: {0}")]
     Correlation(String),
+    /// Several of the above, in the order they were found.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<RuleError>),
 }
 
 /// Compiles every YAML document of a rule file. `origin` names the file in the rules and in errors.
 pub fn load(text: &str, origin: &str) -> Vec<Result<Rule, RuleError>> {
-    use serde::Deserialize;
     let mut out = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(text) {
-        let value = match Value::deserialize(document) {
+    for document in documents(text) {
+        let value = match serde_yaml_ng::from_str::<Value>(document) {
             Ok(Value::Null) => continue,
             Ok(value) => value,
             Err(err) => {
-                // The parser cannot resume after a syntax error: report it once for the rest of the file.
                 out.push(Err(RuleError::Yaml(err.to_string())));
-                break;
+                continue;
             }
         };
         match compile(&value, origin) {
@@ -134,25 +135,92 @@ pub fn load(text: &str, origin: &str) -> Vec<Result<Rule, RuleError>> {
     out
 }
 
+/// The YAML documents of a file, split at `---` lines, so that a syntax error in one (from which YAML's parser
+/// cannot resume) does not hide the problems of the next. Line numbers in errors count from the document's start.
+fn documents(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut at = 0;
+        for line in rest.split_inclusive('\n') {
+            let marker =
+                line.strip_prefix("---").is_some_and(|tail| tail.trim().is_empty() || tail.starts_with([' ', '#']));
+            if marker && at > 0 {
+                let (document, tail) = rest.split_at(at);
+                rest = tail;
+                return Some(document);
+            }
+            at += line.len();
+        }
+        Some(std::mem::take(&mut rest))
+    })
+}
+
 /// Compiles one rule document (as a JSON-shaped value). A Sigma 1 aggregation (`condition: selection | count()
 /// by userIdentity.arn > 20` with `timeframe`) becomes two rules: the selection as an event rule with the id
 /// `<id>#events`, and an `event_count` (or, for `count(field)`, `value_count`) correlation over it with the rule's
 /// own id, so that its alerts carry the id the rule was written with.
 pub fn compile(doc: &Value, origin: &str) -> Result<Vec<Rule>, RuleError> {
     let map = doc.as_object().ok_or(RuleError::NotAMap)?;
-    let text = |key: &'static str| -> Result<Option<String>, RuleError> {
-        match map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(RuleError::NotAString(key)),
+    let text = |key: &'static str| string(map, key);
+    // The metadata's problems are reported together with the body's.
+    let mut problems = Vec::new();
+    let mut required = |key: &'static str| match text(key).and_then(|t| t.ok_or(RuleError::Missing(key))) {
+        Ok(value) => value,
+        Err(err) => {
+            problems.push(err);
+            String::new()
         }
     };
-    let title = text("title")?.ok_or(RuleError::Missing("title"))?;
-    let id = text("id")?.ok_or(RuleError::Missing("id"))?;
-    let level = match text("level")? {
-        None => Severity::Medium,
-        Some(level) => Severity::parse(&level).ok_or(RuleError::Level(level))?,
+    let (title, id) = (required("title"), required("id"));
+    let level = match text("level") {
+        Ok(None) => Severity::Medium,
+        Ok(Some(level)) => Severity::parse(&level).unwrap_or_else(|| {
+            problems.push(RuleError::Level(level));
+            Severity::Medium
+        }),
+        Err(err) => {
+            problems.push(err);
+            Severity::Medium
+        }
     };
+    match compile_body(map, origin, title, id, level) {
+        Ok(rules) if problems.is_empty() => Ok(rules),
+        Ok(_) => Err(several(problems)),
+        Err(err) => {
+            problems.push(err);
+            Err(several(problems))
+        }
+    }
+}
+
+/// A string-valued key of a rule; absent or null is `None`.
+fn string(map: &serde_json::Map<String, Value>, key: &'static str) -> Result<Option<String>, RuleError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(RuleError::NotAString(key)),
+    }
+}
+
+fn several(mut problems: Vec<RuleError>) -> RuleError {
+    match problems.len() {
+        1 => problems.pop().expect("one"),
+        _ => RuleError::Several(problems),
+    }
+}
+
+/// The rule's detection or correlation, compiled into rules with the given metadata.
+fn compile_body(
+    map: &serde_json::Map<String, Value>,
+    origin: &str,
+    title: String,
+    id: String,
+    level: Severity,
+) -> Result<Vec<Rule>, RuleError> {
+    let text = |key: &'static str| string(map, key);
     let rule = |id: String, name: Option<String>, body: RuleBody| -> Result<Rule, RuleError> {
         Ok(Rule {
             id,

@@ -481,6 +481,13 @@ fn sigma_rules_match_as_the_specification_says_and_failures_are_reported() {
         ),
         ("windash.yml", "unsupported modifier `windash`"),
         ("windows.yml", "logsource is not aws cloudtrail (product `windows`, service `security`)"),
+        // A syntax error hides neither the next document nor any problem of it.
+        ("several.yml", "invalid yaml"),
+        (
+            "several.yml",
+            "missing `id`; search `other`: field `eventSource`: unsupported modifier `windash`; \
+             search `sel`: field `eventName`: unsupported modifier `expand`",
+        ),
     ];
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(lines.len(), expected.len() + 1, "{report}");
@@ -490,7 +497,7 @@ fn sigma_rules_match_as_the_specification_says_and_failures_are_reported() {
             "{file}: `{reason}` missing from\n{report}"
         );
     }
-    assert_eq!(lines.last(), Some(&"0 rules loaded, 8 failed"));
+    assert_eq!(lines.last(), Some(&"0 rules loaded, 10 failed"));
 
     // The configuration may not name ids that no rule has (a misspelled id would silently leave a rule on): it is
     // refused, naming each.
