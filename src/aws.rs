@@ -5,6 +5,12 @@
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::error::DisplayErrorContext;
+
+/// What an AWS call that found no credentials reports, in the CLI, the logs and `/readyz`.
+pub const NO_CREDENTIALS: &str =
+    "no AWS credentials found: environment, profile, web identity, container or instance metadata";
 
 /// `[aws]` settings, validated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,4 +42,17 @@ pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
 pub fn s3_client(sdk: &aws_config::SdkConfig, settings: &AwsSettings) -> aws_sdk_s3::Client {
     let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(settings.s3_force_path_style).build();
     aws_sdk_s3::Client::from_conf(config)
+}
+
+/// An SDK error as one line: [`NO_CREDENTIALS`] when no provider in the credential chain had credentials (the SDK's
+/// own report lists each provider's attempt over many lines, with debug dumps), else the error and its causes.
+pub fn describe<E: std::error::Error + 'static>(err: &E) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = cause {
+        if let Some(CredentialsError::CredentialsNotLoaded(_)) = err.downcast_ref::<CredentialsError>() {
+            return NO_CREDENTIALS.to_owned();
+        }
+        cause = err.source();
+    }
+    DisplayErrorContext(err).to_string()
 }

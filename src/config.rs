@@ -699,8 +699,7 @@ fn check_rule_ids(rules: &RulesConfig, alerts: &AlertsConfig, positions: &[usize
         .iter()
         .map(|r| r.id.clone())
         .collect();
-    known.extend(crate::findings::RULES.iter().map(|id| (*id).to_owned()));
-    known.extend([crate::alert::behaviour::NEW_REGION, crate::alert::behaviour::KEY_MANY_IPS].map(str::to_owned));
+    known.extend(crate::findings::STATE_RULES.iter().map(|rule| rule.id.to_owned()));
     let named = rules
         .disabled
         .iter()

@@ -77,10 +77,11 @@ pub async fn get_object(
     let resp = client.get_object().bucket(bucket).key(key).send().await.map_err(|err| {
         let (bucket, key) = names();
         let code = err.code().map(str::to_owned);
+        let message = crate::aws::describe(&err);
         match err.into_service_error() {
             GetObjectError::NoSuchKey(_) => FetchError::NoSuchKey { bucket, key },
             _ if code.as_deref() == Some("AccessDenied") => FetchError::AccessDenied { bucket, key },
-            other => FetchError::Other { bucket, key, message: DisplayErrorContext(other).to_string() },
+            _ => FetchError::Other { bucket, key, message },
         }
     })?;
     let announced = resp.content_length().unwrap_or(0).max(0) as u64;
@@ -200,7 +201,7 @@ async fn list_dirs(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> R
     let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).delimiter("/").into_paginator().send();
     let mut dirs = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|err| list_error(bucket, prefix, DisplayErrorContext(err)))?;
+        let page = page.map_err(|err| list_error(bucket, prefix, crate::aws::describe(&err)))?;
         dirs.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_owned)));
     }
     Ok(dirs)
@@ -216,7 +217,7 @@ async fn list_all(
 ) -> Result<(), ListError> {
     let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|err| list_error(bucket, prefix, DisplayErrorContext(err)))?;
+        let page = page.map_err(|err| list_error(bucket, prefix, crate::aws::describe(&err)))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             if filters.keeps(key) {

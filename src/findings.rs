@@ -31,6 +31,40 @@ pub const RULES: [&str; 6] = [
     crate::permissions::analysis::PASSWORD_UNUSED,
 ];
 
+/// A rule raised from the state rather than matched on events: the behavioural rules (found as a batch is
+/// written) and the periodic findings (on a timer). `rules list` shows them beside the Sigma rules, and the
+/// configuration may name them wherever it names rules.
+pub struct StateRule {
+    pub id: &'static str,
+    pub level: Severity,
+    /// `behavioural` or `periodic`.
+    pub kind: &'static str,
+    pub title: &'static str,
+}
+
+pub const STATE_RULES: [StateRule; 8] = {
+    use crate::alert::behaviour::{KEY_MANY_IPS, NEW_REGION};
+    use crate::permissions::analysis::{ACCESS_KEY_NOT_ROTATED, PASSWORD_UNUSED, UNUSED_IDENTITY, UNUSED_PERMISSIONS};
+    const fn rule(id: &'static str, level: Severity, kind: &'static str, title: &'static str) -> StateRule {
+        StateRule { id, level, kind, title }
+    }
+    [
+        rule(NEW_REGION, Severity::Medium, "behavioural", "Identity acts in a region it never used"),
+        rule(KEY_MANY_IPS, Severity::High, "behavioural", "Access key used from many source IPs"),
+        rule(INACTIVE_IDENTITY, Severity::Low, "periodic", "Inactive identity"),
+        rule(ACCESS_KEY_UNUSED, Severity::Medium, "periodic", "Unused access key"),
+        rule(UNUSED_IDENTITY, Severity::Low, "periodic", "Unused identity"),
+        rule(UNUSED_PERMISSIONS, Severity::Low, "periodic", "Unused permissions"),
+        rule(ACCESS_KEY_NOT_ROTATED, Severity::Medium, "periodic", "Access key not rotated"),
+        rule(PASSWORD_UNUSED, Severity::Medium, "periodic", "Unused console password"),
+    ]
+};
+
+/// The title and level of a rule raised from the state.
+pub fn state_rule(id: &str) -> (&'static str, Severity) {
+    STATE_RULES.iter().find(|r| r.id == id).map_or(("Permission finding", Severity::Low), |r| (r.title, r.level))
+}
+
 /// `[findings]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -117,10 +151,8 @@ pub fn compute(conn: &Connection, as_of: Timestamp, config: &FindingsConfig) -> 
 
 /// The alert for a finding: its id depends on the rule, the subject and the last use only.
 pub fn to_alert(finding: &Finding, as_of: Timestamp) -> Alert {
-    let (title, severity, what) = match finding.rule {
-        INACTIVE_IDENTITY => ("Inactive identity", Severity::Low, "has not been used"),
-        _ => ("Unused access key", Severity::Medium, "has not been used"),
-    };
+    let (title, severity) = state_rule(finding.rule);
+    let what = "has not been used";
     Alert::derived(Derived {
         rule: finding.rule,
         subject: &finding.subject,
@@ -166,23 +198,18 @@ pub fn permission_alert(
     };
     let key = report.access_keys.iter().find(|k| k.id == finding.subject);
     let never = || "never".to_owned();
-    let (anchor, title, severity) = match finding.rule {
-        UNUSED_IDENTITY => (report.last_used.clone().unwrap_or_else(never), "Unused identity", Severity::Low),
+    let anchor = match finding.rule {
+        UNUSED_IDENTITY => report.last_used.clone().unwrap_or_else(never),
         UNUSED_PERMISSIONS => {
             let period = settings.as_of.div_euclid(settings.window_days.max(1) * 86_400);
-            (format!("period-{period}"), "Unused permissions", Severity::Low)
+            format!("period-{period}")
         }
-        ACCESS_KEY_UNUSED => {
-            (key.and_then(|k| k.last_used.clone()).unwrap_or_else(never), "Unused access key", Severity::Medium)
-        }
-        ACCESS_KEY_NOT_ROTATED => {
-            (key.and_then(|k| k.created.clone()).unwrap_or_else(never), "Access key not rotated", Severity::Medium)
-        }
-        PASSWORD_UNUSED => {
-            (report.last_console_login.clone().unwrap_or_else(never), "Unused console password", Severity::Medium)
-        }
-        other => (other.to_owned(), "Permission finding", Severity::Low),
+        ACCESS_KEY_UNUSED => key.and_then(|k| k.last_used.clone()).unwrap_or_else(never),
+        ACCESS_KEY_NOT_ROTATED => key.and_then(|k| k.created.clone()).unwrap_or_else(never),
+        PASSWORD_UNUSED => report.last_console_login.clone().unwrap_or_else(never),
+        other => other.to_owned(),
     };
+    let (title, severity) = state_rule(finding.rule);
     Alert::derived(Derived {
         rule: finding.rule,
         subject: &finding.subject,

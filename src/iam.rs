@@ -149,18 +149,8 @@ mod fetch {
         NoAccount { account: String },
     }
 
-    fn api<E: std::error::Error>(operation: &'static str, account: &str) -> impl Fn(E) -> FetchError {
-        move |err| {
-            // The SDK's display is terse ("service error"); its source chain says what happened.
-            let mut message = err.to_string();
-            let mut source = err.source();
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
-            FetchError::Api { operation, account: account.to_owned(), message }
-        }
+    fn api<E: std::error::Error + 'static>(operation: &'static str, account: &str) -> impl Fn(E) -> FetchError {
+        move |err| FetchError::Api { operation, account: account.to_owned(), message: crate::aws::describe(&err) }
     }
 
     fn time(t: Option<&DateTime>) -> Value {

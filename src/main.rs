@@ -47,7 +47,9 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: apply every new file in the spool, serve /metrics and /healthz.
+    /// Run the daemon: take new CloudTrail files from the spool directory or from SQS notifications (`[intake]`),
+    /// apply each once to the state, raise and deliver alerts (`[alerts]`), raise the periodic findings, and serve
+    /// /metrics, /healthz, /readyz and the JSON API (`[http]`) until SIGTERM or SIGINT.
     Run,
     /// Apply every CloudTrail file under the paths (local, or `s3://bucket[/prefix]`), once, using all cores.
     Replay {
@@ -94,15 +96,17 @@ enum Command {
     },
     /// Check the configuration and list every problem; exit code 64 when invalid.
     Validate,
-    /// Write a synthetic CloudTrail corpus in S3's layout (gzipped).
+    /// Write a synthetic CloudTrail corpus in S3's layout (gzipped), for demos and tests without AWS.
     Synth {
-        #[arg(long)]
+        /// The directory to write into (`AWSLogs/<account>/CloudTrail/<region>/Y/M/D/…`); the spool works.
+        #[arg(long, value_name = "DIR")]
         out: PathBuf,
         #[arg(long, default_value_t = 100)]
         files: usize,
         /// Records per file.
         #[arg(long, default_value_t = 1000)]
         records: usize,
+        /// The random seed: the same seed and counts write the same corpus.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Distinct identities.
@@ -120,12 +124,17 @@ enum Command {
         /// With --incidents: write the alerts (rule, principal, event ids) a replay must raise.
         #[arg(long, value_name = "FILE", requires = "incidents")]
         expect_alerts: Option<PathBuf>,
+        /// Also write an inventory of the corpus's IAM users and roles (`aws iam get-account-authorization-details`
+        /// output, `<DIR>/<account>.json`), for `[inventory] files`: `report permissions` then works without AWS.
+        #[arg(long, value_name = "DIR")]
+        inventory: Option<PathBuf>,
     },
 }
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// The rules `[rules]` loads (built-ins and `dirs`), with their level and mode; failures are listed too.
+    /// Every rule: those `[rules]` loads (built-ins and `dirs`) with their level, mode and dedup window, then the
+    /// behavioural and periodic rules; rules that could not be loaded are listed too.
     List,
     /// Loads every rule file under DIR (without the built-ins) and reports each rule that fails, with its reason.
     /// Exit code 1 when any fails.
@@ -153,6 +162,9 @@ enum AlertsCommand {
 enum ReportCommand {
     /// Per-principal state: first/last seen, actions used and denied, access keys.
     Identities {
+        /// Only this principal (as the state keys it: a user or role ARN, `root:<account>`, ...).
+        #[arg(long, value_name = "ARN")]
+        principal: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -174,6 +186,7 @@ enum ReportCommand {
     },
     /// A least-privilege policy for one identity: exactly the actions it used in the window (JSON on stdout),
     /// and the granted statements it would remove (on stderr).
+    #[command(mut_arg("principal", |arg| arg.required(true)))]
     Policy {
         #[command(flatten)]
         args: PermissionsArgs,
@@ -228,6 +241,11 @@ fn inventory_fetch(_: &Cli, _: Option<&std::path::Path>) -> anyhow::Result<ExitC
     anyhow::bail!("this build has no IAM support (cargo feature `iam`); use `[inventory] files`")
 }
 
+/// A command-line problem, reported like a configuration problem (exit code 64).
+fn usage(problem: String) -> anyhow::Error {
+    ConfigErrors { source_name: "(command line)".into(), problems: vec![problem] }.into()
+}
+
 /// `--as-of`: RFC 3339 or a date; now when absent.
 fn parse_as_of(text: Option<&str>) -> Result<time::Timestamp, ConfigErrors> {
     match text {
@@ -238,6 +256,11 @@ fn parse_as_of(text: Option<&str>) -> Result<time::Timestamp, ConfigErrors> {
         }),
     }
 }
+
+/// What the permission reports say when they have no grants to compare usage with.
+const NO_INVENTORY: &str = "note: no inventory is configured ([inventory] files, or [inventory.iam] and `trailwatch \
+                            inventory fetch`): identities are reported with what they used only, without the grants \
+                            to compare it with";
 
 /// The permission reports `report permissions|policy` print, with the usage and settings behind them.
 fn permission_reports(
@@ -273,6 +296,10 @@ fn permission_reports(
     for problem in problems {
         tracing::warn!("inventory: {problem}");
     }
+    if inventory.accounts.is_empty() {
+        // Said before the report, where a reader looks first.
+        eprintln!("{NO_INVENTORY}");
+    }
     let (usage, keys) = match &store {
         Some(store) => trailwatch::iam::usage(store.connection())
             .with_context(|| format!("reading usage from {}", store.path()))?,
@@ -299,10 +326,12 @@ fn main() -> ExitCode {
         Err(err) => {
             // A closed pipe (`report ... | head`) is the reader's choice, not a failure.
             let broken_pipe = err.chain().any(|cause| {
-                cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-                    || cause.downcast_ref::<report::ReportError>().is_some_and(
-                        |e| matches!(e, report::ReportError::Output(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
-                    )
+                let pipe = Some(std::io::ErrorKind::BrokenPipe);
+                cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind) == pipe
+                    || cause.downcast_ref::<serde_json::Error>().and_then(serde_json::Error::io_error_kind) == pipe
+                    || cause
+                        .downcast_ref::<report::ReportError>()
+                        .is_some_and(|e| matches!(e, report::ReportError::Output(io) if Some(io.kind()) == pipe))
             });
             if broken_pipe {
                 return ExitCode::SUCCESS;
@@ -413,6 +442,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     rule.origin
                 )?;
             }
+            // The rules that come from the state rather than from events.
+            for rule in &trailwatch::findings::STATE_RULES {
+                let (id, level, kind, title) = (rule.id, rule.level.as_str(), rule.kind, rule.title);
+                writeln!(out, "{id:<40} {level:<13} {kind:<11} {:<8} {:>8}  {title}  (builtin)", "live", "-")?;
+            }
             for err in &errors {
                 writeln!(out, "not loaded: {err}")?;
             }
@@ -440,13 +474,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli)?;
             let Some(sink_config) = config.alerts.sinks.iter().find(|s| &s.name == sink) else {
                 let names: Vec<&str> = config.alerts.sinks.iter().map(|s| s.name.as_str()).collect();
-                anyhow::bail!("no sink named `{sink}` (configured: {})", names.join(", "));
+                return Err(usage(format!("`alerts test`: no sink named `{sink}` (configured: {})", names.join(", "))));
             };
             let alert = trailwatch::alert::test_alert(time::now());
             let sink = trailwatch::alert::sink::Sink::new(sink_config.clone());
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(sink.send(&alert))?;
-            println!("sent test alert {} to {} ({})", alert.id, sink.name(), sink.config.kind.as_str());
+            writeln!(
+                std::io::stdout(),
+                "sent test alert {} to {} ({})",
+                alert.id,
+                sink.name(),
+                sink.config.kind.as_str()
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { what: ReportCommand::Permissions { args, format } } => {
@@ -463,10 +503,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { what: ReportCommand::Policy { args } } => {
-            let principal = args.principal.clone().ok_or_else(|| ConfigErrors {
-                source_name: "(command line)".into(),
-                problems: vec!["`--principal`: required for `report policy`".into()],
-            })?;
+            // Required by the command line parser.
+            let principal = args.principal.clone().unwrap_or_default();
             let (reports, usage, settings) = permission_reports(&cli, args)?;
             let Some(report) = reports.first() else {
                 anyhow::bail!("{principal}: neither the inventory nor the state knows this principal");
@@ -511,7 +549,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out.flush().context("writing the report")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { what: ReportCommand::Identities { format } } => {
+        Command::Report { what: ReportCommand::Identities { principal, format } } => {
             let config = load_config(&cli)?;
             anyhow::ensure!(
                 config.store_path.exists(),
@@ -521,9 +559,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = Store::open_reader(&config.store_path)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
+            let only = principal.as_deref();
+            if let Some(principal) = only
+                && report::identity(&store, principal)?.is_none()
+            {
+                anyhow::bail!("{principal}: no such principal in {}", store.path());
+            }
             match format {
-                Format::Json => report::write_identities_json(&store, &mut out)?,
-                Format::Table => report::write_identities_table(&store, &mut out)?,
+                Format::Json => report::write_identities_json(&store, only, &mut out)?,
+                Format::Table => report::write_identities_table(&store, only, &mut out)?,
             }
             out.flush().context("writing the report")?;
             Ok(ExitCode::SUCCESS)
@@ -538,6 +582,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             expect,
             incidents,
             expect_alerts,
+            inventory,
         } => {
             let cfg = SynthConfig {
                 files: *files,
@@ -555,6 +600,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
                 serde_json::to_writer_pretty(std::io::BufWriter::new(file), &expected)
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(dir) = inventory {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                for (account, details) in synth::inventory(&expected, cfg.start) {
+                    let path = dir.join(format!("{account}.json"));
+                    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    serde_json::to_writer_pretty(std::io::BufWriter::new(file), &details)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
             }
             if let Some(path) = expect_alerts {
                 let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;

@@ -167,10 +167,11 @@ pub enum ReportError {
 }
 
 /// Writes the identities as one JSON array, one identity per element, streamed.
-pub fn write_identities_json(store: &Store, out: &mut dyn Write) -> Result<(), ReportError> {
+/// Writes the identities (or only `only`) as the JSON contract: an array, one identity at a time.
+pub fn write_identities_json(store: &Store, only: Option<&str>, out: &mut dyn Write) -> Result<(), ReportError> {
     let mut first = true;
     out.write_all(b"[").map_err(ReportError::Output)?;
-    for_each_identity(store, |identity| {
+    visit_identities(store, only, |identity| {
         out.write_all(if first { b"\n" } else { b",\n" })?;
         first = false;
         serde_json::to_writer_pretty(&mut *out, &identity).map_err(std::io::Error::from)
@@ -179,14 +180,14 @@ pub fn write_identities_json(store: &Store, out: &mut dyn Write) -> Result<(), R
 }
 
 /// Writes the identities as an aligned table: one line per principal.
-pub fn write_identities_table(store: &Store, out: &mut dyn Write) -> Result<(), ReportError> {
+pub fn write_identities_table(store: &Store, only: Option<&str>, out: &mut dyn Write) -> Result<(), ReportError> {
     writeln!(
         out,
         "{:<64} {:<18} {:<12} {:<20} {:>9} {:>7} {:>7} {:>6}",
         "PRINCIPAL", "KIND", "ACCOUNT", "LAST SEEN", "EVENTS", "ERRORS", "ACTIONS", "KEYS"
     )
     .map_err(ReportError::Output)?;
-    for_each_identity(store, |i| {
+    visit_identities(store, only, |i| {
         writeln!(
             out,
             "{:<64} {:<18} {:<12} {:<20} {:>9} {:>7} {:>7} {:>6}",

@@ -434,6 +434,53 @@ pub fn generate(out: &Path, cfg: &SynthConfig) -> std::io::Result<(SynthSummary,
 
 /// One file of incidents, one or more per built-in rule, within one hour (one dedup window), and the alerts it
 /// must raise. The expected rules per event are written here by hand, from the rules' descriptions.
+/// An inventory matching a corpus, one `aws iam get-account-authorization-details` document per account (with
+/// `AccessKeyMetadata`), from the report the corpus must produce: each IAM user and role is granted what it used
+/// plus a few actions it never used, and was created well before `start`, so `report permissions` shows used,
+/// unused and unused-service results without AWS. Roles assumed from elsewhere get their role; other identities
+/// (root, services, federated users) are not in an IAM inventory.
+pub fn inventory(expected: &[IdentityReport], start: Timestamp) -> BTreeMap<String, serde_json::Value> {
+    use serde_json::json;
+    // Never used by the generated traffic: a service of their own, and a dangerous action in a used one.
+    const NEVER_USED: [&str; 3] = ["dynamodb:DeleteTable", "iam:CreateAccessKey", "s3:DeleteBucket"];
+    let created = format_rfc3339(start - 400 * 86_400);
+    // Per account: users, roles and access keys.
+    type Lists = (Vec<serde_json::Value>, Vec<serde_json::Value>, Vec<serde_json::Value>);
+    let mut accounts: BTreeMap<String, Lists> = BTreeMap::new();
+    for identity in expected {
+        let (Some(account), Some((_, path))) = (&identity.account_id, identity.principal.split_once(":iam::")) else {
+            continue;
+        };
+        let Some(name) = path.split_once('/').map(|(_, n)| n.rsplit('/').next().unwrap_or(n)) else { continue };
+        let mut actions: Vec<&str> =
+            identity.actions.iter().filter(|a| a.count > 0).map(|a| a.action.as_str()).collect();
+        actions.extend(NEVER_USED);
+        let policy = json!({"PolicyName": "synth-granted", "PolicyDocument": {"Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}});
+        let (users, roles, keys) = accounts.entry(account.clone()).or_default();
+        match identity.kind.as_str() {
+            "IAMUser" => {
+                users.push(json!({"UserName": name, "Arn": identity.principal, "CreateDate": created,
+                    "UserPolicyList": [policy], "GroupList": [], "AttachedManagedPolicies": []}));
+                keys.extend(identity.access_keys.iter().map(
+                    |key| json!({"UserName": name, "AccessKeyId": key.id, "Status": "Active", "CreateDate": created}),
+                ));
+            }
+            "Role" => roles.push(json!({"RoleName": name, "Arn": identity.principal, "CreateDate": created,
+                "RolePolicyList": [policy], "AttachedManagedPolicies": []})),
+            _ => {}
+        }
+    }
+    accounts
+        .into_iter()
+        .map(|(account, (users, roles, keys))| {
+            let details = json!({"UserDetailList": users, "GroupDetailList": [], "RoleDetailList": roles,
+                "Policies": [], "AccessKeyMetadata": keys});
+            (account, details)
+        })
+        .collect()
+}
+
 fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
     use serde_json::{Value, json};
     let acct = account_id(0);

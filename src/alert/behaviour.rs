@@ -6,7 +6,6 @@
 //! them into alerts. Pure, no I/O.
 
 use crate::alert::{Alert, Derived, bucket};
-use crate::detect::rule::Severity;
 use crate::time::{Timestamp, format_rfc3339};
 
 pub const NEW_REGION: &str = "new-region-for-identity";
@@ -40,11 +39,9 @@ pub enum Fact {
 
 /// The alert for a fact. New regions fire once per principal and region; a key once per key and window.
 pub fn to_alert(fact: &Fact, config: &BehaviourConfig) -> Alert {
-    let (rule, title, severity, principal, account_id, subject, time, bucket_key, summary, details) = match fact {
+    let (rule, principal, account_id, subject, time, bucket_key, summary, details) = match fact {
         Fact::NewRegion { principal, account_id, region, time, known_since } => (
             NEW_REGION,
-            "Identity acts in a region it never used",
-            Severity::Medium,
             principal,
             account_id,
             format!("{principal}\u{1f}{region}"),
@@ -58,8 +55,6 @@ pub fn to_alert(fact: &Fact, config: &BehaviourConfig) -> Alert {
         ),
         Fact::KeyManyIps { key, principal, account_id, ips, time } => (
             KEY_MANY_IPS,
-            "Access key used from many source IPs",
-            Severity::High,
             principal,
             account_id,
             key.clone(),
@@ -72,6 +67,7 @@ pub fn to_alert(fact: &Fact, config: &BehaviourConfig) -> Alert {
             serde_json::json!({"access_key": key, "source_ips": ips, "window_secs": config.key_ips_window_secs}),
         ),
     };
+    let (title, severity) = crate::findings::state_rule(rule);
     let mut alert = Alert::derived(Derived {
         rule,
         subject: &subject,

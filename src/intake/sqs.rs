@@ -2,7 +2,6 @@
 
 use std::future::Future;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
 };
@@ -56,8 +55,8 @@ impl SqsQueue {
         SqsQueue { client: aws_sdk_sqs::Client::new(sdk), url: url.to_owned() }
     }
 
-    fn error(&self, err: impl std::error::Error) -> QueueError {
-        QueueError { queue: self.url.clone(), message: DisplayErrorContext(err).to_string() }
+    fn error(&self, err: impl std::error::Error + 'static) -> QueueError {
+        QueueError { queue: self.url.clone(), message: crate::aws::describe(&err) }
     }
 }
 

@@ -304,11 +304,10 @@ impl Context<'_> {
         };
         match known {
             Some((account, identity)) => {
-                let kind = identity.kind();
                 let mut labels = Labels::default();
                 let grants = Grants::of_identity(account, identity, &mut labels);
                 self.compare(&grants, &used, &mut report);
-                if kind == "role" && report.last_used.is_none() {
+                if matches!(identity, Identity::Role(_)) && report.last_used.is_none() {
                     // Never seen by trailwatch (a region or account the trail does not cover): IAM's own record.
                     let last = match identity {
                         Identity::Role(role) => role.last_used,
@@ -317,7 +316,7 @@ impl Context<'_> {
                     report.last_used = last.map(format_rfc3339);
                     report.used_in_window = settings.in_window(last, last);
                 }
-                if kind == "user" {
+                if matches!(identity, Identity::User(_)) {
                     let name = principal.rsplit('/').next().unwrap_or(principal);
                     report.console_password = account.login_profiles.contains_key(name);
                     let listed = self.inventory_keys.get(&(account.account_id.as_str(), name));
@@ -368,11 +367,12 @@ impl Context<'_> {
         };
         if !r.used_in_window {
             let when = r.last_used.as_deref().map_or("never used".to_owned(), |t| format!("last used {t}"));
-            finding(
-                UNUSED_IDENTITY,
-                &r.principal,
-                format!("{} {} not used in {days} days ({when})", r.kind, r.principal),
-            );
+            let kind = match r.kind.as_str() {
+                "IAMUser" => "user",
+                "Role" => "role",
+                other => other,
+            };
+            finding(UNUSED_IDENTITY, &r.principal, format!("{kind} {} not used in {days} days ({when})", r.principal));
         } else if !r.unused_actions.is_empty() || !r.unused_services.is_empty() {
             finding(
                 UNUSED_PERMISSIONS,

@@ -24,10 +24,11 @@ pub enum Identity<'a> {
 }
 
 impl Identity<'_> {
+    /// As `report identities` spells it (CloudTrail's `userIdentity.type`; an assumed role's sessions are its role).
     pub fn kind(&self) -> &'static str {
         match self {
-            Identity::User(_) => "user",
-            Identity::Role(_) => "role",
+            Identity::User(_) => "IAMUser",
+            Identity::Role(_) => "Role",
         }
     }
 }

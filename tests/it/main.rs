@@ -18,6 +18,9 @@ mod volume;
 // `validate` and configuration errors.
 mod config;
 
+// The command line: closed pipes, usage errors, filters, help, permission reports without AWS, missing credentials.
+mod cli;
+
 // Detections and alerts: injected incidents, webhook retries and a crash before delivery, a real Alertmanager.
 mod alerts;
 
