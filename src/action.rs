@@ -165,6 +165,16 @@ pub fn strip_version_suffix(name: &str) -> &str {
     &name[..start]
 }
 
+/// Actions AWS documents as needing no IAM permission: a policy can neither grant nor deny them, so a call says
+/// nothing about what the caller is allowed to do (`sts:GetCallerIdentity` answers even under an explicit deny;
+/// `sts:GetSessionToken` authenticates with MFA, which policies cannot control).
+pub const NEEDS_NO_PERMISSION: [&str; 2] = ["sts:GetCallerIdentity", "sts:GetSessionToken"];
+
+/// Whether calling `action` takes a permission; see [`NEEDS_NO_PERMISSION`].
+pub fn needs_permission(action: &str) -> bool {
+    !NEEDS_NO_PERMISSION.iter().any(|a| a.eq_ignore_ascii_case(action))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,11 +142,14 @@ pub struct KeyReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PermissionReport {
     pub principal: String,
-    /// `user` or `role` from the inventory; otherwise the state's kind.
+    /// As `report identities` spells it: `IAMUser` or `Role` from the inventory, otherwise the state's kind.
     pub kind: String,
     pub account_id: Option<String>,
     /// Whether the inventory has the identity (otherwise granted permissions are unknown).
     pub in_inventory: bool,
+    /// When IAM created the identity (the inventory's `CreateDate`): one younger than the window has not had the
+    /// whole window to use anything, so it is neither unused nor holding unused permissions yet.
+    pub created: Option<String>,
     /// The identity's latest activity trailwatch saw (for a role never seen: IAM's `RoleLastUsed`).
     pub last_used: Option<String>,
     pub used_in_window: bool,
@@ -271,9 +274,14 @@ impl Context<'_> {
         usage: Option<&Usage>,
     ) -> PermissionReport {
         let settings = self.settings;
+        // Actions that need no permission are evidence of nothing granted, and never "used, not granted".
         let used: BTreeSet<&str> = usage
             .map(|u| {
-                u.actions.iter().filter(|(_, f, l)| settings.in_window(*f, *l)).map(|(a, _, _)| a.as_str()).collect()
+                u.actions
+                    .iter()
+                    .filter(|(a, f, l)| settings.in_window(*f, *l) && crate::action::needs_permission(a))
+                    .map(|(a, _, _)| a.as_str())
+                    .collect()
             })
             .unwrap_or_default();
         let used_services: BTreeSet<&str> = used.iter().filter_map(|a| a.split_once(':').map(|(s, _)| s)).collect();
@@ -286,6 +294,12 @@ impl Context<'_> {
             kind: known.map_or_else(|| usage.map_or(String::new(), |u| u.kind.clone()), |(_, id)| id.kind().to_owned()),
             account_id,
             in_inventory: known.is_some(),
+            created: known
+                .and_then(|(_, identity)| match identity {
+                    Identity::User(user) => user.created,
+                    Identity::Role(role) => role.created,
+                })
+                .map(format_rfc3339),
             last_used: usage.map(|u| format_rfc3339(u.last_seen)),
             used_in_window: usage.is_some_and(|u| settings.in_window(Some(u.first_seen), Some(u.last_seen))),
             granted_services: Vec::new(),
@@ -365,7 +379,9 @@ impl Context<'_> {
         let mut finding = |rule, subject: &str, summary: String| {
             out.push(PermissionFinding { rule, subject: subject.to_owned(), summary })
         };
-        if !r.used_in_window {
+        // Not yet as old as the window (a new identity): not unused, and its grants not yet unused either.
+        let whole_window = time(&r.created).is_none_or(|created| created <= start);
+        if whole_window && !r.used_in_window {
             let when = r.last_used.as_deref().map_or("never used".to_owned(), |t| format!("last used {t}"));
             let kind = match r.kind.as_str() {
                 "IAMUser" => "user",
@@ -373,7 +389,7 @@ impl Context<'_> {
                 other => other,
             };
             finding(UNUSED_IDENTITY, &r.principal, format!("{kind} {} not used in {days} days ({when})", r.principal));
-        } else if !r.unused_actions.is_empty() || !r.unused_services.is_empty() {
+        } else if whole_window && (!r.unused_actions.is_empty() || !r.unused_services.is_empty()) {
             finding(
                 UNUSED_PERMISSIONS,
                 &r.principal,
@@ -546,6 +562,7 @@ pub fn least_privilege(
     let mut by_service: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for (action, first, last) in usage.map(|u| u.actions.as_slice()).unwrap_or_default() {
         if settings.in_window(*first, *last)
+            && crate::action::needs_permission(action)
             && let Some((service, _)) = action.split_once(':')
         {
             by_service.entry(service.to_ascii_lowercase()).or_default().insert(action);
@@ -619,5 +636,74 @@ mod tests {
         for (pattern, used, logged, landed, data) in cases {
             assert_eq!(classify(pattern, used, *logged), (*landed, *data), "{pattern} used={used:?} logged={logged}");
         }
+    }
+
+    /// One role in the inventory, created `created_days_ago`, granted `grants`, having used `used` an hour before
+    /// the reference time: its report.
+    fn role_report(created_days_ago: i64, grants: &str, used: &[&str]) -> PermissionReport {
+        let as_of = 400 * DAY;
+        let created = format_rfc3339(as_of - created_days_ago * DAY);
+        let text = format!(
+            r#"{{"RoleDetailList": [{{"RoleName": "r", "Arn": "arn:aws:iam::111122223333:role/r", "CreateDate": "{created}",
+                "RolePolicyList": [{{"PolicyName": "p", "PolicyDocument": {{"Statement": [{{"Effect": "Allow", "Action": {grants}, "Resource": "*"}}]}}}}]}}]}}"#
+        );
+        let mut inventory = Inventory::default();
+        inventory.insert(AccountInventory::from_json(&text, "t").unwrap());
+        let at = Some(as_of - 3_600);
+        let usage = (!used.is_empty()).then(|| Usage {
+            principal: "arn:aws:iam::111122223333:role/r".into(),
+            kind: "Role".into(),
+            account_id: "111122223333".into(),
+            first_seen: as_of - 3_600,
+            last_seen: as_of - 3_600,
+            actions: used.iter().map(|a| ((*a).to_owned(), at, at)).collect(),
+            ..Usage::default()
+        });
+        let settings = Settings { as_of, window_days: 90, data_events_logged: false, key_rotation_days: 90 };
+        analyse(&inventory, usage.as_slice(), &HashMap::new(), &settings).remove(0)
+    }
+
+    /// An identity younger than the window has not had the window to use anything: neither it nor its grants are
+    /// unused yet. From the window's age on, they are.
+    #[test]
+    fn an_identity_younger_than_the_window_is_not_unused() {
+        let rules = |r: &PermissionReport| r.findings.iter().map(|f| f.rule).collect::<Vec<_>>();
+        // (created days ago, used, findings)
+        let cases: &[(i64, &[&str], &[&str])] = &[
+            (0, &[], &[]),
+            (89, &[], &[]),
+            (90, &[], &[UNUSED_IDENTITY]),
+            (400, &[], &[UNUSED_IDENTITY]),
+            (1, &["s3:ListAllMyBuckets"], &[]),
+            (91, &["s3:ListAllMyBuckets"], &[UNUSED_PERMISSIONS]),
+        ];
+        for (days, used, findings) in cases {
+            let report = role_report(*days, r#"["s3:ListAllMyBuckets", "ec2:DescribeInstances"]"#, used);
+            assert_eq!(rules(&report), *findings, "created {days} days ago, used {used:?}");
+        }
+    }
+
+    /// `sts:GetCallerIdentity` needs no permission: it neither makes `sts` a used service nor is "used, not
+    /// granted", and the least-privilege policy leaves it out.
+    #[test]
+    fn actions_that_need_no_permission_are_no_evidence() {
+        let report = role_report(400, r#"["s3:ListAllMyBuckets", "sts:AssumeRole"]"#, &["sts:GetCallerIdentity"]);
+        assert_eq!(report.used_services, Vec::<String>::new());
+        assert_eq!(report.unused_services, ["s3", "sts"]);
+        assert_eq!(report.used_not_granted, Vec::<String>::new());
+        let report = role_report(400, r#""s3:*""#, &["sts:GetCallerIdentity", "sts:GetSessionToken", "s3:ListBucket"]);
+        assert_eq!(report.used_not_granted, Vec::<String>::new());
+        assert_eq!(report.used_services, ["s3"]);
+        let usage = Usage {
+            actions: vec![
+                ("sts:GetCallerIdentity".into(), Some(1), Some(1)),
+                ("s3:ListBucket".into(), Some(1), Some(1)),
+            ],
+            ..Usage::default()
+        };
+        let settings = Settings { as_of: 2, window_days: 90, data_events_logged: false, key_rotation_days: 90 };
+        let (policy, _) = least_privilege(&report, Some(&usage), &settings);
+        let actions: Vec<&str> = policy.statement.iter().flat_map(|s| s.action.iter().map(String::as_str)).collect();
+        assert_eq!(actions, ["s3:ListBucket"]);
     }
 }
