@@ -300,6 +300,8 @@ fn replay(
         stop: &stop,
         flush_when_starved: None,
         alerting: alerting.as_ref(),
+        log_batches: false,
+        on_file: None,
     };
     let summary = pipeline::run(
         pipeline::Jobs::Local(&corpus.jobs),

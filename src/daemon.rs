@@ -90,6 +90,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         stop: &stop,
         flush_when_starved: None,
         alerting: alerting.as_deref(),
+        log_batches: true,
+        on_file: None,
     };
     // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
     let mut scan_error: Option<String> = None;

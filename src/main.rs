@@ -651,6 +651,8 @@ fn replay(
         stop: &stop,
         flush_when_starved: None,
         alerting: alerting.as_deref(),
+        log_batches: false,
+        on_file: None,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -662,9 +664,20 @@ fn replay(
         );
         bar
     });
+    // The bar moves as workers finish each file; files already applied count once, when the run reports them.
+    let on_file = || {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    };
+    let ctx = RunContext { on_file: Some(&on_file), ..ctx };
+    let mut duplicates_shown = false;
     let mut on_progress = |s: &Summary| {
         if let Some(bar) = &bar {
-            bar.set_position(s.files_seen());
+            if !duplicates_shown {
+                bar.inc(s.files_duplicate);
+                duplicates_shown = true;
+            }
             bar.set_message(format!("{} records", s.counts.records));
         }
     };

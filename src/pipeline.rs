@@ -387,6 +387,12 @@ pub struct RunContext<'a> {
     pub flush_when_starved: Option<Duration>,
     /// Rules and alerting; `None` runs no rules (`--no-alerts`, `[alerts] enabled = false`).
     pub alerting: Option<&'a Alerting>,
+    /// Log each committed batch at info (the daemons: what they do, batch by batch); replay shows a progress bar
+    /// instead and logs batches at debug.
+    pub log_batches: bool,
+    /// Called by a worker after each file it has read, applied or rejected: a progress bar moves per file, not
+    /// per batch.
+    pub on_file: Option<&'a (dyn Fn() + Sync)>,
 }
 
 /// A worker hands its unit over at this many records (or at the batch's file limit), whichever comes first.
@@ -494,6 +500,9 @@ pub fn run(
                         }
                     };
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
+                    if let Some(on_file) = ctx.on_file {
+                        on_file();
+                    }
                     let msg = match res {
                         Ok(counts) => {
                             unit.files.push((job, counts));
@@ -719,7 +728,7 @@ impl Committer<'_, '_> {
             raise: &raise,
             raised: &mut raised,
         });
-        let alerts = match self.store.commit(&batch.delta, &entries, now, take_alerts, behaviour) {
+        let (alerts, raised_alerts) = match self.store.commit(&batch.delta, &entries, now, take_alerts, behaviour) {
             Ok((outcome, alerts)) => {
                 if let Some(alerting) = self.ctx.alerting {
                     // The outcome lists the rule alerts first, then the behavioural ones.
@@ -727,7 +736,7 @@ impl Committer<'_, '_> {
                     alerting.committed(&alerts, &WriteOutcome { new: rules.to_vec() }, metrics);
                     alerting.committed(&raised, &WriteOutcome { new: behaviour.to_vec() }, metrics);
                 }
-                alerts
+                (alerts, outcome.raised())
             }
             Err(err) => {
                 metrics.commit_failures.inc();
@@ -752,12 +761,14 @@ impl Committer<'_, '_> {
         for newest in batch.files.iter().filter_map(|(_, counts)| counts.newest) {
             metrics.event_lag.observe((now - newest).max(0) as f64);
         }
-        tracing::debug!(
-            files = batch.files.len(),
-            records = batch.counts.records,
-            ms = started.elapsed().as_millis() as u64,
-            "committed batch"
-        );
+        // How far behind real time the batch's newest event is.
+        let lag_secs = batch.counts.newest.map(|newest| (now - newest).max(0));
+        let (files, records, ms) = (batch.files.len(), batch.counts.records, started.elapsed().as_millis() as u64);
+        if self.ctx.log_batches {
+            tracing::info!(files, records, alerts = raised_alerts, lag_secs, commit_ms = ms, "applied a batch");
+        } else {
+            tracing::debug!(files, records, alerts = raised_alerts, lag_secs, commit_ms = ms, "applied a batch");
+        }
         self.summary.files_applied += batch.files.len() as u64;
         self.summary.counts.add(&batch.counts);
         self.summary.batches += 1;
@@ -841,5 +852,58 @@ fn walk_entries(entries: std::fs::ReadDir, out: &mut Vec<(PathBuf, std::fs::Meta
         } else if meta.is_file() && is_candidate_name(&name) {
             out.push((path, meta));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::state::store::Synchronous;
+
+    /// Commits seen, and how many files the workers had reported done at each.
+    struct Commits<'a> {
+        files_done: &'a AtomicU64,
+        at_commit: Vec<u64>,
+    }
+
+    impl Observer for Commits<'_> {
+        fn committed(&mut self, _files: &[FileJob]) {
+            self.at_commit.push(self.files_done.load(Ordering::Relaxed));
+        }
+    }
+
+    /// A progress bar moves per file: each file a worker reads, applied or rejected, is reported when it is done,
+    /// not when its batch commits (here, one batch for all of them).
+    #[test]
+    fn every_file_read_is_reported_as_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jobs = Vec::new();
+        for i in 0..6 {
+            let path = dir.path().join(format!("f{i}.json"));
+            std::fs::write(&path, if i == 0 { &b"not json"[..] } else { &b"{\"Records\":[]}"[..] }).unwrap();
+            jobs.push(FileJob::local(path, 1));
+        }
+        let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
+        let (metrics, stop, files_done) = (Metrics::new(), AtomicBool::new(false), AtomicU64::new(0));
+        let on_file = || {
+            files_done.fetch_add(1, Ordering::Relaxed);
+        };
+        let ctx = RunContext {
+            threads: 2,
+            limits: Limits { max_file_bytes: 1 << 20, max_decoded_bytes: 1 << 20 },
+            batch: BatchLimits { max_files: 256, max_records: 1 << 20, max_wait: Duration::from_secs(60) },
+            metrics: &metrics,
+            stop: &stop,
+            flush_when_starved: None,
+            alerting: None,
+            log_batches: false,
+            on_file: Some(&on_file),
+        };
+        let mut commits = Commits { files_done: &files_done, at_commit: Vec::new() };
+        let summary = run(Jobs::Local(&jobs), &ctx, &mut store, &Applied::default(), &mut commits).unwrap();
+        assert_eq!((summary.files_applied, summary.files_rejected), (5, 1));
+        assert_eq!(commits.at_commit, [6], "one batch, committed after every file was reported");
     }
 }

@@ -163,6 +163,8 @@ pub fn run<Q: Queue, O: Objects>(
         stop: &never,
         flush_when_starved: Some(Duration::from_millis(5)),
         alerting,
+        log_batches: true,
+        on_file: None,
     };
     let mut observer = Completion { tracker, deletes: deletes_tx };
     std::thread::scope(|scope| {

@@ -8,7 +8,13 @@ use std::time::Duration;
 use crate::util::*;
 
 fn start(config: &Path) -> Child {
+    start_logging(config, "warn")
+}
+
+/// The daemon, logging at `level` on its stderr (which [`terminate`] returns).
+fn start_logging(config: &Path, level: &str) -> Child {
     bin()
+        .env("RUST_LOG", level)
         .args(["--config", config.to_str().unwrap(), "run"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -34,13 +40,15 @@ fn wait_applied(port: u16, applied: f64, rejected: f64) -> String {
     })
 }
 
-fn terminate(mut child: Child) {
+/// Stops the daemon with SIGTERM, checks that it exits 0, and returns its stderr.
+fn terminate(mut child: Child) -> String {
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = wait_for(Duration::from_secs(30), || child.try_wait().unwrap()).expect("daemon exits after SIGTERM");
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(exit.success(), "exit {exit:?}; stderr:\n{stderr}");
+    stderr
 }
 
 #[test]
@@ -65,7 +73,7 @@ fn spool_daemon_applies_new_files_once_and_drains_on_sigterm() {
     .unwrap();
     ok(&trailwatch(&["--config", config.to_str().unwrap(), "validate"]));
 
-    let daemon = start(&config);
+    let daemon = start_logging(&config, "info");
     wait_applied(port, 1.0, 1.0);
     assert_eq!(http_get(port, "/healthz").map(|(s, _)| s), Some(200));
     assert_eq!(http_get(port, "/readyz"), Some((200, "ready\n".to_owned())));
@@ -78,7 +86,15 @@ fn spool_daemon_applies_new_files_once_and_drains_on_sigterm() {
     assert_eq!(metric(&body, "trailwatch_records_total"), Some(28.0), "{body}");
     assert_eq!(metric(&body, r#"trailwatch_file_rejections_total{reason="invalid_json"}"#), Some(1.0), "{body}");
     assert_eq!(metric(&body, r#"trailwatch_records_skipped_total{reason="no_identity"}"#), Some(2.0), "{body}");
-    terminate(daemon);
+    // One info line per batch applied: what it held, what it raised, and how far behind its newest event is.
+    let log = terminate(daemon);
+    let batches: Vec<&str> = log.lines().filter(|l| l.contains("applied a batch")).collect();
+    assert_eq!(batches.len(), 2, "{log}");
+    for (line, records) in batches.iter().zip(["records=15", "records=13"]) {
+        for needle in [" INFO ", "files=1 ", records, "alerts=", "lag_secs="] {
+            assert!(line.contains(needle), "{needle} missing from {line}");
+        }
+    }
     let state = tmp.path().join("state.db");
     let first = report(&state);
     assert!(first.as_array().unwrap().iter().any(|i| i["principal"] == "arn:aws:iam::111111111111:user/bob"));
