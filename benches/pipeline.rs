@@ -289,7 +289,7 @@ fn replay(
     rules: Option<&Arc<RuleSet>>,
 ) -> (Option<Alerting>, Store, tempfile::TempDir) {
     let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-    let alerting = rules.map(|rules| Alerting::new(Arc::clone(rules), Arc::new(Vec::new()), &[], &store).unwrap());
+    let alerting = rules.map(|rules| Alerting::new(Arc::clone(rules), Vec::new(), &[], &store).unwrap());
     let metrics = Metrics::new();
     let stop = AtomicBool::new(false);
     let ctx = RunContext {

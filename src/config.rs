@@ -143,6 +143,9 @@ pub struct AlertsConfig {
     /// Delivered rule alerts raised longer ago than this are deleted from the state file by the daemon (hourly);
     /// 0 keeps them for ever. Periodic findings are kept (their ids say they were raised).
     pub retention_days: u64,
+    /// On SIGTERM, how long deliveries in progress may take before they are given up (they stay in the outbox
+    /// and are sent after the restart).
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for AlertsConfig {
@@ -157,6 +160,7 @@ impl Default for AlertsConfig {
             max_backoff_secs: 300,
             replay_wait_secs: 30,
             retention_days: 90,
+            shutdown_grace_secs: 10,
         }
     }
 }

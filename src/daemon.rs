@@ -133,7 +133,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         }
     }
     if let Some(delivery) = delivery {
-        delivery.stop(&runtime);
+        delivery.stop(&runtime, Duration::from_secs(config.alerts.shutdown_grace_secs));
     }
     background.stop(&runtime);
     let _ = http_stop_tx.send(());

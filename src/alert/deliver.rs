@@ -1,5 +1,6 @@
 //! Delivery: sends what the outbox holds to the sinks, deleting each (alert, sink) row once the sink accepted it,
-//! and backing off exponentially on failure. Runs beside the committer on its own connection to the state file.
+//! and backing off exponentially on failure. Each sink has its own deliverer, on its own connection to the state
+//! file, so a sink that hangs or fails delays only its own alerts.
 //!
 //! A restart resends whatever is still pending; receivers see the same alert `id`.
 
@@ -20,13 +21,12 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Delivers one sink's alerts.
 pub struct Deliverer {
     conn: Connection,
-    sinks: Arc<Vec<Sink>>,
+    sink: Arc<Sink>,
     metrics: Arc<Metrics>,
     max_backoff: Duration,
-    /// Sinks named in the outbox but no longer configured, already logged.
-    unknown_logged: std::collections::HashSet<String>,
 }
 
 /// What one pass over the due deliveries did.
@@ -37,48 +37,36 @@ pub struct Pass {
 }
 
 impl Deliverer {
-    pub fn new(conn: Connection, sinks: Arc<Vec<Sink>>, metrics: Arc<Metrics>, max_backoff: Duration) -> Deliverer {
-        Deliverer { conn, sinks, metrics, max_backoff, unknown_logged: Default::default() }
+    pub fn new(conn: Connection, sink: Arc<Sink>, metrics: Arc<Metrics>, max_backoff: Duration) -> Deliverer {
+        Deliverer { conn, sink, metrics, max_backoff }
     }
 
-    /// Sends every delivery due now, once.
+    /// Sends every delivery of this sink due now, once.
     ///
-    /// Per chunk of due deliveries: file and stdout sinks take theirs in one write, HTTP sinks one request per
-    /// alert; then every outcome is recorded in one transaction. A crash before that transaction resends the
-    /// chunk's alerts with the same ids, which is what receivers already expect after a crash.
+    /// Per chunk of due deliveries: a file or stdout sink takes them in one write, an HTTP sink one request per
+    /// alert; then every outcome is recorded in one transaction. A crash (or a shutdown that runs out of grace)
+    /// before that transaction resends the chunk's alerts with the same ids, which receivers already expect.
     pub async fn pass(&mut self) -> rusqlite::Result<Pass> {
         let mut pass = Pass::default();
+        let sink = Arc::clone(&self.sink);
         loop {
-            let as_written = |name: &str| self.sinks.iter().any(|s| s.name() == name && s.writes_lines());
-            let due = outbox::due(&self.conn, now_ms(), PASS_LIMIT, &as_written)?;
+            let due = outbox::due(&self.conn, sink.name(), now_ms(), PASS_LIMIT, sink.writes_lines())?;
             if due.is_empty() {
                 break;
             }
             let mut outcomes: Vec<(&Pending, Result<(), String>)> = Vec::with_capacity(due.len());
-            for sink in self.sinks.iter() {
-                let mine: Vec<&Pending> = due.pending.iter().filter(|p| p.sink == sink.name()).collect();
-                if mine.is_empty() {
-                    continue;
+            if sink.writes_lines() {
+                let bodies: Vec<&str> = due.pending.iter().map(|p| p.body.as_str()).collect();
+                let res = if bodies.is_empty() { Ok(()) } else { sink.send_lines(&bodies) };
+                for pending in &due.pending {
+                    outcomes.push((pending, self.outcome(pending, res.as_ref().copied())));
                 }
-                if sink.writes_lines() {
-                    let bodies: Vec<&str> = mine.iter().map(|p| p.body.as_str()).collect();
-                    let res = sink.send_lines(&bodies);
-                    for pending in mine {
-                        outcomes.push((pending, self.outcome(sink, pending, res.as_ref().copied())));
-                    }
-                } else {
-                    for pending in mine {
-                        let alert = pending.alert.as_ref().expect("rows for sinks that send alerts are read whole");
-                        let res = sink.send(alert).await;
-                        outcomes.push((pending, self.outcome(sink, pending, res.as_ref().copied())));
-                    }
+            } else {
+                for pending in &due.pending {
+                    let alert = pending.alert.as_ref().expect("rows for sinks that send alerts are read whole");
+                    let res = sink.send(alert).await;
+                    outcomes.push((pending, self.outcome(pending, res.as_ref().copied())));
                 }
-            }
-            for pending in due.pending.iter().filter(|p| !self.sinks.iter().any(|s| s.name() == p.sink)) {
-                if self.unknown_logged.insert(pending.sink.clone()) {
-                    tracing::warn!(sink = %pending.sink, "outbox names a sink that is not configured; its alerts wait for it");
-                }
-                outcomes.push((pending, Err("sink not configured".into())));
             }
             for unreadable in &due.unreadable {
                 self.unreadable(unreadable);
@@ -91,11 +79,7 @@ impl Deliverer {
                         pass.sent += 1;
                     }
                     Err(reason) => {
-                        let backoff = match self.sinks.iter().any(|s| s.name() == pending.sink) {
-                            true => backoff(pending.attempts, self.max_backoff),
-                            false => self.max_backoff,
-                        };
-                        let retry = now_ms() + backoff.as_millis() as i64;
+                        let retry = now_ms() + backoff(pending.attempts, self.max_backoff).as_millis() as i64;
                         outbox::failed(&tx, &pending.alert_id, &pending.sink, retry, reason)?;
                         pass.failed += 1;
                     }
@@ -119,8 +103,8 @@ impl Deliverer {
     }
 
     /// Metrics and logs for one delivery attempt; the outcome as the outbox records it.
-    fn outcome(&self, sink: &Sink, pending: &Pending, res: Result<(), &SinkError>) -> Result<(), String> {
-        let kind = sink.config.kind.as_str();
+    fn outcome(&self, pending: &Pending, res: Result<(), &SinkError>) -> Result<(), String> {
+        let kind = self.sink.config.kind.as_str();
         match res {
             Ok(()) => {
                 self.metrics.alerts_sent.with_label_values(&[kind]).inc();
@@ -143,7 +127,7 @@ impl Deliverer {
         }
     }
 
-    /// Logs and counts a delivery whose alert cannot be read (by the sink's kind, when the sink is configured).
+    /// Logs and counts a delivery whose alert cannot be read.
     fn unreadable(&self, unreadable: &outbox::Unreadable) {
         if crate::logs::allow("alert_unreadable") {
             tracing::warn!(
@@ -151,43 +135,40 @@ impl Deliverer {
                 "alert delivery skipped: {}", unreadable.reason
             );
         }
-        if let Some(sink) = self.sinks.iter().find(|s| s.name() == unreadable.sink) {
-            self.metrics.alert_delivery_failures.with_label_values(&[sink.config.kind.as_str()]).inc();
-        }
+        self.metrics.alert_delivery_failures.with_label_values(&[self.sink.config.kind.as_str()]).inc();
     }
 
     /// The daemon's loop: a pass whenever woken (a commit raised alerts) or when a retry falls due, until `stop`.
-    pub async fn run(mut self, wake: Arc<tokio::sync::Notify>, stop: Stop) {
+    pub async fn run(mut self, mut wake: tokio::sync::watch::Receiver<u64>, stop: Stop) {
         loop {
             if let Err(err) = self.pass().await {
-                tracing::error!("alert outbox: {err}");
+                tracing::error!(sink = %self.sink.name(), "alert outbox: {err}");
             }
-            let next = outbox::next_due_ms(&self.conn).ok().flatten();
+            let next = outbox::next_due_ms(&self.conn, self.sink.name()).ok().flatten();
             let sleep = match next {
                 Some(due) => Duration::from_millis((due - now_ms()).clamp(10, 60_000) as u64),
                 None => Duration::from_secs(60),
             };
             tokio::select! {
-                () = wake.notified() => {}
+                // Only a dropped sender fails, and then only the timer and the stop are left to wait for.
+                Ok(()) = wake.changed() => {}
                 () = tokio::time::sleep(sleep) => {}
                 () = stop.wait() => return,
             }
         }
     }
 
-    /// For `replay`: passes until the outbox is empty or `wait` has passed; returns the deliveries left pending.
+    /// For `replay`: passes until this sink's deliveries are done or `wait` has passed; returns those left pending.
     pub async fn drain(&mut self, wait: Duration) -> rusqlite::Result<u64> {
         let deadline = Instant::now() + wait;
         loop {
             self.pass().await?;
-            let left = outbox::depth(&self.conn)?;
-            if left == 0 {
+            let Some(next) = outbox::next_due_ms(&self.conn, self.sink.name())? else {
                 return Ok(0);
-            }
-            let next = outbox::next_due_ms(&self.conn)?.unwrap_or_else(now_ms);
+            };
             let sleep = Duration::from_millis((next - now_ms()).max(10) as u64);
             if Instant::now() + sleep > deadline {
-                return Ok(left);
+                return outbox::depth_of(&self.conn, self.sink.name());
             }
             tokio::time::sleep(sleep).await;
         }
@@ -287,7 +268,7 @@ mod tests {
         let max_backoff = Duration::from_secs(3600);
         let mut deliverer = Deliverer::new(
             store.outbox_connection().unwrap(),
-            Arc::new(vec![Sink::new(config)]),
+            Arc::new(Sink::new(config)),
             metrics.clone(),
             max_backoff,
         );
@@ -300,7 +281,7 @@ mod tests {
         assert_eq!(lines.lines().map(|l| serde_json::from_str::<Alert>(l).unwrap().id).collect::<Vec<_>>(), [alert.id]);
         assert_eq!(metrics.alert_delivery_failures.with_label_values(&["file"]).get(), damaged as u64 + 2);
         assert_eq!(outbox::depth(conn).unwrap(), damaged as u64 + 2, "unreadable deliveries stay pending");
-        let next = outbox::next_due_ms(conn).unwrap().unwrap();
+        let next = outbox::next_due_ms(conn, "jsonl").unwrap().unwrap();
         assert!(next >= before + max_backoff.as_millis() as i64, "retried after the longest backoff, not at once");
         let reason: String =
             conn.query_row("SELECT last_error FROM outbox WHERE alert_id = 'orphan'", [], |r| r.get(0)).unwrap();

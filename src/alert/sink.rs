@@ -52,11 +52,14 @@ impl Sink {
         let rules = config.rules.iter().map(|r| Pattern::new(r, Anchor::Whole, false)).collect();
         let client = match config.kind {
             SinkKind::File | SinkKind::Stdout => None,
+            // Never follow a redirect: the receiver would get the alert, its signature, the custom headers and a
+            // Referer with the configured URL (its token), and a 302 resends as a body-less GET.
             _ => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_millis(config.timeout_ms))
                 .user_agent(concat!("trailwatch/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .inspect_err(|e| tracing::error!(sink = %config.name, "cannot build the http client: {}", describe(e)))
+                .map_err(|e| tracing::error!(sink = %config.name, "cannot build the http client: {}", describe(e)))
                 .ok(),
         };
         Sink { config, rules, client }
@@ -182,7 +185,7 @@ impl Sink {
             Some(client) => Ok(client.post(url)),
             None => Err(SinkError::Http {
                 sink: self.config.name.clone(),
-                url: url.to_owned(),
+                url: redact_url(url),
                 message: "the http client could not be built".into(),
             }),
         }
@@ -200,11 +203,18 @@ impl Sink {
     }
 
     async fn finish(&self, url: &str, request: reqwest::RequestBuilder) -> Result<(), SinkError> {
-        let http = |message: String| SinkError::Http { sink: self.config.name.clone(), url: url.to_owned(), message };
-        let response = request.send().await.map_err(|e| http(describe(&e)))?;
+        let http = |message: String| SinkError::Http { sink: self.config.name.clone(), url: redact_url(url), message };
+        let response = request.send().await.map_err(|e| http(describe(e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
+        }
+        if status.is_redirection() {
+            let location = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+            return Err(http(format!(
+                "status {status}: redirects are not followed (location: {})",
+                location.map_or_else(|| "none".to_owned(), redact_url)
+            )));
         }
         let body = response.text().await.unwrap_or_default();
         Err(http(format!("status {status}: {}", truncate(body.trim(), 200))))
@@ -251,10 +261,35 @@ fn truncate(text: &str, max: usize) -> &str {
     }
 }
 
-/// reqwest's error with its causes, lowercase (`error sending request: connection refused`).
-fn describe(err: &reqwest::Error) -> String {
+/// A URL as logs and error messages may show it: scheme, host, port and the path's plain words; user info, the
+/// query, the fragment and any path segment that could be a credential (anything but lowercase words and
+/// versions, like a Slack webhook's `T…/B…/…` or a `/hooks/<token>`) become `*`. A webhook URL is often itself
+/// the secret.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (path, tail) = rest.split_at(path_end);
+    let word = |segment: &str| {
+        let version = segment.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        version || segment.bytes().all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_' || b == b'.')
+    };
+    let path: Vec<&str> = path.split('/').map(|s| if word(s) { s } else { "*" }).collect();
+    let mut shown = format!("{scheme}{}{host}{}", if scheme.is_empty() { "" } else { "://" }, path.join("/"));
+    if !tail.is_empty() {
+        shown.push_str(if tail.starts_with('?') { "?*" } else { "#*" });
+    }
+    shown
+}
+
+/// reqwest's error with its causes, lowercase (`error sending request: connection refused`), without the URL
+/// (which may be the credential; [`SinkError::Http`] names it redacted).
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
     let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
+    let mut source = std::error::Error::source(&err);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
@@ -274,6 +309,26 @@ mod tests {
             sign("Jefe", b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// What a log line may show of a sink's URL: never the parts that can be credentials.
+    #[test]
+    fn urls_are_redacted_to_what_is_not_secret() {
+        let cases = [
+            (
+                "https://hooks.slack.com/services/T0123ABCD/B0456EFGH/xoxbSeCrEt1234",
+                "https://hooks.slack.com/services/*/*/*",
+            ),
+            ("https://events.pagerduty.com/v2/enqueue", "https://events.pagerduty.com/v2/enqueue"),
+            ("http://alertmanager:9093/api/v2/alerts", "http://alertmanager:9093/api/v2/alerts"),
+            ("https://siem.example.com/hooks/abc123?token=s3cret&x=1", "https://siem.example.com/hooks/*?*"),
+            ("https://user:pa55@example.com/in#frag", "https://example.com/in#*"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("/relative/Path", "/relative/*"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -18,14 +18,16 @@ use crate::state::store::{Store, StoreError};
 
 pub struct Alerting {
     pub rules: Arc<RuleSet>,
-    pub sinks: Arc<Vec<Sink>>,
+    pub sinks: Vec<Arc<Sink>>,
     suppress: Vec<CompiledSuppression>,
     correlator: Mutex<Correlator>,
     /// The open batch's alerts so far (the planner adds each unit's matches as it arrives).
     pending: Mutex<Planned>,
     pub behaviour: crate::alert::behaviour::BehaviourConfig,
     /// Notified after a commit that raised alerts.
-    pub wake: Arc<tokio::sync::Notify>,
+    /// Bumped after a commit that raised alerts; every sink's deliverer watches it (a bump made while one is
+    /// busy is seen when it next waits).
+    pub wake: tokio::sync::watch::Sender<u64>,
 }
 
 struct CompiledSuppression {
@@ -48,7 +50,7 @@ impl Alerting {
     /// `store` supplies the correlation windows the committed files built.
     pub fn new(
         rules: Arc<RuleSet>,
-        sinks: Arc<Vec<Sink>>,
+        sinks: Vec<Arc<Sink>>,
         suppressions: &[Suppression],
         store: &Store,
     ) -> Result<Alerting, StoreError> {
@@ -71,7 +73,7 @@ impl Alerting {
             correlator,
             pending: Mutex::new(Planned::default()),
             behaviour: crate::alert::behaviour::BehaviourConfig::default(),
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wake: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -156,7 +158,7 @@ impl Alerting {
         metrics.alerts_deduplicated.inc_by(outcome.merged());
         if outcome.raised() > 0 {
             tracing::info!(raised = outcome.raised(), merged = outcome.merged(), "alerts raised");
-            self.wake.notify_one();
+            self.wake.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -201,7 +203,7 @@ impl Alerting {
         }
         metrics.findings_runs.inc();
         if !new.is_empty() {
-            self.wake.notify_one();
+            self.wake.send_modify(|n| *n = n.wrapping_add(1));
         }
         Ok(new.len() as u64)
     }
@@ -251,16 +253,16 @@ pub fn setup(
         tracing::warn!("`rules.dedup_window_secs_by_rule` names `{id}`, which is not loaded");
     }
     tracing::info!(rules = rules.rules().len(), failed = errors.len(), "rules loaded");
-    let sinks = config.alerts.sinks.iter().cloned().map(Sink::new).collect();
-    let mut alerting = Alerting::new(Arc::new(rules), Arc::new(sinks), &config.alerts.suppress, store)?;
+    let sinks = config.alerts.sinks.iter().cloned().map(|sink| Arc::new(Sink::new(sink))).collect();
+    let mut alerting = Alerting::new(Arc::new(rules), sinks, &config.alerts.suppress, store)?;
     alerting.behaviour = config.behaviour.clone();
     Ok(Some(Arc::new(alerting)))
 }
 
-/// The deliverer, the periodic findings and alert retention, running on a daemon's runtime.
+/// The deliverers (one per sink), the periodic findings and alert retention, running on a daemon's runtime.
 pub struct Delivery {
     stop: crate::alert::deliver::Stop,
-    handle: tokio::task::JoinHandle<()>,
+    deliverers: Vec<(String, tokio::task::JoinHandle<()>)>,
     findings: Option<tokio::task::JoinHandle<()>>,
     retention: Option<tokio::task::JoinHandle<()>>,
 }
@@ -272,7 +274,8 @@ const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3
 const PRUNE_CHUNK: usize = 5000;
 
 impl Delivery {
-    /// Starts delivering what the outbox holds now (a previous run's leftovers) and whatever commits raise.
+    /// Starts delivering what the outbox holds now (a previous run's leftovers) and whatever commits raise: one
+    /// task per sink, each on its own connection, so that a sink that hangs delays only its own alerts.
     pub fn start(
         runtime: &tokio::runtime::Runtime,
         alerting: &Alerting,
@@ -280,15 +283,25 @@ impl Delivery {
         metrics: Arc<Metrics>,
         max_backoff: std::time::Duration,
     ) -> Result<Delivery, StoreError> {
-        let deliverer = crate::alert::deliver::Deliverer::new(
-            store.outbox_connection()?,
-            alerting.sinks.clone(),
-            metrics,
-            max_backoff,
-        );
         let stop = crate::alert::deliver::Stop::new();
-        let handle = runtime.spawn(deliverer.run(alerting.wake.clone(), stop.clone()));
-        Ok(Delivery { stop, handle, findings: None, retention: None })
+        let configured: Vec<&str> = alerting.sinks.iter().map(|s| s.name()).collect();
+        let unconfigured = crate::state::outbox::unconfigured_sinks(store.connection(), &configured)
+            .map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })?;
+        for sink in unconfigured {
+            tracing::warn!(sink = %sink, "the outbox names a sink that is not configured; its alerts wait for it");
+        }
+        let mut deliverers = Vec::with_capacity(alerting.sinks.len());
+        for sink in &alerting.sinks {
+            let deliverer = crate::alert::deliver::Deliverer::new(
+                store.outbox_connection()?,
+                Arc::clone(sink),
+                Arc::clone(&metrics),
+                max_backoff,
+            );
+            let task = runtime.spawn(deliverer.run(alerting.wake.subscribe(), stop.clone()));
+            deliverers.push((sink.name().to_owned(), task));
+        }
+        Ok(Delivery { stop, deliverers, findings: None, retention: None })
     }
 
     /// Also raises the periodic findings every `config.interval_secs` (on its own connection: it writes only
@@ -374,12 +387,21 @@ impl Delivery {
         Ok(self)
     }
 
-    /// Stops after the pass in progress; what is left stays in the outbox for the next start.
-    pub fn stop(self, runtime: &tokio::runtime::Runtime) {
+    /// Stops after the passes in progress, waiting at most `grace` for them (a sink that hangs is given up on);
+    /// what is left stays in the outbox for the next start, and what was sent but not recorded is sent again.
+    pub fn stop(self, runtime: &tokio::runtime::Runtime, grace: std::time::Duration) {
         self.stop.stop();
-        let _ = runtime.block_on(self.handle);
-        for task in [self.findings, self.retention].into_iter().flatten() {
-            let _ = runtime.block_on(task);
+        let deadline = tokio::time::Instant::now() + grace;
+        let others = [self.findings, self.retention].into_iter().flatten().map(|task| (String::new(), task));
+        for (sink, mut task) in self.deliverers.into_iter().chain(others) {
+            if runtime.block_on(async { tokio::time::timeout_at(deadline, &mut task).await }).is_err() {
+                task.abort();
+                tracing::warn!(
+                    sink = %sink,
+                    grace_secs = grace.as_secs(),
+                    "alert delivery still in progress at the end of the shutdown grace; it stays in the outbox"
+                );
+            }
         }
     }
 }
@@ -392,16 +414,34 @@ pub fn drain(
     max_backoff: std::time::Duration,
     wait: std::time::Duration,
 ) -> Result<u64, StoreError> {
-    let conn = store.outbox_connection()?;
-    let mut deliverer = crate::alert::deliver::Deliverer::new(conn, alerting.sinks.clone(), metrics, max_backoff);
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| StoreError::Sqlite {
             path: store.path().to_owned(),
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
-    runtime
-        .block_on(deliverer.drain(wait))
-        .map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })
+    // Every sink at once: one that keeps failing does not hold up the others.
+    let mut deliverers = Vec::with_capacity(alerting.sinks.len());
+    for sink in &alerting.sinks {
+        let conn = store.outbox_connection()?;
+        deliverers.push(crate::alert::deliver::Deliverer::new(
+            conn,
+            Arc::clone(sink),
+            Arc::clone(&metrics),
+            max_backoff,
+        ));
+    }
+    let drained = runtime.block_on(async {
+        let mut drains = tokio::task::JoinSet::new();
+        for mut deliverer in deliverers {
+            drains.spawn(async move { deliverer.drain(wait).await });
+        }
+        drains.join_all().await
+    });
+    let mut pending = 0;
+    for drained in drained {
+        pending += drained.map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })?;
+    }
+    Ok(pending)
 }
 
 /// Rules, alerting and delivery (with the periodic findings) for a daemon, as `[rules]`, `[alerts]` and
@@ -466,7 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
         let rules = Arc::new(RuleSet::load(true, &[]).0);
-        let alerting = |store: &Store| Alerting::new(Arc::clone(&rules), Arc::new(Vec::new()), &[], store);
+        let alerting = |store: &Store| Alerting::new(Arc::clone(&rules), Vec::new(), &[], store);
         let metrics = Metrics::new();
         let (whole, chunked) = (alerting(&store).unwrap(), alerting(&store).unwrap());
         planned(&whole, 10, "d1");

@@ -109,7 +109,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
             tracing::info!("shutdown requested: no more receives, finishing objects in flight");
         });
     if let Some(delivery) = delivery {
-        delivery.stop(&runtime);
+        delivery.stop(&runtime, Duration::from_secs(config.alerts.shutdown_grace_secs));
     }
     background.stop(&runtime);
     let _ = http_stop.send(());

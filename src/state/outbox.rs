@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 -- The deliverer takes the due rows oldest first, a chunk at a time: without this index every chunk scanned and
 -- sorted the whole outbox, quadratic in a backlog.
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_ms, alert_id);
+-- Each sink's deliverer takes its own due rows.
+CREATE INDEX IF NOT EXISTS outbox_due_by_sink ON outbox (sink, next_attempt_ms, alert_id);
 CREATE TABLE IF NOT EXISTS correlation_log (
     seq INTEGER PRIMARY KEY,
     hits BLOB NOT NULL
@@ -336,12 +338,12 @@ impl Due {
 /// Deliveries due at `now_ms`, oldest first, at most `limit`. A row whose sink `as_written` says takes the stored
 /// JSON as it is (file and stdout: the body is the alert's JSON, written by [`Alert::write_json`]) is only checked
 /// to be a JSON object with an id and a rule; every other row's alert is read whole.
-pub fn due(conn: &Connection, now_ms: i64, limit: usize, as_written: &dyn Fn(&str) -> bool) -> rusqlite::Result<Due> {
+pub fn due(conn: &Connection, sink: &str, now_ms: i64, limit: usize, as_written: bool) -> rusqlite::Result<Due> {
     let mut stmt = conn.prepare_cached(
         "SELECT o.alert_id, a.body, o.sink, o.attempts, a.raised_at_ms FROM outbox o LEFT JOIN alerts a ON a.id = o.alert_id
-         WHERE o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.alert_id LIMIT ?2",
+         WHERE o.sink = ?3 AND o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.alert_id LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+    let rows = stmt.query_map(params![now_ms, limit as i64, sink], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, Option<String>>(1)?,
@@ -355,7 +357,7 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize, as_written: &dyn Fn(&st
         let (alert_id, body, sink, attempts, raised_at_ms) = row?;
         let unreadable = |e: serde_json::Error| format!("unreadable alert body: {e}");
         let read = match &body {
-            Some(body) if as_written(&sink) => match serde_json::from_str::<StoredHead<'_>>(body) {
+            Some(body) if as_written => match serde_json::from_str::<StoredHead<'_>>(body) {
                 Ok(head) if head.id == alert_id => Ok((head.rule.into_owned(), None)),
                 Ok(head) => Err(format!("stored body is alert {}", head.id)),
                 Err(e) => Err(unreadable(e)),
@@ -379,9 +381,22 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize, as_written: &dyn Fn(&st
     Ok(out)
 }
 
-/// The earliest time a pending delivery is due, if any.
-pub fn next_due_ms(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT min(next_attempt_ms) FROM outbox", [], |r| r.get(0))
+/// The earliest time one of `sink`'s pending deliveries is due, if any.
+pub fn next_due_ms(conn: &Connection, sink: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT min(next_attempt_ms) FROM outbox WHERE sink = ?1", [sink], |r| r.get(0))
+}
+
+/// `sink`'s pending deliveries.
+pub fn depth_of(conn: &Connection, sink: &str) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT count(*) FROM outbox WHERE sink = ?1", [sink], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+}
+
+/// The sinks the outbox names that are not among `configured`: their deliveries wait until they are configured
+/// again.
+pub fn unconfigured_sinks(conn: &Connection, configured: &[&str]) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT sink FROM outbox ORDER BY sink")?;
+    let sinks = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+    Ok(sinks.into_iter().filter(|s| !configured.contains(&s.as_str())).collect())
 }
 
 /// Removes a delivered (alert, sink) row. It runs once per delivery, so its statement is prepared once per

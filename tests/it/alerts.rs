@@ -842,3 +842,112 @@ fn a_second_copy_of_the_logs_does_not_double_a_threshold() {
     assert_eq!(want.len(), 2, "{want:?}");
     assert_eq!(correlated(&twice_sink), want);
 }
+
+/// A sink that misbehaves delays only itself, follows no redirect, and leaks no secret into the log:
+/// - `hang` accepts connections and never answers (its timeout is longer than the test waits);
+/// - `moved` answers every alert with a 307 to another server, from a URL that carries a token;
+/// - `jsonl`, a file, must still get every alert promptly, and SIGTERM must end the daemon within the grace.
+#[test]
+fn a_hanging_or_redirecting_sink_delays_only_itself_and_leaks_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (corpus, expected) = incident_corpus(tmp.path());
+    let hang = TcpListener::bind("127.0.0.1:0").unwrap();
+    let thief = TcpListener::bind("127.0.0.1:0").unwrap();
+    let moved = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stolen = Arc::new(Mutex::new(0usize));
+    let (thief_port, hang_port, moved_port) = [&thief, &hang, &moved].map(|l| l.local_addr().unwrap().port()).into();
+    {
+        let stolen = Arc::clone(&stolen);
+        std::thread::spawn(move || {
+            for stream in thief.incoming().flatten() {
+                *stolen.lock().unwrap() += 1;
+                drop(stream);
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        for stream in moved.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut line, mut len) = (String::new(), 0);
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let _ = reader.read_exact(&mut vec![0; len]);
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{thief_port}/steal?token=LOCATIONSECRET\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    let held = Arc::new(Mutex::new(Vec::new()));
+    {
+        let held = Arc::clone(&held);
+        std::thread::spawn(move || {
+            for stream in hang.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+    }
+    let (port, state, sink) = (free_port(), tmp.path().join("s.db"), tmp.path().join("alerts.jsonl"));
+    let config = tmp.path().join("tw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {corpus:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nshutdown_grace_secs = 1\n\
+             [[alerts.sinks]]\nname = \"hang\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{}/hook\"\ntimeout_ms = 120000\n\
+             [[alerts.sinks]]\nname = \"moved\"\nkind = \"webhook\"\n\
+             url = \"http://127.0.0.1:{}/hooks/PATHSECRET?token=QUERYSECRET\"\n\
+             [[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n",
+            hang_port, moved_port,
+        ),
+    )
+    .unwrap();
+    let log = tmp.path().join("daemon.log");
+    let mut daemon = bin()
+        .env("RUST_LOG", "info")
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Every alert reaches the file while the first sink hangs on its first request.
+    let delivered = wait_for(Duration::from_secs(60), || (jsonl(&sink).len() == expected.len()).then_some(()));
+    // Redirects are failed deliveries: counted, kept in the outbox, never followed.
+    let failures = wait_for(Duration::from_secs(30), || {
+        let (_, body) = http_get(port, "/metrics")?;
+        metric(&body, r#"trailwatch_alert_delivery_failures_total{sink="webhook"}"#).filter(|n| *n >= 1.0)
+    });
+    let terminated = std::time::Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let exit = wait_for(Duration::from_secs(30), || daemon.try_wait().unwrap());
+    let stopped_in = terminated.elapsed();
+    let _ = daemon.kill();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(delivered.is_some(), "the file sink waited on the hanging one:\n{log}");
+    assert!(failures.is_some(), "redirects were not failures:\n{log}");
+    assert_eq!(*stolen.lock().unwrap(), 0, "a redirect was followed");
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}\n{log}");
+    assert!(stopped_in < Duration::from_secs(15), "SIGTERM took {stopped_in:?} with a 1 s grace");
+    assert!(log.contains("redirects are not followed"), "{log}");
+    for secret in ["PATHSECRET", "QUERYSECRET", "LOCATIONSECRET"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    let errors: Vec<String> = conn
+        .prepare("SELECT last_error FROM outbox WHERE last_error IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!errors.is_empty());
+    assert!(errors.iter().all(|e| !e.contains("SECRET")), "{errors:?}");
+    let kept: i64 = conn.query_row("SELECT count(*) FROM outbox WHERE sink = 'moved'", [], |r| r.get(0)).unwrap();
+    assert_eq!(kept as usize, expected.len(), "every redirected alert stays pending");
+}
