@@ -45,11 +45,13 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
+    let commits = CommitHealth::default();
     let ready: crate::http::Readiness = {
-        let (dir, state) = (spool_config.dir.clone(), config.store_path.clone());
+        let (dir, state, commits) = (spool_config.dir.clone(), config.store_path.clone(), commits.clone());
         Arc::new(move || {
-            let (dir, state) = (dir.clone(), state.clone());
+            let (dir, state, commits) = (dir.clone(), state.clone(), commits.clone());
             Box::pin(async move {
+                commits.check()?;
                 tokio::task::spawn_blocking(move || {
                     std::fs::read_dir(&dir)
                         .map_err(|e| format!("spool {}: {}", dir.display(), e.to_string().to_lowercase()))?;
@@ -96,6 +98,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
     let mut scan_error: Option<String> = None;
     while !stop.load(Ordering::SeqCst) {
+        let mut wait = spool_config.scan_interval;
         match spool.scan(&applied, SystemTime::now()) {
             Ok(jobs) => {
                 if let Some(err) = scan_error.take() {
@@ -105,6 +108,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                     match pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &applied, &mut |_: &Summary| {})
                     {
                         Ok(summary) => {
+                            commits.succeeded();
                             spool.note_unapplied(&jobs, &applied);
                             tracing::debug!(
                                 files = summary.files_applied,
@@ -113,8 +117,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                                 "applied new files"
                             );
                         }
-                        // Nothing of the failed batch was committed; its files are offered again next scan.
-                        Err(err) => tracing::error!("commit failed, will retry: {err}"),
+                        // Nothing of the failed batch was committed; its files are offered again after a backoff.
+                        Err(err) => wait = commits.failed(&err),
                     }
                 }
             }
@@ -127,7 +131,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                 scan_error = Some(err);
             }
         }
-        match wake_rx.recv_timeout(spool_config.scan_interval) {
+        match wake_rx.recv_timeout(wait) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -205,6 +209,37 @@ impl Background {
         self.stop.stop();
         for task in self.tasks {
             let _ = runtime.block_on(task);
+        }
+    }
+}
+
+/// Whether the last commit failed: a failing store (disk full, a damaged file) is retried with backoff, reported by
+/// `/readyz` until a commit succeeds, and never ends the daemon as if it had been asked to stop.
+#[derive(Clone, Default)]
+pub(crate) struct CommitHealth(Arc<std::sync::Mutex<Option<(String, u32)>>>);
+
+impl CommitHealth {
+    /// Records a failed commit; returns how long to wait before trying again (1 s, doubling, up to a minute).
+    pub(crate) fn failed(&self, err: &StoreError) -> Duration {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = last.as_ref().map_or(0, |(_, n)| *n) + 1;
+        let retry = Duration::from_secs(1 << (failures - 1).min(6)).min(Duration::from_secs(60));
+        tracing::error!(failures, retry_in_secs = retry.as_secs(), "commit failed, will retry: {err}");
+        *last = Some((err.to_string(), failures));
+        retry
+    }
+
+    pub(crate) fn succeeded(&self) {
+        if let Some((_, failures)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            tracing::info!(failures, "committing again");
+        }
+    }
+
+    /// `Err` while commits fail, saying why.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((err, failures)) => Err(format!("commits failing ({failures} in a row): {err}")),
+            None => Ok(()),
         }
     }
 }

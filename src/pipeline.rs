@@ -351,6 +351,9 @@ pub trait Observer {
     fn committed(&mut self, _files: &[FileJob]) {}
     /// A file that will never be applied: its bytes are bad, or it could not be fetched.
     fn rejected(&mut self, _job: &FileJob, _error: &FileError) {}
+    /// A commit failed: the run ends with the error once its workers are done with the files in hand. Whoever
+    /// feeds them input (the SQS intake) must stop doing so for that to happen.
+    fn commit_failed(&mut self) {}
 }
 
 /// A closure observes progress only.
@@ -400,7 +403,8 @@ const UNIT_MAX_RECORDS: u64 = 64_000;
 
 /// Applies every job not already applied, using `ctx.threads` workers, and commits in batches.
 ///
-/// Rejected files are logged and counted, and the run goes on; only a failing store ends it early.
+/// Rejected files are logged and counted, and the run goes on; only a failing store ends it early, with the error
+/// (nothing of the failed batch is committed, and `ctx.stop` is left as it was).
 pub fn run(
     jobs: Jobs<'_>,
     ctx: &RunContext<'_>,
@@ -410,6 +414,9 @@ pub fn run(
 ) -> Result<Summary, StoreError> {
     // Set while a worker holds the fetched-input channel and waits on it empty.
     let starved = AtomicBool::new(false);
+    // Set when the store fails: the workers stop taking files. The run's own flag, not `ctx.stop`, which belongs
+    // to the caller (a daemon's shutdown): a failed commit must not look like a requested stop.
+    let failed = AtomicBool::new(false);
     let mut committer = Committer {
         store,
         applied,
@@ -439,13 +446,13 @@ pub fn run(
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let tx = tx.clone();
-            let (next, pending, jobs, starved) = (&next, &pending, &jobs, &starved);
+            let (next, pending, jobs, starved, failed) = (&next, &pending, &jobs, &starved, &failed);
             // Named, so that `top -H` and profiles tell workers from the committer (the calling thread).
             let worker_thread = std::thread::Builder::new().name("tw-worker".into());
             let spawned = worker_thread.spawn_scoped(scope, move || {
                 let mut worker = Worker::with_rules(ctx.alerting.map(|a| a.rules.clone()));
                 let mut unit = Unit::default();
-                while !ctx.stop.load(Ordering::Relaxed) {
+                while !ctx.stop.load(Ordering::Relaxed) && !failed.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     let (job, (read_bytes, res)) = match jobs {
                         Jobs::Local(_) => {
@@ -558,7 +565,8 @@ pub fn run(
         committer.planner = None;
         if res.is_err() {
             // Stop the workers and let them finish their current file; nothing more is committed.
-            ctx.stop.store(true, Ordering::Relaxed);
+            failed.store(true, Ordering::Relaxed);
+            observer.commit_failed();
             while rx.recv().is_ok() {}
         }
         res

@@ -194,6 +194,10 @@ impl Stop {
         let _ = self.0.send(true);
     }
 
+    pub fn is_stopped(&self) -> bool {
+        *self.1.borrow()
+    }
+
     pub async fn wait(&self) {
         let mut rx = self.1.clone();
         let _ = rx.wait_for(|stopped| *stopped).await;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::aws::{s3_client, sdk_config};
 use crate::config::{Config, SqsConfig};
-use crate::daemon::{DaemonError, serve_http, store_ready, wait_for_signal};
+use crate::daemon::{CommitHealth, DaemonError, serve_http, store_ready, wait_for_signal};
 use crate::fetch::{FetchError, Objects};
 use crate::intake::notification::{ObjectRef, parse_body};
 use crate::intake::sqs::{Queue, Received, SqsQueue};
@@ -79,11 +79,13 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
         .map_err(DaemonError::Runtime)?;
     let sdk = runtime.block_on(sdk_config(&config.aws));
     let queue = Arc::new(SqsQueue::new(&sdk, &settings.queue_url));
+    let commits = CommitHealth::default();
     let ready: crate::http::Readiness = {
-        let (queue, state) = (Arc::clone(&queue), config.store_path.clone());
+        let (queue, state, commits) = (Arc::clone(&queue), config.store_path.clone(), commits.clone());
         Arc::new(move || {
-            let (queue, state) = (Arc::clone(&queue), state.clone());
+            let (queue, state, commits) = (Arc::clone(&queue), state.clone(), commits.clone());
             Box::pin(async move {
+                commits.check()?;
                 tokio::task::spawn_blocking(move || store_ready(&state))
                     .await
                     .unwrap_or_else(|e| Err(e.to_string()))?;
@@ -103,11 +105,53 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
     let objects = s3_client(&sdk, &config.aws);
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
     let background = crate::daemon::Background::start(&runtime, config, &store, &metrics)?;
-    let summary =
-        run(&runtime, queue, objects, config, settings, &mut store, applied, &metrics, alerting.as_deref(), async {
+    let stop = crate::alert::deliver::Stop::new();
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested: no more receives, finishing objects in flight");
+            stop.stop();
         });
+    }
+    // A failed commit ends a run; its messages were not deleted and come back after their visibility timeout.
+    // Runs start again after a backoff until a signal.
+    let mut applied = Some(applied);
+    let summary = loop {
+        let applied = match applied.take() {
+            Some(applied) => applied,
+            None => Applied::load(&store)?,
+        };
+        let stopped = stop.clone();
+        let res = run(
+            &runtime,
+            Arc::clone(&queue),
+            objects.clone(),
+            config,
+            settings,
+            &mut store,
+            applied,
+            &metrics,
+            alerting.as_deref(),
+            async move { stopped.wait().await },
+        );
+        match res {
+            Ok(summary) => break Ok(summary),
+            Err(err) if stop.is_stopped() => break Err(err),
+            Err(err) => {
+                let retry = commits.failed(&err);
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        () = stop.wait() => {}
+                    }
+                });
+                if stop.is_stopped() {
+                    break Err(err);
+                }
+            }
+        }
+    };
     if let Some(delivery) = delivery {
         delivery.stop(&runtime, Duration::from_secs(config.alerts.shutdown_grace_secs));
     }
@@ -166,7 +210,24 @@ pub fn run<Q: Queue, O: Objects>(
         log_batches: true,
         on_file: None,
     };
-    let mut observer = Completion { tracker, deletes: deletes_tx };
+    // A failed commit ends the run as a shutdown does, without the grace period: nothing in flight can complete.
+    let commit_failed = Arc::new(tokio::sync::Notify::new());
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut observer = Completion {
+        tracker,
+        deletes: deletes_tx,
+        commit_failed: Arc::clone(&commit_failed),
+        failed: Arc::clone(&failed),
+    };
+    let shutdown = {
+        let commit_failed = Arc::clone(&commit_failed);
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = commit_failed.notified() => {}
+            }
+        }
+    };
     std::thread::scope(|scope| {
         let committer = scope.spawn(move || {
             let summary = pipeline::run(
@@ -182,7 +243,7 @@ pub fn run<Q: Queue, O: Objects>(
         });
         let deleter = runtime.spawn(delete_loop(queue, Arc::clone(metrics), deletes_rx));
         runtime.block_on(async {
-            consume(Arc::clone(&shared), shutdown).await;
+            consume(Arc::clone(&shared), shutdown, &failed).await;
             // Pollers have stopped and the grace period is over: abandon what is still being fetched, and wait for
             // every task to let go of `Shared`, whose fetch-channel sender must close for the workers to finish.
             shared.fetches.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
@@ -201,6 +262,7 @@ pub fn run<Q: Queue, O: Objects>(
 async fn consume<Q: Queue, O: Objects>(
     shared: Arc<Shared<Q, O>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    commit_failed: &AtomicBool,
 ) {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopped = Arc::new(AtomicBool::new(false));
@@ -221,7 +283,8 @@ async fn consume<Q: Queue, O: Objects>(
         let _ = poller.await;
     }
     let deadline = Instant::now() + shared.settings.shutdown_grace;
-    while shared.tracker().objects_in_flight() > 0 && Instant::now() < deadline {
+    while shared.tracker().objects_in_flight() > 0 && Instant::now() < deadline && !commit_failed.load(Ordering::SeqCst)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let abandoned = shared.tracker().deliveries();
@@ -401,6 +464,9 @@ async fn delete_loop<Q: Queue>(queue: Arc<Q>, metrics: Arc<Metrics>, mut rx: tok
 struct Completion {
     tracker: Arc<Mutex<Tracker>>,
     deletes: tokio::sync::mpsc::Sender<String>,
+    /// Told when a commit fails, to end the run.
+    commit_failed: Arc<tokio::sync::Notify>,
+    failed: Arc<AtomicBool>,
 }
 
 impl Completion {
@@ -424,5 +490,10 @@ impl Observer for Completion {
     fn rejected(&mut self, job: &FileJob, error: &FileError) {
         tracing::debug!(file = %job.location, reason = error.kind(), "rejected object completes its messages");
         self.finish(job);
+    }
+
+    fn commit_failed(&mut self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.commit_failed.notify_one();
     }
 }

@@ -249,3 +249,47 @@ fn the_api_requires_its_token_and_metrics_and_health_do_not() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A commit that fails (here a trigger makes every ledger insert fail, as a full disk or a damaged file would) is
+/// retried with backoff, shown by `/readyz` and the metrics, and never ends the daemon; once the store works again
+/// the files are applied.
+#[test]
+fn a_failing_commit_is_retried_and_reported_not_a_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, state) = (tmp.path().join("spool"), tmp.path().join("state.db"));
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
+             [pipeline]\nbatch_max_wait_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let daemon = start_logging(&config, "info");
+    wait_for(Duration::from_secs(30), || metrics(port)).expect("daemon up");
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    conn.execute_batch("CREATE TRIGGER fail BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'disk is full'); END;")
+        .unwrap();
+    let fixture = std::fs::read(data("fixtures/identities.json")).unwrap();
+    drop_file(&spool.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/02/identities.json"), &fixture);
+    let failing = wait_for(Duration::from_secs(30), || {
+        let body = metrics(port)?;
+        (metric(&body, "trailwatch_commit_failures_total")? >= 2.0).then_some(body)
+    });
+    let ready = http_get(port, "/readyz");
+    conn.execute_batch("DROP TRIGGER fail;").unwrap();
+    let body = wait_applied(port, 1.0, 0.0);
+    let ready_again = http_get(port, "/readyz");
+    let log = terminate(daemon);
+    assert!(failing.is_some(), "the failed commit was not retried:\n{log}");
+    let (status, why) = ready.unwrap();
+    assert_eq!(status, 503);
+    assert!(why.contains("commits failing") && why.contains("disk is full"), "{why}");
+    assert_eq!(ready_again.map(|(s, _)| s), Some(200));
+    assert!(metric(&body, "trailwatch_commit_failures_total").unwrap() >= 2.0);
+    assert!(log.contains("commit failed, will retry") && log.contains("committing again"), "{log}");
+    assert!(!report(&state).as_array().unwrap().is_empty());
+}

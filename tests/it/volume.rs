@@ -116,3 +116,34 @@ fn in_flight_deliveries_are_kept_invisible() {
     assert_eq!(metric(&metrics.render(), "trailwatch_sqs_visibility_extensions_total"), Some(1.0));
     assert_same_report(&report(&state), &want);
 }
+
+/// A commit that fails ends the consumer's run with the error at once (the daemon then retries it), instead of
+/// waiting for a shutdown that may never come, and deletes none of the failed batch's messages.
+#[test]
+fn a_failing_commit_ends_the_run_and_deletes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(tmp.path(), 4, 20, 10, 3);
+    let corpus = tmp.path().join("corpus");
+    let mut files = Vec::new();
+    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    let mut objects = MemoryObjects::default();
+    let queue = Arc::new(MemoryQueue::default());
+    for (path, _) in &files {
+        let key = path.strip_prefix(&corpus).unwrap().to_str().unwrap().to_owned();
+        objects.insert("trail", &key, std::fs::read(path).unwrap());
+        queue.push(serde_json::json!({"s3Bucket": "trail", "s3ObjectKey": [key]}).to_string());
+    }
+    let config = Config::parse("[pipeline]\nthreads = 2\n", "failing").unwrap();
+    let settings = memory::settings(1, 300, 8);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut store = Store::open(&tmp.path().join("state.db"), Synchronous::Normal).unwrap();
+    store
+        .connection()
+        .execute_batch("CREATE TRIGGER fail BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'disk is full'); END;")
+        .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    // Drained "when the queue is empty", which never happens: only the failed commit can end the run.
+    let err = memory::drain(&runtime, &queue, objects, &config, &settings, &mut store, &metrics, 0).unwrap_err();
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    assert_eq!(queue.remaining(), files.len(), "no message of the failed batch was deleted");
+}
