@@ -215,6 +215,14 @@ fn compose_manifests_dockerfile_and_their_configs_are_sound() {
     }
     assert_eq!(compose["services"]["demo"]["profiles"][0], "demo");
     assert!(compose["services"]["trailwatch"]["volumes"][0].as_str().unwrap().ends_with(":/data"));
+    // Published on the host's loopback only (Grafana's anonymous viewer, the API), and no default API token.
+    for (name, service) in compose["services"].as_object().unwrap() {
+        for port in service["ports"].as_array().into_iter().flatten() {
+            assert!(port.as_str().unwrap().starts_with("127.0.0.1:"), "{name} publishes {port} beyond loopback");
+        }
+    }
+    let token = compose["services"]["trailwatch"]["environment"]["TRAILWATCH_API_TOKEN"].as_str().unwrap();
+    assert!(token.starts_with("${TRAILWATCH_API_TOKEN:?"), "the API token has a default: {token}");
     for mounted in compose["services"]
         .as_object()
         .unwrap()
