@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -32,7 +33,18 @@ pub struct Api {
     pub token: Option<String>,
 }
 
-/// Serves until `shutdown` resolves.
+/// At most this many connections are served at once; one more is closed as soon as it is accepted (and counted),
+/// so that idle or slow clients cannot take the file descriptors the pipeline and the store need.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// A client must send each request's headers within this, also while a kept-alive connection waits for its next
+/// request: a slow or silent client (slowloris) is disconnected.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// No connection lives longer than this, however busy; clients reconnect.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Serves until `shutdown` resolves, then lets the requests in progress finish for a moment.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
@@ -41,6 +53,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = api.token.clone();
+    let connections_refused = metrics.http_connections_refused.clone();
     let api_routes = Router::new()
         .route("/api/v1/identities", get(identities))
         .route("/api/v1/identities/{*principal}", get(identity))
@@ -74,7 +87,55 @@ pub async fn serve(
             }),
         )
         .merge(api_routes);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    serve_connections(listener, app, &connections_refused, shutdown).await;
+    Ok(())
+}
+
+/// The accept loop: each connection on its own task, with a header-read timeout, a lifetime, and a slot among
+/// [`MAX_CONNECTIONS`].
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    refused: &prometheus::IntCounter,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors, say: wait a moment instead of spinning on the error.
+                Err(err) => {
+                    if crate::logs::allow("http_accept_failed") {
+                        tracing::warn!("http: cannot accept a connection: {}", err.to_string().to_lowercase());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused.inc();
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    // Requests in progress get a moment to finish; idle connections are closed.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), async { while connections.join_next().await.is_some() {} }).await;
+    connections.abort_all();
 }
 
 /// Lets a request through when no token is configured, or when it carries `Bearer <token>`.
@@ -84,7 +145,7 @@ async fn authorize(token: Option<&str>, request: Request, next: Next) -> Respons
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return (
@@ -96,6 +157,12 @@ async fn authorize(token: Option<&str>, request: Request, next: Next) -> Respons
         }
     }
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
 /// Equal length and bytes, in time independent of where they differ.
@@ -178,4 +245,28 @@ async fn alerts(State(api): State<Arc<Api>>, uri: Uri) -> Response {
         crate::state::outbox::recent(store.connection(), limit).map(Some).map_err(|e| e.to_string())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scheme is case-insensitive and may be followed by more than one space (RFC 7235); nothing else is a
+    /// bearer token.
+    #[test]
+    fn bearer_tokens_are_read_as_rfc_7235_says() {
+        let cases = [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("Bearer   abc", Some("abc")),
+            (" Bearer abc ", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("abc", None),
+        ];
+        for (header, token) in cases {
+            assert_eq!(bearer_token(header), token, "{header:?}");
+        }
+    }
 }

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub commit_failures: IntCounter,
     pub last_commit_timestamp: IntGauge,
     pub spool_scan_failures: IntCounter,
+    pub http_connections_refused: IntCounter,
     pub sqs_received: IntCounter,
     pub sqs_deleted: IntCounter,
     pub sqs_delete_failures: IntCounter,
@@ -144,6 +145,11 @@ impl Metrics {
         let spool_scan_failures = IntCounter::new(
             "trailwatch_spool_scan_failures_total",
             "Scans of the spool directory that failed (they are retried)",
+        )
+        .expect("valid metric");
+        let http_connections_refused = IntCounter::new(
+            "trailwatch_http_connections_refused_total",
+            "HTTP connections closed on arrival because the server already had its maximum open",
         )
         .expect("valid metric");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
@@ -281,6 +287,7 @@ impl Metrics {
             Box::new(commit_failures.clone()),
             Box::new(last_commit_timestamp.clone()),
             Box::new(spool_scan_failures.clone()),
+            Box::new(http_connections_refused.clone()),
             Box::new(sqs_received.clone()),
             Box::new(sqs_deleted.clone()),
             Box::new(sqs_delete_failures.clone()),
@@ -334,6 +341,7 @@ impl Metrics {
             commit_failures,
             last_commit_timestamp,
             spool_scan_failures,
+            http_connections_refused,
             sqs_received,
             sqs_deleted,
             sqs_delete_failures,

@@ -293,3 +293,73 @@ fn a_failing_commit_is_retried_and_reported_not_a_stop() {
     assert!(log.contains("commit failed, will retry") && log.contains("committing again"), "{log}");
     assert!(!report(&state).as_array().unwrap().is_empty());
 }
+
+/// Slow clients (slowloris: headers that never end) cannot starve the daemon: past its connection limit new
+/// connections are closed at once, so the pipeline keeps its file descriptors (here under a limit of 512) and goes
+/// on applying files; each slow connection is dropped after the header-read timeout, and then `/metrics` answers
+/// again, counting the connections it refused.
+#[test]
+fn slow_clients_cannot_starve_the_daemon() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, state) = (tmp.path().join("spool"), tmp.path().join("state.db"));
+    std::fs::create_dir_all(&spool).unwrap();
+    let port = free_port();
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
+             [pipeline]\nbatch_max_wait_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut daemon = std::process::Command::new("bash")
+        .args(["-c", r#"ulimit -n 512 && exec "$0" --config "$1" run"#, env!("CARGO_BIN_EXE_trailwatch")])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), || metrics(port)).expect("daemon up");
+    let slow: Vec<std::net::TcpStream> = (0..600)
+        .filter_map(|_| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").ok()?;
+            Some(stream)
+        })
+        .collect();
+    assert_eq!(slow.len(), 600, "the kernel accepts the connections; the daemon decides what to keep");
+    // The pipeline still has descriptors: a new file is applied.
+    let fixture = std::fs::read(data("fixtures/identities.json")).unwrap();
+    drop_file(&spool.join("AWSLogs/111111111111/CloudTrail/us-east-1/2026/10/02/identities.json"), &fixture);
+    let applied = wait_for(Duration::from_secs(30), || {
+        let conn = rusqlite::Connection::open(&state).ok()?;
+        conn.query_row("SELECT count(*) FROM ledger", [], |r| r.get::<_, i64>(0)).ok().filter(|n| *n == 1)
+    });
+    // Every slow connection ends: closed on arrival past the limit, or after the header-read timeout.
+    let closed = slow
+        .into_iter()
+        .filter(|mut stream| {
+            stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            // End of stream, a reset, or an answer before the close: anything but our own timeout.
+            match stream.read(&mut [0; 512]) {
+                Ok(0) => true,
+                Ok(_answered) => true,
+                Err(err) => !matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            }
+        })
+        .count();
+    let body = wait_for(Duration::from_secs(30), || metrics(port));
+    let _ = daemon.kill();
+    let mut stderr = String::new();
+    daemon.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let _ = daemon.wait();
+    assert!(applied.is_some(), "the file was not applied while slow clients held connections:\n{stderr}");
+    assert_eq!(closed, 600);
+    let body = body.expect("/metrics answers once the slow clients are gone");
+    let refused = metric(&body, "trailwatch_http_connections_refused_total").unwrap();
+    assert!(refused >= (600 - 256) as f64, "{refused} refused");
+    assert!(!stderr.contains("Too many open files") && !stderr.contains("too many open files"), "{stderr}");
+}
