@@ -7,9 +7,9 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Intake};
-use crate::intake::spool::Spool;
+use crate::intake::spool::{Spool, Unreadable};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Applied, RunContext, Summary};
+use crate::pipeline::{self, Applied, RunContext};
 use crate::state::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +105,11 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                     tracing::info!("spool {} is readable again (was: {err})", spool.dir().display());
                 }
                 if !jobs.is_empty() {
-                    match pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &applied, &mut |_: &Summary| {})
-                    {
+                    let mut unreadable = Unreadable::default();
+                    match pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &applied, &mut unreadable) {
                         Ok(summary) => {
                             commits.succeeded();
-                            spool.note_unapplied(&jobs, &applied);
+                            spool.note_unapplied(&jobs, &applied, &unreadable, SystemTime::now());
                             tracing::debug!(
                                 files = summary.files_applied,
                                 rejected = summary.files_rejected,
