@@ -20,9 +20,9 @@ use crate::time::Timestamp;
 pub enum StoreError {
     #[error("state store {path}: {source}")]
     Sqlite { path: String, source: rusqlite::Error },
-    #[error("state store {path} is in use by another trailwatch process (lock file {path}.lock)")]
+    #[error("state store {path} is in use by another trailwatch process (or another store in this one)")]
     Locked { path: String },
-    #[error("state store {path}: lock file: {source}")]
+    #[error("state store {path}: cannot lock it: {source}")]
     Lock { path: String, source: std::io::Error },
     #[error("state store {path}: schema version {found} is newer than this trailwatch understands ({supported})")]
     SchemaTooNew { path: String, found: i64, supported: i64 },
@@ -94,7 +94,76 @@ pub struct Store {
     /// Copies committed WAL pages into the database on its own thread and connection (writing stores only).
     checkpointer: Option<Checkpointer>,
     /// Held for the life of a writing store: one writer per state file, so the ledger read at start stays true.
-    _writer_lock: Option<std::fs::File>,
+    _writer_lock: Option<WriterLock>,
+}
+
+/// The single-writer lock of a state file: an exclusive `flock` on the database file itself, so that every name of
+/// the file (a symlink, a hard link, a relative path) meets the same lock and there is no lock file to delete.
+///
+/// SQLite locks the same file with POSIX record locks, which `flock` does not interfere with on Linux; but closing
+/// any descriptor of the file drops every POSIX lock this process holds on it, connections' included. So the
+/// descriptor is never closed: it stays in [`LOCKS`] for the process's life, and a store that ends only marks it
+/// free for the next writer in this process.
+struct WriterLock {
+    inode: (u64, u64),
+}
+
+/// A state file this process opened for writing: its device and inode, its lock descriptor, and whether a live
+/// store holds it (`None`: this process could not take the lock).
+type HeldLock = ((u64, u64), std::fs::File, Option<bool>);
+
+/// Every state file this process opened for writing.
+static LOCKS: std::sync::Mutex<Vec<HeldLock>> = std::sync::Mutex::new(Vec::new());
+
+impl WriterLock {
+    fn take(path: &Path, display: &str) -> Result<WriterLock, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let lock_err = |source| StoreError::Lock { path: display.to_owned(), source };
+        let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+        // The file's identity without opening it: a new descriptor of a file this process already uses must not
+        // be opened and closed again (see above).
+        let inode = match std::fs::metadata(path) {
+            Ok(meta) => Some((meta.dev(), meta.ino())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => return Err(lock_err(err)),
+        };
+        let at = match inode.and_then(|inode| locks.iter().position(|(i, _, _)| *i == inode)) {
+            Some(at) => at,
+            None => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .map_err(lock_err)?;
+                let meta = file.metadata().map_err(lock_err)?;
+                locks.push(((meta.dev(), meta.ino()), file, None));
+                locks.len() - 1
+            }
+        };
+        let (inode, file, held) = &mut locks[at];
+        match held {
+            Some(true) => return Err(StoreError::Locked { path: display.to_owned() }),
+            Some(false) => {}
+            None => match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: display.to_owned() }),
+                Err(std::fs::TryLockError::Error(source)) => return Err(lock_err(source)),
+            },
+        }
+        *held = Some(true);
+        Ok(WriterLock { inode: *inode })
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, held)) = locks.iter_mut().find(|(inode, _, _)| *inode == self.inode) {
+            *held = Some(false);
+        }
+    }
 }
 
 /// Checkpoints the WAL after commits, beside the writer: a commit then only appends its pages to the WAL, and
@@ -369,17 +438,7 @@ impl Store {
             // A missing directory surfaces as SQLite's "unable to open" below, which names the path.
             let _ = std::fs::create_dir_all(parent);
         }
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(format!("{display}.lock"))
-            .map_err(|source| StoreError::Lock { path: display.clone(), source })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { path: display }),
-            Err(std::fs::TryLockError::Error(source)) => return Err(StoreError::Lock { path: display, source }),
-        }
+        let lock = WriterLock::take(path, &display)?;
         let mut conn = Connection::open(path).map_err(err)?;
         let sync = match synchronous {
             Synchronous::Full => "FULL",

@@ -126,6 +126,23 @@ fn a_second_writer_on_the_same_state_is_refused() {
     let out = trailwatch(&["--config", config.to_str().unwrap(), "replay", tmp.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another trailwatch process"), "{out:?}");
+    // The lock is the file's own, whatever name reaches it, and there is no lock file to delete.
+    let state = tmp.path().join("state.db");
+    std::os::unix::fs::symlink(&state, tmp.path().join("symlink.db")).unwrap();
+    std::fs::hard_link(&state, tmp.path().join("hardlink.db")).unwrap();
+    for name in ["symlink.db", "hardlink.db"] {
+        let other = tmp.path().join(name);
+        let out = trailwatch(&[
+            "--state",
+            other.to_str().unwrap(),
+            "replay",
+            "--no-alerts",
+            data("fixtures").to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another trailwatch process"), "{out:?}");
+    }
+    assert!(!tmp.path().join("state.db.lock").exists());
     // Readers are not blocked.
     ok(&trailwatch(&["--config", config.to_str().unwrap(), "report", "identities"]));
     terminate(daemon);
