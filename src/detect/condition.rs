@@ -75,7 +75,13 @@ pub enum ConditionError {
     Unexpected { expected: &'static str, found: String },
     #[error("unbalanced parentheses")]
     Unbalanced,
+    #[error("nested more than {MAX_DEPTH} levels deep (parentheses and `not`)")]
+    TooDeep,
 }
+
+/// The deepest nesting a condition may have: far beyond any real rule, and shallow enough that compiling and
+/// evaluating it (both recursive) cannot exhaust a thread's stack.
+pub const MAX_DEPTH: usize = 64;
 
 /// Compiles `text` against the rule's search names (their order gives the numbers).
 pub fn compile(text: &str, searches: &[&str]) -> Result<Condition, ConditionError> {
@@ -83,7 +89,7 @@ pub fn compile(text: &str, searches: &[&str]) -> Result<Condition, ConditionErro
     if tokens.is_empty() {
         return Err(ConditionError::Empty);
     }
-    let mut parser = Parser { tokens: &tokens, at: 0, searches };
+    let mut parser = Parser { tokens: &tokens, at: 0, searches, depth: 0 };
     let condition = parser.or()?;
     match parser.peek() {
         None => Ok(condition),
@@ -147,6 +153,8 @@ struct Parser<'p, 't> {
     tokens: &'p [Token<'t>],
     at: usize,
     searches: &'p [&'p str],
+    /// Parentheses and `not`s around the current token.
+    depth: usize,
 }
 
 impl<'p, 't> Parser<'p, 't> {
@@ -180,9 +188,23 @@ impl<'p, 't> Parser<'p, 't> {
 
     fn not(&mut self) -> Result<Condition, ConditionError> {
         if self.keyword("not") {
-            return Ok(Condition::Not(Box::new(self.not()?)));
+            return self.nested(|parser| Ok(Condition::Not(Box::new(parser.not()?))));
         }
         self.primary()
+    }
+
+    /// Parses one level deeper, refusing to go past [`MAX_DEPTH`].
+    fn nested(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<Condition, ConditionError>,
+    ) -> Result<Condition, ConditionError> {
+        if self.depth == MAX_DEPTH {
+            return Err(ConditionError::TooDeep);
+        }
+        self.depth += 1;
+        let parsed = parse(self);
+        self.depth -= 1;
+        parsed
     }
 
     fn primary(&mut self) -> Result<Condition, ConditionError> {
@@ -190,7 +212,7 @@ impl<'p, 't> Parser<'p, 't> {
         self.at += 1;
         match token {
             Some(Token::Open) => {
-                let inner = self.or()?;
+                let inner = self.nested(Self::or)?;
                 if self.peek() != Some(&Token::Close) {
                     return Err(ConditionError::Unbalanced);
                 }
@@ -367,6 +389,20 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(compile(text, SEARCHES).as_ref(), Err(expected), "{text:?}");
+        }
+    }
+
+    /// Nesting up to [`MAX_DEPTH`] compiles; one level more is refused, however it nests.
+    #[test]
+    fn nesting_is_bounded() {
+        let parens = |n: usize| format!("{}selection{}", "(".repeat(n), ")".repeat(n));
+        let nots = |n: usize| format!("{}selection", "not ".repeat(n));
+        let mixed = |n: usize| format!("{}selection{}", "not (".repeat(n / 2), ")".repeat(n / 2));
+        for text in [parens(MAX_DEPTH), nots(MAX_DEPTH), mixed(MAX_DEPTH)] {
+            assert!(compile(&text, SEARCHES).is_ok(), "{text}");
+        }
+        for text in [parens(MAX_DEPTH + 1), nots(MAX_DEPTH + 1), mixed(MAX_DEPTH + 2), parens(100_000)] {
+            assert_eq!(compile(&text, SEARCHES), Err(ConditionError::TooDeep), "{}", &text[..20]);
         }
     }
 

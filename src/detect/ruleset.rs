@@ -209,9 +209,9 @@ impl RuleSet {
             files.sort();
             for path in files {
                 let origin = path.display().to_string();
-                match std::fs::read_to_string(&path) {
+                match read_rule_file(&path) {
                     Ok(text) => add(&text, &origin, &mut rules, &mut errors),
-                    Err(err) => errors.push(LoadError { origin, id: None, error: format!("unreadable: {err}") }),
+                    Err(error) => errors.push(LoadError { origin, id: None, error }),
                 }
             }
         }
@@ -787,16 +787,55 @@ fn push_group_value(out: &mut String, field: &str, fields: &EventFields<'_, '_, 
     }
 }
 
-fn rule_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            rule_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-            out.push(path);
-        }
+/// The largest rule file read; SigmaHQ's largest rule is a few kilobytes.
+pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
+
+/// A rule file's text: a regular file (a FIFO would block loading, a device like `/dev/zero` never end) of at
+/// most [`MAX_RULE_FILE_BYTES`], read no further than that whatever it claims.
+fn read_rule_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("unreadable: {}", e.to_string().to_lowercase()))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
     }
-    Ok(())
+    if meta.len() > MAX_RULE_FILE_BYTES {
+        return Err(format!("larger than {MAX_RULE_FILE_BYTES} bytes"));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("unreadable: {}", e.to_string().to_lowercase()))?;
+    let mut text = String::new();
+    file.take(MAX_RULE_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("unreadable: {}", e.to_string().to_lowercase()))?;
+    if text.len() as u64 > MAX_RULE_FILE_BYTES {
+        return Err(format!("larger than {MAX_RULE_FILE_BYTES} bytes"));
+    }
+    Ok(text)
+}
+
+/// The `*.yml` and `*.yaml` files under `dir`, at any depth; a directory reached twice (a symlink loop) is read
+/// once.
+fn rule_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    fn walk(
+        dir: &std::path::Path,
+        seen: &mut Vec<std::path::PathBuf>,
+        out: &mut Vec<std::path::PathBuf>,
+    ) -> std::io::Result<()> {
+        let canonical = std::fs::canonicalize(dir)?;
+        if seen.contains(&canonical) {
+            return Ok(());
+        }
+        seen.push(canonical);
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, seen, out)?;
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    walk(dir, &mut Vec::new(), out)
 }
 
 /// One rule matching one event: what the alert stage needs, owned so that it outlives the file's buffer. The

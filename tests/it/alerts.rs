@@ -951,3 +951,52 @@ fn a_hanging_or_redirecting_sink_delays_only_itself_and_leaks_nothing() {
     let kept: i64 = conn.query_row("SELECT count(*) FROM outbox WHERE sink = 'moved'", [], |r| r.get(0)).unwrap();
     assert_eq!(kept as usize, expected.len(), "every redirected alert stays pending");
 }
+
+/// Rule files are input too: a condition nested 16,000 levels deep (which overflowed the stack and aborted
+/// start-up), 100,000 nested `[` (which YAML took a minute to refuse), a symlink to `/dev/zero`, a FIFO, an
+/// oversized file and a directory symlink loop are each refused with a reason or skipped, and the good rule beside
+/// them loads, both for `rules check` and for the loading the daemons do.
+#[test]
+fn hostile_rule_files_are_refused_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("rules");
+    std::fs::create_dir(&dir).unwrap();
+    let rule = |id: &str, condition: &str| {
+        format!(
+            "title: t\nid: {id}\nlogsource: {{product: aws, service: cloudtrail}}\n\
+             detection:\n    sel:\n        eventName: DeleteTrail\n    condition: {condition}\n"
+        )
+    };
+    std::fs::write(dir.join("good.yml"), rule("good", "sel")).unwrap();
+    let deep = format!("'{}sel{}'", "(".repeat(16_000), ")".repeat(16_000));
+    std::fs::write(dir.join("parens.yml"), rule("parens", &deep)).unwrap();
+    std::fs::write(dir.join("nots.yml"), rule("nots", &format!("'{}sel'", "not ".repeat(16_000)))).unwrap();
+    std::fs::write(dir.join("brackets.yml"), format!("title: {}", "[".repeat(100_000))).unwrap();
+    std::fs::write(dir.join("huge.yml"), format!("{}\n{}", rule("huge", "sel"), "#".repeat(1 << 20))).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.yml")).unwrap();
+    let fifo = dir.join("fifo.yml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::os::unix::fs::symlink(&dir, dir.join("loop")).unwrap();
+
+    let out = trailwatch(&["rules", "check", dir.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    for (file, reason) in [
+        ("parens.yml", "nested more than 64 levels deep"),
+        ("nots.yml", "nested more than 64 levels deep"),
+        ("brackets.yml", "collections nested more than 64 levels deep"),
+        ("huge.yml", "larger than 1048576 bytes"),
+        ("zero.yml", "not a regular file"),
+        ("fifo.yml", "not a regular file"),
+    ] {
+        assert!(report.lines().any(|l| l.contains(file) && l.contains(reason)), "{file}: {reason}\n{report}");
+    }
+    assert_eq!(report.lines().last(), Some("1 rules loaded, 6 failed"), "the loop adds nothing:\n{report}");
+
+    // The daemons' loading: the good rule beside the built-ins, the others listed as not loaded.
+    let config = tmp.path().join("tw.toml");
+    std::fs::write(&config, format!("[rules]\ndirs = [{dir:?}]\n")).unwrap();
+    let listing = ok(&trailwatch(&["--config", config.to_str().unwrap(), "rules", "list"]));
+    assert!(listing.lines().any(|l| l.starts_with("good ")), "{listing}");
+    assert_eq!(listing.lines().filter(|l| l.starts_with("not loaded:")).count(), 6, "{listing}");
+}
