@@ -241,6 +241,11 @@ impl Worker {
     ) -> (u64, Result<RecordCounts, FileError>) {
         let path = || job.location.to_string();
         let read_bytes = self.raw.len() as u64;
+        let delivered = match &job.location {
+            Location::Local(path) => crate::intake::layout::delivery_time(&path.to_string_lossy()),
+            Location::S3 { key, .. } => crate::intake::layout::delivery_time(key),
+        };
+        self.parser.set_plausible_times(crate::parse::plausible_event_times(delivered, crate::time::now()));
         let raw = std::mem::take(&mut self.raw);
         let res = self.process_bytes(&raw, limits, delta);
         self.raw = raw;

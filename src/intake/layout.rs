@@ -1,7 +1,7 @@
 //! CloudTrail's S3 layout: `[prefix/]AWSLogs/[o-xxxx/]<account>/CloudTrail[-Insight|-Digest]/<region>/YYYY/MM/DD/…`,
 //! parsed from keys, and the backfill filters (dates, accounts, regions) that prune a listing.
 
-use crate::time::{Timestamp, parse_date};
+use crate::time::{Timestamp, parse_date, parse_rfc3339};
 
 /// Where a key sits in CloudTrail's layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,12 @@ pub fn parse_key(key: &str) -> Option<Layout<'_>> {
 pub fn file_time(key: &str) -> Option<&str> {
     let name = key.rsplit('/').next()?;
     name.split('_').find(|part| is_file_time(part))
+}
+
+/// The delivery time in a CloudTrail file name, as a time; `None` for other names.
+pub fn delivery_time(key: &str) -> Option<Timestamp> {
+    let t = file_time(key)?;
+    parse_rfc3339(&format!("{}-{}-{}T{}:{}:00Z", &t[..4], &t[4..6], &t[6..8], &t[9..11], &t[11..13]))
 }
 
 /// `YYYYMMDDTHHMMZ`, as in CloudTrail's file names.

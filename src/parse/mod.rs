@@ -81,16 +81,20 @@ pub enum SkipReason {
     MissingEventSource,
     MissingEventName,
     NoIdentity,
+    /// An `eventTime` far from when the file was delivered (or, for a file that does not say, before AWS or more
+    /// than a day ahead of the clock): a year-9999 event would make its identity never inactive.
+    ImplausibleEventTime,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::NotAnObject,
         SkipReason::MissingEventTime,
         SkipReason::InvalidEventTime,
         SkipReason::MissingEventSource,
         SkipReason::MissingEventName,
         SkipReason::NoIdentity,
+        SkipReason::ImplausibleEventTime,
     ];
 
     pub fn kind(self) -> &'static str {
@@ -101,6 +105,7 @@ impl SkipReason {
             SkipReason::MissingEventSource => "missing_event_source",
             SkipReason::MissingEventName => "missing_event_name",
             SkipReason::NoIdentity => "no_identity",
+            SkipReason::ImplausibleEventTime => "implausible_event_time",
         }
     }
 }
@@ -115,7 +120,7 @@ pub struct RecordCounts {
     /// Insight events: counted, never attributed to an identity.
     pub insights: u64,
     /// Skipped records, indexed like [`SkipReason::ALL`].
-    pub skipped: [u64; 6],
+    pub skipped: [u64; SkipReason::ALL.len()],
     /// The latest `eventTime` among the events: how far behind real time the file is.
     pub newest: Option<Timestamp>,
 }
@@ -162,11 +167,17 @@ impl ParseError {
 pub struct Parser {
     buffers: simd_json::Buffers,
     tape: Option<simd_json::Tape<'static>>,
+    /// Event times outside this range are skipped ([`SkipReason::ImplausibleEventTime`]); set per file.
+    plausible: std::ops::RangeInclusive<Timestamp>,
 }
 
 impl Default for Parser {
     fn default() -> Self {
-        Parser { buffers: simd_json::Buffers::new(1 << 20), tape: Some(simd_json::Tape::null().reset()) }
+        Parser {
+            buffers: simd_json::Buffers::new(1 << 20),
+            tape: Some(simd_json::Tape::null().reset()),
+            plausible: Timestamp::MIN..=Timestamp::MAX,
+        }
     }
 }
 
@@ -177,6 +188,11 @@ impl Parser {
     /// Appends the padding [`Parser::parse`] reads past the document (SIMD loads), so it need not copy the input.
     pub fn pad(json: &mut Vec<u8>) {
         json.resize(json.len() + PADDING, b' ');
+    }
+
+    /// The event times the next files may hold (see [`plausible_event_times`]); any, until set.
+    pub fn set_plausible_times(&mut self, times: std::ops::RangeInclusive<Timestamp>) {
+        self.plausible = times;
     }
 
     /// Parses a `{"Records":[...]}` document in place, calling `on_event` per valid event.
@@ -194,7 +210,7 @@ impl Parser {
         let mut counts = RecordCounts::default();
         let walked = match filled {
             Err(err) => Err(ParseError::InvalidJson(describe(&err))),
-            Ok(()) => walk(Json::root(&tape.0), &mut counts, on_event),
+            Ok(()) => walk(Json::root(&tape.0), &self.plausible, &mut counts, on_event),
         };
         self.tape = Some(tape.reset());
         walked.map(|()| counts)
@@ -279,6 +295,25 @@ pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason
     }))
 }
 
+/// The earliest plausible event time: AWS's first public services (2006); CloudTrail itself started in 2013.
+const EARLIEST_EVENT: Timestamp = 1_136_073_600;
+
+/// How far before its delivery a file's event may be: CloudTrail delivers within minutes, some services' events
+/// hours late, and nothing legitimately weeks late.
+const MAX_LATENESS: Timestamp = 30 * 86_400;
+
+/// How far after its delivery (or the clock) an event may be: clocks and delivery times are not exact.
+const MAX_AHEAD: Timestamp = 86_400;
+
+/// The event times a file may hold: around its delivery time (CloudTrail's file name says it), or, for a file that
+/// does not say, between 2006 and a day after `now`.
+pub fn plausible_event_times(delivered: Option<Timestamp>, now: Timestamp) -> std::ops::RangeInclusive<Timestamp> {
+    match delivered {
+        Some(at) => at - MAX_LATENESS..=at + MAX_AHEAD,
+        None => EARLIEST_EVENT..=now + MAX_AHEAD,
+    }
+}
+
 /// `AccessDenied*`, `*UnauthorizedOperation`, `*Unauthorized*`.
 pub fn is_authorization_failure(code: &str) -> bool {
     code.starts_with("AccessDenied") || code.contains("Unauthorized")
@@ -287,6 +322,7 @@ pub fn is_authorization_failure(code: &str) -> bool {
 /// Walks `{"Records":[...]}` on the tape, validating each record and handing events on.
 fn walk<'t, 'de>(
     root: Option<Json<'t, 'de>>,
+    plausible: &std::ops::RangeInclusive<Timestamp>,
     counts: &mut RecordCounts,
     on_event: &mut dyn FnMut(&Event<'de>, Record<'t, 'de>),
 ) -> Result<(), ParseError> {
@@ -312,6 +348,9 @@ fn walk<'t, 'de>(
             continue;
         };
         match validate(&raw) {
+            Ok(Some(event)) if !plausible.contains(&event.time) => {
+                counts.skipped[SkipReason::ImplausibleEventTime as usize] += 1
+            }
             Ok(Some(event)) => {
                 counts.events += 1;
                 counts.newest = counts.newest.max(Some(event.time));

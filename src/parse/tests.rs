@@ -220,3 +220,37 @@ fn any_field_is_readable_by_its_dotted_path() {
     ];
     assert_eq!(got, want.map(|w| w.map(str::to_owned)));
 }
+
+/// An event far from its file's delivery time is skipped and counted (a year-9999 event would make its identity
+/// never inactive); without a delivery time, the bounds are 2006 and a day after the clock.
+#[test]
+fn implausible_event_times_are_skipped() {
+    let t = |text: &str| crate::time::parse_rfc3339(text).unwrap();
+    let delivered = Some(t("2026-10-01T12:05:00Z"));
+    let now = t("2026-12-07T00:00:00Z");
+    // (event time, delivered, kept)
+    let cases = [
+        ("2026-10-01T12:00:00Z", delivered, true),
+        ("2026-09-02T00:00:00Z", delivered, true),
+        ("2026-08-31T00:00:00Z", delivered, false),
+        ("2026-10-02T12:00:00Z", delivered, true),
+        ("2026-10-02T12:06:00Z", delivered, false),
+        ("9999-12-31T23:59:59Z", delivered, false),
+        ("0000-01-01T00:00:00Z", delivered, false),
+        ("2014-01-01T00:00:00Z", None, true),
+        ("2005-12-31T23:59:59Z", None, false),
+        ("2026-12-07T23:00:00Z", None, true),
+        ("2026-12-08T00:00:01Z", None, false),
+        ("9999-12-31T23:59:59Z", None, false),
+    ];
+    for (time, delivered, kept) in cases {
+        let file = format!(
+            r#"{{"Records":[{{"eventTime":"{time}","eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}}]}}"#
+        );
+        let mut parser = Parser::default();
+        parser.set_plausible_times(crate::parse::plausible_event_times(delivered, now));
+        let counts = parser.parse_unpadded(file.as_bytes(), &mut |_, _| {}).unwrap();
+        let skipped = counts.skipped[SkipReason::ImplausibleEventTime as usize];
+        assert_eq!((counts.events, skipped), if kept { (1, 0) } else { (0, 1) }, "{time} delivered {delivered:?}");
+    }
+}
