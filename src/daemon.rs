@@ -100,7 +100,8 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     while !stop.load(Ordering::SeqCst) {
         let mut wait = spool_config.scan_interval;
         match spool.scan(&applied, SystemTime::now()) {
-            Ok(jobs) => {
+            Ok((jobs, unreadable_dirs)) => {
+                metrics.spool_unreadable_dirs.inc_by(unreadable_dirs);
                 if let Some(err) = scan_error.take() {
                     tracing::info!("spool {} is readable again (was: {err})", spool.dir().display());
                 }

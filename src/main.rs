@@ -340,10 +340,26 @@ fn main() -> ExitCode {
                 eprintln!("trailwatch: {config}");
                 return ExitCode::from(64);
             }
-            eprintln!("trailwatch: {err:#}");
+            eprintln!("trailwatch: {}", describe(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error with its causes, each said once: a typed error's message often carries its cause's text already
+/// (`state store s.db: database disk image is malformed`), and rusqlite's cause repeats it again behind an error
+/// code.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        let last = cause.rsplit(": ").next().unwrap_or(&cause);
+        if !text.contains(&cause) && !text.ends_with(last) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(format: LogFormat) {

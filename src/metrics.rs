@@ -26,6 +26,7 @@ pub struct Metrics {
     pub last_commit_timestamp: IntGauge,
     pub spool_scan_failures: IntCounter,
     pub http_connections_refused: IntCounter,
+    pub spool_unreadable_dirs: IntCounter,
     pub sqs_received: IntCounter,
     pub sqs_deleted: IntCounter,
     pub sqs_delete_failures: IntCounter,
@@ -145,6 +146,11 @@ impl Metrics {
         let spool_scan_failures = IntCounter::new(
             "trailwatch_spool_scan_failures_total",
             "Scans of the spool directory that failed (they are retried)",
+        )
+        .expect("valid metric");
+        let spool_unreadable_dirs = IntCounter::new(
+            "trailwatch_spool_unreadable_directories_total",
+            "Directories under the spool that could not be read and were skipped, counted at every scan",
         )
         .expect("valid metric");
         let http_connections_refused = IntCounter::new(
@@ -288,6 +294,7 @@ impl Metrics {
             Box::new(last_commit_timestamp.clone()),
             Box::new(spool_scan_failures.clone()),
             Box::new(http_connections_refused.clone()),
+            Box::new(spool_unreadable_dirs.clone()),
             Box::new(sqs_received.clone()),
             Box::new(sqs_deleted.clone()),
             Box::new(sqs_delete_failures.clone()),
@@ -342,6 +349,7 @@ impl Metrics {
             last_commit_timestamp,
             spool_scan_failures,
             http_connections_refused,
+            spool_unreadable_dirs,
             sqs_received,
             sqs_deleted,
             sqs_delete_failures,

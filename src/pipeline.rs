@@ -807,8 +807,12 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<FileJob>, std::io::Error> {
         })?;
         if meta.is_dir() {
             walk(path, &mut files)?;
-        } else {
+        } else if meta.is_file() {
             files.push((path.clone(), meta));
+        } else {
+            // A FIFO or a device would block a worker or never end.
+            let problem = format!("{}: not a regular file or a directory", path.display());
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, problem));
         }
     }
     Ok(one_per_key_in_delivery_order(files.into_iter().map(|(path, meta)| FileJob::local(path, meta.len())).collect()))
@@ -832,18 +836,20 @@ pub fn is_candidate_name(name: &str) -> bool {
         && (name.ends_with(".json") || name.ends_with(".gz"))
 }
 
-/// Collects candidate files under `dir`, at any depth, with their metadata.
+/// Collects candidate files under `dir`, at any depth, with their metadata; returns how many directories below it
+/// could not be read.
 ///
-/// Only an unreadable `dir` itself is an error; an unreadable directory below it is logged and skipped, so one bad
-/// subdirectory does not hide the rest of the tree.
-pub fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<(), std::io::Error> {
+/// Only an unreadable `dir` itself is an error; an unreadable directory below it is skipped (logged, rate-limited:
+/// a spool is scanned every second), so one bad subdirectory does not hide the rest of the tree.
+pub fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<u64, std::io::Error> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {}", dir.display(), e.to_string().to_lowercase())))?;
-    walk_entries(entries, out);
-    Ok(())
+    let mut unreadable = 0;
+    walk_entries(entries, out, &mut unreadable);
+    Ok(unreadable)
 }
 
-fn walk_entries(entries: std::fs::ReadDir, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
+fn walk_entries(entries: std::fs::ReadDir, out: &mut Vec<(PathBuf, std::fs::Metadata)>, unreadable: &mut u64) {
     for entry in entries {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name();
@@ -855,12 +861,17 @@ fn walk_entries(entries: std::fs::ReadDir, out: &mut Vec<(PathBuf, std::fs::Meta
                 continue;
             }
             match std::fs::read_dir(&path) {
-                Ok(sub) => walk_entries(sub, out),
-                Err(err) => tracing::warn!(
-                    "skipping unreadable directory {}: {}",
-                    path.display(),
-                    err.to_string().to_lowercase()
-                ),
+                Ok(sub) => walk_entries(sub, out, unreadable),
+                Err(err) => {
+                    *unreadable += 1;
+                    if crate::logs::allow("unreadable_directory") {
+                        tracing::warn!(
+                            "skipping unreadable directory {}: {}",
+                            path.display(),
+                            err.to_string().to_lowercase()
+                        );
+                    }
+                }
             }
         } else if meta.is_file() && is_candidate_name(&name) {
             out.push((path, meta));

@@ -39,10 +39,10 @@ impl Spool {
         &self.dir
     }
 
-    /// Files ready to apply, sorted by path.
-    pub fn scan(&self, applied: &Applied, now: SystemTime) -> std::io::Result<Vec<FileJob>> {
+    /// Files ready to apply, in the order to take them, and how many directories could not be read.
+    pub fn scan(&self, applied: &Applied, now: SystemTime) -> std::io::Result<(Vec<FileJob>, u64)> {
         let mut found = Vec::new();
-        walk(&self.dir, &mut found)?;
+        let unreadable = walk(&self.dir, &mut found)?;
         let jobs: Vec<FileJob> = found
             .into_iter()
             .filter(|(path, meta)| {
@@ -61,7 +61,7 @@ impl Spool {
             .filter(|job| !applied.contains(&job.key))
             .collect();
         // A CloudTrail file present twice (copied, or a directory moved while being scanned) is applied once.
-        Ok(one_per_key_in_delivery_order(jobs))
+        Ok((one_per_key_in_delivery_order(jobs), unreadable))
     }
 
     /// Remembers the offered jobs that were not applied: those that could not be read (`unreadable`, see
@@ -124,7 +124,7 @@ mod tests {
         let applied = Applied::default();
         let offered = |spool: &Spool, at: u64| -> Vec<String> {
             let now = SystemTime::now() + Duration::from_secs(at);
-            let jobs = spool.scan(&applied, now).unwrap();
+            let (jobs, _) = spool.scan(&applied, now).unwrap();
             let mut names: Vec<String> = jobs
                 .iter()
                 .map(|j| j.local_path().unwrap().file_name().unwrap().to_string_lossy().into_owned())
@@ -132,13 +132,13 @@ mod tests {
             names.sort();
             names
         };
-        let jobs = spool.scan(&applied, SystemTime::now()).unwrap();
+        let (jobs, _) = spool.scan(&applied, SystemTime::now()).unwrap();
         let failed = Unreadable(vec![unreadable.clone()]);
         let start = SystemTime::now();
         spool.note_unapplied(&jobs, &applied, &failed, start);
         assert_eq!(offered(&spool, 0), Vec::<String>::new());
         assert_eq!(offered(&spool, 2), ["unreadable.json"], "retried after 1 s");
-        let jobs = spool.scan(&applied, start + Duration::from_secs(2)).unwrap();
+        let (jobs, _) = spool.scan(&applied, start + Duration::from_secs(2)).unwrap();
         spool.note_unapplied(&jobs, &applied, &failed, start + Duration::from_secs(2));
         assert_eq!(offered(&spool, 3), Vec::<String>::new(), "the second failure waits 2 s");
         assert_eq!(offered(&spool, 5), ["unreadable.json"]);
@@ -159,7 +159,7 @@ mod tests {
         }
         let config =
             SpoolConfig { dir: dir.path().to_owned(), scan_interval: Duration::ZERO, min_file_age: Duration::ZERO };
-        let jobs = Spool::new(&config).scan(&Applied::default(), SystemTime::now()).unwrap();
+        let (jobs, _) = Spool::new(&config).scan(&Applied::default(), SystemTime::now()).unwrap();
         let mut sources: Vec<&str> = jobs.iter().map(|j| j.key.source.as_str()).collect();
         sources.sort_unstable();
         assert_eq!(sources.len(), 3, "{sources:?}");

@@ -24,6 +24,11 @@ pub enum StoreError {
     Locked { path: String },
     #[error("state store {path}: cannot lock it: {source}")]
     Lock { path: String, source: std::io::Error },
+    #[error(
+        "state store {path} is damaged (sqlite's quick_check: {problems}); restore it from a backup, or move it aside \
+         to start afresh"
+    )]
+    Damaged { path: String, problems: String },
     #[error("state store {path}: schema version {found} is newer than this trailwatch understands ({supported})")]
     SchemaTooNew { path: String, found: i64, supported: i64 },
 }
@@ -423,6 +428,24 @@ fn behaviour_facts(
     Ok(facts)
 }
 
+/// SQLite's `quick_check` (every page read once, without the costlier index cross-checks): a writer does not start
+/// on a damaged file, whose corruption would otherwise surface later as failing commits, or not at all.
+fn check_integrity(conn: &Connection, path: &str) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let damaged = |problems: String| StoreError::Damaged { path: path.to_owned(), problems };
+    let problems: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(|e| damaged(e.to_string()))?;
+    if started.elapsed() > std::time::Duration::from_secs(1) {
+        tracing::info!(ms = started.elapsed().as_millis() as u64, "state store {path}: checked");
+    }
+    match problems.as_slice() {
+        [ok] if ok == "ok" => Ok(()),
+        _ => Err(damaged(problems.join("; ").replace('\n', "; "))),
+    }
+}
+
 /// A file to record in the ledger with the batch.
 pub struct LedgerEntry<'a> {
     pub key: &'a LedgerKey,
@@ -449,6 +472,7 @@ impl Store {
              PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(err)?;
+        check_integrity(&conn, &display)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(outbox::SCHEMA).map_err(err)?;
         conn.execute_batch(INVENTORY_SCHEMA).map_err(err)?;

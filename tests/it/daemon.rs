@@ -380,3 +380,50 @@ fn slow_clients_cannot_starve_the_daemon() {
     assert!(refused >= (600 - 256) as f64, "{refused} refused");
     assert!(!stderr.contains("Too many open files") && !stderr.contains("too many open files"), "{stderr}");
 }
+
+/// A spool subdirectory the daemon cannot read is skipped at every scan: logged at most ten times a minute, and
+/// counted. Run as `nobody` when the tests run as root, whom permissions do not stop.
+#[test]
+fn an_unreadable_directory_is_counted_not_logged_at_every_scan() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (spool, state) = (tmp.path().join("spool"), tmp.path().join("state.db"));
+    let locked = spool.join("locked");
+    std::fs::create_dir_all(&locked).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let port = free_port();
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 20\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut command = if root {
+        let mut command = std::process::Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_trailwatch")]);
+        command
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trailwatch"))
+    };
+    let daemon = command
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .current_dir(tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scanned = wait_for(Duration::from_secs(30), || {
+        metric(&metrics(port)?, "trailwatch_spool_unreadable_directories_total").filter(|n| *n >= 40.0)
+    });
+    let log = terminate(daemon);
+    assert!(scanned.is_some(), "not counted at every scan:\n{log}");
+    let lines = log.lines().filter(|l| l.contains("skipping unreadable directory")).count();
+    assert!((1..=10).contains(&lines), "{lines} lines for 40 scans:\n{log}");
+}

@@ -217,3 +217,57 @@ fn shared_corpus_replays() {
     // No principal per role session.
     assert!(principals.iter().all(|p| !p.contains(":assumed-role/")), "{principals:?}");
 }
+
+/// A FIFO (or a device) named on the command line would block a worker for ever: it is refused before anything is
+/// read.
+#[test]
+fn replay_refuses_what_is_not_a_regular_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("logs.json");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let state = tmp.path().join("s.db");
+    let mut replay = bin()
+        .args(["--state", state.to_str().unwrap(), "replay", "--no-alerts", fifo.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exit = wait_for(Duration::from_secs(30), || replay.try_wait().unwrap());
+    let _ = replay.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(replay.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(exit.and_then(|e| e.code()), Some(1), "{stderr}");
+    assert!(stderr.contains("logs.json: not a regular file or a directory"), "{stderr}");
+}
+
+/// A damaged state file is found on open by a writer (SQLite's quick_check) and named with what is wrong, instead of
+/// failing commits later or not at all; a reader's error says each cause once.
+#[test]
+fn a_damaged_state_is_refused_with_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(tmp.path(), 10, 300, 100, 4);
+    let state = tmp.path().join("s.db");
+    let corpus = tmp.path().join("corpus");
+    ok(&trailwatch(&["--state", state.to_str().unwrap(), "replay", "--no-alerts", corpus.to_str().unwrap()]));
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&state).unwrap();
+        let pages = std::fs::metadata(&state).unwrap().len() / 4096;
+        assert!(pages > 20, "{pages} pages");
+        // Every third page's b-tree header and first cells: what a torn write or a bad disk leaves.
+        for page in (2..pages).step_by(3) {
+            file.seek(SeekFrom::Start(page * 4096 + 10)).unwrap();
+            file.write_all(&[0xA5; 200]).unwrap();
+        }
+    }
+    let out = trailwatch(&["--state", state.to_str().unwrap(), "replay", "--no-alerts", corpus.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is damaged (sqlite's quick_check: *** in database main ***; "), "{stderr}");
+    assert!(stderr.contains("restore it from a backup, or move it aside"), "{stderr}");
+    let out = trailwatch(&["--state", state.to_str().unwrap(), "report", "identities"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("malformed").count(), 1, "each cause once: {stderr}");
+    assert!(!stderr.contains("Error code"), "{stderr}");
+}
