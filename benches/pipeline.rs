@@ -25,7 +25,7 @@ use trailwatch::state::store::{LedgerEntry, Store, Synchronous};
 use trailwatch::state::{Delta, Scratch};
 use trailwatch::synth::{SynthConfig, generate};
 
-const LIMITS: Limits = Limits { max_file_bytes: 1 << 30, max_decoded_bytes: 1 << 30 };
+const LIMITS: Limits = Limits { max_file_bytes: 1 << 30, max_decoded_bytes: 1 << 30, max_worker_memory_bytes: 4 << 30 };
 
 struct Corpus {
     _dir: tempfile::TempDir,

@@ -372,6 +372,7 @@ struct RawPipeline {
     batch_max_wait_ms: u64,
     max_file_bytes: u64,
     max_decoded_bytes: u64,
+    max_worker_memory_bytes: u64,
 }
 
 impl Default for RawPipeline {
@@ -383,6 +384,7 @@ impl Default for RawPipeline {
             batch_max_wait_ms: 1000,
             max_file_bytes: 256 << 20,
             max_decoded_bytes: 1 << 30,
+            max_worker_memory_bytes: 320 << 20,
         }
     }
 }
@@ -517,6 +519,10 @@ impl Config {
         check(pipeline.max_file_bytes >= 1, "`pipeline.max_file_bytes`: must be at least 1");
         check(pipeline.max_decoded_bytes >= 1, "`pipeline.max_decoded_bytes`: must be at least 1");
         check(
+            pipeline.max_worker_memory_bytes >= 16 << 20,
+            "`pipeline.max_worker_memory_bytes`: must be at least 16777216 (16 MiB)",
+        );
+        check(
             (1..=256).contains(&aws.max_concurrent_fetches),
             "`aws.max_concurrent_fetches`: must be between 1 and 256",
         );
@@ -575,7 +581,11 @@ impl Config {
             store_path: store.path,
             synchronous: store.synchronous,
             threads,
-            limits: Limits { max_file_bytes: pipeline.max_file_bytes, max_decoded_bytes: pipeline.max_decoded_bytes },
+            limits: Limits {
+                max_file_bytes: pipeline.max_file_bytes,
+                max_decoded_bytes: pipeline.max_decoded_bytes,
+                max_worker_memory_bytes: pipeline.max_worker_memory_bytes,
+            },
             batch: BatchLimits {
                 max_files: pipeline.batch_max_files,
                 max_records: pipeline.batch_max_records,

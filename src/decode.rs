@@ -74,16 +74,39 @@ fn gunzip_into(input: &[u8], out: &mut Vec<u8>, cap: u64) -> Result<(), DecodeEr
         // The extra 64 bytes leave room for the parser's padding without a reallocation.
         out.reserve(hint.min(cap).min(input.len() as u64 * 64) as usize + 64);
     }
-    let decoder = MultiGzDecoder::new(input);
-    let n = decoder.take(cap + 1).read_to_end(out).map_err(|err| match err.kind() {
-        std::io::ErrorKind::UnexpectedEof => DecodeError::Truncated,
-        _ => DecodeError::Corrupt(err.to_string().to_lowercase()),
-    })?;
-    if n as u64 > cap {
-        out.clear();
-        return Err(DecodeError::TooLarge { cap });
+    let mut decoder = MultiGzDecoder::new(input);
+    // Grown by hand rather than by `read_to_end`, whose doubling can allocate up to twice the cap: the buffer never
+    // holds more than the cap plus one byte (to tell "exactly the cap" from "more") and the parser's padding.
+    let limit = usize::try_from(cap.saturating_add(1)).unwrap_or(usize::MAX);
+    loop {
+        if out.len() >= limit {
+            out.clear();
+            return Err(DecodeError::TooLarge { cap });
+        }
+        if out.len() == out.capacity() {
+            let grown = out.capacity().max(1 << 16).saturating_mul(2).min(limit.saturating_add(64));
+            out.reserve_exact(grown - out.len());
+        }
+        // Read into zeroed space a chunk at a time, so that each byte is zeroed once.
+        let start = out.len();
+        let end = out.capacity().min(limit).min(start + (256 << 10));
+        out.resize(end, 0);
+        let read = decoder.read(&mut out[start..]).map_err(|err| match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => DecodeError::Truncated,
+            _ => DecodeError::Corrupt(err.to_string().to_lowercase()),
+        });
+        let n = match read {
+            Ok(n) => n,
+            Err(err) => {
+                out.truncate(start);
+                return Err(err);
+            }
+        };
+        out.truncate(start + n);
+        if n == 0 {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -141,5 +164,19 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(decode_into(&bomb, &mut out, 1 << 20), Err(DecodeError::TooLarge { cap: 1 << 20 }));
         assert!(out.capacity() < 4 << 20, "the size hint must not allocate past the cap");
+    }
+
+    /// The buffer never grows past the cap (plus the parser's padding), whatever the cap: doubling would reach
+    /// almost twice the cap.
+    #[test]
+    fn the_buffer_stays_within_the_cap() {
+        let json = vec![b' '; 3 << 20];
+        let gz = gzip(&json);
+        for cap in [(1 << 20) + 1, 3 << 20, (3 << 20) + 7, 5 << 20] {
+            let mut out = Vec::new();
+            let res = decode_into(&gz, &mut out, cap);
+            assert!(out.capacity() as u64 <= cap + 1 + 64, "cap {cap}: capacity {}", out.capacity());
+            assert_eq!(res.is_ok(), cap >= 3 << 20, "cap {cap}");
+        }
     }
 }

@@ -26,11 +26,13 @@ use crate::state::outbox::{AlertWrite, WriteOutcome};
 use crate::state::store::{LedgerEntry, LedgerKey, Store, StoreError};
 use crate::state::{Delta, Scratch};
 
-/// Size caps: a file larger than `max_file_bytes`, or decompressing past `max_decoded_bytes`, is rejected.
+/// Size caps: a file larger than `max_file_bytes`, or decompressing past `max_decoded_bytes`, is rejected, and so is
+/// one whose reading, decoding and parsing would take a worker past `max_worker_memory_bytes`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_file_bytes: u64,
     pub max_decoded_bytes: u64,
+    pub max_worker_memory_bytes: u64,
 }
 
 /// When the committer closes a batch.
@@ -114,6 +116,11 @@ pub enum FileError {
     Parse { path: String, source: ParseError },
     #[error(transparent)]
     Fetch(FetchError),
+    #[error(
+        "{path}: decoding and parsing it would take at least {need} bytes, over the worker's budget of {budget} \
+         (pipeline.max_worker_memory_bytes)"
+    )]
+    OverMemoryBudget { path: String, need: u64, budget: u64 },
 }
 
 impl FileError {
@@ -124,6 +131,7 @@ impl FileError {
             FileError::Decode { source, .. } => source.kind(),
             FileError::Parse { source, .. } => source.kind(),
             FileError::Fetch(source) => source.kind(),
+            FileError::OverMemoryBudget { .. } => "over_memory_budget",
         }
     }
 }
@@ -133,6 +141,10 @@ impl FileError {
 pub enum BytesError {
     Decode(DecodeError),
     Parse(ParseError),
+    /// Decoding or parsing would take the worker past its memory budget: `need` bytes at least.
+    OverBudget {
+        need: u64,
+    },
 }
 
 /// One worker's reusable buffers: after warm-up, a file's processing allocates only for keys new to its unit.
@@ -183,7 +195,7 @@ impl Worker {
         limits: Limits,
         delta: &mut Delta,
     ) -> Result<RecordCounts, BytesError> {
-        decode_into(input, &mut self.json, limits.max_decoded_bytes).map_err(BytesError::Decode)?;
+        self.decode_and_budget(input, limits)?;
         let len = self.json.len();
         Parser::pad(&mut self.json);
         let scratch = &mut self.scratch;
@@ -212,6 +224,55 @@ impl Worker {
                 Err(BytesError::Parse(ParseError::InvalidJson(located.unwrap_or(described))))
             }
             res => res.map_err(BytesError::Parse),
+        }
+    }
+
+    /// Decodes `input` into the JSON buffer, within the worker's memory budget: the decoded document takes its size
+    /// twice (the buffer, and simd-json's string buffer), and parsing takes its tape and indexes, 28 bytes per
+    /// structural position: a few per kilobyte of CloudTrail, but one per byte for `[0,0,0,…]`, which no decoded
+    /// size cap alone can bound. The positions are counted before parsing when the size alone cannot rule out going
+    /// over; buffers a larger file left behind are let go of first.
+    fn decode_and_budget(&mut self, input: &[u8], limits: Limits) -> Result<(), BytesError> {
+        let budget = usize::try_from(limits.max_worker_memory_bytes).unwrap_or(usize::MAX);
+        let over = |need: usize| BytesError::OverBudget { need: need as u64 };
+        // The input (the file as read, or as fetched) is held until the file is done.
+        let held = input.len();
+        let cap = limits.max_decoded_bytes.min((budget.saturating_sub(held) / 2) as u64);
+        match decode_into(input, &mut self.json, cap) {
+            Ok(_) => {}
+            Err(DecodeError::TooLarge { .. }) if cap < limits.max_decoded_bytes => {
+                return Err(over(held + 2 * (cap as usize + 1)));
+            }
+            Err(err) => return Err(BytesError::Decode(err)),
+        }
+        let len = self.json.len();
+        let json_buffer = self.json.capacity().max(len + crate::parse::PADDING);
+        let need = |parser: &Parser, structurals| held + json_buffer + parser.footprint(len, structurals);
+        // At most one position per byte.
+        if need(&self.parser, len) <= budget {
+            return Ok(());
+        }
+        let structurals = crate::parse::structural_count(&self.json);
+        if need(&self.parser, structurals) > budget {
+            self.parser.release();
+        }
+        match need(&self.parser, structurals) {
+            n if n > budget => Err(over(n)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Lets go of the buffers a large file grew (over an eighth of the budget), so that what a worker holds
+    /// between files stays small and the next file's budget check counts what it will use.
+    fn shrink(&mut self, limits: Limits) {
+        let large = usize::try_from(limits.max_worker_memory_bytes / 8).unwrap_or(usize::MAX);
+        for buffer in [&mut self.raw, &mut self.json] {
+            if buffer.capacity() > large {
+                *buffer = Vec::new();
+            }
+        }
+        if self.parser.retained() > large {
+            self.parser.release();
         }
     }
 
@@ -260,9 +321,13 @@ impl Worker {
         let raw = std::mem::take(&mut self.raw);
         let res = self.process_bytes(&raw, limits, delta);
         self.raw = raw;
+        self.shrink(limits);
         let res = res.map_err(|err| match err {
             BytesError::Decode(source) => FileError::Decode { path: path(), source },
             BytesError::Parse(source) => FileError::Parse { path: path(), source },
+            BytesError::OverBudget { need } => {
+                FileError::OverMemoryBudget { path: path(), need, budget: limits.max_worker_memory_bytes }
+            }
         });
         (read_bytes, res)
     }
@@ -278,6 +343,11 @@ impl Worker {
         let size = file.metadata().map_err(read_err)?.len();
         if size > limits.max_file_bytes {
             return Err(FileError::TooLarge { path: String::new(), size, cap: limits.max_file_bytes });
+        }
+        // Held while it is decoded and parsed, which take at least its size again.
+        if size > limits.max_worker_memory_bytes / 2 {
+            let budget = limits.max_worker_memory_bytes;
+            return Err(FileError::OverMemoryBudget { path: String::new(), need: 2 * size, budget });
         }
         self.raw.clear();
         // The file may grow while we read; the cap holds regardless.
@@ -301,6 +371,7 @@ impl FileError {
             FileError::Decode { source, .. } => FileError::Decode { path, source },
             FileError::Parse { source, .. } => FileError::Parse { path, source },
             FileError::Fetch(source) => FileError::Fetch(source),
+            FileError::OverMemoryBudget { need, budget, .. } => FileError::OverMemoryBudget { path, need, budget },
         }
     }
 }
@@ -924,7 +995,7 @@ mod tests {
                 "expected `,` or `}` at line 2 column 39",
             ),
         ];
-        let limits = Limits { max_file_bytes: 1 << 20, max_decoded_bytes: 1 << 20 };
+        let limits = Limits { max_file_bytes: 1 << 20, max_decoded_bytes: 1 << 20, max_worker_memory_bytes: 64 << 20 };
         for (json, message) in cases {
             let err = Worker::default().process_bytes(json, limits, &mut Delta::default()).unwrap_err();
             match err {
@@ -952,7 +1023,7 @@ mod tests {
         };
         let ctx = RunContext {
             threads: 2,
-            limits: Limits { max_file_bytes: 1 << 20, max_decoded_bytes: 1 << 20 },
+            limits: Limits { max_file_bytes: 1 << 20, max_decoded_bytes: 1 << 20, max_worker_memory_bytes: 64 << 20 },
             batch: BatchLimits { max_files: 256, max_records: 1 << 20, max_wait: Duration::from_secs(60) },
             metrics: &metrics,
             stop: &stop,

@@ -169,16 +169,72 @@ pub struct Parser {
     tape: Option<simd_json::Tape<'static>>,
     /// Event times outside this range are skipped ([`SkipReason::ImplausibleEventTime`]); set per file.
     plausible: std::ops::RangeInclusive<Timestamp>,
+    /// The capacities simd-json's buffers have grown to, as far as they can be known from outside: its string
+    /// buffer and its structural indexes (bytes).
+    string_capacity: usize,
+    index_capacity: usize,
 }
+
+/// The size of simd-json's buffers when a parser is made (and after [`Parser::release`]).
+const INITIAL_BUFFER: usize = 1 << 20;
 
 impl Default for Parser {
     fn default() -> Self {
         Parser {
-            buffers: simd_json::Buffers::new(1 << 20),
+            buffers: simd_json::Buffers::new(INITIAL_BUFFER),
             tape: Some(simd_json::Tape::null().reset()),
             plausible: Timestamp::MIN..=Timestamp::MAX,
+            // `Buffers::new` sizes its string buffer (plus padding) and its input copy (unused here) by the input
+            // length, and its indexes at one per 128 bytes.
+            string_capacity: 2 * INITIAL_BUFFER,
+            index_capacity: INITIAL_BUFFER / 128 * 4,
         }
     }
+}
+
+/// A tape entry's size: the tape holds one per structural position.
+const NODE_BYTES: usize = std::mem::size_of::<simd_json::Node<'static>>();
+
+/// How large a `Vec` of capacity `capacity` becomes when `reserve` asks for room for `needed`: amortized growth
+/// at least doubles it.
+fn grown(capacity: usize, needed: usize) -> usize {
+    if capacity >= needed { capacity } else { needed.max(capacity.saturating_mul(2)) }
+}
+
+/// The positions simd-json's first stage marks in a JSON document: each `{`, `}`, `[`, `]`, `:`, `,`, each string
+/// and each scalar (number, `true`, `false`, `null`). It sizes the parse's tape; counted exactly, skipping strings'
+/// contents (most of a CloudTrail file) with `memchr`.
+pub fn structural_count(json: &[u8]) -> usize {
+    let (mut count, mut at, mut in_scalar) = (0, 0, false);
+    while at < json.len() {
+        match json[at] {
+            b'{' | b'}' | b'[' | b']' | b':' | b',' => {
+                count += 1;
+                in_scalar = false;
+            }
+            b'"' => {
+                count += 1;
+                in_scalar = false;
+                // To the closing quote: an escaped character is skipped with its backslash.
+                at += 1;
+                while let Some(next) = memchr::memchr2(b'"', b'\\', &json[at..]) {
+                    at += next;
+                    if json[at] == b'"' {
+                        break;
+                    }
+                    at += 2;
+                }
+            }
+            b' ' | b'\t' | b'\n' | b'\r' => in_scalar = false,
+            _ if !in_scalar => {
+                count += 1;
+                in_scalar = true;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    count
 }
 
 /// Bytes [`Parser::parse`] needs after the document; [`Parser::pad`] adds them.
@@ -188,6 +244,35 @@ impl Parser {
     /// Appends the padding [`Parser::parse`] reads past the document (SIMD loads), so it need not copy the input.
     pub fn pad(json: &mut Vec<u8>) {
         json.resize(json.len() + PADDING, b' ');
+    }
+
+    /// The bytes parsing a document of `len` bytes with `structurals` positions ([`structural_count`]) takes, with
+    /// this parser's buffers as they are: its string buffer, structural indexes, tape and stack.
+    pub fn footprint(&self, len: usize, structurals: usize) -> usize {
+        let tape = self.tape.as_ref().map_or(0, |t| t.0.capacity());
+        let strings = grown(self.string_capacity, len + PADDING);
+        strings
+            + self.index_bytes(len, structurals)
+            + grown(tape, structurals) * NODE_BYTES
+            + structurals.min(1024) * 24
+    }
+
+    /// The structural indexes' bytes after a document: room for one per eight bytes is reserved first, then each
+    /// position is pushed (4 bytes), doubling the vector when it is full.
+    fn index_bytes(&self, len: usize, structurals: usize) -> usize {
+        let reserved = grown(self.index_capacity, len / 2);
+        if structurals * 4 <= reserved { reserved } else { structurals * 8 }
+    }
+
+    /// What this parser's buffers hold on to between documents (see [`Parser::footprint`]).
+    pub fn retained(&self) -> usize {
+        self.footprint(0, 0)
+    }
+
+    /// Lets go of the buffers a large document grew, keeping the settings.
+    pub fn release(&mut self) {
+        let plausible = self.plausible.clone();
+        *self = Parser { plausible, ..Parser::default() };
     }
 
     /// The event times the next files may hold (see [`plausible_event_times`]); any, until set.
@@ -213,6 +298,8 @@ impl Parser {
             Ok(()) => walk(Json::root(&tape.0), &self.plausible, &mut counts, on_event),
         };
         self.tape = Some(tape.reset());
+        self.string_capacity = grown(self.string_capacity, len + PADDING);
+        self.index_capacity = self.index_bytes(len, self.buffers.structural_indexes().len());
         walked.map(|()| counts)
     }
 

@@ -271,3 +271,42 @@ fn a_damaged_state_is_refused_with_what_is_wrong() {
     assert_eq!(stderr.matches("malformed").count(), 1, "each cause once: {stderr}");
     assert!(!stderr.contains("Error code"), "{stderr}");
 }
+
+/// Memory is bounded by configuration, not by what a file contains: a tiny-value flood (a few kilobytes of gzip
+/// whose parse would take a tape entry per byte), deep nesting, a huge string and a gzip bomb are each rejected as
+/// over the worker's budget, and the replay's peak stays within the budgets of its workers plus the rest.
+#[test]
+fn hostile_files_cannot_take_memory_past_the_worker_budget() {
+    const BUDGET: u64 = 64 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hostile");
+    std::fs::create_dir(&dir).unwrap();
+    let write = |name: &str, json: Vec<u8>| std::fs::write(dir.join(name), gzip(&json)).unwrap();
+    let flood = [&b"{\"Records\":[0"[..], &b",0".repeat(8 << 20), b"]}"].concat();
+    write("flood.json.gz", flood);
+    write("nested.json.gz", [&b"{\"Records\":"[..], &b"[".repeat(16 << 20), &b"]".repeat(16 << 20), b"}"].concat());
+    write("string.json.gz", [&b"{\"Records\":[\""[..], &b"a".repeat(48 << 20), b"\"]}"].concat());
+    write("bomb.json.gz", vec![b' '; 256 << 20]);
+    let config = tmp.path().join("tw.toml");
+    std::fs::write(&config, format!("[pipeline]\nthreads = 2\nmax_worker_memory_bytes = {BUDGET}\n")).unwrap();
+    let state = tmp.path().join("s.db");
+    let out = ok(&trailwatch(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "replay",
+        "--no-alerts",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(
+        out.contains("files: 0 applied, 0 already applied, 4 rejected\n  rejected over_memory_budget: 4\n"),
+        "{out}"
+    );
+    let peak_mb: f64 = out
+        .lines()
+        .find_map(|l| l.split("peak RSS ").nth(1))
+        .and_then(|p| p.trim_end_matches(" MB").parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(peak_mb < ((2 * BUDGET) >> 20) as f64 + 150.0, "peak RSS {peak_mb} MB:\n{out}");
+}
