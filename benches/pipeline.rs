@@ -302,6 +302,7 @@ fn replay(
         alerting: alerting.as_ref(),
         log_batches: false,
         on_file: None,
+        inflight: None,
     };
     let summary = pipeline::run(
         pipeline::Jobs::Local(&corpus.jobs),

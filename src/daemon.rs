@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Intake};
+use crate::inflight::{Suspect, Trial};
 use crate::intake::spool::{Spool, Unreadable};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Applied, RunContext};
@@ -25,16 +26,18 @@ pub enum DaemonError {
     Runtime(std::io::Error),
 }
 
-/// Runs until SIGTERM or SIGINT, then drains and returns `Ok`.
-pub fn run(config: &Config) -> Result<(), DaemonError> {
+/// Runs until SIGTERM or SIGINT, then drains and returns `Ok`. `trial` tries the files a crash left in hand (see
+/// [`crate::inflight`]) before anything else.
+pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), DaemonError> {
     let spool_config = match &config.intake {
         Intake::Spool(spool) => spool,
-        Intake::Sqs(sqs) => return crate::intake::consumer::run_daemon(config, sqs),
+        Intake::Sqs(sqs) => return crate::intake::consumer::run_daemon(config, sqs, trial),
     };
     std::fs::create_dir_all(&spool_config.dir)
         .map_err(|source| DaemonError::Spool { dir: spool_config.dir.display().to_string(), source })?;
     let mut store = Store::open(&config.store_path, config.synchronous)?;
     let applied = Applied::load(&store)?;
+    let inflight = crate::inflight::guard(&config.store_path, &store, &applied, trial)?;
     let metrics = Arc::new(Metrics::new());
     let stop = Arc::new(AtomicBool::new(false));
     let (wake_tx, wake_rx) = mpsc::channel::<()>();
@@ -94,6 +97,7 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         alerting: alerting.as_deref(),
         log_batches: true,
         on_file: None,
+        inflight: inflight.as_ref(),
     };
     // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
     let mut scan_error: Option<String> = None;

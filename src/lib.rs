@@ -7,7 +7,8 @@
 //! - [`state`]: events → per-file deltas → the SQLite store with its ledger.
 //! - [`detect`]: Sigma rules matched on the workers in the same pass.
 //! - [`alert`]: matches → alerts, correlation windows, behavioural rules; outbox delivery to sinks.
-//! - [`pipeline`]: worker threads and the single committer that tie the stages together.
+//! - [`pipeline`]: worker threads and the single committer that tie the stages together; [`inflight`] is its
+//!   crash-loop guard.
 //! - [`intake`]: where files come from in daemon mode (a spool directory, or SQS notifications).
 //! - [`report`], [`findings`], [`synth`], [`config`], [`metrics`], [`http`]: the edges.
 
@@ -23,6 +24,7 @@ pub mod fetch;
 pub mod findings;
 pub mod http;
 pub mod iam;
+pub mod inflight;
 pub mod intake;
 pub mod logs;
 pub mod metrics;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use trailwatch::config::{Config, ConfigErrors};
 use trailwatch::detect::rule::{RuleBody, Severity};
 use trailwatch::detect::ruleset::{Mode, RuleSet};
+use trailwatch::inflight::{Suspect, Trial};
 use trailwatch::intake::layout::Filters;
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::SkipReason;
@@ -96,6 +97,11 @@ enum Command {
     },
     /// Check the configuration and list every problem; exit code 64 when invalid.
     Validate,
+    /// Reads one file (a path or `s3://bucket/key`) as the daemons do, rules included, and applies nothing: the
+    /// crash-loop guard's trial of a file that was in hand when the process died. Exit code 0 unless reading it
+    /// kills the process.
+    #[command(hide = true)]
+    ProbeFile { location: String },
     /// Write a synthetic CloudTrail corpus in S3's layout (gzipped), for demos and tests without AWS.
     Synth {
         /// The directory to write into (`AWSLogs/<account>/CloudTrail/<region>/Y/M/D/…`); the spool works.
@@ -390,7 +396,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => {
             let config = load_config(&cli)?;
-            daemon::run(&config)?;
+            daemon::run(&config, &trial(&cli))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ProbeFile { location } => {
+            let config = load_config(&cli)?;
+            probe_file(&config, location)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay { paths, threads, since, until, accounts, regions, no_alerts } => {
@@ -426,7 +437,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !problems.is_empty() {
                 return Err(ConfigErrors { source_name: "(command line)".to_owned(), problems }.into());
             }
-            replay(&config, paths, &s3, &filters, !no_alerts)
+            replay(&config, paths, &s3, &filters, !no_alerts, &trial(&cli))
         }
         Command::Rules { what: RulesCommand::List } => {
             let config = load_config(&cli)?;
@@ -646,12 +657,52 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The crash-loop guard's trial: this executable, on this configuration, in a process of its own.
+fn trial(cli: &Cli) -> impl Fn(&Suspect) -> Trial {
+    trailwatch::inflight::trial_in_child(cli.config.as_deref(), std::time::Duration::from_secs(600))
+}
+
+/// `probe-file`: reads one file through a worker as a run would (decode, parse, state fold, rules), keeping
+/// nothing. Whether the file is applied or rejected does not matter, only that reading it ends.
+fn probe_file(config: &Config, location: &str) -> anyhow::Result<()> {
+    let rules = config
+        .alerts
+        .enabled
+        .then(|| Arc::new(RuleSet::load_except(config.rules.builtin, &config.rules.dirs, &config.rules.disabled).0));
+    let mut worker = pipeline::Worker::with_rules(rules);
+    let mut delta = trailwatch::state::Delta::default();
+    let (_, outcome) = match backfill::parse_s3_url(location) {
+        Some(url) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let sdk = runtime.block_on(trailwatch::aws::sdk_config(&config.aws));
+            let client = trailwatch::aws::s3_client(&sdk, &config.aws);
+            let fetched = runtime.block_on(trailwatch::fetch::get_object(
+                &client,
+                &url.bucket,
+                &url.prefix,
+                config.limits.max_file_bytes,
+            ))?;
+            let job = pipeline::FileJob::s3(&url.bucket, &url.prefix, fetched.etag.as_deref().unwrap_or(""));
+            worker.process_fetched(&job, fetched.bytes, config.limits, &mut delta)
+        }
+        None => {
+            let job = pipeline::FileJob::local(PathBuf::from(location), 0);
+            worker.process_file(&job, config.limits, &mut delta)
+        }
+    };
+    if let Err(err) = outcome {
+        tracing::info!("the file is rejected: {err}");
+    }
+    Ok(())
+}
+
 fn replay(
     config: &Config,
     paths: &[String],
     s3: &[backfill::S3Url],
     filters: &Filters,
     alerts: bool,
+    trial: &dyn Fn(&Suspect) -> Trial,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut store = Store::open(&config.store_path, config.synchronous)?;
@@ -669,6 +720,7 @@ fn replay(
         alerting: alerting.as_deref(),
         log_batches: false,
         on_file: None,
+        inflight: None,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -697,6 +749,8 @@ fn replay(
             bar.set_message(format!("{} records", s.counts.records));
         }
     };
+    let inflight = trailwatch::inflight::guard(&config.store_path, &store, &applied, trial)?;
+    let ctx = RunContext { inflight: inflight.as_ref(), ..ctx };
     let summary = if s3.is_empty() {
         let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
         let mut jobs = pipeline::discover(&paths)?;

@@ -72,6 +72,7 @@ pub struct Metrics {
     pub inactive_identities: IntGauge,
     pub access_keys: IntGauge,
     pub ledger_files: IntGauge,
+    pub quarantined_files: IntGauge,
     pub newest_event_timestamp: IntGauge,
     /// Process gauges, read from `/proc/self` when scraped.
     process_resident_memory: IntGauge,
@@ -97,6 +98,7 @@ pub struct StateStats {
     pub inactive_identities: i64,
     pub access_keys: i64,
     pub ledger_files: i64,
+    pub quarantined_files: i64,
     pub newest_event: Option<i64>,
 }
 
@@ -256,6 +258,10 @@ impl Metrics {
         let access_keys = gauge("trailwatch_access_keys", "Long-term access keys seen in events");
         let ledger_files =
             gauge("trailwatch_ledger_files", "Files recorded in the ledger (applied once, skipped after)");
+        let quarantined_files = gauge(
+            "trailwatch_quarantined_files",
+            "Files quarantined because reading them killed the process (skipped until their row is deleted)",
+        );
         let newest_event_timestamp = gauge(
             "trailwatch_newest_event_timestamp_seconds",
             "Unix time of the newest event in the state (its time, not when it arrived)",
@@ -323,6 +329,7 @@ impl Metrics {
             Box::new(inactive_identities.clone()),
             Box::new(access_keys.clone()),
             Box::new(ledger_files.clone()),
+            Box::new(quarantined_files.clone()),
             Box::new(newest_event_timestamp.clone()),
             Box::new(process_resident_memory.clone()),
             Box::new(process_cpu.clone()),
@@ -378,6 +385,7 @@ impl Metrics {
             inactive_identities,
             access_keys,
             ledger_files,
+            quarantined_files,
             newest_event_timestamp,
             process_resident_memory,
             process_cpu,
@@ -432,6 +440,7 @@ impl Metrics {
         self.inactive_identities.set(stats.inactive_identities);
         self.access_keys.set(stats.access_keys);
         self.ledger_files.set(stats.ledger_files);
+        self.quarantined_files.set(stats.quarantined_files);
         if let Some(newest) = stats.newest_event {
             self.newest_event_timestamp.set(newest);
         }

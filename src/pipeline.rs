@@ -407,8 +407,15 @@ impl Summary {
 pub struct Applied(std::sync::RwLock<HashSet<u128>>);
 
 impl Applied {
+    /// The ledger, and the quarantined files (skipped alike).
     pub fn load(store: &Store) -> Result<Applied, StoreError> {
-        Ok(Applied(std::sync::RwLock::new(store.ledger_keys()?.iter().map(digest).collect())))
+        let keys = store.ledger_keys()?.into_iter().chain(store.quarantined_keys()?);
+        Ok(Applied(std::sync::RwLock::new(keys.map(|key| digest(&key)).collect())))
+    }
+
+    /// Adds a key not applied but to be skipped as if it were (a quarantined file).
+    pub fn insert(&self, key: LedgerKey) {
+        self.insert_all(std::iter::once(&key));
     }
 
     pub fn contains(&self, key: &LedgerKey) -> bool {
@@ -464,6 +471,7 @@ fn digest(key: &LedgerKey) -> u128 {
 }
 
 /// Everything a run needs besides its files.
+#[derive(Clone, Copy)]
 pub struct RunContext<'a> {
     pub threads: usize,
     pub limits: Limits,
@@ -483,6 +491,8 @@ pub struct RunContext<'a> {
     /// Called by a worker after each file it has read, applied or rejected: a progress bar moves per file, not
     /// per batch.
     pub on_file: Option<&'a (dyn Fn() + Sync)>,
+    /// Where workers record the file in their hands, for the crash-loop guard ([`crate::inflight`]).
+    pub inflight: Option<&'a crate::inflight::InFlight>,
 }
 
 /// A worker hands its unit over at this many records (or at the batch's file limit), whichever comes first.
@@ -531,7 +541,7 @@ pub fn run(
     let unit_max_files = ctx.batch.max_files.clamp(1, 64);
     let (tx, rx) = mpsc::sync_channel::<Message>(threads * 2);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
+        for worker_index in 0..threads {
             let tx = tx.clone();
             let (next, pending, jobs, starved, failed) = (&next, &pending, &jobs, &starved, &failed);
             // Named, so that `top -H` and profiles tell workers from the committer (the calling thread).
@@ -539,11 +549,21 @@ pub fn run(
             let spawned = worker_thread.spawn_scoped(scope, move || {
                 let mut worker = Worker::with_rules(ctx.alerting.map(|a| a.rules.clone()));
                 let mut unit = Unit::default();
+                // Emptied when the worker stops (dropped), left behind if the process dies.
+                let mut slot = ctx.inflight.and_then(|inflight| {
+                    inflight
+                        .slot(worker_index)
+                        .inspect_err(|err| tracing::warn!("crash-loop guard slot: {}", err.to_string().to_lowercase()))
+                        .ok()
+                });
                 while !ctx.stop.load(Ordering::Relaxed) && !failed.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     let (job, (read_bytes, res)) = match jobs {
                         Jobs::Local(_) => {
                             let Some(job) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                            if let Some(slot) = &mut slot {
+                                slot.start(job);
+                            }
                             ((*job).clone(), worker.process_file(job, ctx.limits, &mut unit.delta))
                         }
                         Jobs::Fetched { rx, .. } => {
@@ -586,6 +606,9 @@ pub fn run(
                             };
                             drop(rx);
                             let Some(fetched) = fetched else { break };
+                            if let Some(slot) = &mut slot {
+                                slot.start(&fetched.job);
+                            }
                             let outcome = match fetched.bytes {
                                 Ok(bytes) => worker.process_fetched(&fetched.job, bytes, ctx.limits, &mut unit.delta),
                                 Err(err) => (0, Err(FileError::Fetch(err))),
@@ -1031,6 +1054,7 @@ mod tests {
             alerting: None,
             log_batches: false,
             on_file: Some(&on_file),
+            inflight: None,
         };
         let mut commits = Commits { files_done: &files_done, at_commit: Vec::new() };
         let summary = run(Jobs::Local(&jobs), &ctx, &mut store, &Applied::default(), &mut commits).unwrap();

@@ -302,6 +302,7 @@ pub fn state_stats(
         )?,
         access_keys: count("SELECT count(*) FROM access_keys")?,
         ledger_files: count("SELECT count(*) FROM ledger")?,
+        quarantined_files: count("SELECT count(*) FROM quarantine")?,
         newest_event: conn.query_row("SELECT max(last_seen) FROM principals", [], |r| r.get(0))?,
     })
 }

@@ -67,9 +67,14 @@ impl<Q, O> Shared<Q, O> {
 }
 
 /// Runs until SIGTERM or SIGINT, then drains within the grace period and returns.
-pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonError> {
+pub fn run_daemon(
+    config: &Config,
+    settings: &SqsConfig,
+    trial: &dyn Fn(&crate::inflight::Suspect) -> crate::inflight::Trial,
+) -> Result<(), DaemonError> {
     let mut store = Store::open(&config.store_path, config.synchronous)?;
     let applied = Applied::load(&store)?;
+    let inflight = crate::inflight::guard(&config.store_path, &store, &applied, trial)?;
     let metrics = Arc::new(Metrics::new());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -133,6 +138,7 @@ pub fn run_daemon(config: &Config, settings: &SqsConfig) -> Result<(), DaemonErr
             applied,
             &metrics,
             alerting.as_deref(),
+            inflight.as_ref(),
             async move { stopped.wait().await },
         );
         match res {
@@ -178,6 +184,7 @@ pub fn run<Q: Queue, O: Objects>(
     applied: Applied,
     metrics: &Arc<Metrics>,
     alerting: Option<&crate::alert::stage::Alerting>,
+    inflight: Option<&crate::inflight::InFlight>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<pipeline::Summary, crate::state::store::StoreError> {
     let applied = Arc::new(applied);
@@ -209,6 +216,7 @@ pub fn run<Q: Queue, O: Objects>(
         alerting,
         log_batches: true,
         on_file: None,
+        inflight,
     };
     // A failed commit ends the run as a shutdown does, without the grace period: nothing in flight can complete.
     let commit_failed = Arc::new(tokio::sync::Notify::new());

@@ -56,6 +56,7 @@ pub fn drain<O: Objects>(
         Applied::default(),
         metrics,
         None,
+        None,
         drained,
     )
 }

@@ -233,6 +233,15 @@ CREATE TABLE IF NOT EXISTS inventory (
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Files that killed the process when read (see src/inflight.rs): skipped like applied ones; delete a row to try
+-- that file again.
+CREATE TABLE IF NOT EXISTS quarantine (
+    source TEXT NOT NULL,
+    version TEXT NOT NULL,
+    location TEXT NOT NULL,
+    quarantined_at INTEGER NOT NULL,
+    PRIMARY KEY (source, version)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS principals (
     id INTEGER PRIMARY KEY,
     principal TEXT NOT NULL UNIQUE,
@@ -565,6 +574,25 @@ impl Store {
         let rows =
             stmt.query_map([], |r| Ok(LedgerKey { source: r.get(0)?, version: r.get(1)? })).map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every quarantined file's key (see `crate::inflight`).
+    pub fn quarantined_keys(&self) -> Result<Vec<LedgerKey>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT source, version FROM quarantine").map_err(|e| self.err(e))?;
+        let rows =
+            stmt.query_map([], |r| Ok(LedgerKey { source: r.get(0)?, version: r.get(1)? })).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Quarantines a file: it is never read again until its row is deleted.
+    pub fn quarantine(&self, key: &LedgerKey, location: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO quarantine (source, version, location, quarantined_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key.source, key.version, location, at],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     pub fn ledger_len(&self) -> Result<u64, StoreError> {

@@ -310,3 +310,54 @@ fn hostile_files_cannot_take_memory_past_the_worker_budget() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(peak_mb < ((2 * BUDGET) >> 20) as f64 + 150.0, "peak RSS {peak_mb} MB:\n{out}");
 }
+
+/// A file that kills the process (here: allocation fails under an address-space limit, and Rust aborts, as the
+/// kernel's OOM killer or a bug would end it) does not kill it again after a restart: the restart tries the files
+/// that were in hand apart, quarantines the one that kills its trial, applies the others, and later runs skip it.
+#[test]
+fn a_file_that_kills_the_process_is_quarantined_not_a_crash_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    // Small files, and one of 40,000 records (50 MB of JSON): within the worker's budget, beyond the limit below.
+    for (files, records, seed) in [(4, 200, 1), (1, 40_000, 2)] {
+        ok(&trailwatch(&[
+            "synth",
+            "--out",
+            corpus.to_str().unwrap(),
+            "--files",
+            &files.to_string(),
+            "--records",
+            &records.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]));
+    }
+    let state = tmp.path().join("s.db");
+    let replay = || {
+        std::process::Command::new("prlimit")
+            .arg(format!("--as={}", 300 << 20))
+            .arg(env!("CARGO_BIN_EXE_trailwatch"))
+            .args(["--state", state.to_str().unwrap(), "replay", "--no-alerts", "--threads", "2"])
+            .arg(&corpus)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let first = replay();
+    assert!(!first.status.success(), "the big file must kill the first run: {first:?}");
+    let second = replay();
+    let (stdout, stderr) = (String::from_utf8_lossy(&second.stdout), String::from_utf8_lossy(&second.stderr));
+    assert!(second.status.success(), "the restart died again:\n{stdout}\n{stderr}");
+    assert_eq!(stderr.matches("quarantined: reading it killed the process").count(), 1, "{stderr}");
+    // The small files were applied by the first run or this one; the big one counts as done.
+    let files = |summary: &str| -> u64 {
+        let line = summary.lines().find(|l| l.starts_with("files: ")).unwrap_or_default();
+        line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).take(2).sum()
+    };
+    assert_eq!(files(&stdout), 5, "{stdout}");
+    assert!(!report(&state).as_array().unwrap().is_empty());
+    let third = replay();
+    let (stdout, stderr) = (String::from_utf8_lossy(&third.stdout), String::from_utf8_lossy(&third.stderr));
+    assert!(third.status.success() && stdout.contains("files: 0 applied, 5 already applied"), "{stdout}");
+    assert!(!stderr.contains("trying it apart"), "nothing left in hand after a clean run: {stderr}");
+}
