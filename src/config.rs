@@ -113,6 +113,9 @@ pub struct RulesConfig {
     pub dedup_window_secs: i64,
     /// The same per rule id, for rules whose alerts on-call wants less (or more) often than the default.
     pub dedup_window_secs_by_rule: std::collections::BTreeMap<String, i64>,
+    /// How late (in event time, behind the newest match of its group) a correlated rule's match may arrive and
+    /// still count exactly; correlation windows keep this much (plus their timespan) in memory.
+    pub correlation_lateness_secs: i64,
 }
 
 impl Default for RulesConfig {
@@ -124,6 +127,7 @@ impl Default for RulesConfig {
             disabled: Vec::new(),
             dedup_window_secs: 3600,
             dedup_window_secs_by_rule: std::collections::BTreeMap::new(),
+            correlation_lateness_secs: crate::detect::ruleset::DEFAULT_CORRELATION_LATENESS_SECS,
         }
     }
 }
@@ -613,6 +617,9 @@ impl Config {
 fn check_alerts(rules: &RulesConfig, alerts: &mut AlertsConfig, positions: &[usize], problems: &mut Vec<String>) {
     if rules.dedup_window_secs < 1 {
         problems.push("`rules.dedup_window_secs`: must be at least 1".to_owned());
+    }
+    if rules.correlation_lateness_secs < 0 {
+        problems.push("`rules.correlation_lateness_secs`: must be at least 0".to_owned());
     }
     for (id, secs) in &rules.dedup_window_secs_by_rule {
         if *secs < 1 {

@@ -54,14 +54,13 @@ impl Hit {
     }
 }
 
-/// How far behind a batch's earliest hit in a window a later batch's late hit still counts: CloudTrail delivers
-/// most files within 15 minutes, and a backfill walks its layout in time order, so an hour covers both without
-/// keeping a noisy group's whole day in memory.
-pub const LATE_SECS: i64 = 3600;
-
-/// What a window keeps behind the earliest hit of the last batch: two timespans, and at least [`LATE_SECS`].
-fn keep_secs(span: i64) -> i64 {
-    (2 * span).max(LATE_SECS)
+/// What a window keeps behind its newest hit: whatever a hit arriving up to `lateness` behind that newest one can
+/// share a window with. Such a hit is evaluated with every window that holds it, [time − span, time] to
+/// [time, time + span], and those start no earlier than `newest − lateness − span`. So, whatever the batches, the
+/// threads and the order files arrive in, a window counts the same hits as long as each arrives within the
+/// lateness of its group's newest; only memory grows with the lateness.
+fn keep_secs(span: i64, lateness: i64) -> i64 {
+    span.saturating_add(lateness)
 }
 
 #[derive(Debug, Default)]
@@ -70,8 +69,8 @@ struct Window {
     hits: Vec<Hit>,
     /// The earliest and latest hit added since the window was last measured.
     touched: Option<(Timestamp, Timestamp)>,
-    /// The earliest hit added since the last batch was taken: the window is pruned then, relative to it.
-    batch_from: Option<Timestamp>,
+    /// Whether hits were added since the last batch was taken: the window is pruned then, relative to its newest.
+    added: bool,
 }
 
 impl Window {
@@ -92,7 +91,7 @@ impl Window {
                 self.hits.insert(at, hit);
             }
         }
-        self.batch_from = Some(self.batch_from.map_or(time, |from| from.min(time)));
+        self.added = true;
         match &mut self.touched {
             Some(span) => {
                 *span = (span.0.min(time), span.1.max(time));
@@ -158,11 +157,11 @@ impl Correlator {
                 let value = source.hits.pop().and_then(|hit| hit.value);
                 let hit = Hit { time: h.time, rule, value, source: Arc::new(source), fresh: false };
                 let window = correlator.windows.entry(correlation).or_default().entry(h.group.into()).or_default();
-                window.batch_from = Some(window.batch_from.map_or(h.time, |from| from.min(h.time)));
+                window.added = true;
                 window.hits.push(hit);
             }
             for window in correlator.windows.values_mut().flat_map(|groups| groups.values_mut()) {
-                if window.batch_from.is_some() {
+                if window.added {
                     window.hits.sort_by(Hit::order);
                     // As `Window::add` does: one event (by id) counts once; hits without an id never merge.
                     window.hits.dedup_by(|a, b| a.order(b) == Ordering::Equal && a.source.event_id().is_some());
@@ -205,18 +204,19 @@ impl Correlator {
         Changes { log: snapshot.bytes, snapshot: true }
     }
 
-    /// Drops, from each window the batch added hits to, what no late file can need any more: hits more than
-    /// [`keep_secs`] behind the earliest hit the batch added. Pruning waits for the batch to be taken, and is
-    /// relative to its earliest hit rather than the window's newest, because two workers hand over units that
-    /// interleave files: a unit that reaches the windows after a later one (in the same batch or the next) brings
-    /// hits hours older than the newest, and pruning as each unit arrived dropped the hits they counted with
-    /// (a replay on two threads raised fewer threshold alerts than on one).
+    /// Drops, from each window the batch added hits to, what no hit arriving within the lateness can need: hits
+    /// more than [`keep_secs`] behind the window's newest. Relative to the group's own newest hit, not to a global
+    /// clock, so that a replay taking accounts one after the other, or units that two workers hand over out of
+    /// order, prune nothing a group still needs.
     fn prune_batch(&mut self, rules: &RuleSet) {
+        let lateness = rules.correlation_lateness_secs();
         for (&index, groups) in &mut self.windows {
             let span = rules.correlation(index).expect("windows are correlations").timespan_secs;
             groups.retain(|_, window| {
-                if let Some(from) = window.batch_from.take() {
-                    let keep_from = window.hits.partition_point(|h| h.time < from.saturating_sub(keep_secs(span)));
+                if std::mem::take(&mut window.added)
+                    && let Some(newest) = window.hits.last().map(|h| h.time)
+                {
+                    let keep_from = window.hits.partition_point(|h| h.time < newest - keep_secs(span, lateness));
                     window.hits.drain(..keep_from);
                 }
                 !window.hits.is_empty()
@@ -713,9 +713,10 @@ level: high
 
     #[test]
     fn a_restart_prunes_windows_as_the_last_batch_did() {
-        // alice's burst, then one hit two hours later: the early hits fall out of memory, and a restart from the
-        // log (which still holds them) must not bring them back.
-        let rules = rules();
+        // alice's burst, then one hit two hours later, an hour's lateness: the early hits fall out of memory, and a
+        // restart from the log (which still holds them) must not bring them back.
+        let mut rules = rules();
+        rules.set_correlation_lateness(3600);
         let mut live = Correlator::default();
         let mut rows = Vec::new();
         for batch in
@@ -730,6 +731,82 @@ level: high
         // A late hit at minute 2 counts with what each still holds: nothing from minute 0 or 1.
         let late = || vec![hit(&rules, "alice", 2, "a4"), hit(&rules, "alice", 3, "a5")];
         assert_eq!(summary(live.observe(&rules, late())), summary(restarted.observe(&rules, late())));
+    }
+
+    /// The alerts a sequence of batches leaves stored: each batch observed, then taken (and pruned), every alert
+    /// merged into the one with its id as the store does (`Merge::Max`). With `restart_at`, the correlator is
+    /// rebuilt from the log rows before that batch, as a restarted daemon is.
+    fn stored(rules: &RuleSet, batches: &[Vec<Match>], restart_at: Option<usize>) -> Vec<(String, u64, Vec<String>)> {
+        let mut windows = Correlator::default();
+        let mut rows = Vec::new();
+        let mut alerts: std::collections::BTreeMap<String, Alert> = Default::default();
+        for (i, batch) in batches.iter().enumerate() {
+            if restart_at == Some(i) {
+                windows = Correlator::load(rules, &rows).0;
+            }
+            for alert in windows.observe(rules, batch.clone()) {
+                match alerts.get_mut(&alert.id) {
+                    Some(stored) => stored.merge(alert, crate::alert::Merge::Max),
+                    None => {
+                        alerts.insert(alert.id.clone(), alert);
+                    }
+                }
+            }
+            let changes = windows.take_changes(rules);
+            if changes.snapshot {
+                rows.clear();
+            }
+            rows.push(changes.log);
+        }
+        alerts.into_values().map(|a| (a.id, a.count, a.event_ids.iter().map(str::to_owned).collect())).collect()
+    }
+
+    /// Three principals' denied calls over ten hours in four regions, read as a replay would (in time order, in one
+    /// batch or in small ones), as two workers interleave them (blocks swapped), region by region (as `aws s3
+    /// sync` lays them into a spool), and with a restart half-way: with the default lateness (a day), the same
+    /// alerts with the same counts and events every time. With an hour's lateness, region by region loses some.
+    #[test]
+    fn alerts_do_not_depend_on_batches_workers_or_arrival_order_within_the_lateness() {
+        let rules = rules();
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        // (region, minute, match) in time order.
+        let mut hits: Vec<(u64, i64, Match)> = (0..600)
+            .map(|i| {
+                let (principal, minute, region) =
+                    (["alice", "bob", "carol"][next(3) as usize], next(600) as i64, next(4));
+                (region, minute, hit(&rules, principal, minute, &format!("e{i:03}")))
+            })
+            .collect();
+        hits.sort_by_key(|(_, minute, m)| (*minute, m.event_id().unwrap().to_owned()));
+        let in_time: Vec<Match> = hits.iter().map(|(_, _, m)| m.clone()).collect();
+        let mut by_region = hits.clone();
+        by_region.sort_by_key(|(region, minute, _)| (*region, *minute));
+        let by_region: Vec<Match> = by_region.into_iter().map(|(_, _, m)| m).collect();
+        let mut interleaved: Vec<Match> = Vec::new();
+        for pair in in_time.chunks(80) {
+            let (a, b) = pair.split_at(pair.len() / 2);
+            interleaved.extend(b.iter().chain(a).cloned());
+        }
+        let batches = |matches: &[Match], size: usize| -> Vec<Vec<Match>> {
+            matches.chunks(size).map(<[Match]>::to_vec).collect()
+        };
+        let want = stored(&rules, &batches(&in_time, in_time.len()), None);
+        assert!(want.len() > 10, "{} alerts", want.len());
+        for (name, batches, restart) in [
+            ("time order, 7 a batch", batches(&in_time, 7), None),
+            ("interleaved, 40 a batch", batches(&interleaved, 40), None),
+            ("region by region, 5 a batch", batches(&by_region, 5), None),
+            ("region by region, restarted", batches(&by_region, 5), Some(60)),
+        ] {
+            assert_eq!(stored(&rules, &batches, restart), want, "{name}");
+        }
+        let mut short = rules;
+        short.set_correlation_lateness(3600);
+        assert_ne!(stored(&short, &batches(&by_region, 5), None), want, "an hour is not enough region by region");
     }
 
     #[test]

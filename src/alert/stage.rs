@@ -252,6 +252,7 @@ pub fn setup(
     for id in rules.set_dedup_windows(config.rules.dedup_window_secs, &config.rules.dedup_window_secs_by_rule) {
         tracing::warn!("`rules.dedup_window_secs_by_rule` names `{id}`, which is not loaded");
     }
+    rules.set_correlation_lateness(config.rules.correlation_lateness_secs);
     tracing::info!(rules = rules.rules().len(), failed = errors.len(), "rules loaded");
     let sinks = config.alerts.sinks.iter().cloned().map(|sink| Arc::new(Sink::new(sink))).collect();
     let mut alerting = Alerting::new(Arc::new(rules), sinks, &config.alerts.suppress, store)?;

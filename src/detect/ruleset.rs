@@ -78,10 +78,17 @@ pub struct RuleSet {
     feeds: Vec<Vec<u32>>,
     /// Per rule: its dedup window in seconds (alerts of one subject within it merge into one).
     dedup_secs: Vec<i64>,
+    /// How far behind its group's newest match a correlated match may arrive and still count
+    /// (`rules.correlation_lateness_secs`); `None`: [`DEFAULT_CORRELATION_LATENESS_SECS`].
+    correlation_lateness: Option<i64>,
 }
 
 /// A rule's dedup window unless the configuration says otherwise (`rules.dedup_window_secs`).
 pub const DEFAULT_DEDUP_SECS: i64 = 3600;
+
+/// The correlation lateness unless the configuration says otherwise: a day, which covers CloudTrail's delivery
+/// (minutes), two readers' interleaving, and a day's files synced region by region.
+pub const DEFAULT_CORRELATION_LATENESS_SECS: i64 = 86_400;
 
 /// The typed fields an event's candidate rules are worked out from: few distinct combinations in any log, and
 /// they rule out nearly every rule for nearly every event.
@@ -356,6 +363,15 @@ impl RuleSet {
             }
         }
         unknown
+    }
+
+    /// How late (behind the newest match of its window's group) a correlated match may arrive and still count.
+    pub fn correlation_lateness_secs(&self) -> i64 {
+        self.correlation_lateness.unwrap_or(DEFAULT_CORRELATION_LATENESS_SECS)
+    }
+
+    pub fn set_correlation_lateness(&mut self, secs: i64) {
+        self.correlation_lateness = Some(secs);
     }
 
     /// Sets rules to dry run (by id); returns the ids that name no loaded rule.

@@ -1000,3 +1000,92 @@ fn hostile_rule_files_are_refused_not_fatal() {
     assert!(listing.lines().any(|l| l.starts_with("good ")), "{listing}");
     assert_eq!(listing.lines().filter(|l| l.starts_with("not loaded:")).count(), 6, "{listing}");
 }
+
+/// The alerts a state holds, without what depends on when they were raised: by id, rule, count, times and events.
+fn alert_facts(state: &Path) -> Vec<(String, String, u64, String, String, Vec<String>)> {
+    stored_alerts(state)
+        .into_iter()
+        .map(|(id, body)| {
+            let a: Value = serde_json::from_str(&body).unwrap();
+            let ids = a["event_ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect();
+            let text = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            (id, text("rule"), a["count"].as_u64().unwrap(), text("first_seen"), text("event_time"), ids)
+        })
+        .collect()
+}
+
+/// Results do not depend on batch size, thread count or arrival order within the correlation lateness: replays
+/// with six-file batches on two threads (which used to change `unauthorized-api-calls` counts now and then), and
+/// the spool daemon fed region by region (the order `aws s3 sync` writes files in, ten hours of logs), store
+/// exactly the alerts of one replay on one thread.
+#[test]
+fn alerts_do_not_depend_on_batches_threads_or_region_by_region_arrival() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(tmp.path(), 120, 1000, 200, 5);
+    let corpus = tmp.path().join("corpus");
+    let replay = |name: &str, pipeline: &str| {
+        let state = tmp.path().join(format!("{name}.db"));
+        let config = tmp.path().join(format!("{name}.toml"));
+        let sink = tmp.path().join(format!("{name}.jsonl"));
+        std::fs::write(
+            &config,
+            format!("[pipeline]\n{pipeline}\n[[alerts.sinks]]\nkind = \"file\"\npath = {sink:?}\n"),
+        )
+        .unwrap();
+        let args = ["--config", config.to_str().unwrap(), "--state", state.to_str().unwrap(), "replay"];
+        ok(&trailwatch(&[&args[..], &[corpus.to_str().unwrap()]].concat()));
+        alert_facts(&state)
+    };
+    let want = replay("one-thread", "threads = 1");
+    let bursts = want.iter().filter(|a| a.1 == "unauthorized-api-calls").count();
+    assert!(bursts >= 2, "{bursts} unauthorized-api-calls alerts: the corpus must exercise correlations");
+    // (The unit tests of `correlate` interleave hits deterministically; here the real workers do.)
+    assert_eq!(replay("small-batches", "threads = 2\nbatch_max_files = 6"), want, "six-file batches on two threads");
+
+    // The spool daemon, fed one region at a time, in batches of six files as a sync trickling in would make.
+    let (spool, state, port) = (tmp.path().join("spool"), tmp.path().join("spool.db"), free_port());
+    std::fs::create_dir_all(&spool).unwrap();
+    let config = tmp.path().join("spool.toml");
+    let sink = tmp.path().join("spool.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
+             [pipeline]\nbatch_max_files = 6\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[alerts.sinks]]\nkind = \"file\"\npath = {sink:?}\n"
+        ),
+    )
+    .unwrap();
+    let mut files = Vec::new();
+    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    let region = |path: &Path| {
+        path.to_str().unwrap().split("/CloudTrail/").nth(1).unwrap().split('/').next().unwrap().to_owned()
+    };
+    let mut regions: Vec<String> = files.iter().map(|(p, _)| region(p)).collect();
+    regions.sort();
+    regions.dedup();
+    assert!(regions.len() >= 4, "{regions:?}");
+    let mut daemon = bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut applied = 0;
+    for r in &regions {
+        for (path, _) in files.iter().filter(|(p, _)| &region(p) == r) {
+            drop_file(&spool.join(path.strip_prefix(&corpus).unwrap()), &std::fs::read(path).unwrap());
+            applied += 1;
+        }
+        let done = wait_for(Duration::from_secs(60), || {
+            let (_, body) = http_get(port, "/metrics")?;
+            (metric(&body, r#"trailwatch_files_total{outcome="applied"}"#)? == applied as f64).then_some(())
+        });
+        assert!(done.is_some(), "region {r} was not applied");
+    }
+    std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let exit = wait_for(Duration::from_secs(30), || daemon.try_wait().unwrap());
+    let _ = daemon.kill();
+    assert!(exit.is_some_and(|e| e.success()));
+    assert_eq!(alert_facts(&state), want, "region by region through the spool");
+}
