@@ -427,3 +427,65 @@ fn an_unreadable_directory_is_counted_not_logged_at_every_scan() {
     let lines = log.lines().filter(|l| l.contains("skipping unreadable directory")).count();
     assert!((1..=10).contains(&lines), "{lines} lines for 40 scans:\n{log}");
 }
+
+/// The spool daemon killed by a file (an abort under an address-space limit, as the OOM killer would) and restarted
+/// by its supervisor does not die on that file again: the restart quarantines it and serves on, applying the rest.
+#[test]
+fn a_daemon_restarted_after_an_abort_does_not_abort_again_on_the_same_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let (state, port) = (tmp.path().join("state.db"), free_port());
+    // One file of 40,000 records (50 MB of JSON), within the worker's budget and beyond the limit below, and small
+    // ones.
+    for (files, records, seed) in [(3, 200, 1), (1, 40_000, 2)] {
+        ok(&trailwatch(&[
+            "synth",
+            "--out",
+            spool.to_str().unwrap(),
+            "--files",
+            &files.to_string(),
+            "--records",
+            &records.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]));
+    }
+    let config = tmp.path().join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
+             [pipeline]\nthreads = 2\n[http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let start = || {
+        std::process::Command::new("prlimit")
+            .arg(format!("--as={}", 300 << 20))
+            .arg(env!("CARGO_BIN_EXE_trailwatch"))
+            .args(["--config", config.to_str().unwrap(), "run"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let died = wait_for(Duration::from_secs(60), || first.try_wait().unwrap());
+    assert!(died.is_some_and(|status| !status.success()), "the big file must kill the first daemon: {died:?}");
+    let second = start();
+    let quarantined = wait_for(Duration::from_secs(60), || {
+        let body = metrics(port)?;
+        let applied = metric(&body, r#"trailwatch_files_total{outcome="applied"}"#)?;
+        let ledger = rusqlite::Connection::open(&state)
+            .ok()?
+            .query_row("SELECT (SELECT count(*) FROM ledger), (SELECT count(*) FROM quarantine)", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .ok()?;
+        (ledger == (3, 1)).then_some(applied)
+    });
+    let log = terminate(second);
+    assert!(quarantined.is_some(), "the restarted daemon did not quarantine the file and apply the rest:\n{log}");
+    assert_eq!(log.matches("quarantined: reading it killed the process").count(), 1, "{log}");
+}
