@@ -267,24 +267,31 @@ fn the_api_requires_its_token_and_metrics_and_health_do_not() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A spool daemon's configuration in `dir`: the spool (`dir/spool`, created) scanned every 50 ms, files taken at
+/// once, the state in `dir/state.db`, HTTP on a free port, and `extra` sections. Returns the configuration file,
+/// the spool, the state and the port.
+fn spool_config(dir: &Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, u16) {
+    let (spool, state, port) = (dir.join("spool"), dir.join("state.db"), free_port());
+    std::fs::create_dir_all(&spool).unwrap();
+    let config = dir.join("trailwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    (config, spool, state, port)
+}
+
 /// A commit that fails (here a trigger makes every ledger insert fail, as a full disk or a damaged file would) is
 /// retried with backoff, shown by `/readyz` and the metrics, and never ends the daemon; once the store works again
 /// the files are applied.
 #[test]
 fn a_failing_commit_is_retried_and_reported_not_a_stop() {
     let tmp = tempfile::tempdir().unwrap();
-    let (spool, state) = (tmp.path().join("spool"), tmp.path().join("state.db"));
-    std::fs::create_dir_all(&spool).unwrap();
-    let port = free_port();
-    let config = tmp.path().join("trailwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
-             [pipeline]\nbatch_max_wait_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    )
-    .unwrap();
+    let (config, spool, state, port) = spool_config(tmp.path(), "[pipeline]\nbatch_max_wait_ms = 20\n");
     let daemon = start_logging(&config, "info");
     wait_for(Duration::from_secs(30), || metrics(port)).expect("daemon up");
     let conn = rusqlite::Connection::open(&state).unwrap();
@@ -319,18 +326,7 @@ fn a_failing_commit_is_retried_and_reported_not_a_stop() {
 fn slow_clients_cannot_starve_the_daemon() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
-    let (spool, state) = (tmp.path().join("spool"), tmp.path().join("state.db"));
-    std::fs::create_dir_all(&spool).unwrap();
-    let port = free_port();
-    let config = tmp.path().join("trailwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
-             [pipeline]\nbatch_max_wait_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    )
-    .unwrap();
+    let (config, spool, state, port) = spool_config(tmp.path(), "[pipeline]\nbatch_max_wait_ms = 20\n");
     let mut daemon = std::process::Command::new("bash")
         .args(["-c", r#"ulimit -n 512 && exec "$0" --config "$1" run"#, env!("CARGO_BIN_EXE_trailwatch")])
         .arg(&config)
@@ -388,21 +384,11 @@ fn an_unreadable_directory_is_counted_not_logged_at_every_scan() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let (spool, state) = (tmp.path().join("spool"), tmp.path().join("state.db"));
+    let (config, spool, _, port) = spool_config(tmp.path(), "[alerts]\nenabled = false\n");
     let locked = spool.join("locked");
     std::fs::create_dir_all(&locked).unwrap();
     std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let port = free_port();
-    let config = tmp.path().join("trailwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 20\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
-             [http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nenabled = false\n"
-        ),
-    )
-    .unwrap();
     let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
     let mut command = if root {
         let mut command = std::process::Command::new("setpriv");
@@ -433,8 +419,7 @@ fn an_unreadable_directory_is_counted_not_logged_at_every_scan() {
 #[test]
 fn a_daemon_restarted_after_an_abort_does_not_abort_again_on_the_same_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let (state, port) = (tmp.path().join("state.db"), free_port());
+    let (config, spool, state, port) = spool_config(tmp.path(), "[pipeline]\nthreads = 2\n[alerts]\nenabled = false\n");
     // One file of 40,000 records (50 MB of JSON), within the worker's budget and beyond the limit below, and small
     // ones.
     for (files, records, seed) in [(3, 200, 1), (1, 40_000, 2)] {
@@ -450,15 +435,6 @@ fn a_daemon_restarted_after_an_abort_does_not_abort_again_on_the_same_file() {
             &seed.to_string(),
         ]));
     }
-    let config = tmp.path().join("trailwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n[store]\npath = {state:?}\n\
-             [pipeline]\nthreads = 2\n[http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nenabled = false\n"
-        ),
-    )
-    .unwrap();
     let start = || {
         std::process::Command::new("prlimit")
             .arg(format!("--as={}", 300 << 20))
