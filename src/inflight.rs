@@ -214,10 +214,12 @@ pub fn trial_in_child(config: Option<&Path>, timeout: std::time::Duration) -> im
                 Ok(Some(status)) => {
                     use std::os::unix::process::ExitStatusExt;
                     return match (status.signal(), status.code()) {
+                        // An abort, the OOM killer, a segmentation fault.
                         (Some(signal), _) => Trial::Died(format!("signal {signal}")),
-                        // 64: the configuration was refused, which says nothing about the file.
-                        (None, Some(64)) => Trial::NotRun("the trial refused the configuration".into()),
-                        (None, code) => Trial::Died(format!("exit code {}", code.unwrap_or(-1))),
+                        // Rust's exit code for a panic that reached the top.
+                        (None, Some(101)) => Trial::Died("a panic".into()),
+                        // A refused configuration, an object that could not be fetched: nothing about the file.
+                        (None, code) => Trial::NotRun(format!("the trial exited with code {}", code.unwrap_or(-1))),
                     };
                 }
                 Ok(None) if std::time::Instant::now() < deadline => {
