@@ -24,7 +24,6 @@ pub struct Alerting {
     /// The open batch's alerts so far (the planner adds each unit's matches as it arrives).
     pending: Mutex<Planned>,
     pub behaviour: crate::alert::behaviour::BehaviourConfig,
-    /// Notified after a commit that raised alerts.
     /// Bumped after a commit that raised alerts; every sink's deliverer watches it (a bump made while one is
     /// busy is seen when it next waits).
     pub wake: tokio::sync::watch::Sender<u64>,
@@ -393,14 +392,16 @@ impl Delivery {
     pub fn stop(self, runtime: &tokio::runtime::Runtime, grace: std::time::Duration) {
         self.stop.stop();
         let deadline = tokio::time::Instant::now() + grace;
-        let others = [self.findings, self.retention].into_iter().flatten().map(|task| (String::new(), task));
-        for (sink, mut task) in self.deliverers.into_iter().chain(others) {
+        let others = [("periodic findings", self.findings), ("alert retention", self.retention)]
+            .into_iter()
+            .filter_map(|(name, task)| Some((name.to_owned(), task?)));
+        let deliverers = self.deliverers.into_iter().map(|(sink, task)| (format!("delivery to sink {sink}"), task));
+        for (what, mut task) in deliverers.chain(others) {
             if runtime.block_on(async { tokio::time::timeout_at(deadline, &mut task).await }).is_err() {
                 task.abort();
                 tracing::warn!(
-                    sink = %sink,
                     grace_secs = grace.as_secs(),
-                    "alert delivery still in progress at the end of the shutdown grace; it stays in the outbox"
+                    "{what} still in progress at the end of the shutdown grace; what it had not done stays to do"
                 );
             }
         }
