@@ -420,21 +420,7 @@ fn an_unreadable_directory_is_counted_not_logged_at_every_scan() {
 fn a_daemon_restarted_after_an_abort_does_not_abort_again_on_the_same_file() {
     let tmp = tempfile::tempdir().unwrap();
     let (config, spool, state, port) = spool_config(tmp.path(), "[pipeline]\nthreads = 2\n[alerts]\nenabled = false\n");
-    // One file of 40,000 records (50 MB of JSON), within the worker's budget and beyond the limit below, and small
-    // ones.
-    for (files, records, seed) in [(3, 200, 1), (1, 40_000, 2)] {
-        ok(&trailwatch(&[
-            "synth",
-            "--out",
-            spool.to_str().unwrap(),
-            "--files",
-            &files.to_string(),
-            "--records",
-            &records.to_string(),
-            "--seed",
-            &seed.to_string(),
-        ]));
-    }
+    synth_with_a_big_file(&spool, 3);
     let start = || {
         std::process::Command::new("prlimit")
             .arg(format!("--as={}", 300 << 20))

@@ -214,6 +214,16 @@ pub fn synth(dir: &Path, files: usize, records: usize, principals: usize, seed: 
     serde_json::from_slice(&std::fs::read(expect).unwrap()).unwrap()
 }
 
+/// Small synth files and one of 40,000 records (50 MB of JSON) under `out`: the big one fits a worker's memory
+/// budget but not a 300 MB address-space limit, which makes it a file that kills the process.
+pub fn synth_with_a_big_file(out: &Path, small_files: usize) {
+    for (files, records, seed) in [(small_files, 200, 1), (1, 40_000, 2)] {
+        let (files, records, seed) = (files.to_string(), records.to_string(), seed.to_string());
+        let out = out.to_str().unwrap();
+        ok(&trailwatch(&["synth", "--out", out, "--files", &files, "--records", &records, "--seed", &seed]));
+    }
+}
+
 /// The alerts a state holds, by id, with their stored bodies.
 pub fn stored_alerts(state: &Path) -> Vec<(String, String)> {
     let conn = rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
