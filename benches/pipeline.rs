@@ -14,15 +14,19 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use trailwatch::alert::stage::Alerting;
+use trailwatch::config::BatchLimits;
 use trailwatch::config::Config;
+use trailwatch::config::Limits;
+use trailwatch::config::Synchronous;
 use trailwatch::decode::decode_into;
 use trailwatch::detect::ruleset::RuleSet;
-use trailwatch::intake::memory::{self, MemoryObjects, MemoryQueue};
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::Parser;
-use trailwatch::pipeline::{self, Applied, BatchLimits, Limits, RunContext, Summary, Worker};
-use trailwatch::state::store::{LedgerEntry, Store, Synchronous};
+use trailwatch::pipeline::{self, RunContext, Summary, Worker};
+use trailwatch::source::memory::{self, MemoryObjects, MemoryQueue};
 use trailwatch::state::{Delta, Scratch};
+use trailwatch::store::Applied;
+use trailwatch::store::{LedgerEntry, Store};
 use trailwatch::synth::{SynthConfig, generate};
 
 const LIMITS: Limits = Limits { max_file_bytes: 1 << 30, max_decoded_bytes: 1 << 30, max_worker_memory_bytes: 4 << 30 };
@@ -30,7 +34,7 @@ const LIMITS: Limits = Limits { max_file_bytes: 1 << 30, max_decoded_bytes: 1 <<
 struct Corpus {
     _dir: tempfile::TempDir,
     root: PathBuf,
-    jobs: Vec<pipeline::FileJob>,
+    jobs: Vec<trailwatch::source::FileJob>,
     records: u64,
     json_bytes: u64,
 }
@@ -40,7 +44,7 @@ fn corpus() -> Corpus {
     let root = dir.path().join("corpus");
     let cfg = SynthConfig { files: 500, records_per_file: 1000, principals: 2000, seed: 3, ..SynthConfig::default() };
     let (summary, _) = generate(&root, &cfg).unwrap();
-    let jobs = pipeline::discover(std::slice::from_ref(&root)).unwrap();
+    let jobs = trailwatch::source::local::discover(std::slice::from_ref(&root)).unwrap();
     eprintln!(
         "corpus: {} files, {} records, {:.1} MB of JSON, {:.0} bytes/record",
         summary.files,

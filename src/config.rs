@@ -8,8 +8,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::aws::AwsSettings;
-use crate::pipeline::{BatchLimits, Limits};
-use crate::state::store::Synchronous;
 
 /// The embedded default configuration, also the documented reference (`config/trailwatch.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../config/trailwatch.toml");
@@ -46,8 +44,8 @@ pub struct Config {
     pub aws: AwsSettings,
     pub rules: RulesConfig,
     pub alerts: AlertsConfig,
-    pub findings: crate::findings::FindingsConfig,
-    pub behaviour: crate::alert::behaviour::BehaviourConfig,
+    pub findings: crate::config::FindingsConfig,
+    pub behaviour: crate::config::BehaviourConfig,
     pub permissions: PermissionsConfig,
     pub inventory: InventoryConfig,
 }
@@ -467,8 +465,8 @@ impl Config {
         // Each sink as numbered in the file, also when one before it could not be read.
         let sink_positions: Vec<usize> =
             (0..).filter(|i| !left_out.contains(&format!("alerts.sinks[{i}]"))).take(alerts.sinks.len()).collect();
-        let findings: crate::findings::FindingsConfig = section(&table, "findings", &mut problems);
-        let behaviour: crate::alert::behaviour::BehaviourConfig = section(&table, "behaviour", &mut problems);
+        let findings: crate::config::FindingsConfig = section(&table, "findings", &mut problems);
+        let behaviour: crate::config::BehaviourConfig = section(&table, "behaviour", &mut problems);
         let permissions: PermissionsConfig = section(&table, "permissions", &mut problems);
         let inventory: InventoryConfig = section(&table, "inventory", &mut problems);
         if inventory.iam.enabled && !cfg!(feature = "iam") {
@@ -720,7 +718,7 @@ fn check_rule_ids(rules: &RulesConfig, alerts: &AlertsConfig, positions: &[usize
         .iter()
         .map(|r| r.id.clone())
         .collect();
-    known.extend(crate::findings::STATE_RULES.iter().map(|rule| rule.id.to_owned()));
+    known.extend(crate::detect::catalogue::STATE_RULES.iter().map(|rule| rule.id.to_owned()));
     let named = rules
         .disabled
         .iter()
@@ -925,6 +923,70 @@ fn syntax_error(text: &str, err: &toml::de::Error) -> String {
             format!("line {line}, column {column}: {message}")
         }
         None => message,
+    }
+}
+
+/// Size caps: a file larger than `max_file_bytes`, or decompressing past `max_decoded_bytes`, is rejected, and so is
+/// one whose reading, decoding and parsing would take a worker past `max_worker_memory_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_decoded_bytes: u64,
+    pub max_worker_memory_bytes: u64,
+}
+
+/// When the committer closes a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_files: usize,
+    pub max_records: u64,
+    pub max_wait: Duration,
+}
+
+/// How hard SQLite works to survive power loss. A process crash (`kill -9`) is safe with either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync at every commit: a committed batch survives power loss.
+    Full,
+    /// fsync at checkpoints only: faster; the last batches may be lost on power loss (never on a process crash).
+    Normal,
+}
+
+/// `[findings]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FindingsConfig {
+    /// An identity with no event for this many days is inactive.
+    pub inactive_days: i64,
+    /// A long-term access key not used for this many days is unused.
+    pub access_key_unused_days: i64,
+    /// How often the daemon looks (0: never; `trailwatch report findings` still works).
+    pub interval_secs: u64,
+}
+
+impl Default for FindingsConfig {
+    fn default() -> Self {
+        FindingsConfig { inactive_days: 120, access_key_unused_days: 90, interval_secs: 3600 }
+    }
+}
+
+/// `[behaviour]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BehaviourConfig {
+    /// A principal's new regions alert only once it has been seen for this many days (0: `new-region-for-identity`
+    /// is off).
+    pub new_region_learning_days: i64,
+    /// `access-key-from-many-ips` fires when a key is used from more than this many source IPs (0: off) ...
+    pub key_max_source_ips: usize,
+    /// ... within this window.
+    pub key_ips_window_secs: i64,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        BehaviourConfig { new_region_learning_days: 14, key_max_source_ips: 5, key_ips_window_secs: 3600 }
     }
 }
 

@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{Config, Intake};
 use crate::inflight::{Suspect, Trial};
-use crate::intake::spool::{Spool, Unreadable};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Applied, RunContext};
-use crate::state::store::{Store, StoreError};
+use crate::pipeline::{self, RunContext};
+use crate::source::spool::{Spool, Unreadable};
+use crate::store::Applied;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -31,7 +32,7 @@ pub enum DaemonError {
 pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), DaemonError> {
     let spool_config = match &config.intake {
         Intake::Spool(spool) => spool,
-        Intake::Sqs(sqs) => return crate::intake::consumer::run_daemon(config, sqs, trial),
+        Intake::Sqs(sqs) => return crate::source::consumer::run_daemon(config, sqs, trial),
     };
     std::fs::create_dir_all(&spool_config.dir)
         .map_err(|source| DaemonError::Spool { dir: spool_config.dir.display().to_string(), source })?;
@@ -178,7 +179,7 @@ pub(crate) fn serve_http(
 /// The daemons' background tasks beside intake and delivery: the one-a-minute log summary, the state gauges
 /// (every 15 s), and with `[inventory.iam]` the inventory refresh. Both daemon modes start and stop them alike.
 pub(crate) struct Background {
-    stop: crate::alert::deliver::Stop,
+    stop: crate::shutdown::Stop,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -188,8 +189,8 @@ impl Background {
         config: &crate::config::Config,
         store: &Store,
         metrics: &Arc<Metrics>,
-    ) -> Result<Background, crate::state::store::StoreError> {
-        let stop = crate::alert::deliver::Stop::new();
+    ) -> Result<Background, crate::store::StoreError> {
+        let stop = crate::shutdown::Stop::new();
         #[cfg_attr(not(feature = "iam"), allow(unused_mut))]
         let mut tasks = vec![
             crate::logs::start_summary(runtime, Arc::clone(metrics), Duration::from_secs(60), stop.clone()),

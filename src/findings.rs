@@ -13,75 +13,12 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use crate::alert::{Alert, Derived};
+use crate::config::FindingsConfig;
 use crate::detect::rule::Severity;
 use crate::time::{Timestamp, format_rfc3339};
 
-/// Rule ids of the periodic findings (part of the contract, like the built-in rules').
-pub const INACTIVE_IDENTITY: &str = "inactive-identity";
-pub const ACCESS_KEY_UNUSED: &str = "access-key-unused";
-
-/// Every rule the periodic findings raise, the permission findings included: their alerts record that a finding
-/// was raised (their ids carry no time bucket), so retention keeps them.
-pub const RULES: [&str; 6] = [
-    INACTIVE_IDENTITY,
-    ACCESS_KEY_UNUSED,
-    crate::permissions::analysis::UNUSED_PERMISSIONS,
-    crate::permissions::analysis::UNUSED_IDENTITY,
-    crate::permissions::analysis::ACCESS_KEY_NOT_ROTATED,
-    crate::permissions::analysis::PASSWORD_UNUSED,
-];
-
-/// A rule raised from the state rather than matched on events: the behavioural rules (found as a batch is
-/// written) and the periodic findings (on a timer). `rules list` shows them beside the Sigma rules, and the
-/// configuration may name them wherever it names rules.
-pub struct StateRule {
-    pub id: &'static str,
-    pub level: Severity,
-    /// `behavioural` or `periodic`.
-    pub kind: &'static str,
-    pub title: &'static str,
-}
-
-pub const STATE_RULES: [StateRule; 8] = {
-    use crate::alert::behaviour::{KEY_MANY_IPS, NEW_REGION};
-    use crate::permissions::analysis::{ACCESS_KEY_NOT_ROTATED, PASSWORD_UNUSED, UNUSED_IDENTITY, UNUSED_PERMISSIONS};
-    const fn rule(id: &'static str, level: Severity, kind: &'static str, title: &'static str) -> StateRule {
-        StateRule { id, level, kind, title }
-    }
-    [
-        rule(NEW_REGION, Severity::Medium, "behavioural", "Identity acts in a region it never used"),
-        rule(KEY_MANY_IPS, Severity::High, "behavioural", "Access key used from many source IPs"),
-        rule(INACTIVE_IDENTITY, Severity::Low, "periodic", "Inactive identity"),
-        rule(ACCESS_KEY_UNUSED, Severity::Medium, "periodic", "Unused access key"),
-        rule(UNUSED_IDENTITY, Severity::Low, "periodic", "Unused identity"),
-        rule(UNUSED_PERMISSIONS, Severity::Low, "periodic", "Unused permissions"),
-        rule(ACCESS_KEY_NOT_ROTATED, Severity::Medium, "periodic", "Access key not rotated"),
-        rule(PASSWORD_UNUSED, Severity::Medium, "periodic", "Unused console password"),
-    ]
-};
-
-/// The title and level of a rule raised from the state.
-pub fn state_rule(id: &str) -> (&'static str, Severity) {
-    STATE_RULES.iter().find(|r| r.id == id).map_or(("Permission finding", Severity::Low), |r| (r.title, r.level))
-}
-
-/// `[findings]`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FindingsConfig {
-    /// An identity with no event for this many days is inactive.
-    pub inactive_days: i64,
-    /// A long-term access key not used for this many days is unused.
-    pub access_key_unused_days: i64,
-    /// How often the daemon looks (0: never; `trailwatch report findings` still works).
-    pub interval_secs: u64,
-}
-
-impl Default for FindingsConfig {
-    fn default() -> Self {
-        FindingsConfig { inactive_days: 120, access_key_unused_days: 90, interval_secs: 3600 }
-    }
-}
+use crate::detect::catalogue::state_rule;
+pub use crate::detect::catalogue::{ACCESS_KEY_UNUSED, INACTIVE_IDENTITY};
 
 /// One finding. The JSON shape is what `report findings --format json` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

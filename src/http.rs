@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::metrics::Metrics;
-use crate::state::store::Store;
+use crate::store::Store;
 
 /// Checks whether the daemon can do its work; `Err` says what is wrong.
 pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -29,7 +29,7 @@ pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), Stri
 #[derive(Clone)]
 pub struct Api {
     pub store_path: PathBuf,
-    pub findings: crate::findings::FindingsConfig,
+    pub findings: crate::config::FindingsConfig,
     pub token: Option<String>,
 }
 
@@ -242,7 +242,7 @@ async fn alerts(State(api): State<Arc<Api>>, uri: Uri) -> Response {
         Some(Err(_)) => return (StatusCode::BAD_REQUEST, "limit: not a number\n").into_response(),
     };
     read(&api, move |store| {
-        crate::state::outbox::recent(store.connection(), limit).map(Some).map_err(|e| e.to_string())
+        crate::store::outbox::recent(store.connection(), limit).map(Some).map_err(|e| e.to_string())
     })
     .await
 }

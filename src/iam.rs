@@ -299,9 +299,9 @@ pub fn store_fetched(
 pub fn start_refresh(
     runtime: &tokio::runtime::Runtime,
     config: &crate::config::Config,
-    store: &crate::state::store::Store,
-    stop: crate::alert::deliver::Stop,
-) -> Result<Option<tokio::task::JoinHandle<()>>, crate::state::store::StoreError> {
+    store: &crate::store::Store,
+    stop: crate::shutdown::Stop,
+) -> Result<Option<tokio::task::JoinHandle<()>>, crate::store::StoreError> {
     let iam = config.inventory.iam.clone();
     if !iam.enabled {
         return Ok(None);

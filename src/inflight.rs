@@ -14,8 +14,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::pipeline::{FileJob, Location};
-use crate::state::store::LedgerKey;
+use crate::source::FileJob;
+use crate::source::Location;
+use crate::store::LedgerKey;
 
 /// The slots of a state file's workers.
 pub struct InFlight {
@@ -130,10 +131,10 @@ pub enum Trial {
 /// reads it again. Returns how many were quarantined.
 pub fn recover(
     inflight: &InFlight,
-    store: &crate::state::store::Store,
-    applied: &crate::pipeline::Applied,
+    store: &crate::store::Store,
+    applied: &crate::store::Applied,
     trial: &dyn Fn(&Suspect) -> Trial,
-) -> Result<u64, crate::state::store::StoreError> {
+) -> Result<u64, crate::store::StoreError> {
     let suspects = match inflight.take_suspects() {
         Ok(suspects) => suspects,
         Err(err) => {
@@ -169,10 +170,10 @@ pub fn recover(
 /// directory, say) a run is unguarded, and says so.
 pub fn guard(
     state_path: &Path,
-    store: &crate::state::store::Store,
-    applied: &crate::pipeline::Applied,
+    store: &crate::store::Store,
+    applied: &crate::store::Applied,
     trial: &dyn Fn(&Suspect) -> Trial,
-) -> Result<Option<InFlight>, crate::state::store::StoreError> {
+) -> Result<Option<InFlight>, crate::store::StoreError> {
     match InFlight::open(state_path) {
         Ok(inflight) => {
             recover(&inflight, store, applied, trial)?;
@@ -270,8 +271,9 @@ mod tests {
     /// survives, or whose trial could not run, is left to be read; one already applied is not tried at all.
     #[test]
     fn a_suspect_that_kills_its_trial_is_quarantined() {
-        use crate::pipeline::Applied;
-        use crate::state::store::{Store, Synchronous};
+        use crate::config::Synchronous;
+        use crate::store::Applied;
+        use crate::store::Store;
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.db");
         let store = Store::open(&state, Synchronous::Normal).unwrap();

@@ -62,7 +62,7 @@ pub fn start_summary(
     runtime: &tokio::runtime::Runtime,
     metrics: Arc<Metrics>,
     every: Duration,
-    stop: crate::alert::deliver::Stop,
+    stop: crate::shutdown::Stop,
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(every);

@@ -16,13 +16,14 @@ use trailwatch::config::{Config, ConfigErrors};
 use trailwatch::detect::rule::{RuleBody, Severity};
 use trailwatch::detect::ruleset::{Mode, RuleSet};
 use trailwatch::inflight::{Suspect, Trial};
-use trailwatch::intake::layout::Filters;
+use trailwatch::layout::Filters;
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::SkipReason;
-use trailwatch::pipeline::{self, Applied, RunContext, Summary};
-use trailwatch::state::store::Store;
+use trailwatch::pipeline::{self, RunContext, Summary};
+use trailwatch::store::Applied;
+use trailwatch::store::Store;
 use trailwatch::synth::{self, SynthConfig};
-use trailwatch::{backfill, daemon, report, time};
+use trailwatch::{daemon, report, source::backfill, time};
 
 #[derive(Parser)]
 #[command(name = "trailwatch", version, about = "Watches an AWS organisation through its CloudTrail logs")]
@@ -470,7 +471,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )?;
             }
             // The rules that come from the state rather than from events.
-            for rule in &trailwatch::findings::STATE_RULES {
+            for rule in &trailwatch::detect::catalogue::STATE_RULES {
                 let (id, level, kind, title) = (rule.id, rule.level.as_str(), rule.kind, rule.title);
                 writeln!(out, "{id:<40} {level:<13} {kind:<11} {:<8} {:>8}  {title}  (builtin)", "live", "-")?;
             }
@@ -676,17 +677,17 @@ fn probe_file(config: &Config, location: &str) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let sdk = runtime.block_on(trailwatch::aws::sdk_config(&config.aws));
             let client = trailwatch::aws::s3_client(&sdk, &config.aws);
-            let fetched = runtime.block_on(trailwatch::fetch::get_object(
+            let fetched = runtime.block_on(trailwatch::source::fetch::get_object(
                 &client,
                 &url.bucket,
                 &url.prefix,
                 config.limits.max_file_bytes,
             ))?;
-            let job = pipeline::FileJob::s3(&url.bucket, &url.prefix, fetched.etag.as_deref().unwrap_or(""));
+            let job = trailwatch::source::FileJob::s3(&url.bucket, &url.prefix, fetched.etag.as_deref().unwrap_or(""));
             worker.process_fetched(&job, fetched.bytes, config.limits, &mut delta)
         }
         None => {
-            let job = pipeline::FileJob::local(PathBuf::from(location), 0);
+            let job = trailwatch::source::FileJob::local(PathBuf::from(location), 0);
             worker.process_file(&job, config.limits, &mut delta)
         }
     };
@@ -753,7 +754,7 @@ fn replay(
     let ctx = RunContext { inflight: inflight.as_ref(), ..ctx };
     let summary = if s3.is_empty() {
         let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
-        let mut jobs = pipeline::discover(&paths)?;
+        let mut jobs = trailwatch::source::local::discover(&paths)?;
         if *filters != Filters::default() {
             jobs.retain(|job| job.local_path().is_some_and(|p| filters.keeps(&p.to_string_lossy())));
         }

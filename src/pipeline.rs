@@ -5,9 +5,9 @@
 //! principal and action, not per record) and writes a batch with its ledger entries in one transaction. The channel
 //! between them is bounded, so a slow store slows the readers instead of growing memory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,77 +16,17 @@ use std::sync::Arc;
 
 use crate::alert::UnitAlerts;
 use crate::alert::stage::Alerting;
+use crate::config::{BatchLimits, Limits};
 use crate::decode::{DecodeError, decode_into};
 use crate::detect::ruleset::{MatchScratch, RuleSet};
-use crate::fetch::FetchError;
-use crate::intake::layout::delivery_order;
 use crate::metrics::Metrics;
 use crate::parse::{ParseError, Parser, RecordCounts};
-use crate::state::outbox::{AlertWrite, WriteOutcome};
-use crate::state::store::{LedgerEntry, LedgerKey, Store, StoreError};
+use crate::source::fetch::FetchError;
+use crate::source::{FetchedJob, FileJob, Location};
 use crate::state::{Delta, Scratch};
-
-/// Size caps: a file larger than `max_file_bytes`, or decompressing past `max_decoded_bytes`, is rejected, and so is
-/// one whose reading, decoding and parsing would take a worker past `max_worker_memory_bytes`.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_file_bytes: u64,
-    pub max_decoded_bytes: u64,
-    pub max_worker_memory_bytes: u64,
-}
-
-/// When the committer closes a batch.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchLimits {
-    pub max_files: usize,
-    pub max_records: u64,
-    pub max_wait: Duration,
-}
-
-/// A file to apply: where it is, and its identity in the ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileJob {
-    pub key: LedgerKey,
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Local(PathBuf),
-    S3 { bucket: String, key: String },
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Local(path) => write!(f, "{}", path.display()),
-            Location::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
-        }
-    }
-}
-
-impl FileJob {
-    /// A local file's job: its ledger key is its CloudTrail file name, or its absolute path and size (see
-    /// [`LedgerKey::local`]).
-    pub fn local(path: PathBuf, size: u64) -> FileJob {
-        let absolute = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        let key = LedgerKey::local(&absolute.display().to_string(), size);
-        FileJob { key, location: Location::Local(path) }
-    }
-
-    /// An S3 object's job: its ledger key is `s3://bucket/key` and its ETag.
-    pub fn s3(bucket: &str, key: &str, etag: &str) -> FileJob {
-        let ledger = LedgerKey { source: format!("s3://{bucket}/{key}"), version: etag.to_owned() };
-        FileJob { key: ledger, location: Location::S3 { bucket: bucket.to_owned(), key: key.to_owned() } }
-    }
-
-    pub fn local_path(&self) -> Option<&Path> {
-        match &self.location {
-            Location::Local(path) => Some(path),
-            Location::S3 { .. } => None,
-        }
-    }
-}
+use crate::store::Applied;
+use crate::store::outbox::{AlertWrite, WriteOutcome};
+use crate::store::{LedgerEntry, Store, StoreError};
 
 /// Where workers take their files from.
 pub enum Jobs<'a> {
@@ -95,12 +35,6 @@ pub enum Jobs<'a> {
     /// Bytes fetched by someone else (S3) and handed over through a bounded channel. The sender has already
     /// skipped what is in the ledger, and says how many it skipped.
     Fetched { rx: std::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedJob>>, duplicates: u64 },
-}
-
-/// A fetched file, or why it could not be fetched.
-pub struct FetchedJob {
-    pub job: FileJob,
-    pub bytes: Result<Vec<u8>, FetchError>,
 }
 
 /// Why a file was not applied. `kind()` is the bounded metric label.
@@ -314,8 +248,8 @@ impl Worker {
         let path = || job.location.to_string();
         let read_bytes = self.raw.len() as u64;
         let delivered = match &job.location {
-            Location::Local(path) => crate::intake::layout::delivery_time(&path.to_string_lossy()),
-            Location::S3 { key, .. } => crate::intake::layout::delivery_time(key),
+            Location::Local(path) => crate::layout::delivery_time(&path.to_string_lossy()),
+            Location::S3 { key, .. } => crate::layout::delivery_time(key),
         };
         self.parser.set_plausible_times(crate::parse::plausible_event_times(delivered, crate::time::now()));
         let raw = std::mem::take(&mut self.raw);
@@ -395,48 +329,6 @@ impl Summary {
     }
 }
 
-/// Ledger keys already applied. The store's writer lock makes this process the only writer, so the set read at
-/// start plus what this process commits is the whole ledger.
-///
-/// Each key is held as a 128-bit digest (16 bytes instead of two strings), since a daemon accumulates one per file
-/// for its whole life; two keys colliding is about as likely as 2^-64 for billions of files.
-///
-/// It is shared (a read lock per file, never per record) so that a fetch stage can skip an object the committer
-/// has just applied: the committer adds a batch's keys before it reports the batch committed.
-#[derive(Debug, Default)]
-pub struct Applied(std::sync::RwLock<HashSet<u128>>);
-
-impl Applied {
-    /// The ledger, and the quarantined files (skipped alike).
-    pub fn load(store: &Store) -> Result<Applied, StoreError> {
-        let keys = store.ledger_keys()?.into_iter().chain(store.quarantined_keys()?);
-        Ok(Applied(std::sync::RwLock::new(keys.map(|key| digest(&key)).collect())))
-    }
-
-    /// Adds a key not applied but to be skipped as if it were (a quarantined file).
-    pub fn insert(&self, key: LedgerKey) {
-        self.insert_all(std::iter::once(&key));
-    }
-
-    pub fn contains(&self, key: &LedgerKey) -> bool {
-        // A poisoned lock only means a panic elsewhere while inserting; the set itself is still a valid set.
-        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(&digest(key))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn insert_all<'k>(&self, keys: impl Iterator<Item = &'k LedgerKey>) {
-        let mut set = self.0.write().unwrap_or_else(|e| e.into_inner());
-        set.extend(keys.map(digest));
-    }
-}
-
 /// What a run tells its caller, on the committing thread.
 pub trait Observer {
     /// After each unit or rejection: the running summary.
@@ -455,19 +347,6 @@ impl<F: FnMut(&Summary)> Observer for F {
     fn progress(&mut self, summary: &Summary) {
         self(summary)
     }
-}
-
-/// Two independent SipHash-1-3 digests of the key: in memory only, never persisted, so the std hasher's
-/// freedom to change between Rust releases does not matter.
-fn digest(key: &LedgerKey) -> u128 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let half = |salt: u8| {
-        let mut h = DefaultHasher::new();
-        salt.hash(&mut h);
-        key.hash(&mut h);
-        h.finish()
-    };
-    (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
 /// Everything a run needs besides its files.
@@ -841,7 +720,7 @@ impl Committer<'_, '_> {
             Some(alerting) => alerting.behaviour_alerts(facts, at_ms, metrics),
             None => AlertWrite::default(),
         };
-        let behaviour = self.ctx.alerting.map(|alerting| crate::state::store::Behaviour {
+        let behaviour = self.ctx.alerting.map(|alerting| crate::store::Behaviour {
             config: &alerting.behaviour,
             raise: &raise,
             raised: &mut raised,
@@ -899,97 +778,12 @@ impl Committer<'_, '_> {
     }
 }
 
-/// Lists the files under `paths` (recursively), sorted, as ledger-keyed jobs.
-///
-/// Inside directories only `*.json` and `*.gz` files are taken (CloudTrail writes `.json.gz`), skipping hidden and
-/// partial (`.tmp`, `.part`) files, so licences and READMEs next to logs are not reported as bad files. A file named
-/// explicitly is always taken: its format is decided by its bytes.
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<FileJob>, std::io::Error> {
-    let mut files = Vec::new();
-    for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{}: {}", path.display(), e.to_string().to_lowercase()))
-        })?;
-        if meta.is_dir() {
-            walk(path, &mut files)?;
-        } else if meta.is_file() {
-            files.push((path.clone(), meta));
-        } else {
-            // A FIFO or a device would block a worker or never end.
-            let problem = format!("{}: not a regular file or a directory", path.display());
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, problem));
-        }
-    }
-    Ok(one_per_key_in_delivery_order(files.into_iter().map(|(path, meta)| FileJob::local(path, meta.len())).collect()))
-}
-
-/// `jobs` with one job per ledger key (a file named twice, or a CloudTrail file present under two paths: one batch
-/// must never hold a key twice, or the ledger's primary key refuses it), in the order a run takes them
-/// ([`delivery_order`]).
-pub fn one_per_key_in_delivery_order(mut jobs: Vec<FileJob>) -> Vec<FileJob> {
-    jobs.sort_by(|a, b| a.key.cmp(&b.key));
-    jobs.dedup_by(|a, b| a.key == b.key);
-    jobs.sort_by(|a, b| delivery_order(&a.key.source).cmp(&delivery_order(&b.key.source)));
-    jobs
-}
-
-/// Whether a name inside a scanned directory looks like a log file that is complete.
-pub fn is_candidate_name(name: &str) -> bool {
-    !name.starts_with('.')
-        && !name.ends_with(".tmp")
-        && !name.ends_with(".part")
-        && (name.ends_with(".json") || name.ends_with(".gz"))
-}
-
-/// Collects candidate files under `dir`, at any depth, with their metadata; returns how many directories below it
-/// could not be read.
-///
-/// Only an unreadable `dir` itself is an error; an unreadable directory below it is skipped (logged, rate-limited:
-/// a spool is scanned every second), so one bad subdirectory does not hide the rest of the tree.
-pub fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) -> Result<u64, std::io::Error> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {}", dir.display(), e.to_string().to_lowercase())))?;
-    let mut unreadable = 0;
-    walk_entries(entries, out, &mut unreadable);
-    Ok(unreadable)
-}
-
-fn walk_entries(entries: std::fs::ReadDir, out: &mut Vec<(PathBuf, std::fs::Metadata)>, unreadable: &mut u64) {
-    for entry in entries {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Ok(meta) = entry.metadata() else { continue };
-        let path = entry.path();
-        if meta.is_dir() {
-            if name.starts_with('.') {
-                continue;
-            }
-            match std::fs::read_dir(&path) {
-                Ok(sub) => walk_entries(sub, out, unreadable),
-                Err(err) => {
-                    *unreadable += 1;
-                    if crate::logs::allow("unreadable_directory") {
-                        tracing::warn!(
-                            "skipping unreadable directory {}: {}",
-                            path.display(),
-                            err.to_string().to_lowercase()
-                        );
-                    }
-                }
-            }
-        } else if meta.is_file() && is_candidate_name(&name) {
-            out.push((path, meta));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU64;
 
     use super::*;
-    use crate::state::store::Synchronous;
+    use crate::config::Synchronous;
 
     /// Commits seen, and how many files the workers had reported done at each.
     struct Commits<'a> {

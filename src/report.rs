@@ -7,7 +7,7 @@ use std::io::Write;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use crate::state::store::{Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::time::{Timestamp, format_rfc3339};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,7 +315,7 @@ pub fn start_state_gauges(
     inactive_days: i64,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     every: std::time::Duration,
-    stop: crate::alert::deliver::Stop,
+    stop: crate::shutdown::Stop,
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(every);

@@ -6,29 +6,10 @@
 //! them into alerts. Pure, no I/O.
 
 use crate::alert::{Alert, Derived, bucket};
+use crate::config::BehaviourConfig;
 use crate::time::{Timestamp, format_rfc3339};
 
-pub const NEW_REGION: &str = "new-region-for-identity";
-pub const KEY_MANY_IPS: &str = "access-key-from-many-ips";
-
-/// `[behaviour]`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BehaviourConfig {
-    /// A principal's new regions alert only once it has been seen for this many days (0: `new-region-for-identity`
-    /// is off).
-    pub new_region_learning_days: i64,
-    /// `access-key-from-many-ips` fires when a key is used from more than this many source IPs (0: off) ...
-    pub key_max_source_ips: usize,
-    /// ... within this window.
-    pub key_ips_window_secs: i64,
-}
-
-impl Default for BehaviourConfig {
-    fn default() -> Self {
-        BehaviourConfig { new_region_learning_days: 14, key_max_source_ips: 5, key_ips_window_secs: 3600 }
-    }
-}
+pub use crate::detect::catalogue::{KEY_MANY_IPS, NEW_REGION};
 
 /// What the store noticed while writing a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +48,7 @@ pub fn to_alert(fact: &Fact, config: &BehaviourConfig) -> Alert {
             serde_json::json!({"access_key": key, "source_ips": ips, "window_secs": config.key_ips_window_secs}),
         ),
     };
-    let (title, severity) = crate::findings::state_rule(rule);
+    let (title, severity) = crate::detect::catalogue::state_rule(rule);
     let mut alert = Alert::derived(Derived {
         rule,
         subject: &subject,

@@ -11,8 +11,8 @@ use rusqlite::Connection;
 
 use crate::alert::sink::{Sink, SinkError};
 use crate::metrics::Metrics;
-use crate::state::outbox;
-use crate::state::outbox::Pending;
+use crate::store::outbox;
+use crate::store::outbox::Pending;
 
 /// Deliveries taken from the outbox per pass.
 const PASS_LIMIT: usize = 256;
@@ -139,7 +139,7 @@ impl Deliverer {
     }
 
     /// The daemon's loop: a pass whenever woken (a commit raised alerts) or when a retry falls due, until `stop`.
-    pub async fn run(mut self, mut wake: tokio::sync::watch::Receiver<u64>, stop: Stop) {
+    pub async fn run(mut self, mut wake: tokio::sync::watch::Receiver<u64>, stop: crate::shutdown::Stop) {
         loop {
             if let Err(err) = self.pass().await {
                 tracing::error!(sink = %self.sink.name(), "alert outbox: {err}");
@@ -180,44 +180,15 @@ pub fn backoff(attempts: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64 << attempts.min(20)).min(max)
 }
 
-/// A stop signal that any number of tasks can wait on.
-#[derive(Clone)]
-pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>, tokio::sync::watch::Receiver<bool>);
-
-impl Stop {
-    pub fn new() -> Stop {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        Stop(Arc::new(tx), rx)
-    }
-
-    pub fn stop(&self) {
-        let _ = self.0.send(true);
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        *self.1.borrow()
-    }
-
-    pub async fn wait(&self) {
-        let mut rx = self.1.clone();
-        let _ = rx.wait_for(|stopped| *stopped).await;
-    }
-}
-
-impl Default for Stop {
-    fn default() -> Self {
-        Stop::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::alert::{Alert, Derived, Merge};
+    use crate::config::Synchronous;
     use crate::config::{SinkConfig, SinkKind};
     use crate::detect::rule::Severity;
-    use crate::state::outbox::AlertWrite;
-    use crate::state::store::{Store, Synchronous};
+    use crate::store::Store;
+    use crate::store::outbox::AlertWrite;
 
     /// Rows whose alert cannot be read (damaged bodies, and an outbox row with no alert) sit at the head of the
     /// outbox, more of them than one pass takes: the readable alert behind them is still delivered, and they are
@@ -242,7 +213,7 @@ mod tests {
         let tx = conn.unchecked_transaction().unwrap();
         let mut write = AlertWrite::at(5);
         write.alerts.push((alert.clone(), Merge::Sum, vec!["jsonl".into()]));
-        crate::state::outbox::write(&tx, &write, &mut Default::default()).unwrap();
+        crate::store::outbox::write(&tx, &write, &mut Default::default()).unwrap();
         let damaged = PASS_LIMIT + 40;
         for i in 0..damaged {
             let id = format!("damaged{i:04}");

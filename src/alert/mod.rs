@@ -11,6 +11,8 @@
 pub mod behaviour;
 pub mod correlate;
 pub mod deliver;
+#[cfg(test)]
+mod fold_tests;
 mod json;
 pub mod sink;
 pub mod stage;

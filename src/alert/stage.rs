@@ -13,8 +13,8 @@ use crate::detect::ruleset::{Mode, RuleSet};
 use crate::detect::search::NoFields;
 use crate::detect::value::FieldTest;
 use crate::metrics::Metrics;
-use crate::state::outbox::{AlertWrite, WriteOutcome};
-use crate::state::store::{Store, StoreError};
+use crate::store::outbox::{AlertWrite, WriteOutcome};
+use crate::store::{Store, StoreError};
 
 pub struct Alerting {
     pub rules: Arc<RuleSet>,
@@ -23,7 +23,7 @@ pub struct Alerting {
     correlator: Mutex<Correlator>,
     /// The open batch's alerts so far (the planner adds each unit's matches as it arrives).
     pending: Mutex<Planned>,
-    pub behaviour: crate::alert::behaviour::BehaviourConfig,
+    pub behaviour: crate::config::BehaviourConfig,
     /// Bumped after a commit that raised alerts; every sink's deliverer watches it (a bump made while one is
     /// busy is seen when it next waits).
     pub wake: tokio::sync::watch::Sender<u64>,
@@ -71,7 +71,7 @@ impl Alerting {
             suppress,
             correlator,
             pending: Mutex::new(Planned::default()),
-            behaviour: crate::alert::behaviour::BehaviourConfig::default(),
+            behaviour: crate::config::BehaviourConfig::default(),
             wake: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -261,7 +261,7 @@ pub fn setup(
 
 /// The deliverers (one per sink), the periodic findings and alert retention, running on a daemon's runtime.
 pub struct Delivery {
-    stop: crate::alert::deliver::Stop,
+    stop: crate::shutdown::Stop,
     deliverers: Vec<(String, tokio::task::JoinHandle<()>)>,
     findings: Option<tokio::task::JoinHandle<()>>,
     retention: Option<tokio::task::JoinHandle<()>>,
@@ -283,9 +283,9 @@ impl Delivery {
         metrics: Arc<Metrics>,
         max_backoff: std::time::Duration,
     ) -> Result<Delivery, StoreError> {
-        let stop = crate::alert::deliver::Stop::new();
+        let stop = crate::shutdown::Stop::new();
         let configured: Vec<&str> = alerting.sinks.iter().map(|s| s.name()).collect();
-        let unconfigured = crate::state::outbox::unconfigured_sinks(store.connection(), &configured)
+        let unconfigured = crate::store::outbox::unconfigured_sinks(store.connection(), &configured)
             .map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })?;
         for sink in unconfigured {
             tracing::warn!(sink = %sink, "the outbox names a sink that is not configured; its alerts wait for it");
@@ -370,7 +370,12 @@ impl Delivery {
                 let cutoff_ms = crate::alert::deliver::now_ms().saturating_sub(retention_ms);
                 let pruned = tokio::task::spawn_blocking(move || {
                     let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    crate::state::outbox::prune(&conn, cutoff_ms, &crate::findings::RULES, PRUNE_CHUNK)
+                    crate::store::outbox::prune(
+                        &conn,
+                        cutoff_ms,
+                        &crate::detect::catalogue::PERIODIC_RULES,
+                        PRUNE_CHUNK,
+                    )
                 })
                 .await;
                 match pruned {
@@ -475,8 +480,9 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Synchronous;
     use crate::detect::ruleset::Match;
-    use crate::state::store::{LedgerEntry, LedgerKey, Synchronous};
+    use crate::store::{LedgerEntry, LedgerKey};
 
     /// Root used by `n` accounts, and a denied call (event id `denied`) feeding a correlation: `n` event-rule
     /// groups and a hit.

@@ -5,6 +5,7 @@
 //! event rules and correlations (`rule`), and the loaded, indexed set with the built-in rules (`ruleset`).
 //! Matches leave this stage as owned `Match`es; counting correlations and raising alerts is `crate::alert`.
 
+pub mod catalogue;
 pub mod condition;
 pub mod detection;
 pub mod pattern;
@@ -14,4 +15,4 @@ pub mod search;
 pub mod value;
 
 #[cfg(test)]
-mod builtin_tests;
+pub(crate) mod builtin_tests;

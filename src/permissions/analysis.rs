@@ -45,12 +45,9 @@ pub const DATA_EVENT_ACTIONS: &[&str] = &[
 /// Actions with no CloudTrail event of their own (authorised as part of another call).
 pub const NEVER_LOGGED_ACTIONS: &[&str] = &["iam:PassRole"];
 
-/// Rule ids of the permission findings (part of the contract, like the built-in rules').
-pub const UNUSED_PERMISSIONS: &str = "unused-permissions";
-pub const UNUSED_IDENTITY: &str = "unused-identity";
-pub const ACCESS_KEY_UNUSED: &str = "access-key-unused";
-pub const ACCESS_KEY_NOT_ROTATED: &str = "access-key-not-rotated";
-pub const PASSWORD_UNUSED: &str = "password-unused";
+pub use crate::detect::catalogue::{
+    ACCESS_KEY_NOT_ROTATED, ACCESS_KEY_UNUSED, PASSWORD_UNUSED, UNUSED_IDENTITY, UNUSED_PERMISSIONS,
+};
 
 /// One finding about an identity, its key or its password.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

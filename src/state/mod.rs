@@ -5,9 +5,6 @@
 //! processed on any thread in any order and the result is the same. The durable state in [`store`] applies exactly
 //! the same merge in SQL.
 
-pub mod outbox;
-pub mod store;
-
 use std::cmp::Ordering;
 
 use rustc_hash::FxHashMap;
@@ -369,4 +366,4 @@ impl KeyUse<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1057,7 +1057,7 @@ fn alerts_do_not_depend_on_batches_threads_or_region_by_region_arrival() {
     )
     .unwrap();
     let mut files = Vec::new();
-    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    trailwatch::source::local::walk(&corpus, &mut files).unwrap();
     let region = |path: &Path| {
         path.to_str().unwrap().split("/CloudTrail/").nth(1).unwrap().split('/').next().unwrap().to_owned()
     };

@@ -111,7 +111,7 @@ fn upload_dir(
     rewrite: impl Fn(&str) -> String,
 ) -> usize {
     let mut files = Vec::new();
-    trailwatch::pipeline::walk(dir, &mut files).unwrap();
+    trailwatch::source::local::walk(dir, &mut files).unwrap();
     for (path, _) in &files {
         let rel = path.strip_prefix(dir).unwrap().to_str().unwrap();
         let body = ByteStream::from(std::fs::read(path).unwrap());
@@ -285,7 +285,7 @@ fn sqs_daemon_drains_every_notification_shape_exactly_once() {
     let uploaded = upload_dir(&rt, &s3, "trail", &corpus, str::to_owned);
     assert_eq!(uploaded, 16);
     let mut files = Vec::new();
-    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    trailwatch::source::local::walk(&corpus, &mut files).unwrap();
     let key = |i: usize| files[i].0.strip_prefix(&corpus).unwrap().to_str().unwrap().to_owned();
     let send = |body: String| {
         rt.block_on(sqs.send_message().queue_url(&queue_url).message_body(body).send()).unwrap();

@@ -3,6 +3,9 @@
 // Helpers: running the binary, fixtures, gzip, HTTP, bounded polling.
 mod util;
 
+// The modules' dependency order, as ARCHITECTURE.md writes it.
+mod layers;
+
 // `replay` on hand-written fixtures, synth corpora, the shared real-world corpus, and crash safety.
 mod replay;
 

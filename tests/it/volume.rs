@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trailwatch::config::Config;
-use trailwatch::intake::memory::{self, MemoryObjects, MemoryQueue};
+use trailwatch::config::Synchronous;
 use trailwatch::metrics::Metrics;
-use trailwatch::state::store::{Store, Synchronous};
+use trailwatch::source::memory::{self, MemoryObjects, MemoryQueue};
+use trailwatch::store::Store;
 
 use crate::util::*;
 
@@ -26,7 +27,7 @@ fn volume(max_in_flight_objects: usize) {
     let corpus = tmp.path().join("corpus");
 
     let mut files = Vec::new();
-    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    trailwatch::source::local::walk(&corpus, &mut files).unwrap();
     let mut objects = MemoryObjects::default();
     let queue = Arc::new(MemoryQueue::default());
     for (path, _) in &files {
@@ -76,13 +77,13 @@ fn volume(max_in_flight_objects: usize) {
 /// An object source that takes its time, to keep a delivery in flight.
 struct Slow(MemoryObjects, Duration);
 
-impl trailwatch::fetch::Objects for Slow {
+impl trailwatch::source::fetch::Objects for Slow {
     async fn get(
         &self,
         bucket: &str,
         key: &str,
         max: u64,
-    ) -> Result<trailwatch::fetch::Fetched, trailwatch::fetch::FetchError> {
+    ) -> Result<trailwatch::source::fetch::Fetched, trailwatch::source::fetch::FetchError> {
         tokio::time::sleep(self.1).await;
         self.0.get(bucket, key, max).await
     }
@@ -95,7 +96,7 @@ fn in_flight_deliveries_are_kept_invisible() {
     let want = synth(tmp.path(), 1, 20, 10, 3);
     let corpus = tmp.path().join("corpus");
     let mut files = Vec::new();
-    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    trailwatch::source::local::walk(&corpus, &mut files).unwrap();
     let key = files[0].0.strip_prefix(&corpus).unwrap().to_str().unwrap().to_owned();
     let mut objects = MemoryObjects::default();
     objects.insert("trail", &key, std::fs::read(&files[0].0).unwrap());
@@ -125,7 +126,7 @@ fn a_failing_commit_ends_the_run_and_deletes_nothing() {
     synth(tmp.path(), 4, 20, 10, 3);
     let corpus = tmp.path().join("corpus");
     let mut files = Vec::new();
-    trailwatch::pipeline::walk(&corpus, &mut files).unwrap();
+    trailwatch::source::local::walk(&corpus, &mut files).unwrap();
     let mut objects = MemoryObjects::default();
     let queue = Arc::new(MemoryQueue::default());
     for (path, _) in &files {

@@ -2,17 +2,21 @@
 //!
 //! Architecture invariant: a batch's state changes and its ledger entries are written in one transaction, so after a
 //! crash at any point a file is either fully applied and in the ledger, or neither. The upserts apply the same
-//! commutative merge as [`Delta::merge`](super::Delta::merge), which is what makes batches order-independent.
+//! commutative merge as [`Delta::merge`](crate::state::Delta::merge), which is what makes batches order-independent.
 //! Strings are interned: a principal's and an action's name are stored once and referred to by integer id.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rustc_hash::FxHashMap;
 
-use crate::alert::behaviour::{BehaviourConfig, Fact};
-use crate::state::outbox::{self, AlertWrite, WriteOutcome};
+pub mod outbox;
+
+use crate::alert::behaviour::Fact;
+use crate::config::{BehaviourConfig, Synchronous};
 use crate::state::{ActionDelta, Delta, MAX_SESSIONS, PrincipalDelta};
+use crate::store::outbox::{AlertWrite, WriteOutcome};
 use crate::time::Timestamp;
 
 /// Why the store failed. The path is part of every message.
@@ -33,16 +37,6 @@ pub enum StoreError {
     SchemaTooNew { path: String, found: i64, supported: i64 },
 }
 
-/// How hard SQLite works to survive power loss. A process crash (`kill -9`) is safe with either.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// fsync at every commit: a committed batch survives power loss.
-    Full,
-    /// fsync at checkpoints only: faster; the last batches may be lost on power loss (never on a process crash).
-    Normal,
-}
-
 /// One file's ledger identity: where it came from and which version of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LedgerKey {
@@ -59,7 +53,7 @@ impl LedgerKey {
     /// replayed again from a copy elsewhere, it is recognised as applied (keyed by path, it was applied again and
     /// every event counted twice). Other files are known by absolute path and size.
     pub fn local(absolute_path: &str, size: u64) -> LedgerKey {
-        match crate::intake::layout::cloudtrail_log_name(absolute_path) {
+        match crate::layout::cloudtrail_log_name(absolute_path) {
             Some(name) => LedgerKey { source: format!("cloudtrail:{name}"), version: String::new() },
             None => LedgerKey { source: format!("file:{absolute_path}"), version: size.to_string() },
         }
@@ -752,3 +746,61 @@ fn write_batch(
     }
     Ok(())
 }
+
+/// Ledger keys already applied. The store's writer lock makes this process the only writer, so the set read at
+/// start plus what this process commits is the whole ledger.
+///
+/// Each key is held as a 128-bit digest (16 bytes instead of two strings), since a daemon accumulates one per file
+/// for its whole life; two keys colliding is about as likely as 2^-64 for billions of files.
+///
+/// It is shared (a read lock per file, never per record) so that a fetch stage can skip an object the committer
+/// has just applied: the committer adds a batch's keys before it reports the batch committed.
+#[derive(Debug, Default)]
+pub struct Applied(std::sync::RwLock<HashSet<u128>>);
+
+impl Applied {
+    /// The ledger, and the quarantined files (skipped alike).
+    pub fn load(store: &Store) -> Result<Applied, StoreError> {
+        let keys = store.ledger_keys()?.into_iter().chain(store.quarantined_keys()?);
+        Ok(Applied(std::sync::RwLock::new(keys.map(|key| digest(&key)).collect())))
+    }
+
+    /// Adds a key not applied but to be skipped as if it were (a quarantined file).
+    pub fn insert(&self, key: LedgerKey) {
+        self.insert_all(std::iter::once(&key));
+    }
+
+    pub fn contains(&self, key: &LedgerKey) -> bool {
+        // A poisoned lock only means a panic elsewhere while inserting; the set itself is still a valid set.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains(&digest(key))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn insert_all<'k>(&self, keys: impl Iterator<Item = &'k LedgerKey>) {
+        let mut set = self.0.write().unwrap_or_else(|e| e.into_inner());
+        set.extend(keys.map(digest));
+    }
+}
+
+/// Two independent SipHash-1-3 digests of the key: in memory only, never persisted, so the std hasher's
+/// freedom to change between Rust releases does not matter.
+fn digest(key: &LedgerKey) -> u128 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+#[cfg(test)]
+mod tests;

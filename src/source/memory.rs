@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{Config, SqsConfig};
-use crate::fetch::{FetchError, Fetched, Objects};
-use crate::intake::consumer;
-use crate::intake::sqs::{Queue, QueueError, Received};
 use crate::metrics::Metrics;
-use crate::pipeline::{Applied, Summary};
-use crate::state::store::{Store, StoreError};
+use crate::pipeline::Summary;
+use crate::source::consumer;
+use crate::source::fetch::{FetchError, Fetched, Objects};
+use crate::source::sqs::{Queue, QueueError, Received};
+use crate::store::Applied;
+use crate::store::{Store, StoreError};
 
 /// Consumer settings for the in-process queue (the queue URL is only a label).
 pub fn settings(pollers: usize, visibility_timeout_secs: u32, max_in_flight_objects: usize) -> SqsConfig {

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::config::SpoolConfig;
-use crate::pipeline::{Applied, FileError, FileJob, Observer, one_per_key_in_delivery_order, walk};
+use crate::pipeline::{FileError, Observer};
+use crate::source::FileJob;
+use crate::source::local::one_per_key_in_delivery_order;
+use crate::source::local::walk;
+use crate::store::Applied;
 
 pub struct Spool {
     dir: PathBuf,

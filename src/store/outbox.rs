@@ -481,8 +481,9 @@ pub fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Alert>> {
 mod tests {
     use super::*;
     use crate::alert::Derived;
+    use crate::config::Synchronous;
     use crate::detect::rule::Severity;
-    use crate::state::store::{LedgerEntry, LedgerKey, Store, Synchronous};
+    use crate::store::{LedgerEntry, LedgerKey, Store};
 
     /// A periodic finding's alert about `subject`.
     fn alert(subject: &str) -> Alert {
@@ -534,7 +535,7 @@ mod tests {
         batch(2_000, &[(rule_alert("r2", "old2"), &[]), (rule_alert("r2", "old3"), &[])]);
         batch(5_000, &[(rule_alert("r1", "new"), &[])]);
         batch(1_200, &[(rule_alert("r1", "set-back"), &[])]);
-        let keep = crate::findings::RULES;
+        let keep = crate::detect::catalogue::PERIODIC_RULES;
         assert_eq!(prune(conn, 3_000, &keep, 1).unwrap(), 4);
         assert_eq!(left(), ["pending", "finding", "new", "set-back"]);
         // Nothing more until the pending one is delivered.

@@ -6,8 +6,8 @@
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 
-use crate::intake::layout::Filters;
-use crate::intake::notification::normalize_etag;
+use crate::layout::Filters;
+use crate::source::notification::normalize_etag;
 use crate::time::Timestamp;
 
 #[derive(Debug, thiserror::Error)]

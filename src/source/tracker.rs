@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::intake::notification::ObjectRef;
+use crate::source::notification::ObjectRef;
 
 /// `(bucket, key)`.
 pub type ObjectId = (String, String);

@@ -20,13 +20,17 @@ use std::time::{Duration, Instant};
 use crate::aws::{s3_client, sdk_config};
 use crate::config::{Config, SqsConfig};
 use crate::daemon::{CommitHealth, DaemonError, serve_http, store_ready, wait_for_signal};
-use crate::fetch::{FetchError, Objects};
-use crate::intake::notification::{ObjectRef, parse_body};
-use crate::intake::sqs::{Queue, Received, SqsQueue};
-use crate::intake::tracker::{ObjectId, Tracker};
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Applied, FetchedJob, FileError, FileJob, Jobs, Location, Observer, RunContext};
-use crate::state::store::Store;
+use crate::pipeline::{self, FileError, Jobs, Observer, RunContext};
+use crate::source::FetchedJob;
+use crate::source::FileJob;
+use crate::source::Location;
+use crate::source::fetch::{FetchError, Objects};
+use crate::source::notification::{ObjectRef, parse_body};
+use crate::source::sqs::{Queue, Received, SqsQueue};
+use crate::source::tracker::{ObjectId, Tracker};
+use crate::store::Applied;
+use crate::store::Store;
 
 /// Everything the consumer's tasks share.
 ///
@@ -110,7 +114,7 @@ pub fn run_daemon(
     let objects = s3_client(&sdk, &config.aws);
     let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
     let background = crate::daemon::Background::start(&runtime, config, &store, &metrics)?;
-    let stop = crate::alert::deliver::Stop::new();
+    let stop = crate::shutdown::Stop::new();
     {
         let stop = stop.clone();
         runtime.spawn(async move {
@@ -186,7 +190,7 @@ pub fn run<Q: Queue, O: Objects>(
     alerting: Option<&crate::alert::stage::Alerting>,
     inflight: Option<&crate::inflight::InFlight>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<pipeline::Summary, crate::state::store::StoreError> {
+) -> Result<pipeline::Summary, crate::store::StoreError> {
     let applied = Arc::new(applied);
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<FetchedJob>(config.threads.max(1) * 2);
     let (deletes_tx, deletes_rx) = tokio::sync::mpsc::channel::<String>(1024);

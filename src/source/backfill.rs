@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::aws::{AwsSettings, s3_client, sdk_config};
-use crate::fetch::{ListError, get_object, list_log_files};
-use crate::intake::layout::Filters;
-use crate::pipeline::{self, Applied, FetchedJob, FileJob, Jobs, RunContext, Summary};
-use crate::state::store::{Store, StoreError};
+use crate::layout::Filters;
+use crate::pipeline::{self, Jobs, RunContext, Summary};
+use crate::source::FetchedJob;
+use crate::source::FileJob;
+use crate::source::fetch::{ListError, get_object, list_log_files};
+use crate::store::Applied;
+use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
 /// `s3://bucket[/prefix]`.
@@ -62,7 +65,7 @@ pub fn replay(
         let listed = runtime.block_on(list_log_files(&client, &url.bucket, &url.prefix, filters, today))?;
         jobs.extend(listed.iter().map(|l| FileJob::s3(&url.bucket, &l.key, &l.etag)));
     }
-    let mut jobs = crate::pipeline::one_per_key_in_delivery_order(jobs);
+    let mut jobs = crate::source::local::one_per_key_in_delivery_order(jobs);
     let total = jobs.len();
     jobs.retain(|job| !applied.contains(&job.key));
     let duplicates = (total - jobs.len()) as u64;
@@ -83,7 +86,7 @@ pub fn replay(
                 let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else { break };
                 let (client, tx) = (client.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let pipeline::Location::S3 { bucket, key } = &job.location else { return };
+                    let crate::source::Location::S3 { bucket, key } = &job.location else { return };
                     let bytes = get_object(&client, bucket, key, max_bytes).await.map(|f| f.bytes);
                     // The permit is held until the workers have room: fetched bytes in memory stay bounded.
                     let _ = tx.send(FetchedJob { job, bytes }).await;
