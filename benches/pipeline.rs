@@ -22,7 +22,7 @@ use trailwatch::decode::decode_into;
 use trailwatch::detect::ruleset::RuleSet;
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::Parser;
-use trailwatch::pipeline::{self, RunContext, Summary, Worker};
+use trailwatch::pipeline::{self, Folded, RunContext, Summary, Worker};
 use trailwatch::source::memory::{self, MemoryObjects, MemoryQueue};
 use trailwatch::state::{Delta, Scratch};
 use trailwatch::store::Applied;
@@ -71,12 +71,12 @@ fn stages(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("parse");
     let mut worker = Worker::default();
-    let records = worker.process_bytes(&json, LIMITS, &mut Delta::default()).unwrap().records;
+    let records = worker.process_bytes(&json, LIMITS, &mut Folded::default()).unwrap().records;
     group.throughput(Throughput::ElementsAndBytes { elements: records, bytes: json.len() as u64 });
     group.bench_function("fold", |b| {
         b.iter_batched_ref(
-            Delta::default,
-            |delta| worker.process_bytes(&json, LIMITS, delta).unwrap(),
+            Folded::default,
+            |folded| worker.process_bytes(&json, LIMITS, folded).unwrap(),
             BatchSize::SmallInput,
         );
     });
@@ -84,8 +84,8 @@ fn stages(c: &mut Criterion) {
     let mut with_rules = Worker::with_rules(Some(Arc::new(RuleSet::load(true, &[]).0)));
     group.bench_function("fold_with_builtin_rules", |b| {
         b.iter_batched_ref(
-            Delta::default,
-            |delta| with_rules.process_bytes(&json, LIMITS, delta).unwrap(),
+            Folded::default,
+            |folded| with_rules.process_bytes(&json, LIMITS, folded).unwrap(),
             BatchSize::SmallInput,
         );
     });
@@ -113,11 +113,12 @@ fn stages(c: &mut Criterion) {
     group.finish();
 
     // One batch: 64 files folded into one delta, committed with 64 ledger entries.
-    let mut delta = Delta::default();
+    let mut folded = Folded::default();
     let mut records = 0;
     for job in &corpus.jobs[..64] {
-        records += worker.process_file(job, LIMITS, &mut delta).1.unwrap().records;
+        records += worker.process_file(job, LIMITS, &mut folded).1.unwrap().records;
     }
+    let delta = folded.delta;
     let entries: Vec<LedgerEntry<'_>> =
         corpus.jobs[..64].iter().map(|j| LedgerEntry { key: &j.key, records: 1000 }).collect();
     let mut group = c.benchmark_group("state");
@@ -293,7 +294,8 @@ fn replay(
     rules: Option<&Arc<RuleSet>>,
 ) -> (Option<Alerting>, Store, tempfile::TempDir) {
     let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
-    let alerting = rules.map(|rules| Alerting::new(Arc::clone(rules), Vec::new(), &[], &store).unwrap());
+    let alerting =
+        rules.map(|rules| Alerting::new(Arc::clone(rules), Vec::new(), &[], store.correlation_windows(rules).unwrap()));
     let metrics = Metrics::new();
     let stop = AtomicBool::new(false);
     let ctx = RunContext {

@@ -85,7 +85,7 @@ pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), Dae
         "trailwatch running"
     );
 
-    let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
+    let (alerting, delivery) = crate::delivery::start(&runtime, config, &store, &metrics)?;
     let background = Background::start(&runtime, config, &store, &metrics)?;
     let mut spool = Spool::new(spool_config);
     let ctx = RunContext {

@@ -237,3 +237,30 @@ pub fn raise(
     tx.commit()?;
     Ok(new)
 }
+
+/// Raises the periodic findings at `as_of` through `alerting` (suppressions and routing as for rule alerts), and
+/// wakes the deliverers when any is new; returns how many were new.
+pub fn raise_periodic(
+    alerting: &crate::alert::stage::Alerting,
+    conn: &mut Connection,
+    as_of: Timestamp,
+    config: &PeriodicConfig,
+    metrics: &crate::metrics::Metrics,
+) -> rusqlite::Result<u64> {
+    let route = |alert: &Alert| {
+        let sinks = alerting.route(alert);
+        if sinks.is_none() {
+            metrics.alerts_suppressed.inc();
+        }
+        sinks
+    };
+    let new = raise(conn, as_of, config, &route, crate::time::now_ms())?;
+    for severity in &new {
+        metrics.alerts_raised.with_label_values(&[severity.as_str()]).inc();
+    }
+    metrics.findings_runs.inc();
+    if !new.is_empty() {
+        alerting.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    Ok(new.len() as u64)
+}

@@ -18,6 +18,7 @@ pub mod aws;
 pub mod config;
 pub mod daemon;
 pub mod decode;
+pub mod delivery;
 pub mod detect;
 pub mod findings;
 pub mod http;

@@ -671,7 +671,7 @@ fn probe_file(config: &Config, location: &str) -> anyhow::Result<()> {
         .enabled
         .then(|| Arc::new(RuleSet::load_except(config.rules.builtin, &config.rules.dirs, &config.rules.disabled).0));
     let mut worker = pipeline::Worker::with_rules(rules);
-    let mut delta = trailwatch::state::Delta::default();
+    let mut folded = pipeline::Folded::default();
     let (_, outcome) = match backfill::parse_s3_url(location) {
         Some(url) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -684,11 +684,11 @@ fn probe_file(config: &Config, location: &str) -> anyhow::Result<()> {
                 config.limits.max_file_bytes,
             ))?;
             let job = trailwatch::source::FileJob::s3(&url.bucket, &url.prefix, fetched.etag.as_deref().unwrap_or(""));
-            worker.process_fetched(&job, fetched.bytes, config.limits, &mut delta)
+            worker.process_fetched(&job, fetched.bytes, config.limits, &mut folded)
         }
         None => {
             let job = trailwatch::source::FileJob::local(PathBuf::from(location), 0);
-            worker.process_file(&job, config.limits, &mut delta)
+            worker.process_file(&job, config.limits, &mut folded)
         }
     };
     if let Err(err) = outcome {
@@ -710,7 +710,7 @@ fn replay(
     let applied = Applied::load(&store)?;
     let metrics = Arc::new(Metrics::new());
     let stop = AtomicBool::new(false);
-    let alerting = trailwatch::alert::stage::setup(config, &store, alerts)?;
+    let alerting = trailwatch::delivery::setup(config, &store, alerts)?;
     let ctx = RunContext {
         threads: config.threads,
         limits: config.limits,
@@ -777,7 +777,7 @@ fn replay(
     print_summary(&summary, started.elapsed().as_secs_f64(), config.threads);
     if let Some(alerting) = &alerting {
         // Delivered, or durably pending in the outbox for the next run or the daemon.
-        let pending = trailwatch::alert::stage::drain(
+        let pending = trailwatch::delivery::drain(
             alerting,
             &store,
             Arc::clone(&metrics),

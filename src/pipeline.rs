@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use crate::alert::UnitAlerts;
 use crate::alert::stage::Alerting;
+use crate::alert::write::AlertWrite;
+use crate::alert::write::WriteOutcome;
 use crate::config::{BatchLimits, Limits};
 use crate::decode::{DecodeError, decode_into};
 use crate::detect::ruleset::{MatchScratch, RuleSet};
@@ -25,7 +27,6 @@ use crate::source::fetch::FetchError;
 use crate::source::{FetchedJob, FileJob, Location};
 use crate::state::{Delta, Scratch};
 use crate::store::Applied;
-use crate::store::outbox::{AlertWrite, WriteOutcome};
 use crate::store::{LedgerEntry, Store, StoreError};
 
 /// Where workers take their files from.
@@ -93,13 +94,21 @@ pub struct Worker {
     match_scratch: MatchScratch,
 }
 
+/// What a worker folds events into: the state aggregate, and the rule matches among the events (handed to the
+/// alert planner, apart from the state).
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub delta: Delta,
+    pub alerts: UnitAlerts,
+}
+
 /// Several files folded into one delta by one worker; committed as a whole, with a ledger entry per file.
 ///
 /// Folding a few dozen files before handing them over, instead of one, means the allocations for a principal's
 /// strings and maps are paid once per unit rather than once per file, and the committer merges fewer deltas.
 #[derive(Default)]
 pub struct Unit {
-    pub delta: Delta,
+    pub folded: Folded,
     /// The unit's files with their record counts and newest event time.
     pub files: Vec<(FileJob, RecordCounts)>,
     pub counts: RecordCounts,
@@ -127,7 +136,7 @@ impl Worker {
         &mut self,
         input: &[u8],
         limits: Limits,
-        delta: &mut Delta,
+        out: &mut Folded,
     ) -> Result<RecordCounts, BytesError> {
         self.decode_and_budget(input, limits)?;
         let len = self.json.len();
@@ -136,11 +145,11 @@ impl Worker {
         let rules = self.rules.as_deref();
         let MatchScratch { candidates, spare, group_key } = &mut self.match_scratch;
         let mut folded = 0u64;
+        let Folded { delta, alerts } = out;
         let res = self.parser.parse(&mut self.json, len, &mut |event, record| {
             folded += 1;
             delta.apply(event, scratch);
             if let Some(rules) = rules {
-                let alerts = &mut delta.alerts;
                 rules.evaluate(event, record, candidates, &mut |m| {
                     alerts.fold_view(rules, m, spare, group_key);
                 });
@@ -215,7 +224,7 @@ impl Worker {
         &mut self,
         job: &FileJob,
         limits: Limits,
-        delta: &mut Delta,
+        out: &mut Folded,
     ) -> (u64, Result<RecordCounts, FileError>) {
         let path = || job.location.to_string();
         let Some(local) = job.local_path() else {
@@ -224,7 +233,7 @@ impl Worker {
         if let Err(source) = self.read(local, limits) {
             return (0, Err(source.with_path(path())));
         }
-        self.process_raw(job, limits, delta)
+        self.process_raw(job, limits, out)
     }
 
     /// Decodes and parses bytes fetched elsewhere; the buffer is kept for reuse.
@@ -233,17 +242,17 @@ impl Worker {
         job: &FileJob,
         bytes: Vec<u8>,
         limits: Limits,
-        delta: &mut Delta,
+        out: &mut Folded,
     ) -> (u64, Result<RecordCounts, FileError>) {
         self.raw = bytes;
-        self.process_raw(job, limits, delta)
+        self.process_raw(job, limits, out)
     }
 
     fn process_raw(
         &mut self,
         job: &FileJob,
         limits: Limits,
-        delta: &mut Delta,
+        out: &mut Folded,
     ) -> (u64, Result<RecordCounts, FileError>) {
         let path = || job.location.to_string();
         let read_bytes = self.raw.len() as u64;
@@ -253,7 +262,7 @@ impl Worker {
         };
         self.parser.set_plausible_times(crate::parse::plausible_event_times(delivered, crate::time::now()));
         let raw = std::mem::take(&mut self.raw);
-        let res = self.process_bytes(&raw, limits, delta);
+        let res = self.process_bytes(&raw, limits, out);
         self.raw = raw;
         self.shrink(limits);
         let res = res.map_err(|err| match err {
@@ -443,7 +452,7 @@ pub fn run(
                             if let Some(slot) = &mut slot {
                                 slot.start(job);
                             }
-                            ((*job).clone(), worker.process_file(job, ctx.limits, &mut unit.delta))
+                            ((*job).clone(), worker.process_file(job, ctx.limits, &mut unit.folded))
                         }
                         Jobs::Fetched { rx, .. } => {
                             // A worker hands over its partial unit before it may wait for input (the channel is
@@ -489,7 +498,7 @@ pub fn run(
                                 slot.start(&fetched.job);
                             }
                             let outcome = match fetched.bytes {
-                                Ok(bytes) => worker.process_fetched(&fetched.job, bytes, ctx.limits, &mut unit.delta),
+                                Ok(bytes) => worker.process_fetched(&fetched.job, bytes, ctx.limits, &mut unit.folded),
                                 Err(err) => (0, Err(FileError::Fetch(err))),
                             };
                             (fetched.job, outcome)
@@ -647,8 +656,7 @@ impl Committer<'_, '_> {
                 self.summary.read_bytes += unit.read_bytes;
                 self.summary.decoded_bytes += unit.decoded_bytes;
                 self.batch.opened.get_or_insert_with(Instant::now);
-                let mut delta = unit.delta;
-                let alerts = std::mem::take(&mut delta.alerts);
+                let Folded { delta, alerts } = unit.folded;
                 match (&self.planner, self.ctx.alerting) {
                     (Some(planner), Some(alerting)) => {
                         if let Err(unsent) = planner.send(Planning::Unit(alerts))
@@ -746,7 +754,11 @@ impl Committer<'_, '_> {
                             }
                         }
                     }
-                    alerting.rolled_back(self.store);
+                    let windows = self.store.correlation_windows(&alerting.rules);
+                    if let Err(err) = &windows {
+                        tracing::error!("reloading correlation windows: {err}");
+                    }
+                    alerting.rolled_back(windows.ok());
                 }
                 return Err(err);
             }
@@ -814,7 +826,7 @@ mod tests {
         ];
         let limits = Limits { max_file_bytes: 1 << 20, max_decoded_bytes: 1 << 20, max_worker_memory_bytes: 64 << 20 };
         for (json, message) in cases {
-            let err = Worker::default().process_bytes(json, limits, &mut Delta::default()).unwrap_err();
+            let err = Worker::default().process_bytes(json, limits, &mut Folded::default()).unwrap_err();
             match err {
                 BytesError::Parse(ParseError::InvalidJson(got)) => assert_eq!(got, message),
                 other => panic!("{other:?}"),

@@ -10,12 +10,13 @@
 
 pub mod behaviour;
 pub mod correlate;
-pub mod deliver;
+
 #[cfg(test)]
 mod fold_tests;
 mod json;
 pub mod sink;
 pub mod stage;
+pub mod write;
 
 use std::collections::hash_map::Entry;
 

@@ -112,7 +112,7 @@ pub fn run_daemon(
         "trailwatch running"
     );
     let objects = s3_client(&sdk, &config.aws);
-    let (alerting, delivery) = crate::alert::stage::start(&runtime, config, &store, &metrics)?;
+    let (alerting, delivery) = crate::delivery::start(&runtime, config, &store, &metrics)?;
     let background = crate::daemon::Background::start(&runtime, config, &store, &metrics)?;
     let stop = crate::shutdown::Stop::new();
     {

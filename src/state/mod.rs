@@ -20,9 +20,6 @@ pub const MAX_SESSIONS: usize = 10;
 pub struct Delta {
     pub principals: FxHashMap<Box<str>, PrincipalDelta>,
     pub access_keys: FxHashMap<Box<str>, KeyDelta>,
-    /// Rule matches, folded as the events are parsed; the worker hands them to the alert planner, so a delta that
-    /// reaches the committer carries none.
-    pub alerts: crate::alert::UnitAlerts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +77,7 @@ pub struct Scratch {
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.principals.is_empty() && self.access_keys.is_empty() && self.alerts.is_empty()
+        self.principals.is_empty() && self.access_keys.is_empty()
     }
 
     /// Number of principal-action pairs.
@@ -119,7 +116,6 @@ impl Delta {
 
     /// Merges `other` into `self`; the result does not depend on the order of merges.
     pub fn merge(&mut self, other: Delta) {
-        self.alerts.merge(other.alerts);
         for (name, p) in other.principals {
             match self.principals.get_mut(&name) {
                 Some(mine) => mine.merge(p),

@@ -14,9 +14,10 @@ use rustc_hash::FxHashMap;
 pub mod outbox;
 
 use crate::alert::behaviour::Fact;
+use crate::alert::write::AlertWrite;
+use crate::alert::write::WriteOutcome;
 use crate::config::{BehaviourConfig, Synchronous};
 use crate::state::{ActionDelta, Delta, MAX_SESSIONS, PrincipalDelta};
-use crate::store::outbox::{AlertWrite, WriteOutcome};
 use crate::time::Timestamp;
 
 /// Why the store failed. The path is part of every message.
@@ -549,6 +550,19 @@ impl Store {
         StoreError::Sqlite { path: self.path.clone(), source }
     }
 
+    /// The correlation windows the log holds, for `rules`; a row that cannot be read is reported and left out
+    /// (its hits are lost, the others still count).
+    pub fn correlation_windows(
+        &self,
+        rules: &crate::detect::ruleset::RuleSet,
+    ) -> Result<crate::alert::correlate::Correlator, StoreError> {
+        let (correlator, unreadable) = crate::alert::correlate::Correlator::load(rules, &self.correlation_log()?);
+        if unreadable > 0 {
+            tracing::warn!(rows = unreadable, "state store {}: unreadable correlation log rows left out", self.path());
+        }
+        Ok(correlator)
+    }
+
     /// The correlation log's rows, oldest first (see `alert::correlate::HitLog`).
     pub fn correlation_log(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         outbox::load_hit_log(&self.conn).map_err(|e| self.err(e))
@@ -802,5 +816,7 @@ fn digest(key: &LedgerKey) -> u128 {
     (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
+#[cfg(test)]
+mod planning_tests;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@
 //! A restart resends whatever is still pending; receivers see the same alert `id`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -16,10 +16,6 @@ use crate::store::outbox::Pending;
 
 /// Deliveries taken from the outbox per pass.
 const PASS_LIMIT: usize = 256;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Delivers one sink's alerts.
 pub struct Deliverer {
@@ -50,7 +46,7 @@ impl Deliverer {
         let mut pass = Pass::default();
         let sink = Arc::clone(&self.sink);
         loop {
-            let due = outbox::due(&self.conn, sink.name(), now_ms(), PASS_LIMIT, sink.writes_lines())?;
+            let due = outbox::due(&self.conn, sink.name(), crate::time::now_ms(), PASS_LIMIT, sink.writes_lines())?;
             if due.is_empty() {
                 break;
             }
@@ -79,7 +75,8 @@ impl Deliverer {
                         pass.sent += 1;
                     }
                     Err(reason) => {
-                        let retry = now_ms() + backoff(pending.attempts, self.max_backoff).as_millis() as i64;
+                        let retry =
+                            crate::time::now_ms() + backoff(pending.attempts, self.max_backoff).as_millis() as i64;
                         outbox::failed(&tx, &pending.alert_id, &pending.sink, retry, reason)?;
                         pass.failed += 1;
                     }
@@ -89,7 +86,7 @@ impl Deliverer {
                 // Nothing to send, but the row must leave the head of the outbox. It waits the longest backoff
                 // (a version that can read it may run by then) and keeps counting as pending, so the outbox
                 // gauge and the stuck-outbox alert still show it.
-                let retry = now_ms() + self.max_backoff.as_millis() as i64;
+                let retry = crate::time::now_ms() + self.max_backoff.as_millis() as i64;
                 outbox::failed(&tx, &unreadable.alert_id, &unreadable.sink, retry, &unreadable.reason)?;
                 pass.failed += 1;
             }
@@ -108,7 +105,7 @@ impl Deliverer {
         match res {
             Ok(()) => {
                 self.metrics.alerts_sent.with_label_values(&[kind]).inc();
-                let latency = (now_ms() - pending.raised_at_ms).max(0) as f64 / 1000.0;
+                let latency = (crate::time::now_ms() - pending.raised_at_ms).max(0) as f64 / 1000.0;
                 self.metrics.alert_latency.observe(latency);
                 tracing::debug!(alert = %pending.alert_id, rule = %pending.rule, sink = %pending.sink, "alert delivered");
                 Ok(())
@@ -146,7 +143,7 @@ impl Deliverer {
             }
             let next = outbox::next_due_ms(&self.conn, self.sink.name()).ok().flatten();
             let sleep = match next {
-                Some(due) => Duration::from_millis((due - now_ms()).clamp(10, 60_000) as u64),
+                Some(due) => Duration::from_millis((due - crate::time::now_ms()).clamp(10, 60_000) as u64),
                 None => Duration::from_secs(60),
             };
             tokio::select! {
@@ -166,7 +163,7 @@ impl Deliverer {
             let Some(next) = outbox::next_due_ms(&self.conn, self.sink.name())? else {
                 return Ok(0);
             };
-            let sleep = Duration::from_millis((next - now_ms()).max(10) as u64);
+            let sleep = Duration::from_millis((next - crate::time::now_ms()).max(10) as u64);
             if Instant::now() + sleep > deadline {
                 return outbox::depth_of(&self.conn, self.sink.name());
             }
@@ -183,12 +180,12 @@ pub fn backoff(attempts: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::write::AlertWrite;
     use crate::alert::{Alert, Derived, Merge};
     use crate::config::Synchronous;
     use crate::config::{SinkConfig, SinkKind};
     use crate::detect::rule::Severity;
     use crate::store::Store;
-    use crate::store::outbox::AlertWrite;
 
     /// Rows whose alert cannot be read (damaged bodies, and an outbox row with no alert) sit at the head of the
     /// outbox, more of them than one pass takes: the readable alert behind them is still delivered, and they are
@@ -248,7 +245,7 @@ mod tests {
             max_backoff,
         );
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let before = now_ms();
+        let before = crate::time::now_ms();
         let pass = runtime.block_on(deliverer.pass()).unwrap();
         assert_eq!(pass, Pass { sent: 1, failed: damaged as u64 + 2 });
         let lines = std::fs::read_to_string(&path).unwrap();
