@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
@@ -271,8 +270,10 @@ fn stages(c: &mut Criterion) {
                 let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
                 let metrics = std::sync::Arc::new(Metrics::new());
                 let objects = std::sync::Arc::clone(&objects);
-                let summary =
-                    memory::drain(&runtime, &queue, objects, &config, &settings, &mut store, &metrics, 0).unwrap();
+                let summary = trailwatch::daemon::drain_memory_queue(
+                    &runtime, &queue, objects, &config, &settings, &mut store, &metrics, 0,
+                )
+                .unwrap();
                 assert_eq!(summary.counts.records, corpus.records);
                 dir
             },
@@ -297,27 +298,26 @@ fn replay(
     let alerting =
         rules.map(|rules| Alerting::new(Arc::clone(rules), Vec::new(), &[], store.correlation_windows(rules).unwrap()));
     let metrics = Metrics::new();
-    let stop = AtomicBool::new(false);
     let ctx = RunContext {
         threads,
         limits: LIMITS,
         batch: BatchLimits { max_files: 256, max_records: 500_000, max_wait: Duration::from_secs(1) },
         metrics: &metrics,
-        stop: &stop,
         flush_when_starved: None,
         alerting: alerting.as_ref(),
         log_batches: false,
         on_file: None,
+        on_commit: None,
         inflight: None,
     };
-    let summary = pipeline::run(
-        pipeline::Jobs::Local(&corpus.jobs),
-        &ctx,
-        &mut store,
-        &Applied::default(),
-        &mut |_: &Summary| {},
-    )
-    .unwrap();
+    // Made once: the sources feed the pipeline from its tasks.
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| trailwatch::daemon::runtime(2, "bench-io").unwrap());
+    let applied = Arc::new(Applied::default());
+    let mut source = trailwatch::source::local::LocalFiles::new(corpus.jobs.clone(), Arc::clone(&applied));
+    let shutdown = trailwatch::shutdown::Shutdown::new();
+    let stop = shutdown.listener(trailwatch::shutdown::Stage::Intake, "corpus");
+    let summary = pipeline::run(&mut source, runtime, stop, &ctx, &mut store, &applied, &mut |_: &Summary| {}).unwrap();
     assert_eq!(summary.counts.records, corpus.records);
     (alerting, store, dir)
 }

@@ -1,18 +1,20 @@
-//! `trailwatch run`: the long-running daemon. Wires the spool intake, the pipeline and the HTTP edge, and owns the
-//! shutdown order: stop taking files → let workers finish the file in hand → commit → stop serving → exit.
+//! `trailwatch run`: the long-running daemon, on any source. Starts the runtime, the store, HTTP, alerting and the
+//! background tasks once, feeds the pipeline from the configured source (a spool directory or SQS), and owns the
+//! shutdown order: stop intake → finish the files in hand and commit → deliver or leave pending → stop the
+//! periodic tasks → stop serving.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::config::{Config, Intake};
 use crate::inflight::{Suspect, Trial};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, RunContext};
-use crate::source::spool::{Spool, Unreadable};
-use crate::store::Applied;
-use crate::store::{Store, StoreError};
+use crate::shutdown::{Shutdown, Stage};
+use crate::source::Source;
+use crate::source::consumer::SqsSource;
+use crate::source::spool::SpoolSource;
+use crate::store::{Applied, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -30,136 +32,126 @@ pub enum DaemonError {
 /// Runs until SIGTERM or SIGINT, then drains and returns `Ok`. `trial` tries the files a crash left in hand (see
 /// [`crate::inflight`]) before anything else.
 pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), DaemonError> {
-    let spool_config = match &config.intake {
-        Intake::Spool(spool) => spool,
-        Intake::Sqs(sqs) => return crate::source::consumer::run_daemon(config, sqs, trial),
-    };
-    std::fs::create_dir_all(&spool_config.dir)
-        .map_err(|source| DaemonError::Spool { dir: spool_config.dir.display().to_string(), source })?;
+    if let Intake::Spool(spool) = &config.intake {
+        std::fs::create_dir_all(&spool.dir)
+            .map_err(|source| DaemonError::Spool { dir: spool.dir.display().to_string(), source })?;
+    }
     let mut store = Store::open(&config.store_path, config.synchronous)?;
-    let applied = Applied::load(&store)?;
+    let applied = Arc::new(Applied::load(&store)?);
     let inflight = crate::inflight::guard(&config.store_path, &store, &applied, trial)?;
     let metrics = Arc::new(Metrics::new());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (wake_tx, wake_rx) = mpsc::channel::<()>();
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("trailwatch-http")
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Runtime)?;
-    let commits = CommitHealth::default();
-    let ready: crate::http::Readiness = {
-        let (dir, state, commits) = (spool_config.dir.clone(), config.store_path.clone(), commits.clone());
-        Arc::new(move || {
-            let (dir, state, commits) = (dir.clone(), state.clone(), commits.clone());
-            Box::pin(async move {
-                commits.check()?;
-                tokio::task::spawn_blocking(move || {
-                    std::fs::read_dir(&dir)
-                        .map_err(|e| format!("spool {}: {}", dir.display(), e.to_string().to_lowercase()))?;
-                    store_ready(&state)
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-            })
-        })
+    let runtime = runtime(2, "trailwatch-io")?;
+    let mut source: Box<dyn Source> = match &config.intake {
+        Intake::Spool(spool) => Box::new(SpoolSource::new(spool, Arc::clone(&applied), Arc::clone(&metrics))),
+        Intake::Sqs(sqs) => {
+            let sdk = runtime.block_on(crate::aws::sdk_config(&config.aws));
+            let queue = Arc::new(crate::source::sqs::SqsQueue::new(&sdk, &sqs.queue_url));
+            let objects = crate::aws::s3_client(&sdk, &config.aws);
+            let limits = (config.limits.max_file_bytes, config.aws.max_concurrent_fetches);
+            Box::new(SqsSource::new(queue, objects, sqs.clone(), Arc::clone(&applied), Arc::clone(&metrics), limits))
+        }
     };
-    let (http_stop_tx, server) = serve_http(&runtime, config, Arc::clone(&metrics), ready)?;
-    {
-        let stop = Arc::clone(&stop);
-        runtime.spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested: finishing files in hand");
-            stop.store(true, Ordering::SeqCst);
-            let _ = wake_tx.send(());
-        });
-    }
+
+    let shutdown = Shutdown::new();
+    let commits = CommitHealth::default();
+    let ready = readiness(source.probe(), config.store_path.clone(), commits.clone());
+    serve_http(&runtime, config, Arc::clone(&metrics), ready, &shutdown)?;
+    let trigger = shutdown.trigger();
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no more input, finishing the files in hand");
+        trigger.request();
+    });
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        spool = %spool_config.dir.display(),
+        source = %source.describe(),
         state = %store.path(),
         listen = %config.http_listen,
         applied_files = applied.len(),
         "trailwatch running"
     );
-
-    let (alerting, delivery) = crate::delivery::start(&runtime, config, &store, &metrics)?;
-    let background = Background::start(&runtime, config, &store, &metrics)?;
-    let mut spool = Spool::new(spool_config);
+    let alerting = crate::delivery::start(&runtime, config, &store, &metrics, &shutdown)?;
+    start_background(&runtime, config, &store, &metrics, &shutdown)?;
+    let committed = || commits.succeeded();
     let ctx = RunContext {
-        threads: config.threads,
-        limits: config.limits,
-        batch: config.batch,
-        metrics: &metrics,
-        stop: &stop,
-        flush_when_starved: None,
+        flush_when_starved: Some(Duration::from_millis(5)),
+        on_commit: Some(&committed),
         alerting: alerting.as_deref(),
         log_batches: true,
-        on_file: None,
         inflight: inflight.as_ref(),
+        ..RunContext::new(config, &metrics)
     };
-    // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
-    let mut scan_error: Option<String> = None;
-    while !stop.load(Ordering::SeqCst) {
-        let mut wait = spool_config.scan_interval;
-        match spool.scan(&applied, SystemTime::now()) {
-            Ok((jobs, unreadable_dirs)) => {
-                metrics.spool_unreadable_dirs.inc_by(unreadable_dirs);
-                if let Some(err) = scan_error.take() {
-                    tracing::info!("spool {} is readable again (was: {err})", spool.dir().display());
-                }
-                if !jobs.is_empty() {
-                    let mut unreadable = Unreadable::default();
-                    match pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &applied, &mut unreadable) {
-                        Ok(summary) => {
-                            commits.succeeded();
-                            spool.note_unapplied(&jobs, &applied, &unreadable, SystemTime::now());
-                            tracing::debug!(
-                                files = summary.files_applied,
-                                rejected = summary.files_rejected,
-                                records = summary.counts.records,
-                                "applied new files"
-                            );
-                        }
-                        // Nothing of the failed batch was committed; its files are offered again after a backoff.
-                        Err(err) => wait = commits.failed(&err),
-                    }
-                }
-            }
+    // A failed commit ends a run: nothing of its batch is stored, and the source offers those files again (the
+    // spool rescans, SQS redelivers). Runs start again after a backoff until the shutdown.
+    let summary = loop {
+        let intake = shutdown.listener(Stage::Intake, source.describe());
+        match pipeline::run(&mut *source, &runtime, intake, &ctx, &mut store, &applied, &mut |_| {}) {
+            Ok(summary) => break Ok(summary),
+            Err(err) if shutdown.is_requested() => break Err(err),
             Err(err) => {
-                metrics.spool_scan_failures.inc();
-                let err = err.to_string();
-                if scan_error.as_deref() != Some(err.as_str()) {
-                    tracing::error!("cannot scan the spool, will retry: {err}");
+                let retry = commits.failed(&err);
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = tokio::time::sleep(retry) => {}
+                        () = shutdown.requested() => {}
+                    }
+                });
+                if shutdown.is_requested() {
+                    break Err(err);
                 }
-                scan_error = Some(err);
             }
         }
-        match wake_rx.recv_timeout(wait) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+    };
+    // The source has stopped and what it fed is committed. The rest stops in order.
+    let grace = Duration::from_secs(config.alerts.shutdown_grace_secs);
+    for (stage, grace) in
+        [(Stage::Intake, grace), (Stage::Delivery, grace), (Stage::Background, grace), (Stage::Serving, grace)]
+    {
+        let left = runtime.block_on(shutdown.finish(stage, grace));
+        for what in left {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "{what} still in progress at the end of the shutdown grace; what it had not done stays to do"
+            );
         }
     }
-    if let Some(delivery) = delivery {
-        delivery.stop(&runtime, Duration::from_secs(config.alerts.shutdown_grace_secs));
-    }
-    background.stop(&runtime);
-    let _ = http_stop_tx.send(());
-    let _ = runtime.block_on(server);
     runtime.shutdown_timeout(Duration::from_secs(5));
-    tracing::info!("stopped");
+    let summary = summary?;
+    tracing::info!(files = summary.files_applied, rejected = summary.files_rejected, "stopped");
     Ok(())
 }
 
-/// Starts `/metrics`, `/healthz` and `/readyz` on `listen`; send on the returned channel to stop serving.
-pub(crate) fn serve_http(
+/// The runtime for the daemon's I/O (HTTP, SQS and S3, delivery, periodic tasks); the pipeline's workers and
+/// committer are threads of their own.
+pub fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, DaemonError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)
+}
+
+/// `/readyz`: commits succeed, the state store answers, and the source can take input.
+fn readiness(source: crate::source::Probe, state: std::path::PathBuf, commits: CommitHealth) -> crate::http::Readiness {
+    Arc::new(move || {
+        let (source, state, commits) = (Arc::clone(&source), state.clone(), commits.clone());
+        Box::pin(async move {
+            commits.check()?;
+            tokio::task::spawn_blocking(move || store_ready(&state)).await.unwrap_or_else(|e| Err(e.to_string()))?;
+            source().await
+        })
+    })
+}
+
+/// Starts `/metrics`, `/healthz` and `/readyz` (and the API) on `listen`, until [`Stage::Serving`].
+fn serve_http(
     runtime: &tokio::runtime::Runtime,
     config: &crate::config::Config,
     metrics: Arc<Metrics>,
     ready: crate::http::Readiness,
-) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>), DaemonError> {
+    shutdown: &Shutdown,
+) -> Result<(), DaemonError> {
     let listen = config.http_listen;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
@@ -169,54 +161,73 @@ pub(crate) fn serve_http(
         findings: config.findings.clone(),
         token: config.api_token.clone(),
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(crate::http::serve(listener, metrics, ready, api, async {
-        let _ = stop_rx.await;
-    }));
-    Ok((stop_tx, server))
-}
-
-/// The daemons' background tasks beside intake and delivery: the one-a-minute log summary, the state gauges
-/// (every 15 s), and with `[inventory.iam]` the inventory refresh. Both daemon modes start and stop them alike.
-pub(crate) struct Background {
-    stop: crate::shutdown::Stop,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Background {
-    pub(crate) fn start(
-        runtime: &tokio::runtime::Runtime,
-        config: &crate::config::Config,
-        store: &Store,
-        metrics: &Arc<Metrics>,
-    ) -> Result<Background, crate::store::StoreError> {
-        let stop = crate::shutdown::Stop::new();
-        #[cfg_attr(not(feature = "iam"), allow(unused_mut))]
-        let mut tasks = vec![
-            crate::logs::start_summary(runtime, Arc::clone(metrics), Duration::from_secs(60), stop.clone()),
-            crate::report::start_state_gauges(
-                runtime,
-                config.store_path.clone(),
-                config.findings.inactive_days,
-                Arc::clone(metrics),
-                Duration::from_secs(15),
-                stop.clone(),
-            ),
-        ];
-        #[cfg(feature = "iam")]
-        tasks.extend(crate::iam::start_refresh(runtime, config, store, stop.clone())?);
-        #[cfg(not(feature = "iam"))]
-        let _ = store;
-        Ok(Background { stop, tasks })
-    }
-
-    /// Stops every task after what it is doing.
-    pub(crate) fn stop(self, runtime: &tokio::runtime::Runtime) {
-        self.stop.stop();
-        for task in self.tasks {
-            let _ = runtime.block_on(task);
+    let stop = shutdown.listener(Stage::Serving, "http");
+    runtime.spawn(async move {
+        let serving = crate::http::serve(listener, metrics, ready, api, async move { stop.requested().await });
+        if let Err(err) = serving.await {
+            tracing::error!("http: {err}");
         }
-    }
+    });
+    Ok(())
+}
+
+/// The daemon's periodic tasks beside intake and delivery, until [`Stage::Background`]: the one-a-minute log
+/// summary, the state gauges (every 15 s), and with `[inventory.iam]` the inventory refresh.
+fn start_background(
+    runtime: &tokio::runtime::Runtime,
+    config: &crate::config::Config,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<(), StoreError> {
+    let summary = shutdown.listener(Stage::Background, "log summary");
+    crate::logs::start_summary(runtime, Arc::clone(metrics), Duration::from_secs(60), summary);
+    let gauges = shutdown.listener(Stage::Background, "state gauges");
+    crate::report::start_state_gauges(
+        runtime,
+        config.store_path.clone(),
+        config.findings.inactive_days,
+        Arc::clone(metrics),
+        Duration::from_secs(15),
+        gauges,
+    );
+    #[cfg(feature = "iam")]
+    crate::iam::start_refresh(runtime, config, store, shutdown.listener(Stage::Background, "inventory refresh"))?;
+    #[cfg(not(feature = "iam"))]
+    let _ = store;
+    Ok(())
+}
+
+/// The SQS consumer over the in-process doubles, run as the daemon runs it (without HTTP, alerting or signals)
+/// until every message has been received and only `leave` remain: for volume tests and benchmarks.
+#[allow(clippy::too_many_arguments)] // The consumer's world, plus where to stop.
+pub fn drain_memory_queue<O: crate::source::fetch::Objects>(
+    runtime: &tokio::runtime::Runtime,
+    queue: &Arc<crate::source::memory::MemoryQueue>,
+    objects: O,
+    config: &Config,
+    settings: &crate::config::SqsConfig,
+    store: &mut Store,
+    metrics: &Arc<Metrics>,
+    leave: usize,
+) -> Result<pipeline::Summary, StoreError> {
+    let applied = Arc::new(Applied::default());
+    let limits = (config.limits.max_file_bytes, config.aws.max_concurrent_fetches);
+    let mut source =
+        SqsSource::new(Arc::clone(queue), objects, settings.clone(), Arc::clone(&applied), Arc::clone(metrics), limits);
+    let shutdown = Shutdown::new();
+    let (trigger, drained) = (shutdown.trigger(), crate::source::memory::drained(Arc::clone(queue), leave));
+    runtime.spawn(async move {
+        drained.await;
+        trigger.request();
+    });
+    let ctx = RunContext {
+        flush_when_starved: Some(Duration::from_millis(5)),
+        log_batches: true,
+        ..RunContext::new(config, metrics)
+    };
+    let intake = shutdown.listener(Stage::Intake, source.describe());
+    pipeline::run(&mut source, runtime, intake, &ctx, store, &applied, &mut |_| {})
 }
 
 /// Whether the last commit failed: a failing store (disk full, a damaged file) is retried with backoff, reported by

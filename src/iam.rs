@@ -300,7 +300,7 @@ pub fn start_refresh(
     runtime: &tokio::runtime::Runtime,
     config: &crate::config::Config,
     store: &crate::store::Store,
-    stop: crate::shutdown::Stop,
+    stop: crate::shutdown::Listener,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::store::StoreError> {
     let iam = config.inventory.iam.clone();
     if !iam.enabled {
@@ -313,7 +313,7 @@ pub fn start_refresh(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = stop.wait() => return,
+                () = stop.requested() => return,
             }
             let results = fetch_all(&aws, &iam.assume_role_arns).await;
             let conn = std::sync::Arc::clone(&conn);

@@ -62,7 +62,7 @@ pub fn start_summary(
     runtime: &tokio::runtime::Runtime,
     metrics: Arc<Metrics>,
     every: Duration,
-    stop: crate::shutdown::Stop,
+    stop: crate::shutdown::Listener,
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -71,7 +71,7 @@ pub fn start_summary(
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = stop.wait() => return,
+                () = stop.requested() => return,
             }
             let now = Totals::read(&metrics);
             let suppressed = take_suppressed();

@@ -5,7 +5,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -20,6 +19,8 @@ use trailwatch::layout::Filters;
 use trailwatch::metrics::Metrics;
 use trailwatch::parse::SkipReason;
 use trailwatch::pipeline::{self, RunContext, Summary};
+use trailwatch::shutdown::{Shutdown, Stage};
+use trailwatch::source::Source;
 use trailwatch::store::Applied;
 use trailwatch::store::Store;
 use trailwatch::synth::{self, SynthConfig};
@@ -707,22 +708,9 @@ fn replay(
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut store = Store::open(&config.store_path, config.synchronous)?;
-    let applied = Applied::load(&store)?;
+    let applied = Arc::new(Applied::load(&store)?);
     let metrics = Arc::new(Metrics::new());
-    let stop = AtomicBool::new(false);
     let alerting = trailwatch::delivery::setup(config, &store, alerts)?;
-    let ctx = RunContext {
-        threads: config.threads,
-        limits: config.limits,
-        batch: config.batch,
-        metrics: &metrics,
-        stop: &stop,
-        flush_when_starved: None,
-        alerting: alerting.as_deref(),
-        log_batches: false,
-        on_file: None,
-        inflight: None,
-    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -739,7 +727,6 @@ fn replay(
             bar.inc(1);
         }
     };
-    let ctx = RunContext { on_file: Some(&on_file), ..ctx };
     let mut duplicates_shown = false;
     let mut on_progress = |s: &Summary| {
         if let Some(bar) = &bar {
@@ -751,8 +738,14 @@ fn replay(
         }
     };
     let inflight = trailwatch::inflight::guard(&config.store_path, &store, &applied, trial)?;
-    let ctx = RunContext { inflight: inflight.as_ref(), ..ctx };
-    let summary = if s3.is_empty() {
+    let ctx = RunContext {
+        alerting: alerting.as_deref(),
+        on_file: Some(&on_file),
+        inflight: inflight.as_ref(),
+        ..RunContext::new(config, &metrics)
+    };
+    let runtime = trailwatch::daemon::runtime(2, "trailwatch-io")?;
+    let mut source: Box<dyn Source> = if s3.is_empty() {
         let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
         let mut jobs = trailwatch::source::local::discover(&paths)?;
         if *filters != Filters::default() {
@@ -761,16 +754,27 @@ fn replay(
         if let Some(bar) = &bar {
             bar.set_length(jobs.len() as u64);
         }
-        pipeline::run(pipeline::Jobs::Local(&jobs), &ctx, &mut store, &applied, &mut on_progress)?
+        Box::new(trailwatch::source::local::LocalFiles::new(jobs, Arc::clone(&applied)))
     } else {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let mut on_listed = |n: u64| {
-            if let Some(bar) = &bar {
-                bar.set_length(n);
-            }
-        };
-        backfill::replay(s3, filters, now, &config.aws, &ctx, &mut store, &applied, &mut on_listed, &mut on_progress)?
+        let listing = backfill::S3Backfill::list(
+            &runtime,
+            s3,
+            filters,
+            now,
+            &config.aws,
+            &applied,
+            config.limits.max_file_bytes,
+        )?;
+        if let Some(bar) = &bar {
+            bar.set_length(listing.listed());
+        }
+        Box::new(listing)
     };
+    let shutdown = Shutdown::new();
+    let stop = shutdown.listener(Stage::Intake, source.describe());
+    let summary = pipeline::run(&mut *source, &runtime, stop, &ctx, &mut store, &applied, &mut on_progress)?;
+    runtime.shutdown_background();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

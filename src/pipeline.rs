@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,20 +23,12 @@ use crate::decode::{DecodeError, decode_into};
 use crate::detect::ruleset::{MatchScratch, RuleSet};
 use crate::metrics::Metrics;
 use crate::parse::{ParseError, Parser, RecordCounts};
+use crate::shutdown::Listener;
 use crate::source::fetch::FetchError;
-use crate::source::{FetchedJob, FileJob, Location};
+use crate::source::{Feedback, FileJob, Input, Location, Source};
 use crate::state::{Delta, Scratch};
 use crate::store::Applied;
 use crate::store::{LedgerEntry, Store, StoreError};
-
-/// Where workers take their files from.
-pub enum Jobs<'a> {
-    /// Local files, read by the workers themselves; those already in the ledger are skipped unread.
-    Local(&'a [FileJob]),
-    /// Bytes fetched by someone else (S3) and handed over through a bounded channel. The sender has already
-    /// skipped what is in the ledger, and says how many it skipped.
-    Fetched { rx: std::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedJob>>, duplicates: u64 },
-}
 
 /// Why a file was not applied. `kind()` is the bounded metric label.
 #[derive(Debug, thiserror::Error)]
@@ -338,26 +330,6 @@ impl Summary {
     }
 }
 
-/// What a run tells its caller, on the committing thread.
-pub trait Observer {
-    /// After each unit or rejection: the running summary.
-    fn progress(&mut self, _summary: &Summary) {}
-    /// After a batch is durably committed (and its keys are in [`Applied`]): its files.
-    fn committed(&mut self, _files: &[FileJob]) {}
-    /// A file that will never be applied: its bytes are bad, or it could not be fetched.
-    fn rejected(&mut self, _job: &FileJob, _error: &FileError) {}
-    /// A commit failed: the run ends with the error once its workers are done with the files in hand. Whoever
-    /// feeds them input (the SQS intake) must stop doing so for that to happen.
-    fn commit_failed(&mut self) {}
-}
-
-/// A closure observes progress only.
-impl<F: FnMut(&Summary)> Observer for F {
-    fn progress(&mut self, summary: &Summary) {
-        self(summary)
-    }
-}
-
 /// Everything a run needs besides its files.
 #[derive(Clone, Copy)]
 pub struct RunContext<'a> {
@@ -365,11 +337,9 @@ pub struct RunContext<'a> {
     pub limits: Limits,
     pub batch: BatchLimits,
     pub metrics: &'a Metrics,
-    /// Set to stop: workers take no new file, the committer commits what is done and returns.
-    pub stop: &'a AtomicBool,
-    /// Also commit a batch when the workers are waiting for input, checked this often. The SQS intake sets it,
-    /// so that messages are deleted promptly when traffic pauses (while input flows, batches still fill by size);
-    /// replay leaves it off.
+    /// Also commit a batch when the workers are waiting for input, checked this often. The daemon sets it, so that
+    /// a trickle is committed (and SQS messages deleted) promptly when traffic pauses (while input flows, batches
+    /// still fill by size); replay leaves it off.
     pub flush_when_starved: Option<Duration>,
     /// Rules and alerting; `None` runs no rules (`--no-alerts`, `[alerts] enabled = false`).
     pub alerting: Option<&'a Alerting>,
@@ -379,28 +349,75 @@ pub struct RunContext<'a> {
     /// Called by a worker after each file it has read, applied or rejected: a progress bar moves per file, not
     /// per batch.
     pub on_file: Option<&'a (dyn Fn() + Sync)>,
+    /// Called by the committer after each batch it commits (the daemon's commit health).
+    pub on_commit: Option<&'a (dyn Fn() + Sync)>,
     /// Where workers record the file in their hands, for the crash-loop guard ([`crate::inflight`]).
     pub inflight: Option<&'a crate::inflight::InFlight>,
+}
+
+impl<'a> RunContext<'a> {
+    /// A batch run (replay) as `config` says, with no rules; the daemon's differences are set field by field.
+    pub fn new(config: &crate::config::Config, metrics: &'a Metrics) -> RunContext<'a> {
+        RunContext {
+            threads: config.threads,
+            limits: config.limits,
+            batch: config.batch,
+            metrics,
+            flush_when_starved: None,
+            alerting: None,
+            log_batches: false,
+            on_file: None,
+            on_commit: None,
+            inflight: None,
+        }
+    }
 }
 
 /// A worker hands its unit over at this many records (or at the batch's file limit), whichever comes first.
 const UNIT_MAX_RECORDS: u64 = 64_000;
 
-/// Applies every job not already applied, using `ctx.threads` workers, and commits in batches.
+/// Runs `source` through the workers and the committer until the source stops feeding and everything it fed is
+/// committed (or rejected); `stop` is the source's shutdown listener.
 ///
 /// Rejected files are logged and counted, and the run goes on; only a failing store ends it early, with the error
-/// (nothing of the failed batch is committed, and `ctx.stop` is left as it was).
+/// (nothing of the failed batch is committed; the source hears of it and stops).
 pub fn run(
-    jobs: Jobs<'_>,
+    source: &mut dyn Source,
+    runtime: &tokio::runtime::Runtime,
+    stop: Listener,
     ctx: &RunContext<'_>,
     store: &mut Store,
     applied: &Applied,
-    observer: &mut dyn Observer,
+    progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, StoreError> {
-    // Set while a worker holds the fetched-input channel and waits on it empty.
+    let (feed, input) = tokio::sync::mpsc::channel::<Input>(ctx.threads.max(1) * 2);
+    let started = source.start(runtime, feed, stop);
+    let threads = started.files.map_or(ctx.threads, |files| ctx.threads.min(files)).max(1);
+    let mut feedback = started.feedback;
+    let res = run_fed(input, started.duplicates, threads, ctx, store, applied, &mut *feedback, progress);
+    // The committer's last word has been said: a source that waits for it (SQS deletes) can finish.
+    drop(feedback);
+    if let Err(err) = runtime.block_on(started.done) {
+        tracing::error!("source: {err}");
+    }
+    res
+}
+
+/// The workers and the committer over one run's input channel.
+#[allow(clippy::too_many_arguments)] // `run`'s own arguments, with the source taken apart.
+fn run_fed(
+    input: tokio::sync::mpsc::Receiver<Input>,
+    duplicates: u64,
+    threads: usize,
+    ctx: &RunContext<'_>,
+    store: &mut Store,
+    applied: &Applied,
+    feedback: &mut dyn Feedback,
+    progress: &mut dyn FnMut(&Summary),
+) -> Result<Summary, StoreError> {
+    // Set while a worker holds the input channel and waits on it empty.
     let starved = AtomicBool::new(false);
-    // Set when the store fails: the workers stop taking files. The run's own flag, not `ctx.stop`, which belongs
-    // to the caller (a daemon's shutdown): a failed commit must not look like a requested stop.
+    // Set when the store fails: the workers stop taking files.
     let failed = AtomicBool::new(false);
     let mut committer = Committer {
         store,
@@ -410,28 +427,18 @@ pub fn run(
         summary: Summary::default(),
         starved: &starved,
         planner: None,
+        feedback,
+        progress,
     };
-    // `discover` lists each file once, so after this filter no job can be applied twice in this run.
-    let pending: Vec<&FileJob> = match &jobs {
-        Jobs::Local(local) => local.iter().filter(|j| !committer.applied.contains(&j.key)).collect(),
-        Jobs::Fetched { .. } => Vec::new(),
-    };
-    committer.summary.files_duplicate = match &jobs {
-        Jobs::Local(local) => (local.len() - pending.len()) as u64,
-        Jobs::Fetched { duplicates, .. } => *duplicates,
-    };
-    committer.ctx.metrics.files.with_label_values(&["duplicate"]).inc_by(committer.summary.files_duplicate);
-    let next = AtomicUsize::new(0);
-    let threads = match &jobs {
-        Jobs::Local(_) => ctx.threads.max(1).min(pending.len().max(1)),
-        Jobs::Fetched { .. } => ctx.threads.max(1),
-    };
+    committer.summary.files_duplicate = duplicates;
+    committer.ctx.metrics.files.with_label_values(&["duplicate"]).inc_by(duplicates);
+    let input = std::sync::Mutex::new(input);
     let unit_max_files = ctx.batch.max_files.clamp(1, 64);
     let (tx, rx) = mpsc::sync_channel::<Message>(threads * 2);
     std::thread::scope(|scope| {
         for worker_index in 0..threads {
             let tx = tx.clone();
-            let (next, pending, jobs, starved, failed) = (&next, &pending, &jobs, &starved, &failed);
+            let (input, starved, failed) = (&input, &starved, &failed);
             // Named, so that `top -H` and profiles tell workers from the committer (the calling thread).
             let worker_thread = std::thread::Builder::new().name("tw-worker".into());
             let spawned = worker_thread.spawn_scoped(scope, move || {
@@ -444,65 +451,53 @@ pub fn run(
                         .inspect_err(|err| tracing::warn!("crash-loop guard slot: {}", err.to_string().to_lowercase()))
                         .ok()
                 });
-                while !ctx.stop.load(Ordering::Relaxed) && !failed.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let (job, (read_bytes, res)) = match jobs {
-                        Jobs::Local(_) => {
-                            let Some(job) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                            if let Some(slot) = &mut slot {
-                                slot.start(job);
-                            }
-                            ((*job).clone(), worker.process_file(job, ctx.limits, &mut unit.folded))
-                        }
-                        Jobs::Fetched { rx, .. } => {
-                            // A worker hands over its partial unit before it may wait for input (the channel is
-                            // empty, or another worker is blocked on the empty channel), so that a trickle of
-                            // objects (the SQS intake) is committed promptly; while input flows, units stay full.
-                            let flush = |unit: &mut Unit| {
-                                unit.files.is_empty() || tx.send(Message::Unit(std::mem::take(unit))).is_ok()
-                            };
-                            let mut rx = loop {
-                                match rx.try_lock() {
+                while !failed.load(Ordering::Relaxed) {
+                    // A worker hands over its partial unit before it may wait for input (the channel is empty, or
+                    // another worker is blocked on the empty channel), so that a trickle (a spool, SQS) is committed
+                    // promptly; while input flows, units stay full.
+                    let flush =
+                        |unit: &mut Unit| unit.files.is_empty() || tx.send(Message::Unit(std::mem::take(unit))).is_ok();
+                    let mut rx = loop {
+                        match input.try_lock() {
+                            Ok(rx) => break rx,
+                            Err(std::sync::TryLockError::WouldBlock) if starved.load(Ordering::Acquire) => {
+                                if !flush(&mut unit) {
+                                    return;
+                                }
+                                // A poisoned lock means another worker panicked; the scope re-raises it.
+                                match input.lock() {
                                     Ok(rx) => break rx,
-                                    Err(std::sync::TryLockError::WouldBlock) if starved.load(Ordering::Acquire) => {
-                                        if !flush(&mut unit) {
-                                            return;
-                                        }
-                                        // A poisoned lock means another worker panicked; the scope re-raises it.
-                                        match rx.lock() {
-                                            Ok(rx) => break rx,
-                                            Err(_) => return,
-                                        }
-                                    }
-                                    // The holder is only taking the next item: wait a moment for it.
-                                    Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
-                                    Err(std::sync::TryLockError::Poisoned(_)) => return,
+                                    Err(_) => return,
                                 }
-                            };
-                            let fetched = match rx.try_recv() {
-                                Ok(fetched) => Some(fetched),
-                                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
-                                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
-                                    if !flush(&mut unit) {
-                                        return;
-                                    }
-                                    starved.store(true, Ordering::Release);
-                                    let fetched = rx.blocking_recv();
-                                    starved.store(false, Ordering::Release);
-                                    fetched
-                                }
-                            };
-                            drop(rx);
-                            let Some(fetched) = fetched else { break };
-                            if let Some(slot) = &mut slot {
-                                slot.start(&fetched.job);
                             }
-                            let outcome = match fetched.bytes {
-                                Ok(bytes) => worker.process_fetched(&fetched.job, bytes, ctx.limits, &mut unit.folded),
-                                Err(err) => (0, Err(FileError::Fetch(err))),
-                            };
-                            (fetched.job, outcome)
+                            // The holder is only taking the next item: wait a moment for it.
+                            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+                            Err(std::sync::TryLockError::Poisoned(_)) => return,
                         }
+                    };
+                    let next = match rx.try_recv() {
+                        Ok(next) => Some(next),
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                            if !flush(&mut unit) {
+                                return;
+                            }
+                            starved.store(true, Ordering::Release);
+                            let next = rx.blocking_recv();
+                            starved.store(false, Ordering::Release);
+                            next
+                        }
+                    };
+                    drop(rx);
+                    let Some(Input { job, bytes }) = next else { break };
+                    let started = Instant::now();
+                    if let Some(slot) = &mut slot {
+                        slot.start(&job);
+                    }
+                    let (read_bytes, res) = match bytes {
+                        None => worker.process_file(&job, ctx.limits, &mut unit.folded),
+                        Some(Ok(bytes)) => worker.process_fetched(&job, bytes, ctx.limits, &mut unit.folded),
+                        Some(Err(err)) => (0, Err(FileError::Fetch(err))),
                     };
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
                     if let Some(on_file) = ctx.on_file {
@@ -558,13 +553,13 @@ pub fn run(
             // Without the thread, the committer plans the alerts itself.
             committer.planner = planner.ok().map(|_| plan_tx);
         }
-        let res = committer.drain(&rx, observer);
+        let res = committer.drain(&rx);
         // Ends the planner (the scope joins it).
         committer.planner = None;
         if res.is_err() {
             // Stop the workers and let them finish their current file; nothing more is committed.
             failed.store(true, Ordering::Relaxed);
-            observer.commit_failed();
+            committer.feedback.commit_failed();
             while rx.recv().is_ok() {}
         }
         res
@@ -582,6 +577,10 @@ struct Batch {
 
 struct Committer<'r, 'c> {
     store: &'r mut Store,
+    /// The source's: told what was committed or rejected.
+    feedback: &'r mut dyn Feedback,
+    /// The caller's: the running summary after each unit or rejection.
+    progress: &'r mut dyn FnMut(&Summary),
     applied: &'r Applied,
     ctx: &'r RunContext<'c>,
     batch: Batch,
@@ -606,7 +605,7 @@ enum Planning {
 const ALERT_CHUNK: usize = 1024;
 
 impl Committer<'_, '_> {
-    fn drain(&mut self, rx: &mpsc::Receiver<Message>, observer: &mut dyn Observer) -> Result<(), StoreError> {
+    fn drain(&mut self, rx: &mpsc::Receiver<Message>) -> Result<(), StoreError> {
         loop {
             let wait = match (self.batch.opened, self.ctx.flush_when_starved) {
                 (Some(opened), Some(idle)) => self.ctx.batch.max_wait.saturating_sub(opened.elapsed()).min(idle),
@@ -615,26 +614,26 @@ impl Committer<'_, '_> {
             };
             match rx.recv_timeout(wait) {
                 Ok(msg) => {
-                    self.add(msg, observer);
-                    observer.progress(&self.summary);
+                    self.add(msg);
+                    (self.progress)(&self.summary);
                     if self.batch.files.len() >= self.ctx.batch.max_files
                         || self.batch.counts.records >= self.ctx.batch.max_records
                     {
-                        self.flush(observer)?;
+                        self.flush()?;
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let waited_out = self.batch.opened.is_some_and(|o| o.elapsed() >= self.ctx.batch.max_wait);
                     if waited_out || self.starved.load(Ordering::Acquire) {
-                        self.flush(observer)?;
+                        self.flush()?;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return self.flush(observer),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.flush(),
             }
         }
     }
 
-    fn add(&mut self, msg: Message, observer: &mut dyn Observer) {
+    fn add(&mut self, msg: Message) {
         let metrics = self.ctx.metrics;
         match msg {
             Message::Rejected { job, error, read_bytes } => {
@@ -647,7 +646,7 @@ impl Committer<'_, '_> {
                 self.summary.read_bytes += read_bytes;
                 self.summary.files_rejected += 1;
                 *self.summary.rejections.entry(error.kind()).or_default() += 1;
-                observer.rejected(&job, &error);
+                self.feedback.rejected(&job, error.kind(), matches!(error, FileError::Read { .. }));
             }
             Message::Unit(unit) => {
                 tracing::debug!(files = unit.files.len(), records = unit.counts.records, "parsed unit");
@@ -678,7 +677,7 @@ impl Committer<'_, '_> {
         }
     }
 
-    fn flush(&mut self, observer: &mut dyn Observer) -> Result<(), StoreError> {
+    fn flush(&mut self) -> Result<(), StoreError> {
         if self.batch.files.is_empty() {
             self.batch.opened = None;
             return Ok(());
@@ -783,7 +782,10 @@ impl Committer<'_, '_> {
         self.summary.batches += 1;
         self.applied.insert_all(batch.files.iter().map(|(job, _)| &job.key));
         let files: Vec<FileJob> = batch.files.into_iter().map(|(job, _)| job).collect();
-        observer.committed(&files);
+        if let Some(on_commit) = self.ctx.on_commit {
+            on_commit();
+        }
+        self.feedback.committed(&files);
         // A batch with SigmaHQ's rules frees about a hundred thousand allocations: not on the committer's time.
         crate::reaper::drop_later((batch.delta, alerts, raised));
         Ok(())
@@ -796,18 +798,6 @@ mod tests {
 
     use super::*;
     use crate::config::Synchronous;
-
-    /// Commits seen, and how many files the workers had reported done at each.
-    struct Commits<'a> {
-        files_done: &'a AtomicU64,
-        at_commit: Vec<u64>,
-    }
-
-    impl Observer for Commits<'_> {
-        fn committed(&mut self, _files: &[FileJob]) {
-            self.at_commit.push(self.files_done.load(Ordering::Relaxed));
-        }
-    }
 
     /// Invalid JSON is reported where it is, by line and column of the decoded document.
     #[test]
@@ -846,25 +836,32 @@ mod tests {
             jobs.push(FileJob::local(path, 1));
         }
         let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Normal).unwrap();
-        let (metrics, stop, files_done) = (Metrics::new(), AtomicBool::new(false), AtomicU64::new(0));
+        let (metrics, files_done) = (Metrics::new(), AtomicU64::new(0));
         let on_file = || {
             files_done.fetch_add(1, Ordering::Relaxed);
         };
+        // Commits seen, and how many files the workers had reported done at each.
+        let at_commit = std::sync::Mutex::new(Vec::new());
+        let on_commit = || at_commit.lock().unwrap().push(files_done.load(Ordering::Relaxed));
         let ctx = RunContext {
             threads: 2,
             limits: Limits { max_file_bytes: 1 << 20, max_decoded_bytes: 1 << 20, max_worker_memory_bytes: 64 << 20 },
             batch: BatchLimits { max_files: 256, max_records: 1 << 20, max_wait: Duration::from_secs(60) },
             metrics: &metrics,
-            stop: &stop,
             flush_when_starved: None,
             alerting: None,
             log_batches: false,
             on_file: Some(&on_file),
+            on_commit: Some(&on_commit),
             inflight: None,
         };
-        let mut commits = Commits { files_done: &files_done, at_commit: Vec::new() };
-        let summary = run(Jobs::Local(&jobs), &ctx, &mut store, &Applied::default(), &mut commits).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let applied = Arc::new(Applied::default());
+        let mut source = crate::source::local::LocalFiles::new(jobs, Arc::clone(&applied));
+        let shutdown = crate::shutdown::Shutdown::new();
+        let stop = shutdown.listener(crate::shutdown::Stage::Intake, "files");
+        let summary = run(&mut source, &runtime, stop, &ctx, &mut store, &applied, &mut |_| {}).unwrap();
         assert_eq!((summary.files_applied, summary.files_rejected), (5, 1));
-        assert_eq!(commits.at_commit, [6], "one batch, committed after every file was reported");
+        assert_eq!(*at_commit.lock().unwrap(), [6], "one batch, committed after every file was reported");
     }
 }

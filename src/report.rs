@@ -315,14 +315,14 @@ pub fn start_state_gauges(
     inactive_days: i64,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     every: std::time::Duration,
-    stop: crate::shutdown::Stop,
+    stop: crate::shutdown::Listener,
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = stop.wait() => return,
+                () = stop.requested() => return,
             }
             let (path, metrics) = (store_path.clone(), std::sync::Arc::clone(&metrics));
             let done = tokio::task::spawn_blocking(move || {

@@ -136,7 +136,7 @@ impl Deliverer {
     }
 
     /// The daemon's loop: a pass whenever woken (a commit raised alerts) or when a retry falls due, until `stop`.
-    pub async fn run(mut self, mut wake: tokio::sync::watch::Receiver<u64>, stop: crate::shutdown::Stop) {
+    pub async fn run(mut self, mut wake: tokio::sync::watch::Receiver<u64>, stop: crate::shutdown::Listener) {
         loop {
             if let Err(err) = self.pass().await {
                 tracing::error!(sink = %self.sink.name(), "alert outbox: {err}");
@@ -150,7 +150,7 @@ impl Deliverer {
                 // Only a dropped sender fails, and then only the timer and the stop are left to wait for.
                 Ok(()) = wake.changed() => {}
                 () = tokio::time::sleep(sleep) => {}
-                () = stop.wait() => return,
+                () = stop.requested() => return,
             }
         }
     }

@@ -9,6 +9,7 @@ use crate::alert::sink::Sink;
 use crate::alert::stage::Alerting;
 use crate::detect::ruleset::RuleSet;
 use crate::metrics::Metrics;
+use crate::shutdown::{Shutdown, Stage};
 use crate::store::{Store, StoreError};
 
 /// Loads the rules `[rules]` names and sets up alerting, or `None` when alerting is off. Rules that cannot be
@@ -43,158 +44,122 @@ pub fn setup(
     Ok(Some(Arc::new(alerting)))
 }
 
-/// The deliverers (one per sink), the periodic findings and alert retention, running on a daemon's runtime.
-pub struct Delivery {
-    stop: crate::shutdown::Stop,
-    deliverers: Vec<(String, tokio::task::JoinHandle<()>)>,
-    findings: Option<tokio::task::JoinHandle<()>>,
-    retention: Option<tokio::task::JoinHandle<()>>,
-}
-
 /// How often the daemon deletes delivered alerts past `alerts.retention_days` (and once at start).
 const RETENTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Alerts deleted per statement: each is a short write transaction beside the committer's.
 const PRUNE_CHUNK: usize = 5000;
 
-impl Delivery {
-    /// Starts delivering what the outbox holds now (a previous run's leftovers) and whatever commits raise: one
-    /// task per sink, each on its own connection, so that a sink that hangs delays only its own alerts.
-    pub fn start(
-        runtime: &tokio::runtime::Runtime,
-        alerting: &Alerting,
-        store: &Store,
-        metrics: Arc<Metrics>,
-        max_backoff: std::time::Duration,
-    ) -> Result<Delivery, StoreError> {
-        let stop = crate::shutdown::Stop::new();
-        let configured: Vec<&str> = alerting.sinks.iter().map(|s| s.name()).collect();
-        let unconfigured = crate::store::outbox::unconfigured_sinks(store.connection(), &configured)
-            .map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })?;
-        for sink in unconfigured {
-            tracing::warn!(sink = %sink, "the outbox names a sink that is not configured; its alerts wait for it");
-        }
-        let mut deliverers = Vec::with_capacity(alerting.sinks.len());
-        for sink in &alerting.sinks {
-            let deliverer = crate::delivery::deliverer::Deliverer::new(
-                store.outbox_connection()?,
-                Arc::clone(sink),
-                Arc::clone(&metrics),
-                max_backoff,
-            );
-            let task = runtime.spawn(deliverer.run(alerting.wake.subscribe(), stop.clone()));
-            deliverers.push((sink.name().to_owned(), task));
-        }
-        Ok(Delivery { stop, deliverers, findings: None, retention: None })
+/// Starts delivering what the outbox holds now (a previous run's leftovers) and whatever commits raise: one task
+/// per sink, each on its own connection, so that a sink that hangs delays only its own alerts. Each stops after
+/// the pass in progress when [`Stage::Delivery`] is asked to; what is left stays in the outbox for the next start,
+/// and what was sent but not recorded is sent again.
+pub fn start_deliverers(
+    runtime: &tokio::runtime::Runtime,
+    alerting: &Alerting,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    max_backoff: std::time::Duration,
+    shutdown: &Shutdown,
+) -> Result<(), StoreError> {
+    let configured: Vec<&str> = alerting.sinks.iter().map(|s| s.name()).collect();
+    let unconfigured = crate::store::outbox::unconfigured_sinks(store.connection(), &configured)
+        .map_err(|source| StoreError::Sqlite { path: store.path().to_owned(), source })?;
+    for sink in unconfigured {
+        tracing::warn!(sink = %sink, "the outbox names a sink that is not configured; its alerts wait for it");
     }
+    for sink in &alerting.sinks {
+        let deliverer =
+            deliverer::Deliverer::new(store.outbox_connection()?, Arc::clone(sink), Arc::clone(metrics), max_backoff);
+        let stop = shutdown.listener(Stage::Delivery, format!("delivery to sink {}", sink.name()));
+        runtime.spawn(deliverer.run(alerting.wake.subscribe(), stop));
+    }
+    Ok(())
+}
 
-    /// Also raises the periodic findings every `config.interval_secs` (on its own connection: it writes only
-    /// alerts and outbox rows, beside the committer).
-    pub fn with_findings(
-        mut self,
-        runtime: &tokio::runtime::Runtime,
-        alerting: &Arc<Alerting>,
-        store: &Store,
-        config: crate::findings::PeriodicConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<Delivery, StoreError> {
-        if config.findings.interval_secs == 0 {
-            return Ok(self);
-        }
-        let conn = Arc::new(Mutex::new(store.outbox_connection()?));
-        let (alerting, stop) = (Arc::clone(alerting), self.stop.clone());
-        self.findings = Some(runtime.spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.findings.interval_secs));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = stop.wait() => return,
-                }
-                let (conn, alerting, config, metrics) =
-                    (Arc::clone(&conn), Arc::clone(&alerting), config.clone(), Arc::clone(&metrics));
-                let raised = tokio::task::spawn_blocking(move || {
-                    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    crate::findings::raise_periodic(&alerting, &mut conn, crate::time::now(), &config, &metrics)
-                })
-                .await;
-                match raised {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!(raised = n, "periodic findings raised"),
-                    Ok(Err(err)) => tracing::error!("periodic findings: {err}"),
-                    Err(err) => tracing::error!("periodic findings: {err}"),
-                }
+/// Raises the periodic findings every `config.interval_secs` (on its own connection: it writes only alerts and
+/// outbox rows, beside the committer), until [`Stage::Background`].
+pub fn start_findings(
+    runtime: &tokio::runtime::Runtime,
+    alerting: &Arc<Alerting>,
+    store: &Store,
+    config: crate::findings::PeriodicConfig,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<(), StoreError> {
+    if config.findings.interval_secs == 0 {
+        return Ok(());
+    }
+    let conn = Arc::new(Mutex::new(store.outbox_connection()?));
+    let (alerting, metrics) = (Arc::clone(alerting), Arc::clone(metrics));
+    let stop = shutdown.listener(Stage::Background, "periodic findings");
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.findings.interval_secs));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.requested() => return,
             }
-        }));
-        Ok(self)
-    }
-
-    /// Also deletes, at start and hourly, the delivered alerts raised more than `retention_days` ago (periodic
-    /// findings kept), on its own connection; 0 keeps every alert.
-    pub fn with_retention(
-        mut self,
-        runtime: &tokio::runtime::Runtime,
-        store: &Store,
-        retention_days: u64,
-        metrics: Arc<Metrics>,
-    ) -> Result<Delivery, StoreError> {
-        if retention_days == 0 {
-            return Ok(self);
-        }
-        let conn = Arc::new(Mutex::new(store.outbox_connection()?));
-        let (stop, path) = (self.stop.clone(), store.path().to_owned());
-        let retention_ms = (retention_days as i64).saturating_mul(86_400_000);
-        self.retention = Some(runtime.spawn(async move {
-            let mut tick = tokio::time::interval(RETENTION_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = stop.wait() => return,
-                }
-                let conn = Arc::clone(&conn);
-                let cutoff_ms = crate::time::now_ms().saturating_sub(retention_ms);
-                let pruned = tokio::task::spawn_blocking(move || {
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                    crate::store::outbox::prune(
-                        &conn,
-                        cutoff_ms,
-                        &crate::detect::catalogue::PERIODIC_RULES,
-                        PRUNE_CHUNK,
-                    )
-                })
-                .await;
-                match pruned {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => {
-                        metrics.alerts_pruned.inc_by(n);
-                        tracing::info!(deleted = n, retention_days, "delivered alerts past retention deleted");
-                    }
-                    Ok(Err(err)) => tracing::error!("alert retention: state store {path}: {err}"),
-                    Err(err) => tracing::error!("alert retention: {err}"),
-                }
-            }
-        }));
-        Ok(self)
-    }
-
-    /// Stops after the passes in progress, waiting at most `grace` for them (a sink that hangs is given up on);
-    /// what is left stays in the outbox for the next start, and what was sent but not recorded is sent again.
-    pub fn stop(self, runtime: &tokio::runtime::Runtime, grace: std::time::Duration) {
-        self.stop.stop();
-        let deadline = tokio::time::Instant::now() + grace;
-        let others = [("periodic findings", self.findings), ("alert retention", self.retention)]
-            .into_iter()
-            .filter_map(|(name, task)| Some((name.to_owned(), task?)));
-        let deliverers = self.deliverers.into_iter().map(|(sink, task)| (format!("delivery to sink {sink}"), task));
-        for (what, mut task) in deliverers.chain(others) {
-            if runtime.block_on(async { tokio::time::timeout_at(deadline, &mut task).await }).is_err() {
-                task.abort();
-                tracing::warn!(
-                    grace_secs = grace.as_secs(),
-                    "{what} still in progress at the end of the shutdown grace; what it had not done stays to do"
-                );
+            let (conn, alerting, config, metrics) =
+                (Arc::clone(&conn), Arc::clone(&alerting), config.clone(), Arc::clone(&metrics));
+            let raised = tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                crate::findings::raise_periodic(&alerting, &mut conn, crate::time::now(), &config, &metrics)
+            })
+            .await;
+            match raised {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(raised = n, "periodic findings raised"),
+                Ok(Err(err)) => tracing::error!("periodic findings: {err}"),
+                Err(err) => tracing::error!("periodic findings: {err}"),
             }
         }
+    });
+    Ok(())
+}
+
+/// Deletes, at start and hourly, the delivered alerts raised more than `retention_days` ago (periodic findings
+/// kept), on its own connection, until [`Stage::Background`]; 0 keeps every alert.
+pub fn start_retention(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    retention_days: u64,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<(), StoreError> {
+    if retention_days == 0 {
+        return Ok(());
     }
+    let conn = Arc::new(Mutex::new(store.outbox_connection()?));
+    let (path, metrics) = (store.path().to_owned(), Arc::clone(metrics));
+    let retention_ms = (retention_days as i64).saturating_mul(86_400_000);
+    let stop = shutdown.listener(Stage::Background, "alert retention");
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.requested() => return,
+            }
+            let conn = Arc::clone(&conn);
+            let cutoff_ms = crate::time::now_ms().saturating_sub(retention_ms);
+            let pruned = tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                crate::store::outbox::prune(&conn, cutoff_ms, &crate::detect::catalogue::PERIODIC_RULES, PRUNE_CHUNK)
+            })
+            .await;
+            match pruned {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    metrics.alerts_pruned.inc_by(n);
+                    tracing::info!(deleted = n, retention_days, "delivered alerts past retention deleted");
+                }
+                Ok(Err(err)) => tracing::error!("alert retention: state store {path}: {err}"),
+                Err(err) => tracing::error!("alert retention: {err}"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// For `replay`: delivers everything pending (retrying failures for up to `wait`); returns what is left pending.
@@ -235,28 +200,24 @@ pub fn drain(
     Ok(pending)
 }
 
-/// Rules, alerting and delivery (with the periodic findings) for a daemon, as `[rules]`, `[alerts]` and
+/// Rules, alerting, delivery, the periodic findings and alert retention for a daemon, as `[rules]`, `[alerts]` and
 /// `[findings]` say; `None` when alerting is off.
 pub fn start(
     runtime: &tokio::runtime::Runtime,
     config: &crate::config::Config,
     store: &Store,
     metrics: &Arc<Metrics>,
-) -> Result<(Option<Arc<Alerting>>, Option<Delivery>), StoreError> {
-    let Some(alerting) = setup(config, store, true)? else { return Ok((None, None)) };
+    shutdown: &Shutdown,
+) -> Result<Option<Arc<Alerting>>, StoreError> {
+    let Some(alerting) = setup(config, store, true)? else { return Ok(None) };
     let backoff = std::time::Duration::from_secs(config.alerts.max_backoff_secs);
-    let delivery = Delivery::start(runtime, &alerting, store, Arc::clone(metrics), backoff)?
-        .with_findings(
-            runtime,
-            &alerting,
-            store,
-            crate::findings::PeriodicConfig {
-                findings: config.findings.clone(),
-                permissions: config.permissions.clone(),
-                inventory: config.inventory.clone(),
-            },
-            Arc::clone(metrics),
-        )?
-        .with_retention(runtime, store, config.alerts.retention_days, Arc::clone(metrics))?;
-    Ok((Some(alerting), Some(delivery)))
+    start_deliverers(runtime, &alerting, store, metrics, backoff, shutdown)?;
+    let periodic = crate::findings::PeriodicConfig {
+        findings: config.findings.clone(),
+        permissions: config.permissions.clone(),
+        inventory: config.inventory.clone(),
+    };
+    start_findings(runtime, &alerting, store, periodic, metrics, shutdown)?;
+    start_retention(runtime, store, config.alerts.retention_days, metrics, shutdown)?;
+    Ok(Some(alerting))
 }

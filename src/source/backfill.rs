@@ -5,16 +5,14 @@
 //! memory at once. Objects already in the ledger (same key and ETag) are never fetched.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::aws::{AwsSettings, s3_client, sdk_config};
 use crate::layout::Filters;
-use crate::pipeline::{self, Jobs, RunContext, Summary};
-use crate::source::FetchedJob;
-use crate::source::FileJob;
+use crate::shutdown::Listener;
 use crate::source::fetch::{ListError, get_object, list_log_files};
+use crate::source::local::one_per_key_in_delivery_order;
+use crate::source::{Feed, FileJob, Input, Location, NoFeedback, Probe, Source, Started, always_ready};
 use crate::store::Applied;
-use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
 /// `s3://bucket[/prefix]`.
@@ -30,78 +28,90 @@ pub fn parse_s3_url(text: &str) -> Option<S3Url> {
     (!bucket.is_empty()).then(|| S3Url { bucket: bucket.to_owned(), prefix: prefix.to_owned() })
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
-    #[error(transparent)]
-    List(#[from] ListError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("runtime: {0}")]
-    Runtime(std::io::Error),
+/// `replay s3://…`: the log files of a listing, fetched with bounded concurrency.
+pub struct S3Backfill {
+    client: aws_sdk_s3::Client,
+    jobs: Vec<FileJob>,
+    duplicates: u64,
+    max_concurrent_fetches: usize,
+    max_file_bytes: u64,
 }
 
-/// Lists, fetches and applies every log file under the URLs that `filters` keeps.
-#[allow(clippy::too_many_arguments)] // One call site (the CLI); a struct would only rename these.
-pub fn replay(
-    urls: &[S3Url],
-    filters: &Filters,
-    today: Timestamp,
-    aws: &AwsSettings,
-    ctx: &RunContext<'_>,
-    store: &mut Store,
-    applied: &Applied,
-    on_listed: &mut dyn FnMut(u64),
-    observer: &mut dyn pipeline::Observer,
-) -> Result<Summary, BackfillError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("trailwatch-s3")
-        .enable_all()
-        .build()
-        .map_err(BackfillError::Runtime)?;
-    let client = runtime.block_on(async { s3_client(&sdk_config(aws).await, aws) });
-    let mut jobs = Vec::new();
-    for url in urls {
-        let listed = runtime.block_on(list_log_files(&client, &url.bucket, &url.prefix, filters, today))?;
-        jobs.extend(listed.iter().map(|l| FileJob::s3(&url.bucket, &l.key, &l.etag)));
+impl S3Backfill {
+    /// Lists every log file under the URLs that `filters` keeps; those already applied will not be fetched.
+    pub fn list(
+        runtime: &tokio::runtime::Runtime,
+        urls: &[S3Url],
+        filters: &Filters,
+        today: Timestamp,
+        aws: &AwsSettings,
+        applied: &Applied,
+        max_file_bytes: u64,
+    ) -> Result<S3Backfill, ListError> {
+        let client = runtime.block_on(async { s3_client(&sdk_config(aws).await, aws) });
+        let mut jobs = Vec::new();
+        for url in urls {
+            let listed = runtime.block_on(list_log_files(&client, &url.bucket, &url.prefix, filters, today))?;
+            jobs.extend(listed.iter().map(|l| FileJob::s3(&url.bucket, &l.key, &l.etag)));
+        }
+        let mut jobs = one_per_key_in_delivery_order(jobs);
+        let total = jobs.len();
+        jobs.retain(|job| !applied.contains(&job.key));
+        let duplicates = (total - jobs.len()) as u64;
+        tracing::info!(listed = total, already_applied = duplicates, "listed the bucket");
+        Ok(S3Backfill {
+            client,
+            jobs,
+            duplicates,
+            max_concurrent_fetches: aws.max_concurrent_fetches.max(1),
+            max_file_bytes,
+        })
     }
-    let mut jobs = crate::source::local::one_per_key_in_delivery_order(jobs);
-    let total = jobs.len();
-    jobs.retain(|job| !applied.contains(&job.key));
-    let duplicates = (total - jobs.len()) as u64;
-    on_listed(total as u64);
-    tracing::info!(listed = total, already_applied = duplicates, "listed the bucket");
 
-    let (tx, rx) = tokio::sync::mpsc::channel::<FetchedJob>(ctx.threads.max(1) * 2);
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(aws.max_concurrent_fetches.max(1)));
-    let max_bytes = ctx.limits.max_file_bytes;
-    let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let producer = {
-        let stop_flag = Arc::clone(&stop_flag);
-        runtime.spawn(async move {
+    /// How many log files the listing found, applied ones included.
+    pub fn listed(&self) -> u64 {
+        self.jobs.len() as u64 + self.duplicates
+    }
+}
+
+impl Source for S3Backfill {
+    fn start(&mut self, runtime: &tokio::runtime::Runtime, feed: Feed, stop: Listener) -> Started {
+        let jobs = std::mem::take(&mut self.jobs);
+        let files = jobs.len();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_fetches));
+        let (client, max_bytes) = (self.client.clone(), self.max_file_bytes);
+        let done = runtime.spawn(async move {
+            let mut fetches = tokio::task::JoinSet::new();
             for job in jobs {
-                if stop_flag.load(Ordering::Relaxed) {
+                // Stopped, or the pipeline is gone (a failed commit): fetch nothing more.
+                if stop.is_requested() || feed.is_closed() {
                     break;
                 }
                 let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else { break };
-                let (client, tx) = (client.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let crate::source::Location::S3 { bucket, key } = &job.location else { return };
+                let (client, feed) = (client.clone(), feed.clone());
+                fetches.spawn(async move {
+                    let Location::S3 { bucket, key } = &job.location else { return };
                     let bytes = get_object(&client, bucket, key, max_bytes).await.map(|f| f.bytes);
                     // The permit is held until the workers have room: fetched bytes in memory stay bounded.
-                    let _ = tx.send(FetchedJob { job, bytes }).await;
+                    let _ = feed.send(Input { job, bytes: Some(bytes) }).await;
                     drop(permit);
                 });
+                // Finished fetches are let go of as they end, not all at the end.
+                while fetches.try_join_next().is_some() {}
             }
-        })
-    };
-    let summary =
-        pipeline::run(Jobs::Fetched { rx: std::sync::Mutex::new(rx), duplicates }, ctx, store, applied, observer);
-    // The workers are done (or were stopped): no more fetches.
-    stop_flag.store(true, Ordering::Relaxed);
-    producer.abort();
-    runtime.shutdown_background();
-    Ok(summary?)
+            drop(feed);
+            while fetches.join_next().await.is_some() {}
+        });
+        Started { feedback: Box::new(NoFeedback), duplicates: self.duplicates, files: Some(files), done }
+    }
+
+    fn probe(&self) -> Probe {
+        always_ready()
+    }
+
+    fn describe(&self) -> String {
+        "s3 backfill".to_owned()
+    }
 }
 
 #[cfg(test)]

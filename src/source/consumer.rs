@@ -1,9 +1,9 @@
-//! `trailwatch run` with `intake.kind = "sqs"`: the long-running consumer of the trail bucket's notifications.
+//! The SQS source: the long-running consumer of the trail bucket's notifications.
 //!
 //! ```text
 //! pollers ──body──► notification ──objects──► tracker ──new objects──► fetchers (bounded) ──bytes──► workers
 //!    ▲                                           ▲                                                   │
-//!    │ receive (long poll)                       └── done / failed ◄── committer (observer) ◄────────┘
+//!    │ receive (long poll)                       └── done / failed ◄── committer (feedback) ◄────────┘
 //! heartbeat: keeps in-flight deliveries invisible          deleter: DeleteMessageBatch of complete deliveries
 //! ```
 //!
@@ -17,34 +17,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::aws::{s3_client, sdk_config};
-use crate::config::{Config, SqsConfig};
-use crate::daemon::{CommitHealth, DaemonError, serve_http, store_ready, wait_for_signal};
+use crate::config::SqsConfig;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, FileError, Jobs, Observer, RunContext};
-use crate::source::FetchedJob;
-use crate::source::FileJob;
-use crate::source::Location;
+use crate::shutdown::Listener;
 use crate::source::fetch::{FetchError, Objects};
 use crate::source::notification::{ObjectRef, parse_body};
-use crate::source::sqs::{Queue, Received, SqsQueue};
+use crate::source::sqs::{Queue, Received};
 use crate::source::tracker::{ObjectId, Tracker};
+use crate::source::{Feed, Feedback, FileJob, Input, Location, Probe, Source, Started};
 use crate::store::Applied;
-use crate::store::Store;
 
 /// Everything the consumer's tasks share.
 ///
-/// It owns the sending side of the fetch channel: the workers drain until the last `Shared` is dropped, which is
-/// why the committer's observer and the deleter hold only the tracker and the queue.
+/// It owns the sending side of the pipeline's input: the workers drain until the last `Shared` is dropped, which
+/// is why the committer's feedback and the deleter hold only the tracker and the queue.
 struct Shared<Q, O> {
     queue: Arc<Q>,
-    objects: O,
+    objects: Arc<O>,
     tracker: Arc<Mutex<Tracker>>,
     /// Fetches in flight, aborted when the grace period ends.
     fetches: Mutex<tokio::task::JoinSet<()>>,
     applied: Arc<Applied>,
     metrics: Arc<Metrics>,
-    jobs: tokio::sync::mpsc::Sender<FetchedJob>,
+    jobs: Feed,
     deletes: tokio::sync::mpsc::Sender<String>,
     fetch_slots: Arc<tokio::sync::Semaphore>,
     max_file_bytes: u64,
@@ -70,222 +65,115 @@ impl<Q, O> Shared<Q, O> {
     }
 }
 
-/// Runs until SIGTERM or SIGINT, then drains within the grace period and returns.
-pub fn run_daemon(
-    config: &Config,
-    settings: &SqsConfig,
-    trial: &dyn Fn(&crate::inflight::Suspect) -> crate::inflight::Trial,
-) -> Result<(), DaemonError> {
-    let mut store = Store::open(&config.store_path, config.synchronous)?;
-    let applied = Applied::load(&store)?;
-    let inflight = crate::inflight::guard(&config.store_path, &store, &applied, trial)?;
-    let metrics = Arc::new(Metrics::new());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("trailwatch-io")
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Runtime)?;
-    let sdk = runtime.block_on(sdk_config(&config.aws));
-    let queue = Arc::new(SqsQueue::new(&sdk, &settings.queue_url));
-    let commits = CommitHealth::default();
-    let ready: crate::http::Readiness = {
-        let (queue, state, commits) = (Arc::clone(&queue), config.store_path.clone(), commits.clone());
-        Arc::new(move || {
-            let (queue, state, commits) = (Arc::clone(&queue), state.clone(), commits.clone());
-            Box::pin(async move {
-                commits.check()?;
-                tokio::task::spawn_blocking(move || store_ready(&state))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))?;
-                queue.probe().await.map_err(|e| e.to_string())
-            })
-        })
-    };
-    let (http_stop, http) = serve_http(&runtime, config, Arc::clone(&metrics), ready)?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        queue = %settings.queue_url,
-        state = %store.path(),
-        listen = %config.http_listen,
-        applied_files = applied.len(),
-        "trailwatch running"
-    );
-    let objects = s3_client(&sdk, &config.aws);
-    let (alerting, delivery) = crate::delivery::start(&runtime, config, &store, &metrics)?;
-    let background = crate::daemon::Background::start(&runtime, config, &store, &metrics)?;
-    let stop = crate::shutdown::Stop::new();
-    {
-        let stop = stop.clone();
-        runtime.spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested: no more receives, finishing objects in flight");
-            stop.stop();
-        });
-    }
-    // A failed commit ends a run; its messages were not deleted and come back after their visibility timeout.
-    // Runs start again after a backoff until a signal.
-    let mut applied = Some(applied);
-    let summary = loop {
-        let applied = match applied.take() {
-            Some(applied) => applied,
-            None => Applied::load(&store)?,
-        };
-        let stopped = stop.clone();
-        let res = run(
-            &runtime,
-            Arc::clone(&queue),
-            objects.clone(),
-            config,
-            settings,
-            &mut store,
-            applied,
-            &metrics,
-            alerting.as_deref(),
-            inflight.as_ref(),
-            async move { stopped.wait().await },
-        );
-        match res {
-            Ok(summary) => break Ok(summary),
-            Err(err) if stop.is_stopped() => break Err(err),
-            Err(err) => {
-                let retry = commits.failed(&err);
-                runtime.block_on(async {
-                    tokio::select! {
-                        () = tokio::time::sleep(retry) => {}
-                        () = stop.wait() => {}
-                    }
-                });
-                if stop.is_stopped() {
-                    break Err(err);
-                }
-            }
-        }
-    };
-    if let Some(delivery) = delivery {
-        delivery.stop(&runtime, Duration::from_secs(config.alerts.shutdown_grace_secs));
-    }
-    background.stop(&runtime);
-    let _ = http_stop.send(());
-    let _ = runtime.block_on(http);
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    let summary = summary?;
-    tracing::info!(files = summary.files_applied, rejected = summary.files_rejected, "stopped");
-    Ok(())
-}
-
-/// Consumes `queue` until `shutdown` resolves, then lets objects in flight finish (within the grace period),
-/// commits, deletes what is complete and returns. The daemon passes SQS, S3 and a signal; volume tests and the
-/// benchmark pass in-process doubles and "the queue is empty".
-#[allow(clippy::too_many_arguments)] // Two call sites; these are the consumer's whole world.
-pub fn run<Q: Queue, O: Objects>(
-    runtime: &tokio::runtime::Runtime,
+/// `run` with `intake.kind = "sqs"`: the trail bucket's notifications, over SQS and S3 (or, in volume tests and
+/// benchmarks, the in-process doubles of `memory`).
+pub struct SqsSource<Q, O> {
     queue: Arc<Q>,
-    objects: O,
-    config: &Config,
-    settings: &SqsConfig,
-    store: &mut Store,
-    applied: Applied,
-    metrics: &Arc<Metrics>,
-    alerting: Option<&crate::alert::stage::Alerting>,
-    inflight: Option<&crate::inflight::InFlight>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<pipeline::Summary, crate::store::StoreError> {
-    let applied = Arc::new(applied);
-    let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel::<FetchedJob>(config.threads.max(1) * 2);
-    let (deletes_tx, deletes_rx) = tokio::sync::mpsc::channel::<String>(1024);
-    let tracker = Arc::new(Mutex::new(Tracker::default()));
-    let shared = Arc::new(Shared {
-        queue: Arc::clone(&queue),
-        objects,
-        tracker: Arc::clone(&tracker),
-        fetches: Mutex::new(tokio::task::JoinSet::new()),
-        applied: Arc::clone(&applied),
-        metrics: Arc::clone(metrics),
-        jobs: jobs_tx,
-        deletes: deletes_tx.clone(),
-        fetch_slots: Arc::new(tokio::sync::Semaphore::new(config.aws.max_concurrent_fetches)),
-        max_file_bytes: config.limits.max_file_bytes,
-        settings: settings.clone(),
-    });
-    // The workers drain the fetch channel until it closes; they are never stopped half-way.
-    let never = AtomicBool::new(false);
-    let ctx = RunContext {
-        threads: config.threads,
-        limits: config.limits,
-        batch: config.batch,
-        metrics,
-        stop: &never,
-        flush_when_starved: Some(Duration::from_millis(5)),
-        alerting,
-        log_batches: true,
-        on_file: None,
-        inflight,
-    };
-    // A failed commit ends the run as a shutdown does, without the grace period: nothing in flight can complete.
-    let commit_failed = Arc::new(tokio::sync::Notify::new());
-    let failed = Arc::new(AtomicBool::new(false));
-    let mut observer = Completion {
-        tracker,
-        deletes: deletes_tx,
-        commit_failed: Arc::clone(&commit_failed),
-        failed: Arc::clone(&failed),
-    };
-    let shutdown = {
-        let commit_failed = Arc::clone(&commit_failed);
-        async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = commit_failed.notified() => {}
-            }
-        }
-    };
-    std::thread::scope(|scope| {
-        let committer = scope.spawn(move || {
-            let summary = pipeline::run(
-                Jobs::Fetched { rx: Mutex::new(jobs_rx), duplicates: 0 },
-                &ctx,
-                store,
-                &applied,
-                &mut observer,
-            );
-            // The observer's delete sender goes with it; the deleter ends once `Shared`'s has gone too.
-            drop(observer);
-            summary
-        });
-        let deleter = runtime.spawn(delete_loop(queue, Arc::clone(metrics), deletes_rx));
-        runtime.block_on(async {
-            consume(Arc::clone(&shared), shutdown, &failed).await;
-            // Pollers have stopped and the grace period is over: abandon what is still being fetched, and wait for
-            // every task to let go of `Shared`, whose fetch-channel sender must close for the workers to finish.
-            shared.fetches.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
-            while Arc::strong_count(&shared) > 1 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        drop(shared);
-        let summary = committer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let _ = runtime.block_on(deleter);
-        summary
-    })
+    objects: Arc<O>,
+    settings: SqsConfig,
+    applied: Arc<Applied>,
+    metrics: Arc<Metrics>,
+    max_file_bytes: u64,
+    max_concurrent_fetches: usize,
 }
 
-/// Pollers and the heartbeat, until a signal; then waits (within the grace period) for in-flight objects.
+impl<Q: Queue, O: Objects> SqsSource<Q, O> {
+    pub fn new(
+        queue: Arc<Q>,
+        objects: O,
+        settings: SqsConfig,
+        applied: Arc<Applied>,
+        metrics: Arc<Metrics>,
+        limits: (u64, usize),
+    ) -> SqsSource<Q, O> {
+        let (max_file_bytes, max_concurrent_fetches) = limits;
+        SqsSource {
+            queue,
+            objects: Arc::new(objects),
+            settings,
+            applied,
+            metrics,
+            max_file_bytes,
+            max_concurrent_fetches,
+        }
+    }
+}
+
+impl<Q: Queue, O: Objects> Source for SqsSource<Q, O> {
+    /// Consumes the queue until `stop`, then lets objects in flight finish (within the grace period); the deletes
+    /// of what the last commits complete are sent before the source is done.
+    fn start(&mut self, runtime: &tokio::runtime::Runtime, feed: Feed, stop: Listener) -> Started {
+        let (deletes_tx, deletes_rx) = tokio::sync::mpsc::channel::<String>(1024);
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let shared = Arc::new(Shared {
+            queue: Arc::clone(&self.queue),
+            objects: Arc::clone(&self.objects),
+            tracker: Arc::clone(&tracker),
+            fetches: Mutex::new(tokio::task::JoinSet::new()),
+            applied: Arc::clone(&self.applied),
+            metrics: Arc::clone(&self.metrics),
+            jobs: feed,
+            deletes: deletes_tx.clone(),
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_fetches.max(1))),
+            max_file_bytes: self.max_file_bytes,
+            settings: self.settings.clone(),
+        });
+        // A failed commit ends the run as a shutdown does, without the grace period: nothing in flight can complete.
+        let commit_failed = Arc::new(tokio::sync::Notify::new());
+        let failed = Arc::new(AtomicBool::new(false));
+        let feedback = Completion {
+            tracker,
+            deletes: deletes_tx,
+            commit_failed: Arc::clone(&commit_failed),
+            failed: Arc::clone(&failed),
+        };
+        let deleter = runtime.spawn(delete_loop(Arc::clone(&self.queue), Arc::clone(&self.metrics), deletes_rx));
+        let done = runtime.spawn(async move {
+            consume(Arc::clone(&shared), stop, commit_failed, &failed).await;
+            // Pollers have stopped and the grace period is over: abandon what is still being fetched. The input
+            // closes, and the workers finish, once the aborted fetches have let go of `Shared`.
+            shared.fetches.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
+            drop(shared);
+            // Ends once the committer's feedback, with its delete sender, is gone too.
+            let _ = deleter.await;
+        });
+        Started { feedback: Box::new(feedback), duplicates: 0, files: None, done }
+    }
+
+    fn probe(&self) -> Probe {
+        let queue = Arc::clone(&self.queue);
+        Arc::new(move || {
+            let queue = Arc::clone(&queue);
+            Box::pin(async move { queue.probe().await.map_err(|e| e.to_string()) })
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("sqs {}", self.settings.queue_url)
+    }
+}
+
+/// Pollers and the heartbeat, until `stop` (or a failed commit); then waits (within the grace period) for
+/// in-flight objects.
 async fn consume<Q: Queue, O: Objects>(
     shared: Arc<Shared<Q, O>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    commit_failed: &AtomicBool,
+    stop: Listener,
+    commit_failed: Arc<tokio::sync::Notify>,
+    failed: &AtomicBool,
 ) {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopped = Arc::new(AtomicBool::new(false));
-    {
+    let signal = {
         let (stopping, stopped) = (Arc::clone(&stopping), Arc::clone(&stopped));
         tokio::spawn(async move {
-            shutdown.await;
+            tokio::select! {
+                () = stop.requested() => {}
+                () = commit_failed.notified() => {}
+            }
             stopped.store(true, Ordering::SeqCst);
             stopping.notify_waiters();
-        });
-    }
+        })
+    };
     let mut pollers = Vec::new();
     for _ in 0..shared.settings.pollers {
         pollers.push(tokio::spawn(poll_loop(Arc::clone(&shared), Arc::clone(&stopping), Arc::clone(&stopped))));
@@ -295,8 +183,7 @@ async fn consume<Q: Queue, O: Objects>(
         let _ = poller.await;
     }
     let deadline = Instant::now() + shared.settings.shutdown_grace;
-    while shared.tracker().objects_in_flight() > 0 && Instant::now() < deadline && !commit_failed.load(Ordering::SeqCst)
-    {
+    while shared.tracker().objects_in_flight() > 0 && Instant::now() < deadline && !failed.load(Ordering::SeqCst) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let abandoned = shared.tracker().deliveries();
@@ -304,6 +191,7 @@ async fn consume<Q: Queue, O: Objects>(
         tracing::warn!(abandoned, "grace period over: leaving deliveries in flight to become visible again");
     }
     heartbeat.abort();
+    signal.abort();
 }
 
 async fn poll_loop<Q: Queue, O: Objects>(
@@ -424,7 +312,7 @@ async fn fetch_object<Q: Queue, O: Objects>(shared: &Shared<Q, O>, object: Objec
         }
     };
     let (job, bytes) = bytes;
-    if shared.jobs.send(FetchedJob { job, bytes }).await.is_err() {
+    if shared.jobs.send(Input { job, bytes: Some(bytes) }).await.is_err() {
         shared.tracker().failed(&id);
     }
 }
@@ -492,15 +380,15 @@ impl Completion {
     }
 }
 
-impl Observer for Completion {
+impl Feedback for Completion {
     fn committed(&mut self, files: &[FileJob]) {
         for job in files {
             self.finish(job);
         }
     }
 
-    fn rejected(&mut self, job: &FileJob, error: &FileError) {
-        tracing::debug!(file = %job.location, reason = error.kind(), "rejected object completes its messages");
+    fn rejected(&mut self, job: &FileJob, reason: &'static str, _may_heal: bool) {
+        tracing::debug!(file = %job.location, reason, "rejected object completes its messages");
         self.finish(job);
     }
 

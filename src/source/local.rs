@@ -1,9 +1,50 @@
 //! Local paths as a source: the files under directories and paths, listed once, in delivery order.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::layout::delivery_order;
-use crate::source::FileJob;
+use crate::shutdown::Listener;
+use crate::source::{Feed, FileJob, Input, NoFeedback, Probe, Source, Started, always_ready};
+use crate::store::Applied;
+
+/// `replay PATH…`: files listed once, fed in delivery order; those already applied are skipped unread.
+pub struct LocalFiles {
+    jobs: Vec<FileJob>,
+    applied: Arc<Applied>,
+}
+
+impl LocalFiles {
+    pub fn new(jobs: Vec<FileJob>, applied: Arc<Applied>) -> LocalFiles {
+        LocalFiles { jobs, applied }
+    }
+}
+
+impl Source for LocalFiles {
+    fn start(&mut self, runtime: &tokio::runtime::Runtime, feed: Feed, stop: Listener) -> Started {
+        let total = self.jobs.len();
+        // `discover` lists each file once, so after this filter no job can be applied twice in a run.
+        let pending: Vec<FileJob> =
+            std::mem::take(&mut self.jobs).into_iter().filter(|j| !self.applied.contains(&j.key)).collect();
+        let (duplicates, files) = ((total - pending.len()) as u64, pending.len());
+        let done = runtime.spawn(async move {
+            for job in pending {
+                if stop.is_requested() || feed.send(Input { job, bytes: None }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Started { feedback: Box::new(NoFeedback), duplicates, files: Some(files), done }
+    }
+
+    fn probe(&self) -> Probe {
+        always_ready()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} local files", self.jobs.len())
+    }
+}
 
 /// Lists the files under `paths` (recursively), sorted, as ledger-keyed jobs.
 ///

@@ -5,14 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{Config, SqsConfig};
-use crate::metrics::Metrics;
-use crate::pipeline::Summary;
-use crate::source::consumer;
+use crate::config::SqsConfig;
 use crate::source::fetch::{FetchError, Fetched, Objects};
 use crate::source::sqs::{Queue, QueueError, Received};
-use crate::store::Applied;
-use crate::store::{Store, StoreError};
 
 /// Consumer settings for the in-process queue (the queue URL is only a label).
 pub fn settings(pollers: usize, visibility_timeout_secs: u32, max_in_flight_objects: usize) -> SqsConfig {
@@ -26,40 +21,14 @@ pub fn settings(pollers: usize, visibility_timeout_secs: u32, max_in_flight_obje
     }
 }
 
-/// Runs the consumer over `queue` and `objects` until every message has been received and only `leave` remain
-/// (those it must not delete, such as unreadable bodies), then lets it shut down and returns its summary.
-#[allow(clippy::too_many_arguments)] // The consumer's own arguments, plus where to stop.
-pub fn drain<O: Objects>(
-    runtime: &tokio::runtime::Runtime,
-    queue: &Arc<MemoryQueue>,
-    objects: O,
-    config: &Config,
-    settings: &SqsConfig,
-    store: &mut Store,
-    metrics: &Arc<Metrics>,
-    leave: usize,
-) -> Result<Summary, StoreError> {
-    let watched = Arc::clone(queue);
-    let drained = async move {
-        // Waiting for "all received" too: the messages left behind may still be waiting to be received (pollers
-        // hold back while objects are in flight), and a poller only handles what it took before it stopped.
-        while watched.remaining() > leave || watched.unreceived() > 0 {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-    };
-    consumer::run(
-        runtime,
-        Arc::clone(queue),
-        objects,
-        config,
-        settings,
-        store,
-        Applied::default(),
-        metrics,
-        None,
-        None,
-        drained,
-    )
+/// Resolves once every message of `queue` has been received and only `leave` remain (those the consumer must not
+/// delete, such as unreadable bodies): when a test or benchmark asks the consumer to stop.
+pub async fn drained(queue: Arc<MemoryQueue>, leave: usize) {
+    // Waiting for "all received" too: the messages left behind may still be waiting to be received (pollers hold
+    // back while objects are in flight), and a poller only handles what it took before it stopped.
+    while queue.remaining() > leave || queue.unreceived() > 0 {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
 }
 
 /// A queue with SQS's delivery semantics minus time: received messages stay in flight until deleted.

@@ -1,5 +1,6 @@
-//! Stage 1, intake: where files come from in daemon mode (a spool directory), and how SQS notification bodies name
-//! S3 objects (the SQS consumer builds on `notification`).
+//! Sources: where the pipeline's files come from, behind one interface. Local paths (`replay`), an S3 listing
+//! (`replay s3://…`), a spool directory and SQS notifications (`run`) each feed the same pipeline through a bounded
+//! channel of [`Input`]s, and hear back through their [`Feedback`] what was committed or rejected.
 
 pub mod backfill;
 pub mod consumer;
@@ -13,6 +14,7 @@ pub mod tracker;
 
 use std::path::{Path, PathBuf};
 
+use crate::shutdown::Listener;
 use crate::source::fetch::FetchError;
 use crate::store::LedgerKey;
 
@@ -61,8 +63,65 @@ impl FileJob {
     }
 }
 
-/// A fetched file, or why it could not be fetched.
-pub struct FetchedJob {
+/// A file for the workers: its bytes when the source fetched them (or why it could not), `None` for a local file
+/// the worker reads itself.
+pub struct Input {
     pub job: FileJob,
-    pub bytes: Result<Vec<u8>, FetchError>,
+    pub bytes: Option<Result<Vec<u8>, FetchError>>,
+}
+
+/// The sending side of the pipeline's input channel. A source drops it when it stops; the workers finish once
+/// every sender is gone.
+pub type Feed = tokio::sync::mpsc::Sender<Input>;
+
+/// Whether a source can take input now, for `/readyz`: `Err` says why not.
+pub type Probe = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
+
+/// What the committer tells a source, on the committing thread, about the files it fed.
+pub trait Feedback: Send {
+    /// A batch is durably committed (and its keys are in the ledger set): its files.
+    fn committed(&mut self, _files: &[FileJob]) {}
+    /// A file that will not be applied: its bytes are bad (`may_heal` false), or it could not be read or fetched
+    /// for a reason that may pass (`may_heal` true). `reason` is the bounded metric label.
+    fn rejected(&mut self, _job: &FileJob, _reason: &'static str, _may_heal: bool) {}
+    /// A commit failed: the run ends with the error once the workers are done with the files in hand. The source
+    /// must stop feeding for that to happen.
+    fn commit_failed(&mut self) {}
+}
+
+/// Feedback nobody listens to (replay and backfill keep nothing per file).
+pub struct NoFeedback;
+
+impl Feedback for NoFeedback {}
+
+/// Where the pipeline's files come from.
+pub trait Source: Send {
+    /// Starts feeding `feed` on `runtime` for one run of the pipeline. The source stops, dropping `feed`, when it
+    /// has fed everything it has, when `stop`'s stage is asked to stop, or when its feedback hears that a commit
+    /// failed; it may be started again after that.
+    fn start(&mut self, runtime: &tokio::runtime::Runtime, feed: Feed, stop: Listener) -> Started;
+
+    /// For `/readyz`.
+    fn probe(&self) -> Probe;
+
+    /// What it reads, for the log line a daemon writes when it starts (`spool /data/spool`).
+    fn describe(&self) -> String;
+}
+
+/// A source that has started.
+pub struct Started {
+    pub feedback: Box<dyn Feedback>,
+    /// Files already applied, skipped without being fed (reported as duplicates).
+    pub duplicates: u64,
+    /// How many files it will feed, when it knows (no more workers start than there are files).
+    pub files: Option<usize>,
+    /// The source's own task: done when it has stopped feeding and let go of everything it started.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// A probe that is always ready (local paths, a listing already made).
+pub fn always_ready() -> Probe {
+    std::sync::Arc::new(|| Box::pin(async { Ok(()) }))
 }

@@ -1,18 +1,20 @@
-//! The spool intake: scans a directory (any depth) for CloudTrail files that have not been applied yet.
+//! The spool source: scans a directory (any depth) for CloudTrail files that have not been applied yet.
 //!
 //! Polling, not inotify: it works the same on bind mounts, network filesystems and container volumes, and a scan of
 //! a spool costs one `stat` per file. A file is offered once it is older than `min_file_age`, so a copy in progress
 //! is not read half-written; a file that was rejected is not offered again until its size or time changes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::SpoolConfig;
-use crate::pipeline::{FileError, Observer};
-use crate::source::FileJob;
-use crate::source::local::one_per_key_in_delivery_order;
-use crate::source::local::walk;
+use crate::metrics::Metrics;
+use crate::shutdown::Listener;
+use crate::source::local::{one_per_key_in_delivery_order, walk};
+use crate::source::{Feed, Feedback, FileJob, Input, Probe, Source, Started};
 use crate::store::Applied;
 
 pub struct Spool {
@@ -20,6 +22,8 @@ pub struct Spool {
     min_file_age: Duration,
     /// Files that were offered and not applied, and when to offer them again.
     held: HashMap<PathBuf, Held>,
+    /// Files fed to the pipeline and not yet committed or rejected: not offered twice.
+    offered: HashSet<PathBuf>,
 }
 
 /// Why a file that was not applied waits.
@@ -36,7 +40,12 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 
 impl Spool {
     pub fn new(config: &SpoolConfig) -> Spool {
-        Spool { dir: config.dir.clone(), min_file_age: config.min_file_age, held: HashMap::new() }
+        Spool {
+            dir: config.dir.clone(),
+            min_file_age: config.min_file_age,
+            held: HashMap::new(),
+            offered: HashSet::new(),
+        }
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -59,7 +68,7 @@ impl Spool {
                         now < *at && (*size, *time) == (meta.len(), modified)
                     }
                 };
-                settled && !waiting
+                settled && !waiting && !self.offered.contains(path)
             })
             .map(|(path, meta)| FileJob::local(path, meta.len()))
             .filter(|job| !applied.contains(&job.key))
@@ -68,45 +77,171 @@ impl Spool {
         Ok((one_per_key_in_delivery_order(jobs), unreadable))
     }
 
-    /// Remembers the offered jobs that were not applied: those that could not be read (`unreadable`, see
-    /// [`Unreadable`]) are tried again after a backoff (the scan interval, doubling up to five minutes), the
-    /// others only once they change.
-    pub fn note_unapplied(&mut self, jobs: &[FileJob], applied: &Applied, unreadable: &Unreadable, now: SystemTime) {
-        for path in jobs.iter().filter(|j| !applied.contains(&j.key)).filter_map(FileJob::local_path) {
-            let Ok(meta) = std::fs::metadata(path) else { continue };
-            let (size, modified) = (meta.len(), meta.modified().ok());
-            let held = match unreadable.0.contains(&path.to_path_buf()) {
-                true => {
-                    let failures = match self.held.get(path) {
-                        Some(Held::Retry { failures, .. }) => failures + 1,
-                        _ => 1,
-                    };
-                    let wait = Duration::from_secs(1 << (failures - 1).min(9)).min(MAX_RETRY);
-                    Held::Retry { at: now + wait, failures, size, modified }
-                }
-                false => Held::UntilChanged(size, modified),
-            };
-            self.held.insert(path.to_owned(), held);
+    /// Records that `jobs` are in the pipeline's hands: later scans leave them out until their outcome is known.
+    pub fn offer(&mut self, jobs: &[FileJob]) {
+        self.offered.extend(jobs.iter().filter_map(|j| j.local_path().map(PathBuf::from)));
+    }
+
+    /// A file fed to the pipeline was committed: forgotten.
+    pub fn applied(&mut self, job: &FileJob) {
+        if let Some(path) = job.local_path() {
+            self.offered.remove(path);
+            self.held.remove(path);
         }
-        // Forget files that were applied or removed from the spool.
-        let done: Vec<PathBuf> = jobs
-            .iter()
-            .filter(|j| applied.contains(&j.key))
-            .filter_map(|j| j.local_path().map(PathBuf::from))
-            .collect();
-        self.held.retain(|path, _| path.exists() && !done.contains(path));
+    }
+
+    /// A file fed to the pipeline was rejected: if it could not be read (`may_heal`: permissions, too many open
+    /// files) it is offered again after a backoff (1 s, doubling up to five minutes); if its bytes were bad, only
+    /// once it changes.
+    pub fn rejected(&mut self, job: &FileJob, may_heal: bool, now: SystemTime) {
+        let Some(path) = job.local_path() else { return };
+        self.offered.remove(path);
+        let Ok(meta) = std::fs::metadata(path) else {
+            self.held.remove(path);
+            return;
+        };
+        let (size, modified) = (meta.len(), meta.modified().ok());
+        let held = if may_heal {
+            let failures = match self.held.get(path) {
+                Some(Held::Retry { failures, .. }) => failures + 1,
+                _ => 1,
+            };
+            let wait = Duration::from_secs(1 << (failures - 1).min(9)).min(MAX_RETRY);
+            Held::Retry { at: now + wait, failures, size, modified }
+        } else {
+            Held::UntilChanged(size, modified)
+        };
+        self.held.insert(path.to_owned(), held);
+    }
+
+    /// A new run starts: nothing is in the pipeline's hands any more (a failed commit ended the last one), and
+    /// files removed from the spool are forgotten.
+    fn restart(&mut self) {
+        self.offered.clear();
+        self.held.retain(|path, _| path.exists());
     }
 }
 
-/// The files of a run that could not be read (as opposed to read and found bad): what may heal and is tried again.
-#[derive(Debug, Default)]
-pub struct Unreadable(Vec<PathBuf>);
+/// `run` on a spool directory: scans every `scan_interval` and feeds what is new.
+pub struct SpoolSource {
+    spool: Arc<Mutex<Spool>>,
+    applied: Arc<Applied>,
+    scan_interval: Duration,
+    metrics: Arc<Metrics>,
+}
 
-impl Observer for Unreadable {
-    fn rejected(&mut self, job: &FileJob, error: &FileError) {
-        if let (FileError::Read { .. }, Some(path)) = (error, job.local_path()) {
-            self.0.push(path.to_owned());
+impl SpoolSource {
+    pub fn new(config: &SpoolConfig, applied: Arc<Applied>, metrics: Arc<Metrics>) -> SpoolSource {
+        SpoolSource {
+            spool: Arc::new(Mutex::new(Spool::new(config))),
+            applied,
+            scan_interval: config.scan_interval,
+            metrics,
         }
+    }
+}
+
+/// The spool is plain data updated in short critical sections; a panic elsewhere does not corrupt it.
+fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Source for SpoolSource {
+    fn start(&mut self, runtime: &tokio::runtime::Runtime, feed: Feed, stop: Listener) -> Started {
+        lock(&self.spool).restart();
+        let failed = Arc::new(AtomicBool::new(false));
+        let (spool, applied, interval, metrics) =
+            (Arc::clone(&self.spool), Arc::clone(&self.applied), self.scan_interval, Arc::clone(&self.metrics));
+        let feeding = Arc::clone(&failed);
+        let done = runtime.spawn(async move {
+            // A failing scan (spool unmounted, permissions) is logged when it starts and when it ends, and retried.
+            let mut scan_error: Option<String> = None;
+            while !stop.is_requested() && !feeding.load(Ordering::SeqCst) {
+                let scanning = Arc::clone(&spool);
+                let applied = Arc::clone(&applied);
+                let scanned = tokio::task::spawn_blocking(move || {
+                    let spool = lock(&scanning);
+                    spool.scan(&applied, SystemTime::now()).map_err(|e| (e, spool.dir().display().to_string()))
+                })
+                .await;
+                match scanned {
+                    Ok(Ok((jobs, unreadable_dirs))) => {
+                        metrics.spool_unreadable_dirs.inc_by(unreadable_dirs);
+                        if let Some(err) = scan_error.take() {
+                            tracing::info!("spool {} is readable again (was: {err})", lock(&spool).dir().display());
+                        }
+                        lock(&spool).offer(&jobs);
+                        for job in jobs {
+                            if feed.send(Input { job, bytes: None }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(Err((err, _))) => {
+                        metrics.spool_scan_failures.inc();
+                        let err = err.to_string();
+                        if scan_error.as_deref() != Some(err.as_str()) {
+                            tracing::error!("cannot scan the spool, will retry: {err}");
+                        }
+                        scan_error = Some(err);
+                    }
+                    Err(err) => tracing::error!("spool scan: {err}"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = stop.requested() => {}
+                }
+            }
+        });
+        Started {
+            feedback: Box::new(SpoolFeedback { spool: Arc::clone(&self.spool), failed }),
+            duplicates: 0,
+            files: None,
+            done,
+        }
+    }
+
+    fn probe(&self) -> Probe {
+        let dir = lock(&self.spool).dir().to_owned();
+        Arc::new(move || {
+            let dir = dir.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    std::fs::read_dir(&dir)
+                        .map(|_| ())
+                        .map_err(|e| format!("spool {}: {}", dir.display(), e.to_string().to_lowercase()))
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("spool {}", lock(&self.spool).dir().display())
+    }
+}
+
+/// The committer's view: what was committed is forgotten, what was rejected waits (see [`Spool::rejected`]).
+struct SpoolFeedback {
+    spool: Arc<Mutex<Spool>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Feedback for SpoolFeedback {
+    fn committed(&mut self, files: &[FileJob]) {
+        let mut spool = lock(&self.spool);
+        for job in files {
+            spool.applied(job);
+        }
+    }
+
+    fn rejected(&mut self, job: &FileJob, _reason: &'static str, may_heal: bool) {
+        lock(&self.spool).rejected(job, may_heal, SystemTime::now());
+    }
+
+    fn commit_failed(&mut self) {
+        self.failed.store(true, Ordering::SeqCst);
     }
 }
 
@@ -137,13 +272,18 @@ mod tests {
             names
         };
         let (jobs, _) = spool.scan(&applied, SystemTime::now()).unwrap();
-        let failed = Unreadable(vec![unreadable.clone()]);
         let start = SystemTime::now();
-        spool.note_unapplied(&jobs, &applied, &failed, start);
+        let outcomes = |spool: &mut Spool, jobs: &[FileJob], at: SystemTime| {
+            spool.offer(jobs);
+            for job in jobs {
+                spool.rejected(job, job.local_path() == Some(unreadable.as_path()), at);
+            }
+        };
+        outcomes(&mut spool, &jobs, start);
         assert_eq!(offered(&spool, 0), Vec::<String>::new());
         assert_eq!(offered(&spool, 2), ["unreadable.json"], "retried after 1 s");
         let (jobs, _) = spool.scan(&applied, start + Duration::from_secs(2)).unwrap();
-        spool.note_unapplied(&jobs, &applied, &failed, start + Duration::from_secs(2));
+        outcomes(&mut spool, &jobs, start + Duration::from_secs(2));
         assert_eq!(offered(&spool, 3), Vec::<String>::new(), "the second failure waits 2 s");
         assert_eq!(offered(&spool, 5), ["unreadable.json"]);
         std::fs::write(&bad, b"{\"Records\": []}").unwrap();

@@ -17,7 +17,7 @@ use crate::util::*;
 
 /// Writes a synth corpus with incidents; returns its directory and the expected alerts as
 /// `(rule, principal) → event ids`.
-fn incident_corpus(dir: &Path) -> (PathBuf, BTreeMap<(String, String), Vec<String>>) {
+pub(crate) fn incident_corpus(dir: &Path) -> (PathBuf, BTreeMap<(String, String), Vec<String>>) {
     let corpus = dir.join("corpus");
     let expected = dir.join("expected-alerts.json");
     ok(&trailwatch(&[
@@ -47,7 +47,7 @@ fn incident_corpus(dir: &Path) -> (PathBuf, BTreeMap<(String, String), Vec<Strin
     (corpus, expected)
 }
 
-fn jsonl(path: &Path) -> Vec<Value> {
+pub(crate) fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

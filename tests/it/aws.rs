@@ -660,3 +660,68 @@ fn iam_inventory_from_the_api_meets_replayed_usage() {
 fn bob_arn(account: &str) -> String {
     format!("arn:aws:iam::{account}:user/bob")
 }
+
+/// One daemon entry point for both intake kinds, and one shutdown: on SIGTERM each finishes what it took in and
+/// exits 0 within `alerts.shutdown_grace_secs` (here 1 s) of its deliveries, even with a sink that never answers,
+/// whose alerts stay pending in the outbox and are named in the log.
+#[test]
+fn both_intakes_drain_on_sigterm_within_the_shutdown_grace() {
+    let moto = Moto::start();
+    let (s3, sqs, rt) = (moto.s3(), sqs_client(&moto), runtime());
+    for kind in ["spool", "sqs"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (corpus, expected) = crate::alerts::incident_corpus(tmp.path());
+        let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hang_port = hang.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in hang.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        let (port, state, sink) = (free_port(), tmp.path().join("state.db"), tmp.path().join("alerts.jsonl"));
+        let intake = match kind {
+            "spool" => format!("[intake.spool]\ndir = {corpus:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n"),
+            _ => {
+                let queue_url = trail_notifying_queue(&rt, &s3, &sqs);
+                upload_dir(&rt, &s3, "trail", &corpus, str::to_owned);
+                format!(
+                    "[intake]\nkind = \"sqs\"\n[intake.sqs]\nqueue_url = \"{queue_url}\"\nwait_time_secs = 1\n\
+                     [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\ns3_force_path_style = true\n",
+                    moto.endpoint()
+                )
+            }
+        };
+        let config = tmp.path().join("tw.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{intake}[store]\npath = {state:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nshutdown_grace_secs = 1\n\
+                 [[alerts.sinks]]\nname = \"hang\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hang_port}/hook\"\n\
+                 timeout_ms = 120000\n[[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n"
+            ),
+        )
+        .unwrap();
+        let mut daemon = start_daemon(&config);
+        let delivered =
+            wait_for(Duration::from_secs(90), || (crate::alerts::jsonl(&sink).len() == expected.len()).then_some(()));
+        let terminated = std::time::Instant::now();
+        std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+        let exit = wait_for(Duration::from_secs(60), || daemon.try_wait().unwrap());
+        let stopped_in = terminated.elapsed();
+        let _ = daemon.kill();
+        let mut log = String::new();
+        std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
+        assert!(delivered.is_some(), "{kind}: the file sink did not get every alert:\n{log}");
+        assert!(exit.is_some_and(|e| e.success()), "{kind}: {exit:?}\n{log}");
+        // The grace, plus the runtime's own 5 s for what it abandons and the time to notice the signal.
+        assert!(stopped_in < Duration::from_secs(10), "{kind}: SIGTERM took {stopped_in:?} with a 1 s grace\n{log}");
+        assert!(
+            log.contains("delivery to sink hang still in progress at the end of the shutdown grace"),
+            "{kind}: {log}"
+        );
+        let conn = rusqlite::Connection::open(&state).unwrap();
+        let pending: i64 = conn.query_row("SELECT count(*) FROM outbox WHERE sink = 'hang'", [], |r| r.get(0)).unwrap();
+        assert_eq!(pending as usize, expected.len(), "{kind}: the hanging sink's alerts stay pending");
+    }
+}

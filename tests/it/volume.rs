@@ -58,8 +58,17 @@ fn volume(max_in_flight_objects: usize) {
     let mut store = Store::open(&state, Synchronous::Normal).unwrap();
     let metrics = Arc::new(Metrics::new());
     // Poison bodies are never deleted: done when only they are left.
-    let summary =
-        memory::drain(&runtime, &queue, Arc::new(objects), &config, &settings, &mut store, &metrics, POISON).unwrap();
+    let summary = trailwatch::daemon::drain_memory_queue(
+        &runtime,
+        &queue,
+        Arc::new(objects),
+        &config,
+        &settings,
+        &mut store,
+        &metrics,
+        POISON,
+    )
+    .unwrap();
     drop(store);
     assert_eq!(summary.files_applied, 300);
     assert_eq!(summary.rejections.get("no_such_key"), Some(&20));
@@ -111,7 +120,8 @@ fn in_flight_deliveries_are_kept_invisible() {
     let mut store = Store::open(&state, Synchronous::Normal).unwrap();
     let metrics = Arc::new(Metrics::new());
     let slow = Slow(objects, Duration::from_secs(6));
-    memory::drain(&runtime, &queue, slow, &config, &settings, &mut store, &metrics, 0).unwrap();
+    trailwatch::daemon::drain_memory_queue(&runtime, &queue, slow, &config, &settings, &mut store, &metrics, 0)
+        .unwrap();
     drop(store);
     assert_eq!(queue.extensions(), 1, "one heartbeat while the 6 s fetch was in flight");
     assert_eq!(metric(&metrics.render(), "trailwatch_sqs_visibility_extensions_total"), Some(1.0));
@@ -144,7 +154,9 @@ fn a_failing_commit_ends_the_run_and_deletes_nothing() {
         .unwrap();
     let metrics = Arc::new(Metrics::new());
     // Drained "when the queue is empty", which never happens: only the failed commit can end the run.
-    let err = memory::drain(&runtime, &queue, objects, &config, &settings, &mut store, &metrics, 0).unwrap_err();
+    let err =
+        trailwatch::daemon::drain_memory_queue(&runtime, &queue, objects, &config, &settings, &mut store, &metrics, 0)
+            .unwrap_err();
     assert!(err.to_string().contains("disk is full"), "{err}");
     assert_eq!(queue.remaining(), files.len(), "no message of the failed batch was deleted");
 }
