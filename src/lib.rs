@@ -1,18 +1,10 @@
-//! trailwatch: CloudTrail log files → durable per-identity state (last used, permission usage).
+//! trailwatch: CloudTrail log files → durable per-identity state (last used, permission usage) and alerts.
 //!
-//! # Layout
-//! The pipeline stages, in the order a file meets them (see ARCHITECTURE.md):
-//! - [`decode`]: gzip or plain JSON bytes → JSON bytes, with a decompressed-size cap.
-//! - [`parse`]: JSON → validated events; [`action`] maps calls to IAM actions.
-//! - [`state`]: events → per-file deltas → the SQLite store with its ledger.
-//! - [`detect`]: Sigma rules matched on the workers in the same pass.
-//! - [`alert`]: matches → alerts, correlation windows, behavioural rules; outbox delivery to sinks.
-//! - [`pipeline`]: worker threads and the single committer that tie the stages together; [`inflight`] is its
-//!   crash-loop guard.
-//! - [`intake`]: where files come from in daemon mode (a spool directory, or SQS notifications).
-//! - [`report`], [`findings`], [`synth`], [`config`], [`metrics`], [`http`]: the edges.
+//! ARCHITECTURE.md is the map. Each module uses only the modules listed before it in ARCHITECTURE.md's dependency
+//! order (`tests/it/layers.rs` checks it). Modules that the binary, the integration tests and the benches do not
+//! use are private to the crate.
 
-pub mod action;
+pub(crate) mod action;
 pub mod alert;
 pub mod aws;
 pub mod config;
@@ -21,11 +13,11 @@ pub mod decode;
 pub mod delivery;
 pub mod detect;
 pub mod findings;
-pub mod http;
+pub(crate) mod http;
 pub mod iam;
 pub mod inflight;
 pub mod layout;
-pub mod logs;
+pub(crate) mod logs;
 pub mod metrics;
 pub mod parse;
 pub mod permissions;

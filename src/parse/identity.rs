@@ -1,7 +1,7 @@
 //! Identity keying: one canonical principal per event, so state is kept per identity and never per session.
 //!
 //! Assumed-role sessions fold into their role (the session name is kept as detail), federated users into the user
-//! that issued them, AWS services into `service:<invokedBy>`. See ARCHITECTURE.md, "Identity keying".
+//! that issued them, AWS services into `service:<invokedBy>`. See docs/reports.md, "What is counted how".
 
 use crate::parse::record::RawIdentity;
 
