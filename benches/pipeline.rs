@@ -130,7 +130,7 @@ fn stages(c: &mut Criterion) {
                 (dir, store)
             },
             |(dir, mut store)| {
-                store.commit(&delta, &entries, 0, || None, None).unwrap();
+                store.commit(&delta, &entries, 0, []).unwrap();
                 (dir, store)
             },
             BatchSize::PerIteration,

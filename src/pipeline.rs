@@ -695,57 +695,12 @@ impl Committer<'_, '_> {
             let (reply, planned) = mpsc::sync_channel(2);
             planner.send(Planning::Take { raised_at_ms: now_ms, reply }).ok().map(|()| planned)
         });
-        let mut taken = false;
-        let take_alerts = || {
-            if taken {
-                return None;
-            }
-            Some(match (&planned, self.ctx.alerting) {
-                (Some(planned), Some(alerting)) => match planned.recv() {
-                    Ok((chunk, last)) => {
-                        taken = last;
-                        chunk
-                    }
-                    // The planner is gone: what it had not taken yet is taken here.
-                    Err(_) => {
-                        taken = true;
-                        alerting.take_write(now_ms, metrics)
-                    }
-                },
-                (None, Some(alerting)) => {
-                    taken = true;
-                    alerting.take_write(now_ms, metrics)
-                }
-                (_, None) => {
-                    taken = true;
-                    AlertWrite::at(now_ms)
-                }
-            })
-        };
-        let mut raised = AlertWrite::default();
-        let raise = |facts: &[crate::alert::behaviour::Fact], at_ms: i64| match self.ctx.alerting {
-            Some(alerting) => alerting.behaviour_alerts(facts, at_ms, metrics),
-            None => AlertWrite::default(),
-        };
-        let behaviour = self.ctx.alerting.map(|alerting| crate::store::Behaviour {
-            config: &alerting.behaviour,
-            raise: &raise,
-            raised: &mut raised,
-        });
-        let (alerts, raised_alerts) = match self.store.commit(&batch.delta, &entries, now, take_alerts, behaviour) {
-            Ok((outcome, alerts)) => {
-                if let Some(alerting) = self.ctx.alerting {
-                    // The outcome lists the rule alerts first, then the behavioural ones.
-                    let (rules, behaviour) = outcome.new.split_at(alerts.alerts.len().min(outcome.new.len()));
-                    alerting.committed(&alerts, &WriteOutcome { new: rules.to_vec() }, metrics);
-                    alerting.committed(&raised, &WriteOutcome { new: behaviour.to_vec() }, metrics);
-                }
-                (alerts, outcome.raised())
-            }
+        let (alerts, raised, raised_alerts) = match self.write(&batch, &entries, now, now_ms, planned.as_ref()) {
+            Ok(written) => written,
             Err(err) => {
                 metrics.commit_failures.inc();
                 if let Some(alerting) = self.ctx.alerting {
-                    // The planner may still be taking the batch's alerts when the state write failed: let it finish.
+                    // The planner may still be taking the batch's alerts when a write failed: let it finish.
                     if let Some(planned) = &planned {
                         while let Ok((_, last)) = planned.recv() {
                             if last {
@@ -789,6 +744,50 @@ impl Committer<'_, '_> {
         // A batch with SigmaHQ's rules frees about a hundred thousand allocations: not on the committer's time.
         crate::reaper::drop_later((batch.delta, alerts, raised));
         Ok(())
+    }
+
+    /// The one commit path: opens the batch's transaction and writes, in turn, the state and ledger rows, the
+    /// planner's alerts chunk by chunk as it builds them (with the correlation log), and the alerts the
+    /// behavioural rules raise from the state just written; then commits. Returns the rule alerts and the
+    /// behavioural ones (their JSON freed), and how many were new.
+    fn write(
+        &mut self,
+        batch: &Batch,
+        entries: &[LedgerEntry<'_>],
+        now: i64,
+        now_ms: i64,
+        planned: Option<&mpsc::Receiver<(AlertWrite, bool)>>,
+    ) -> Result<(AlertWrite, AlertWrite, u64), StoreError> {
+        let metrics = self.ctx.metrics;
+        let mut tx = self.store.begin()?;
+        tx.write_state(&batch.delta, entries, now)?;
+        let (mut rules, mut behaviour) = (AlertWrite::at(now_ms), AlertWrite::at(now_ms));
+        let (mut rules_outcome, mut behaviour_outcome) = (WriteOutcome::default(), WriteOutcome::default());
+        if let Some(alerting) = self.ctx.alerting {
+            loop {
+                let (mut chunk, last) = match planned.map(mpsc::Receiver::recv) {
+                    Some(Ok(chunk)) => chunk,
+                    // Without the planner thread (or once it is gone), what it had not taken is taken here.
+                    Some(Err(_)) | None => (alerting.take_write(now_ms, metrics), true),
+                };
+                rules_outcome.new.extend(tx.write_alerts(&chunk)?.new);
+                // Stored now: the alerts are kept for the metrics after the commit, not megabytes of their JSON.
+                chunk.drop_bodies();
+                rules.append(chunk);
+                if last {
+                    break;
+                }
+            }
+            let facts = tx.behaviour_facts(&batch.delta, &alerting.behaviour)?;
+            behaviour = alerting.behaviour_alerts(&facts, now_ms, metrics);
+            behaviour_outcome = tx.write_alerts(&behaviour)?;
+        }
+        tx.commit()?;
+        if let Some(alerting) = self.ctx.alerting {
+            alerting.committed(&rules, &rules_outcome, metrics);
+            alerting.committed(&behaviour, &behaviour_outcome, metrics);
+        }
+        Ok((rules, behaviour, rules_outcome.raised() + behaviour_outcome.raised()))
     }
 }
 

@@ -95,6 +95,8 @@ pub struct Store {
     checkpointer: Option<Checkpointer>,
     /// Held for the life of a writing store: one writer per state file, so the ledger read at start stays true.
     _writer_lock: Option<WriterLock>,
+    /// A batch rolled back since the caches were loaded (see [`Store::begin`]).
+    rolled_back: bool,
 }
 
 /// The single-writer lock of a state file: an exclusive `flock` on the database file itself, so that every name of
@@ -352,14 +354,6 @@ ON CONFLICT (key_id) DO UPDATE SET
     first_used = min(first_used, excluded.first_used),
     last_used = max(last_used, excluded.last_used)";
 
-/// The behavioural rules for a commit: their thresholds, how facts become routed alerts, and where the alerts
-/// raised are handed back (for metrics and logs).
-pub struct Behaviour<'a> {
-    pub config: &'a BehaviourConfig,
-    pub raise: &'a dyn Fn(&[Fact], i64) -> AlertWrite,
-    pub raised: &'a mut AlertWrite,
-}
-
 /// What the batch tells about regions and key IPs that the store did not know: written first, then compared.
 fn behaviour_facts(
     tx: &rusqlite::Transaction<'_>,
@@ -519,6 +513,7 @@ impl Store {
             recent_alerts: outbox::RecentAlerts::default(),
             checkpointer,
             _writer_lock: Some(lock),
+            rolled_back: false,
         })
     }
 
@@ -535,6 +530,7 @@ impl Store {
             recent_alerts: outbox::RecentAlerts::default(),
             checkpointer: None,
             _writer_lock: None,
+            rolled_back: false,
         })
     }
 
@@ -610,63 +606,112 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
-    /// Applies `delta`, records `files` in the ledger and writes the alerts they raised (outbox and correlation
-    /// windows; `alerts` is first called once the state rows are written, so that they can be built meanwhile, and
-    /// then until it returns `None`, each chunk written as it comes), and,
-    /// with `behaviour`, the regions and key IPs the behavioural rules compare against and the alerts they raise,
-    /// all in one transaction. Returns the outcome with the alerts written.
-    ///
-    /// A file already in the ledger must not be in `files`: the caller checks (see `pipeline`), and the ledger's
-    /// primary key turns a violation into an error that rolls the whole batch back instead of counting twice.
-    pub fn commit(
+    /// A whole batch at once, for callers that have everything at hand (tests, benches): [`Store::begin`], the
+    /// state and ledger rows, each of `alerts` in turn, then the commit.
+    pub fn commit<'w>(
         &mut self,
         delta: &Delta,
         files: &[LedgerEntry<'_>],
         applied_at: Timestamp,
-        mut alerts: impl FnMut() -> Option<AlertWrite>,
-        behaviour: Option<Behaviour<'_>>,
-    ) -> Result<(WriteOutcome, AlertWrite), StoreError> {
+        alerts: impl IntoIterator<Item = &'w AlertWrite>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let mut batch = self.begin()?;
+        batch.write_state(delta, files, applied_at)?;
+        let mut outcome = WriteOutcome::default();
+        for write in alerts {
+            outcome.new.extend(batch.write_alerts(write)?.new);
+        }
+        batch.commit()?;
+        Ok(outcome)
+    }
+
+    /// Opens a batch's transaction: each stage's rows are written through it ([`Batch`]), and nothing is stored
+    /// unless it commits.
+    pub fn begin(&mut self) -> Result<Batch<'_>, StoreError> {
+        if self.rolled_back {
+            // The last batch rolled back, so ids interned during it may not exist, and alerts it merged were not
+            // stored.
+            self.action_ids = load_action_ids(&self.conn).map_err(|e| self.err(e))?;
+            self.recent_alerts.clear();
+            self.rolled_back = false;
+        }
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
-        // Each principal's id and first time after the upsert, in `delta.principals` order.
-        let mut stored = Vec::new();
-        let recent = &mut self.recent_alerts;
-        let res = write_batch(&tx, &mut self.action_ids, delta, files, applied_at, &mut stored).and_then(|()| {
-            // Asked for only now, so that they can be built while the state is written; written chunk by chunk as
-            // they come, so that the next chunk is built while this one is written.
-            let mut outcome = WriteOutcome::default();
-            let mut all: Option<AlertWrite> = None;
-            while let Some(mut chunk) = alerts() {
-                outcome.new.extend(outbox::write(&tx, &chunk, recent)?.new);
-                // Stored now: the caller keeps the alerts (metrics after the commit), not megabytes of their JSON.
-                chunk.drop_bodies();
-                match &mut all {
-                    None => all = Some(chunk),
-                    Some(all) => all.append(chunk),
-                }
-            }
-            let alerts = all.unwrap_or_default();
-            if let Some(behaviour) = behaviour {
-                let facts = behaviour_facts(&tx, delta, &stored, behaviour.config)?;
-                let write = (behaviour.raise)(&facts, alerts.raised_at_ms);
-                outcome.new.extend(outbox::write(&tx, &write, recent)?.new);
-                *behaviour.raised = write;
-            }
-            Ok((outcome, alerts))
-        });
-        match res.and_then(|outcome| tx.commit().map(|()| outcome)) {
-            Ok(outcome) => {
-                if let Some(checkpointer) = &self.checkpointer {
-                    checkpointer.notify();
-                }
-                Ok(outcome)
-            }
-            Err(source) => {
-                // The transaction rolled back, so ids interned during it may not exist: reload them; and alerts
-                // it wrote or merged were not stored.
-                self.action_ids = load_action_ids(&self.conn).unwrap_or_default();
-                self.recent_alerts.clear();
-                Err(StoreError::Sqlite { path: self.path.clone(), source })
-            }
+        Ok(Batch {
+            tx: Some(tx),
+            path: &self.path,
+            action_ids: &mut self.action_ids,
+            recent_alerts: &mut self.recent_alerts,
+            checkpointer: self.checkpointer.as_ref(),
+            rolled_back: &mut self.rolled_back,
+            stored: Vec::new(),
+        })
+    }
+}
+
+/// One batch's transaction. The committer writes the state and ledger rows, then the alerts chunk by chunk, then
+/// the behavioural facts' alerts, and commits; dropped without [`Batch::commit`], it rolls everything back.
+pub struct Batch<'s> {
+    tx: Option<Transaction<'s>>,
+    path: &'s str,
+    action_ids: &'s mut FxHashMap<Box<str>, i64>,
+    recent_alerts: &'s mut outbox::RecentAlerts,
+    checkpointer: Option<&'s Checkpointer>,
+    rolled_back: &'s mut bool,
+    /// Each principal's id and first time after the upsert, in `delta.principals` order (for the behavioural
+    /// facts).
+    stored: Vec<(i64, i64)>,
+}
+
+impl Batch<'_> {
+    fn tx(&self) -> &Transaction<'_> {
+        self.tx.as_ref().expect("a batch's transaction is open until it commits")
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.to_owned(), source }
+    }
+
+    /// Applies `delta` and records `files` in the ledger.
+    ///
+    /// A file already in the ledger must not be in `files`: the caller checks (see `pipeline`), and the ledger's
+    /// primary key turns a violation into an error that rolls the whole batch back instead of counting twice.
+    pub fn write_state(
+        &mut self,
+        delta: &Delta,
+        files: &[LedgerEntry<'_>],
+        applied_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let tx = self.tx.as_ref().expect("a batch's transaction is open until it commits");
+        write_batch(tx, self.action_ids, delta, files, applied_at, &mut self.stored).map_err(|e| self.err(e))
+    }
+
+    /// Writes alerts (new ones with their outbox rows, taken ids merged) and the correlation log they carry.
+    pub fn write_alerts(&mut self, write: &AlertWrite) -> Result<WriteOutcome, StoreError> {
+        let tx = self.tx.as_ref().expect("a batch's transaction is open until it commits");
+        outbox::write(tx, write, self.recent_alerts).map_err(|e| self.err(e))
+    }
+
+    /// What the state written by [`Batch::write_state`] tells about regions and key IPs the store did not know,
+    /// for the behavioural rules.
+    pub fn behaviour_facts(&self, delta: &Delta, config: &BehaviourConfig) -> Result<Vec<Fact>, StoreError> {
+        behaviour_facts(self.tx(), delta, &self.stored, config).map_err(|e| self.err(e))
+    }
+
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        let tx = self.tx.take().expect("a batch commits once");
+        tx.commit().map_err(|e| self.err(e))?;
+        if let Some(checkpointer) = self.checkpointer {
+            checkpointer.notify();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            // Rolled back with the transaction: the store reloads its caches before the next batch.
+            *self.rolled_back = true;
         }
     }
 }

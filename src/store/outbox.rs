@@ -539,10 +539,9 @@ mod tests {
             let key = LedgerKey { source: format!("file:/{batch}"), version: "1".into() };
             let mut w = AlertWrite::at(batch);
             w.alerts.extend(alerts.into_iter().map(|a| (a, Merge::Sum, Vec::new())));
-            let mut chunk = Some(w);
             store
-                .commit(&Default::default(), &[LedgerEntry { key: &key, records: 0 }], 0, || chunk.take(), None)
-                .map(|(outcome, _)| outcome.new)
+                .commit(&Default::default(), &[LedgerEntry { key: &key, records: 0 }], 0, [&w])
+                .map(|outcome| outcome.new)
         };
         let stored_count = |store: &Store| -> u64 {
             let body: String = store.connection().query_row("SELECT body FROM alerts", [], |r| r.get(0)).unwrap();

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::alert::UnitAlerts;
 use crate::alert::stage::Alerting;
+use crate::alert::write::AlertWrite;
 use crate::config::Synchronous;
 use crate::detect::ruleset::Match;
 use crate::detect::ruleset::RuleSet;
@@ -63,17 +64,17 @@ fn a_batch_taken_in_chunks_is_the_batch_taken_whole() {
     // The store writes each chunk as the source hands it over, and returns them together. (Another denied
     // call: the same one again would be the same event, which a window counts once.)
     planned(&chunked, 10, "d2");
-    let mut source = {
-        let mut rx = Vec::new();
-        chunked.take_write_in_chunks(8, &metrics, 4, &mut |chunk, _| {
-            rx.push(chunk);
-            true
-        });
-        rx.into_iter()
-    };
+    let mut chunks = Vec::new();
+    chunked.take_write_in_chunks(8, &metrics, 4, &mut |chunk, _| {
+        chunks.push(chunk);
+        true
+    });
     let key = LedgerKey { source: "file:/f.json".into(), version: "1".into() };
-    let (outcome, written) =
-        store.commit(&Default::default(), &[LedgerEntry { key: &key, records: 0 }], 0, || source.next(), None).unwrap();
+    let outcome = store.commit(&Default::default(), &[LedgerEntry { key: &key, records: 0 }], 0, &chunks).unwrap();
+    let mut written = AlertWrite::default();
+    for chunk in chunks {
+        written.append(chunk);
+    }
     let mut got: Vec<String> = written.alerts.iter().map(|a| a.0.id.clone()).collect();
     got.sort();
     assert_eq!(got, expected);

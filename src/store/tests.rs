@@ -127,7 +127,7 @@ fn committed_pages_reach_the_database_file_without_waiting_for_close() {
         (0..3000).map(|i| record("2026-10-01T00:00:00Z", "s", &format!("Describe{i}"), None, "198.51.100.1")).collect();
     let delta = delta_of(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
     let key = LedgerKey { source: "file:/f.json".into(), version: "1".into() };
-    store.commit(&delta, &[LedgerEntry { key: &key, records: 3000 }], 0, || None, None).unwrap();
+    store.commit(&delta, &[LedgerEntry { key: &key, records: 3000 }], 0, []).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let grown = loop {
         let now = std::fs::metadata(&path).unwrap().len();
