@@ -1,10 +1,9 @@
-//! Stage 7, alert: rule matches → alerts with stable ids, merged within a dedup window, and correlation windows.
+//! The alert model: an [`Alert`] (the JSON contract), its stable id and how alerts merge within a dedup window.
 //!
-//! Architecture invariant: pure, no I/O. Workers fold each match into groups here as events are parsed
-//! ([`UnitAlerts`]), the alert planner thread merges units' groups and runs the correlation windows ([`plan`]) and
-//! builds one [`Alert`] per group when the batch is taken ([`Planned::into_alerts`], handed over in chunks by the
-//! stage); the store writes them in the same transaction as the
-//! state change that raised them (the outbox), and `deliver` sends them afterwards. An alert's `id` depends only on
+//! Around it: `group.rs` folds matches on the workers ([`UnitAlerts`]), `plan.rs` merges units' groups, feeds the
+//! correlation windows (`correlate.rs`) and builds one alert per group when a batch is taken, `stage.rs` suppresses
+//! and routes, `write.rs` is what a batch adds to the outbox, `sink.rs` sends one alert to one sink, and
+//! `behaviour.rs` turns the store's facts into alerts. All but `sink.rs` are pure. An alert's `id` depends only on
 //! its rule, subject and dedup bucket, never on when or where it was computed, so a resend after a crash carries
 //! the same id.
 
@@ -13,20 +12,20 @@ pub mod correlate;
 
 #[cfg(test)]
 mod fold_tests;
+mod group;
 mod json;
+mod plan;
 pub mod sink;
 pub mod stage;
 pub mod write;
 
-use std::collections::hash_map::Entry;
-
-use rustc_hash::FxHashMap as HashMap;
+pub use group::UnitAlerts;
+pub use plan::{Planned, RuleCount, from_match, plan};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::detect::rule::Severity;
-use crate::detect::ruleset::{Match, MatchScratch, MatchView, Mode, RuleSet};
 use crate::time::{Timestamp, format_rfc3339};
 
 /// At most this many CloudTrail event ids are kept on one alert; `count` keeps counting.
@@ -266,351 +265,6 @@ pub fn bucket(time: Timestamp, window_secs: i64) -> i64 {
     time.div_euclid(window_secs.max(1))
 }
 
-/// An alert for one event rule's match.
-pub fn from_match(rules: &RuleSet, m: &Match) -> Alert {
-    let rule = rules.rule(m.rule);
-    let account = m.account_id().unwrap_or("");
-    let fingerprint = digest(&[&rule.id, m.principal(), account], 16);
-    let id = digest(&[&fingerprint, &bucket(m.time, rules.dedup_secs(m.rule)).to_string()], 16);
-    let summary = summary(&rule.title, m);
-    Alert {
-        id,
-        fingerprint,
-        rule: rule.id.clone(),
-        title: rule.title.clone(),
-        severity: rule.level,
-        principal: m.principal().to_owned(),
-        account_id: m.account_id().map(str::to_owned),
-        region: m.region().map(str::to_owned),
-        source_ip: m.source_ip().map(str::to_owned),
-        user_agent: m.user_agent().map(str::to_owned),
-        event_ids: EventIds::from_sorted(m.event_id().into_iter()),
-        event_time: m.time,
-        first_seen: m.time,
-        count: 1,
-        summary,
-        details: serde_json::json!({ "event_name": m.event_name(), "origin": rule.origin }),
-    }
-}
-
-/// Matches of one rule (by id) in one mode.
-pub type RuleCount = (String, Mode, u64);
-
-/// What a batch's matches amount to so far: built unit by unit as workers hand them over (so the work overlaps
-/// with parsing), taken whole when the batch commits.
-#[derive(Debug, Default)]
-pub struct Planned {
-    /// Event-rule matches by rule, subject and bucket (see [`UnitAlerts`]), merged across units: each becomes one
-    /// alert when the batch is taken, so formatting and hashing happen once per batch, not once per unit.
-    groups: HashMap<Box<[u8]>, Group>,
-    /// Correlation alerts by id, with how they merge.
-    alerts: HashMap<String, (Alert, Merge)>,
-    /// Matches per rule and mode, for the metrics.
-    counts: HashMap<(u32, Mode), u64>,
-}
-
-impl Planned {
-    fn add(&mut self, alert: Alert, merge: Merge) {
-        match self.alerts.entry(alert.id.clone()) {
-            Entry::Occupied(mut mine) => mine.get_mut().0.merge(alert, merge),
-            Entry::Vacant(slot) => {
-                slot.insert((alert, merge));
-            }
-        }
-    }
-
-    /// The alerts sorted by id, and the match counts per rule id and mode (tests compare batches with it).
-    #[cfg(test)]
-    pub fn finish(self, rules: &RuleSet) -> (Vec<(Alert, Merge)>, Vec<RuleCount>) {
-        let (alerts, counts) = self.into_alerts(rules);
-        let mut alerts: Vec<_> = alerts.collect();
-        alerts.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        (alerts, counts)
-    }
-
-    /// The alerts, each built when the iterator reaches it (in no particular order: the deliverer sends by id),
-    /// and the match counts per rule id and mode.
-    pub fn into_alerts<'r>(self, rules: &'r RuleSet) -> (impl Iterator<Item = (Alert, Merge)> + 'r, Vec<RuleCount>) {
-        let mut counts: Vec<_> =
-            self.counts.into_iter().map(|((rule, mode), n)| (rules.rule(rule).id.clone(), mode, n)).collect();
-        counts.sort_by(|a, b| a.0.cmp(&b.0));
-        // A group's alert id is unique (its rule is an event rule, never a correlation) and its ids are already
-        // sorted and cut, so it goes straight to the list.
-        let groups = self.groups.into_values().map(move |group| (group.into_alert(rules), Merge::Sum));
-        (self.alerts.into_values().chain(groups), counts)
-    }
-}
-
-/// The matches of one event rule for one subject (principal, account) in one dedup bucket, folded: what their
-/// alert will say. Folding is commutative, so units and batches can fold in any order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Group {
-    count: u64,
-    first_seen: Timestamp,
-    /// Event ids of the group's matches but the newest (whose id `latest` holds), each followed by NUL: one
-    /// allocation per group of two matches or more, none for most of a unit's groups (one match each). When 4 ×
-    /// [`MAX_EVENT_IDS`] have gathered, only the smallest [`MAX_EVENT_IDS`] are kept, so the alert lists the
-    /// smallest ids of all its events, whichever units they came in.
-    event_ids: String,
-    ids: usize,
-    /// Once the gathered ids have been cut to the smallest [`MAX_EVENT_IDS`] distinct ones: the largest of them.
-    /// No id at or above it can be among the alert's any more, so such an id (most, in a noisy group) is only
-    /// counted, not copied.
-    ceiling: Option<Box<str>>,
-    /// The newest match (by time, then IP, region, agent): the alert's context.
-    latest: Match,
-}
-
-impl Group {
-    fn new(m: Match) -> Group {
-        Group { count: 1, first_seen: m.time, event_ids: String::new(), ids: 0, ceiling: None, latest: m }
-    }
-
-    /// Adds a match; returns the one of it and the group's newest that is no longer needed.
-    fn add(&mut self, m: Match) -> Match {
-        self.count += 1;
-        self.first_seen = self.first_seen.min(m.time);
-        let older = self.keep_latest(m);
-        if let Some(id) = older.event_id() {
-            self.push_id(id);
-        }
-        older
-    }
-
-    /// Adds a match seen in place: the group's newest match is rewritten only if this one is newer.
-    fn add_view(&mut self, m: &MatchView<'_>) {
-        self.count += 1;
-        self.first_seen = self.first_seen.min(m.time());
-        if (m.time(), m.context()) > (self.latest.time, self.latest.context()) {
-            // The newest's id joins the others before the newest is rewritten (its buffer reused).
-            let mut latest = std::mem::take(&mut self.latest);
-            if let Some(id) = latest.event_id() {
-                self.push_id(id);
-            }
-            m.write_to(&mut latest);
-            self.latest = latest;
-        } else if let Some(id) = m.event_id() {
-            self.push_id(id);
-        }
-    }
-
-    fn push_id(&mut self, id: &str) {
-        if self.ceiling.as_deref().is_some_and(|ceiling| id >= ceiling) {
-            return;
-        }
-        if self.ids == 4 * MAX_EVENT_IDS {
-            // The kept ids are an `EventIds` buffer, which has the same layout.
-            let kept = EventIds::smallest(self.event_ids.split_terminator('\0'));
-            self.ids = kept.iter().count();
-            if self.ids == MAX_EVENT_IDS {
-                self.ceiling = kept.iter().last().map(Into::into);
-            }
-            self.event_ids = kept.0;
-        }
-        self.event_ids.push_str(id);
-        self.event_ids.push('\0');
-        self.ids += 1;
-    }
-
-    /// The smallest [`MAX_EVENT_IDS`] distinct ids of the group's matches.
-    fn smallest_ids(&self) -> EventIds {
-        EventIds::smallest(self.event_ids.split_terminator('\0').chain(self.latest.event_id()))
-    }
-
-    fn merge(&mut self, other: Group) {
-        self.count += other.count;
-        self.first_seen = self.first_seen.min(other.first_seen);
-        // The other's gathered ids as they are: picking its smallest first would sort them, and `push_id` already
-        // keeps the smallest of everything pushed (it skips what its ceiling rules out and cuts when full).
-        for id in other.event_ids.split_terminator('\0') {
-            self.push_id(id);
-        }
-        let older = self.keep_latest(other.latest);
-        if let Some(id) = older.event_id() {
-            self.push_id(id);
-        }
-    }
-
-    /// Keeps the newer of `m` and the group's newest; returns the other.
-    fn keep_latest(&mut self, m: Match) -> Match {
-        if (m.time, m.context()) > (self.latest.time, self.latest.context()) {
-            std::mem::replace(&mut self.latest, m)
-        } else {
-            m
-        }
-    }
-
-    fn into_alert(self, rules: &RuleSet) -> Alert {
-        let mut alert = from_match(rules, &self.latest);
-        alert.count = self.count;
-        alert.first_seen = self.first_seen;
-        alert.event_ids = self.smallest_ids();
-        alert
-    }
-}
-
-/// One unit's matches as a worker hands them over: event-rule matches folded per rule, subject and bucket, match
-/// counts, and the matches that feed correlations (those need the committer's windows).
-///
-/// Folding happens on the worker as the events are parsed, so that a noisy rule costs the alert planner one group
-/// per rule, subject and bucket per unit, not one per event; nothing is hashed or formatted until the batch's
-/// alerts are built.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct UnitAlerts {
-    /// Groups by rule index, principal, account and dedup bucket (see [`group_key`]); an absent account keys like
-    /// an empty one, as in the alert id, so that one id is one group.
-    groups: HashMap<Box<[u8]>, Group>,
-    /// Matches per rule index (a rule's mode is fixed, so the index says both).
-    counts: Vec<u64>,
-    /// Matches with correlation hits, in event order.
-    correlated: Vec<Match>,
-}
-
-impl UnitAlerts {
-    /// On a worker, as the event is parsed: counts the match and folds it into its group, writing a [`Match`]
-    /// only for a group's first match and when a newer one replaces its context. A match that feeds correlations
-    /// is kept whole; a dry-run rule's, or one that only feeds correlations that it has none of, is only counted.
-    /// Spent matches go to `spare`, up to [`MatchScratch::MAX_SPARE`]; `key` is scratch.
-    pub fn fold_view(&mut self, rules: &RuleSet, m: &MatchView<'_>, spare: &mut Vec<Match>, key: &mut Vec<u8>) {
-        self.count(m.rule);
-        if m.feeds_correlations() {
-            self.fold_match(rules, m.to_match(spare), spare, key);
-            return;
-        }
-        if rules.mode(m.rule) != Mode::Live || !rules.alerting(m.rule) {
-            return;
-        }
-        group_key(key, m.rule, |k| m.push_principal(k), m.account_id(), bucket(m.time(), rules.dedup_secs(m.rule)));
-        match self.groups.get_mut(key.as_slice()) {
-            Some(group) => group.add_view(m),
-            None => {
-                self.groups.insert(key.as_slice().into(), Group::new(m.to_match(spare)));
-            }
-        }
-    }
-
-    /// Folds `matches` (drained) as [`UnitAlerts::fold_view`] folds the same matches seen in place.
-    pub fn fold(&mut self, rules: &RuleSet, matches: &mut Vec<Match>, spare: &mut Vec<Match>) {
-        let mut key = Vec::new();
-        for m in matches.drain(..) {
-            self.count(m.rule);
-            self.fold_match(rules, m, spare, &mut key);
-        }
-    }
-
-    fn count(&mut self, rule: u32) {
-        let i = rule as usize;
-        if self.counts.len() <= i {
-            self.counts.resize(i + 1, 0);
-        }
-        self.counts[i] += 1;
-    }
-
-    fn fold_match(&mut self, rules: &RuleSet, m: Match, spare: &mut Vec<Match>, key: &mut Vec<u8>) {
-        if rules.mode(m.rule) == Mode::Live && rules.alerting(m.rule) {
-            group_key(
-                key,
-                m.rule,
-                |k| k.extend_from_slice(m.principal().as_bytes()),
-                m.account_id(),
-                bucket(m.time, rules.dedup_secs(m.rule)),
-            );
-            let (newest, correlated) = match m.hits.is_empty() {
-                true => (m, None),
-                false => (m.without_hits(), Some(m)),
-            };
-            match self.groups.get_mut(key.as_slice()) {
-                Some(group) => {
-                    let done = group.add(newest);
-                    if spare.len() < MatchScratch::MAX_SPARE {
-                        spare.push(done);
-                    }
-                }
-                None => {
-                    self.groups.insert(key.as_slice().into(), Group::new(newest));
-                }
-            }
-            self.correlated.extend(correlated);
-        } else if !m.hits.is_empty() {
-            self.correlated.push(m);
-        } else if spare.len() < MatchScratch::MAX_SPARE {
-            // Dry run, or a rule that only feeds correlations and has none here: only counted.
-            spare.push(m);
-        }
-    }
-
-    /// Adds `other`'s matches to these (as if one worker had folded both).
-    pub fn merge(&mut self, other: UnitAlerts) {
-        if self.counts.len() < other.counts.len() {
-            self.counts.resize(other.counts.len(), 0);
-        }
-        for (mine, n) in self.counts.iter_mut().zip(other.counts) {
-            *mine += n;
-        }
-        merge_groups(&mut self.groups, other.groups);
-        self.correlated.extend(other.correlated);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.counts.iter().all(|&n| n == 0)
-    }
-}
-
-/// Merges groups by key (commutative, as [`Group::merge`] is).
-fn merge_groups(into: &mut HashMap<Box<[u8]>, Group>, from: HashMap<Box<[u8]>, Group>) {
-    for (key, group) in from {
-        match into.entry(key) {
-            Entry::Occupied(mut mine) => mine.get_mut().merge(group),
-            Entry::Vacant(slot) => {
-                slot.insert(group);
-            }
-        }
-    }
-}
-
-/// A group's key: rule and bucket are fixed-width and principal and account end in NUL (never inside them), so the
-/// key is unambiguous without formatting numbers.
-fn group_key(key: &mut Vec<u8>, rule: u32, principal: impl FnOnce(&mut Vec<u8>), account: Option<&str>, bucket: i64) {
-    key.clear();
-    key.extend_from_slice(&rule.to_le_bytes());
-    principal(key);
-    key.push(0);
-    key.extend_from_slice(account.unwrap_or("").as_bytes());
-    key.push(0);
-    key.extend_from_slice(&bucket.to_le_bytes());
-}
-
-/// Adds one unit's groups and counts to `planned`, and its correlation hits to the windows, with an alert for
-/// every correlation whose condition now holds.
-pub fn plan(rules: &RuleSet, unit: UnitAlerts, correlator: &mut correlate::Correlator, planned: &mut Planned) {
-    for (rule, n) in unit.counts.into_iter().enumerate().filter(|(_, n)| *n > 0) {
-        let rule = rule as u32;
-        *planned.counts.entry((rule, rules.mode(rule))).or_default() += n;
-    }
-    merge_groups(&mut planned.groups, unit.groups);
-    for alert in correlator.observe(rules, unit.correlated) {
-        let index = rules.index_of(&alert.rule).expect("a correlation alert names a loaded rule");
-        let mode = rules.mode(index);
-        *planned.counts.entry((index, mode)).or_default() += 1;
-        if mode == Mode::Live {
-            planned.add(alert, Merge::Max);
-        }
-    }
-}
-
-fn summary(title: &str, m: &Match) -> String {
-    let mut summary = format!("{title}: {} called {}", m.principal(), m.event_name());
-    if let Some(ip) = m.source_ip() {
-        summary.push_str(" from ");
-        summary.push_str(ip);
-    }
-    if let Some(region) = m.region() {
-        summary.push_str(" in ");
-        summary.push_str(region);
-    }
-    summary
-}
-
 /// What an alert that no single event raised says: a periodic finding or a behavioural fact.
 pub struct Derived<'a> {
     pub rule: &'a str,
@@ -684,6 +338,7 @@ pub fn time_text(ts: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::ruleset::{Match, Mode, RuleSet};
 
     /// Stored alerts read back as written; a time is read in place, escaped or not, and a bad one is an error.
     #[test]

@@ -10,54 +10,12 @@ use std::borrow::Cow;
 
 use rustc_hash::FxHashMap;
 
-use crate::detect::rule::{self, Correlation, Rule, RuleBody};
+use crate::detect::rule::{Correlation, Rule, RuleBody};
 use crate::detect::search::{Decided, Fields};
 use crate::parse::{Event, Record};
-use crate::time::Timestamp;
 
-/// The rules shipped in the binary (`config/rules/`), as (file name, YAML).
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("root-account-usage.yml", include_str!("../../config/rules/root-account-usage.yml")),
-    ("root-access-key-created.yml", include_str!("../../config/rules/root-access-key-created.yml")),
-    ("console-login-without-mfa.yml", include_str!("../../config/rules/console-login-without-mfa.yml")),
-    ("console-login-failures.yml", include_str!("../../config/rules/console-login-failures.yml")),
-    ("unauthorized-api-calls.yml", include_str!("../../config/rules/unauthorized-api-calls.yml")),
-    ("cloudtrail-tampering.yml", include_str!("../../config/rules/cloudtrail-tampering.yml")),
-    ("security-tooling-disabled.yml", include_str!("../../config/rules/security-tooling-disabled.yml")),
-    ("admin-policy-attached.yml", include_str!("../../config/rules/admin-policy-attached.yml")),
-    ("user-policy-attached.yml", include_str!("../../config/rules/user-policy-attached.yml")),
-    ("access-key-created-for-other-user.yml", include_str!("../../config/rules/access-key-created-for-other-user.yml")),
-    (
-        "login-profile-changed-for-other-user.yml",
-        include_str!("../../config/rules/login-profile-changed-for-other-user.yml"),
-    ),
-    ("mfa-device-removed.yml", include_str!("../../config/rules/mfa-device-removed.yml")),
-    ("password-policy-weakened.yml", include_str!("../../config/rules/password-policy-weakened.yml")),
-    ("kms-key-disabled-or-deleted.yml", include_str!("../../config/rules/kms-key-disabled-or-deleted.yml")),
-    ("s3-bucket-policy-changed.yml", include_str!("../../config/rules/s3-bucket-policy-changed.yml")),
-    ("s3-public-access-block-removed.yml", include_str!("../../config/rules/s3-public-access-block-removed.yml")),
-    ("network-config-changed.yml", include_str!("../../config/rules/network-config-changed.yml")),
-    ("organizations-changed.yml", include_str!("../../config/rules/organizations-changed.yml")),
-    ("pentest-user-agent.yml", include_str!("../../config/rules/pentest-user-agent.yml")),
-];
-
-/// A rule that could not be loaded, with where it came from and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadError {
-    pub origin: String,
-    /// The rule's id, when the document got as far as having one.
-    pub id: Option<String>,
-    pub error: String,
-}
-
-impl std::fmt::Display for LoadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.id {
-            Some(id) => write!(f, "{}: rule `{id}`: {}", self.origin, self.error),
-            None => write!(f, "{}: {}", self.origin, self.error),
-        }
-    }
-}
+pub use crate::detect::load::{BUILTIN, LoadError, MAX_RULE_FILE_BYTES};
+pub use crate::detect::matches::{CorrelationHit, Match, MatchView, Span};
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -185,49 +143,6 @@ impl MatchScratch {
 }
 
 impl RuleSet {
-    /// Loads the built-in rules (unless `builtin` is false) and every `*.yml`/`*.yaml` file under `dirs`.
-    /// A rule that cannot be loaded is returned as an error; the others still make up the set.
-    pub fn load(builtin: bool, dirs: &[std::path::PathBuf]) -> (RuleSet, Vec<LoadError>) {
-        RuleSet::load_except(builtin, dirs, &[])
-    }
-
-    /// [`RuleSet::load`] leaving out the rules whose ids are in `disabled`.
-    pub fn load_except(builtin: bool, dirs: &[std::path::PathBuf], disabled: &[String]) -> (RuleSet, Vec<LoadError>) {
-        let mut rules = Vec::new();
-        let mut errors = Vec::new();
-        let add = |text: &str, origin: &str, rules: &mut Vec<Rule>, errors: &mut Vec<LoadError>| {
-            for result in rule::load(text, origin) {
-                match result {
-                    Ok(rule) => rules.push(rule),
-                    Err(err) => errors.push(LoadError { origin: origin.to_owned(), id: None, error: err.to_string() }),
-                }
-            }
-        };
-        if builtin {
-            for (name, text) in BUILTIN {
-                add(text, &format!("builtin:{name}"), &mut rules, &mut errors);
-            }
-        }
-        for dir in dirs {
-            let mut files = Vec::new();
-            if let Err(err) = rule_files(dir, &mut files) {
-                errors.push(LoadError { origin: dir.display().to_string(), id: None, error: err.to_string() });
-            }
-            files.sort();
-            for path in files {
-                let origin = path.display().to_string();
-                match read_rule_file(&path) {
-                    Ok(text) => add(&text, &origin, &mut rules, &mut errors),
-                    Err(error) => errors.push(LoadError { origin, id: None, error }),
-                }
-            }
-        }
-        rules.retain(|r| !disabled.contains(&r.id));
-        let (set, more) = RuleSet::build(rules);
-        errors.extend(more);
-        (set, errors)
-    }
-
     /// Indexes compiled rules; resolves correlations. Duplicate ids and correlations over unknown rules are
     /// errors (the first rule with an id wins).
     pub fn build(rules: Vec<Rule>) -> (RuleSet, Vec<LoadError>) {
@@ -612,94 +527,6 @@ impl RuleSet {
     }
 }
 
-/// One rule matching the event being parsed, borrowed from it: what folding needs is read in place, and a
-/// [`Match`] is written only when one must be kept.
-pub struct MatchView<'a> {
-    rules: &'a RuleSet,
-    pub rule: u32,
-    fields: &'a EventFields<'a, 'a, 'a>,
-    account: Option<&'a str>,
-}
-
-impl MatchView<'_> {
-    pub fn time(&self) -> Timestamp {
-        self.fields.event.time
-    }
-
-    pub fn event_id(&self) -> Option<&str> {
-        self.fields.event.event_id
-    }
-
-    pub fn account_id(&self) -> Option<&str> {
-        self.account
-    }
-
-    /// What picks the newest match of a group, after the time: source IP, region, user agent, event name (as
-    /// [`Match::context`] reads them back).
-    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str) {
-        let event = self.fields.event;
-        (event.source_ip, event.region, event.user_agent, event.event_name)
-    }
-
-    /// Whether the match counts towards correlations (then it is kept whole, with its hits).
-    pub fn feeds_correlations(&self) -> bool {
-        !self.rules.feeds(self.rule).is_empty()
-    }
-
-    /// Appends the canonical principal's bytes (as [`Match::principal`] holds it).
-    pub fn push_principal(&self, out: &mut Vec<u8>) {
-        for part in self.fields.event.principal.key.parts() {
-            out.extend_from_slice(part.as_bytes());
-        }
-    }
-
-    /// Makes `m` this match (its correlation hits included), reusing `m`'s buffers.
-    pub fn write_to(&self, m: &mut Match) {
-        let (event, fields) = (self.fields.event, self.fields);
-        let feeds = self.rules.feeds(self.rule);
-        // One allocation for a new match (the principal is about as long as an ARN, and so is a correlation's
-        // group), none for a spare one.
-        let copied = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
-        m.text.clear();
-        m.text.reserve(copied.iter().flatten().map(|f| f.len()).sum::<usize>() + 96 + 128 * feeds.len());
-        m.refill(self.rule, event.time, |text, ends| {
-            push_field(text, &mut ends[0], event.event_id);
-            push_field(text, &mut ends[1], Some(event.event_name));
-            event.principal.key.write_to(text);
-            ends[2] = text.len() as u32;
-            push_field(text, &mut ends[3], self.account);
-            push_field(text, &mut ends[4], event.region);
-            push_field(text, &mut ends[5], event.source_ip);
-            push_field(text, &mut ends[6], event.user_agent);
-        });
-        // The hits' group and value follow the fields in the same text: no allocation per hit.
-        for &c in feeds {
-            let correlation = self.rules.correlation(c).expect("feeds name correlations");
-            let start = m.text.len();
-            for (i, field) in correlation.group_by.iter().enumerate() {
-                if i > 0 {
-                    m.text.push('\u{1f}');
-                }
-                push_group_value(&mut m.text, field, fields);
-            }
-            let group = Span::to_end(start, &m.text);
-            let value = correlation.field.as_deref().map(|f| {
-                let start = m.text.len();
-                push_group_value(&mut m.text, f, fields);
-                Span::to_end(start, &m.text)
-            });
-            m.hits.push(CorrelationHit { correlation: c, group, value });
-        }
-    }
-
-    /// This match, owned: refilled from `spare` when one is there.
-    pub fn to_match(&self, spare: &mut Vec<Match>) -> Match {
-        let mut m = spare.pop().unwrap_or_default();
-        self.write_to(&mut m);
-        m
-    }
-}
-
 /// The top-level fields of a CloudTrail record (management, data, network activity and Insights events, record
 /// version 1.11, with the enriched `eventContext`): a rule's test on any other field sees it absent on every event.
 const CLOUDTRAIL_FIELDS: [&str; 32] = [
@@ -767,9 +594,9 @@ const TYPED_FROM_TAPE: [&str; 4] =
 
 /// An event's fields for rule matching: the common ones from the parsed event (no lookup on the tape), anything
 /// else from the record. For the typed fields an empty string reads as absent, as in the rest of trailwatch.
-struct EventFields<'a, 't, 'de> {
-    event: &'a Event<'de>,
-    record: Record<'t, 'de>,
+pub(super) struct EventFields<'a, 't, 'de> {
+    pub(super) event: &'a Event<'de>,
+    pub(super) record: Record<'t, 'de>,
 }
 
 impl Fields for EventFields<'_, '_, '_> {
@@ -795,207 +622,11 @@ impl Fields for EventFields<'_, '_, '_> {
 
 /// Appends a group-by value: the canonical principal for `principal` (so that sessions of one role group
 /// together), otherwise the event's field, nothing when absent.
-fn push_group_value(out: &mut String, field: &str, fields: &EventFields<'_, '_, '_>) {
+pub(super) fn push_group_value(out: &mut String, field: &str, fields: &EventFields<'_, '_, '_>) {
     if field == "principal" {
         fields.event.principal.key.write_to(out);
     } else if let Some(value) = fields.get(field) {
         out.push_str(&value);
-    }
-}
-
-/// The largest rule file read; SigmaHQ's largest rule is a few kilobytes.
-pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
-
-/// A rule file's text: a regular file (a FIFO would block loading, a device like `/dev/zero` never end) of at
-/// most [`MAX_RULE_FILE_BYTES`], read no further than that whatever it claims.
-fn read_rule_file(path: &std::path::Path) -> Result<String, String> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| format!("unreadable: {}", e.to_string().to_lowercase()))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > MAX_RULE_FILE_BYTES {
-        return Err(format!("larger than {MAX_RULE_FILE_BYTES} bytes"));
-    }
-    let file = std::fs::File::open(path).map_err(|e| format!("unreadable: {}", e.to_string().to_lowercase()))?;
-    let mut text = String::new();
-    file.take(MAX_RULE_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("unreadable: {}", e.to_string().to_lowercase()))?;
-    if text.len() as u64 > MAX_RULE_FILE_BYTES {
-        return Err(format!("larger than {MAX_RULE_FILE_BYTES} bytes"));
-    }
-    Ok(text)
-}
-
-/// The `*.yml` and `*.yaml` files under `dir`, at any depth; a directory reached twice (a symlink loop) is read
-/// once.
-fn rule_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
-    fn walk(
-        dir: &std::path::Path,
-        seen: &mut Vec<std::path::PathBuf>,
-        out: &mut Vec<std::path::PathBuf>,
-    ) -> std::io::Result<()> {
-        let canonical = std::fs::canonicalize(dir)?;
-        if seen.contains(&canonical) {
-            return Ok(());
-        }
-        seen.push(canonical);
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                walk(&path, seen, out)?;
-            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    walk(dir, &mut Vec::new(), out)
-}
-
-/// One rule matching one event: what the alert stage needs, owned so that it outlives the file's buffer. The
-/// event's text fields share one allocation (matches are made on workers; those a group no longer needs are
-/// refilled there, the rest are freed after the batch that holds them commits).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Match {
-    pub rule: u32,
-    pub time: Timestamp,
-    /// The fields, in [`Match::FIELDS`] order, one after the other.
-    text: String,
-    /// End of each field in `text`; `u32::MAX` for an absent field.
-    ends: [u32; 7],
-    /// The correlations this match counts towards, with its group.
-    pub hits: Vec<CorrelationHit>,
-}
-
-impl Match {
-    /// `event_id`, `event_name`, `principal`, `account_id`, `region`, `source_ip`, `user_agent`.
-    pub const FIELDS: usize = 7;
-
-    /// A match of `fields`, counting towards `hits`: (correlation, group, value).
-    pub fn new(rule: u32, time: Timestamp, fields: [Option<&str>; 7], hits: &[(u32, &str, Option<&str>)]) -> Match {
-        let mut m = Match::default();
-        m.refill(rule, time, |text, ends| {
-            for (end, field) in ends.iter_mut().zip(fields) {
-                push_field(text, end, field);
-            }
-        });
-        for &(correlation, group, value) in hits {
-            let start = m.text.len();
-            m.text.push_str(group);
-            let group = Span::to_end(start, &m.text);
-            let value = value.map(|value| {
-                let start = m.text.len();
-                m.text.push_str(value);
-                Span::to_end(start, &m.text)
-            });
-            m.hits.push(CorrelationHit { correlation, group, value });
-        }
-        m
-    }
-
-    /// Makes `self` a new match without hits, keeping its buffers; `write` appends the fields to the text and sets
-    /// their ends.
-    fn refill(&mut self, rule: u32, time: Timestamp, write: impl FnOnce(&mut String, &mut [u32; 7])) {
-        self.rule = rule;
-        self.time = time;
-        self.hits.clear();
-        self.text.clear();
-        self.ends = [u32::MAX; 7];
-        write(&mut self.text, &mut self.ends);
-    }
-
-    /// A copy without the correlation hits (for an alert's context, while the original feeds the windows).
-    pub fn without_hits(&self) -> Match {
-        let fields_end = self.ends.iter().rev().find(|e| **e != u32::MAX).map_or(0, |e| *e as usize);
-        Match {
-            rule: self.rule,
-            time: self.time,
-            text: self.text[..fields_end].to_owned(),
-            ends: self.ends,
-            hits: Vec::new(),
-        }
-    }
-
-    /// A hit's group or value.
-    pub fn span(&self, span: Span) -> &str {
-        &self.text[span.start as usize..span.end as usize]
-    }
-
-    fn field(&self, i: usize) -> Option<&str> {
-        let end = self.ends[i];
-        if end == u32::MAX {
-            return None;
-        }
-        let start = self.ends[..i].iter().rev().find(|e| **e != u32::MAX).map_or(0, |e| *e as usize);
-        Some(&self.text[start..end as usize])
-    }
-
-    pub fn event_id(&self) -> Option<&str> {
-        self.field(0)
-    }
-
-    pub fn event_name(&self) -> &str {
-        self.field(1).unwrap_or_default()
-    }
-
-    pub fn principal(&self) -> &str {
-        self.field(2).unwrap_or_default()
-    }
-
-    pub fn account_id(&self) -> Option<&str> {
-        self.field(3)
-    }
-
-    pub fn region(&self) -> Option<&str> {
-        self.field(4)
-    }
-
-    pub fn source_ip(&self) -> Option<&str> {
-        self.field(5)
-    }
-
-    pub fn user_agent(&self) -> Option<&str> {
-        self.field(6)
-    }
-
-    /// Source IP, region, user agent, event name: after the time, what picks a group's newest match. The name
-    /// last, so that two events of one second from one place still pick the same one in any order, and the
-    /// alert's summary and details (which name it) agree with how alerts merge (see `Alert::merge`).
-    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str) {
-        (self.source_ip(), self.region(), self.user_agent(), self.event_name())
-    }
-}
-
-/// Appends a field of a match (if present) and records its end.
-fn push_field(text: &mut String, end: &mut u32, field: Option<&str>) {
-    if let Some(field) = field {
-        text.push_str(field);
-        *end = text.len() as u32;
-    }
-}
-
-/// A correlation a match counts towards, with its group-by values (joined by U+001F) and, for `value_count`, the
-/// counted field's value: both in the match's text (see [`Match::span`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CorrelationHit {
-    pub correlation: u32,
-    pub group: Span,
-    pub value: Option<Span>,
-}
-
-/// Where a piece of a match's text lies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    start: u32,
-    end: u32,
-}
-
-impl Span {
-    /// From `start` to the end of `text`.
-    fn to_end(start: usize, text: &str) -> Span {
-        Span { start: start as u32, end: text.len() as u32 }
     }
 }
 
