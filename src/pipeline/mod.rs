@@ -106,7 +106,7 @@ pub fn run(
     applied: &Applied,
     progress: &mut dyn FnMut(&Summary),
 ) -> Result<Summary, StoreError> {
-    let (feed, input) = tokio::sync::mpsc::channel::<Input>(ctx.threads.max(1) * 2);
+    let (feed, input) = tokio::sync::mpsc::channel::<Input>(source.input_capacity(ctx.threads.max(1)));
     let started = source.start(runtime, feed, stop);
     let threads = started.files.map_or(ctx.threads, |files| ctx.threads.min(files)).max(1);
     let mut feedback = started.feedback;
@@ -156,11 +156,14 @@ fn run_fed(
                         .ok()
                 });
                 while !failed.load(Ordering::Relaxed) {
-                    // A worker hands over its partial unit before it may wait for input (the channel is empty, or
-                    // another worker is blocked on the empty channel), so that a trickle (a spool, SQS) is committed
-                    // promptly; while input flows, units stay full.
-                    let flush =
-                        |unit: &mut Unit| unit.files.is_empty() || tx.send(Message::Unit(std::mem::take(unit))).is_ok();
+                    // In a daemon, a worker hands over its partial unit before it may wait for input (the channel is
+                    // empty, or another worker is blocked on the empty channel), so that a trickle (a spool, SQS) is
+                    // committed promptly; while input flows, units stay full. A batch run keeps filling its units.
+                    let flush = |unit: &mut Unit| {
+                        ctx.flush_when_starved.is_none()
+                            || unit.files.is_empty()
+                            || tx.send(Message::Unit(std::mem::take(unit))).is_ok()
+                    };
                     let mut rx = loop {
                         match input.try_lock() {
                             Ok(rx) => break rx,

@@ -37,6 +37,12 @@ impl Source for LocalFiles {
         Started { feedback: Box::new(NoFeedback), duplicates, files: Some(files), done }
     }
 
+    /// Paths cost nothing to hold: the whole listing may wait (up to a bound), so that no worker waits for the
+    /// feeding task to be scheduled.
+    fn input_capacity(&self, threads: usize) -> usize {
+        (threads * 2).max(self.jobs.len().min(4096)).max(1)
+    }
+
     fn probe(&self) -> Probe {
         always_ready()
     }

@@ -103,6 +103,12 @@ pub trait Source: Send {
     /// failed; it may be started again after that.
     fn start(&mut self, runtime: &tokio::runtime::Runtime, feed: Feed, stop: Listener) -> Started;
 
+    /// How many inputs may wait between the source and `threads` workers. A source that hands over fetched bytes
+    /// keeps it small, since they are in memory; one that hands over paths keeps the workers from ever waiting.
+    fn input_capacity(&self, threads: usize) -> usize {
+        threads * 2
+    }
+
     /// For `/readyz`.
     fn probe(&self) -> Probe;
 
