@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod decode;
 pub mod delivery;
 pub mod detect;
+pub(crate) mod events;
 pub mod findings;
 pub(crate) mod http;
 pub mod iam;

@@ -77,6 +77,7 @@ pub struct Metrics {
     /// Process gauges, read from `/proc/self` when scraped.
     process_resident_memory: IntGauge,
     process_cpu: prometheus::Counter,
+    process_start_time: IntGauge,
     process_threads: IntGauge,
 }
 
@@ -102,295 +103,115 @@ pub struct StateStats {
     pub newest_event: Option<i64>,
 }
 
+/// Registers each metric as it is made, keeping its descriptor for the catalogue.
+#[derive(Default)]
+struct Registrar {
+    registry: Registry,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl Registrar {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&mut self, collector: C) -> C {
+        self.descs.extend(collector.desc().into_iter().cloned());
+        self.registry.register(Box::new(collector.clone())).expect("metric names are unique");
+        collector
+    }
+
+    fn counter(&mut self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counter_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&mut self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        self.add(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric"))
+    }
+}
+
+/// Buckets of the file, commit, fetch and delivery timings, and of the lags.
+const FILE_SECS: [f64; 13] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const COMMIT_SECS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const FETCH_SECS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LAG_SECS: [f64; 14] =
+    [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0];
+const DELIVERY_SECS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
 impl Metrics {
+    /// The table of every metric: field, name, help and labels, one line each.
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let files = IntCounterVec::new(
-            Opts::new("trailwatch_files_total", "CloudTrail files handled, by outcome"),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let file_rejections = IntCounterVec::new(
-            Opts::new("trailwatch_file_rejections_total", "Files that could not be applied, by reason"),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let records =
-            IntCounter::new("trailwatch_records_total", "Records read from applied files").expect("valid metric");
-        let records_skipped = IntCounterVec::new(
-            Opts::new("trailwatch_records_skipped_total", "Records skipped, by reason"),
-            &["reason"],
-        )
-        .expect("valid metric");
-        let insight_events = IntCounter::new("trailwatch_insight_events_total", "CloudTrail Insights events seen")
-            .expect("valid metric");
-        let read_bytes =
-            IntCounter::new("trailwatch_read_bytes_total", "Bytes read from files, as stored").expect("valid metric");
-        let decoded_bytes = IntCounter::new("trailwatch_decoded_bytes_total", "Bytes of JSON after decompression")
-            .expect("valid metric");
-        let file_duration = Histogram::with_opts(
-            HistogramOpts::new("trailwatch_file_processing_duration_seconds", "Read, decode and parse time per file")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
-        )
-        .expect("valid metric");
-        let commit_duration = Histogram::with_opts(
-            HistogramOpts::new("trailwatch_commit_duration_seconds", "Time to commit one batch to the state store")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-        )
-        .expect("valid metric");
-        let commit_failures =
-            IntCounter::new("trailwatch_commit_failures_total", "Batches whose commit failed").expect("valid metric");
-        let last_commit_timestamp = IntGauge::new(
-            "trailwatch_last_commit_timestamp_seconds",
-            "Unix time of the last successful commit of applied files",
-        )
-        .expect("valid metric");
-        let spool_scan_failures = IntCounter::new(
-            "trailwatch_spool_scan_failures_total",
-            "Scans of the spool directory that failed (they are retried)",
-        )
-        .expect("valid metric");
-        let spool_unreadable_dirs = IntCounter::new(
-            "trailwatch_spool_unreadable_directories_total",
-            "Directories under the spool that could not be read and were skipped, counted at every scan",
-        )
-        .expect("valid metric");
-        let http_connections_refused = IntCounter::new(
-            "trailwatch_http_connections_refused_total",
-            "HTTP connections closed on arrival because the server already had its maximum open",
-        )
-        .expect("valid metric");
-        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
-        let counter_vec = |name: &str, help: &str, label: &str| {
-            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        let mut r = Registrar::default();
+        #[rustfmt::skip]
+        let metrics = Metrics {
+            files: r.counter_vec("trailwatch_files_total", "CloudTrail files handled, by outcome", &["outcome"]),
+            file_rejections: r.counter_vec("trailwatch_file_rejections_total", "Files that could not be applied, by reason", &["reason"]),
+            records: r.counter("trailwatch_records_total", "Records read from applied files"),
+            records_skipped: r.counter_vec("trailwatch_records_skipped_total", "Records skipped, by reason", &["reason"]),
+            insight_events: r.counter("trailwatch_insight_events_total", "CloudTrail Insights events seen"),
+            read_bytes: r.counter("trailwatch_read_bytes_total", "Bytes read from files, as stored"),
+            decoded_bytes: r.counter("trailwatch_decoded_bytes_total", "Bytes of JSON after decompression"),
+            file_duration: r.histogram("trailwatch_file_processing_duration_seconds", "Read, decode and parse time per file", &FILE_SECS),
+            commit_duration: r.histogram("trailwatch_commit_duration_seconds", "Time to commit one batch to the state store", &COMMIT_SECS),
+            commit_failures: r.counter("trailwatch_commit_failures_total", "Batches whose commit failed"),
+            last_commit_timestamp: r.gauge("trailwatch_last_commit_timestamp_seconds", "Unix time of the last successful commit of applied files"),
+            spool_scan_failures: r.counter("trailwatch_spool_scan_failures_total", "Scans of the spool directory that failed (they are retried)"),
+            spool_unreadable_dirs: r.counter("trailwatch_spool_unreadable_directories_total", "Directories under the spool that could not be read and were skipped, counted at every scan"),
+            http_connections_refused: r.counter("trailwatch_http_connections_refused_total", "HTTP connections closed on arrival because the server already had its maximum open"),
+            sqs_received: r.counter("trailwatch_sqs_messages_received_total", "SQS messages received (deliveries)"),
+            sqs_deleted: r.counter("trailwatch_sqs_messages_deleted_total", "SQS messages deleted after being handled"),
+            sqs_delete_failures: r.counter("trailwatch_sqs_delete_failures_total", "SQS deletes that failed (the message comes back)"),
+            sqs_ignored: r.counter_vec("trailwatch_sqs_ignored_total", "Notification parts handled without a fetch, by reason", &["reason"]),
+            sqs_unreadable: r.counter_vec("trailwatch_sqs_unreadable_messages_total", "Message bodies that could not be read, by reason (left for the dead-letter queue)", &["reason"]),
+            sqs_visibility_extensions: r.counter("trailwatch_sqs_visibility_extensions_total", "Visibility timeouts extended for in-flight messages"),
+            s3_fetched: r.counter("trailwatch_s3_objects_fetched_total", "S3 objects fetched"),
+            s3_fetched_bytes: r.counter("trailwatch_s3_fetched_bytes_total", "Bytes of S3 objects fetched"),
+            s3_fetch_failures: r.counter_vec("trailwatch_s3_fetch_failures_total", "Fetches that failed and left their messages for redelivery, by reason", &["reason"]),
+            s3_fetch_duration: r.histogram("trailwatch_s3_fetch_duration_seconds", "Time to fetch one S3 object", &FETCH_SECS),
+            ledger_duplicates: r.counter("trailwatch_ledger_duplicates_total", "Objects found in the ledger and not applied again"),
+            event_lag: r.histogram("trailwatch_event_lag_seconds", "Per committed file: seconds between its newest event and its commit", &LAG_SECS),
+            sqs_message_lag: r.histogram("trailwatch_sqs_message_lag_seconds", "Per received message: seconds since it was sent", &LAG_SECS),
+            rule_matches: r.counter_vec("trailwatch_rule_matches_total", "Rule matches, by rule id and mode (live or dry_run)", &["rule", "mode"]),
+            alerts_raised: r.counter_vec("trailwatch_alerts_raised_total", "New alerts raised, by severity", &["severity"]),
+            alerts_deduplicated: r.counter("trailwatch_alerts_deduplicated_total", "Alerts merged into an alert already raised within its dedup window (not sent again)"),
+            alerts_suppressed: r.counter("trailwatch_alerts_suppressed_total", "Alerts dropped by a suppression"),
+            alerts_pruned: r.counter("trailwatch_alerts_pruned_total", "Delivered alerts deleted from the state file once older than alerts.retention_days"),
+            findings_runs: r.counter("trailwatch_findings_runs_total", "Periodic findings passes completed, whether they raised anything or not"),
+            alerts_sent: r.counter_vec("trailwatch_alerts_sent_total", "Alert deliveries accepted, by sink kind", &["sink"]),
+            alert_delivery_failures: r.counter_vec("trailwatch_alert_delivery_failures_total", "Alert delivery attempts that failed, or found their stored alert unreadable, and will be retried, by sink kind", &["sink"]),
+            outbox_depth: r.gauge("trailwatch_alert_outbox_depth", "Alert deliveries (alert and sink) pending"),
+            alert_latency: r.histogram("trailwatch_alert_latency_seconds", "Seconds from the commit of the file that raised an alert to the alert's delivery", &DELIVERY_SECS),
+            identities: r.gauge("trailwatch_identities", "Identities (principals) in the state"),
+            principal_actions: r.gauge("trailwatch_principal_actions", "Distinct principal and IAM action pairs in the state"),
+            inactive_identities: r.gauge("trailwatch_inactive_identities", "Identities (not AWS services or accounts) with no event for findings.inactive_days"),
+            access_keys: r.gauge("trailwatch_access_keys", "Long-term access keys seen in events"),
+            ledger_files: r.gauge("trailwatch_ledger_files", "Files recorded in the ledger (applied once, skipped after)"),
+            quarantined_files: r.gauge("trailwatch_quarantined_files", "Files quarantined because reading them killed the process (skipped until their row is deleted)"),
+            newest_event_timestamp: r.gauge("trailwatch_newest_event_timestamp_seconds", "Unix time of the newest event in the state (its time, not when it arrived)"),
+            process_resident_memory: r.gauge("trailwatch_process_resident_memory_bytes", "Resident memory of the trailwatch process"),
+            process_cpu: r.add(prometheus::Counter::new("trailwatch_process_cpu_seconds_total", "CPU time (user and system) the trailwatch process has used").expect("valid metric")),
+            process_start_time: r.gauge("trailwatch_process_start_time_seconds", "Unix time the trailwatch process started"),
+            process_threads: r.gauge("trailwatch_process_threads", "Threads of the trailwatch process"),
+            // Last: every metric above is in them by now.
+            registry: std::mem::take(&mut r.registry),
+            descs: std::mem::take(&mut r.descs),
         };
-        let sqs_received = counter("trailwatch_sqs_messages_received_total", "SQS messages received (deliveries)");
-        let sqs_deleted = counter("trailwatch_sqs_messages_deleted_total", "SQS messages deleted after being handled");
-        let sqs_delete_failures =
-            counter("trailwatch_sqs_delete_failures_total", "SQS deletes that failed (the message comes back)");
-        let sqs_ignored = counter_vec(
-            "trailwatch_sqs_ignored_total",
-            "Notification parts handled without a fetch, by reason",
-            "reason",
-        );
-        let sqs_unreadable = counter_vec(
-            "trailwatch_sqs_unreadable_messages_total",
-            "Message bodies that could not be read, by reason (left for the dead-letter queue)",
-            "reason",
-        );
-        let sqs_visibility_extensions = counter(
-            "trailwatch_sqs_visibility_extensions_total",
-            "Visibility timeouts extended for in-flight messages",
-        );
-        let s3_fetched = counter("trailwatch_s3_objects_fetched_total", "S3 objects fetched");
-        let s3_fetched_bytes = counter("trailwatch_s3_fetched_bytes_total", "Bytes of S3 objects fetched");
-        let s3_fetch_failures = counter_vec(
-            "trailwatch_s3_fetch_failures_total",
-            "Fetches that failed and left their messages for redelivery, by reason",
-            "reason",
-        );
-        let s3_fetch_duration = Histogram::with_opts(
-            HistogramOpts::new("trailwatch_s3_fetch_duration_seconds", "Time to fetch one S3 object")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-        )
-        .expect("valid metric");
-        let ledger_duplicates =
-            counter("trailwatch_ledger_duplicates_total", "Objects found in the ledger and not applied again");
-        let lag_buckets =
-            vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0];
-        let event_lag = Histogram::with_opts(
-            HistogramOpts::new(
-                "trailwatch_event_lag_seconds",
-                "Per committed file: seconds between its newest event and its commit",
-            )
-            .buckets(lag_buckets.clone()),
-        )
-        .expect("valid metric");
-        let sqs_message_lag = Histogram::with_opts(
-            HistogramOpts::new("trailwatch_sqs_message_lag_seconds", "Per received message: seconds since it was sent")
-                .buckets(lag_buckets),
-        )
-        .expect("valid metric");
-        let rule_matches = IntCounterVec::new(
-            Opts::new("trailwatch_rule_matches_total", "Rule matches, by rule id and mode (live or dry_run)"),
-            &["rule", "mode"],
-        )
-        .expect("valid metric");
-        let alerts_raised = counter_vec("trailwatch_alerts_raised_total", "New alerts raised, by severity", "severity");
-        let alerts_deduplicated = counter(
-            "trailwatch_alerts_deduplicated_total",
-            "Alerts merged into an alert already raised within its dedup window (not sent again)",
-        );
-        let alerts_suppressed = counter("trailwatch_alerts_suppressed_total", "Alerts dropped by a suppression");
-        let alerts_pruned = counter(
-            "trailwatch_alerts_pruned_total",
-            "Delivered alerts deleted from the state file once older than alerts.retention_days",
-        );
-        let findings_runs = counter(
-            "trailwatch_findings_runs_total",
-            "Periodic findings passes completed, whether they raised anything or not",
-        );
-        let alerts_sent =
-            counter_vec("trailwatch_alerts_sent_total", "Alert deliveries accepted, by sink kind", "sink");
-        let alert_delivery_failures = counter_vec(
-            "trailwatch_alert_delivery_failures_total",
-            "Alert delivery attempts that failed, or found their stored alert unreadable, and will be retried, by sink kind",
-            "sink",
-        );
-        let outbox_depth = IntGauge::new("trailwatch_alert_outbox_depth", "Alert deliveries (alert and sink) pending")
-            .expect("valid metric");
-        let alert_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "trailwatch_alert_latency_seconds",
-                "Seconds from the commit of the file that raised an alert to the alert's delivery",
-            )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
-        )
-        .expect("valid metric");
-        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
-        let identities = gauge("trailwatch_identities", "Identities (principals) in the state");
-        let principal_actions =
-            gauge("trailwatch_principal_actions", "Distinct principal and IAM action pairs in the state");
-        let inactive_identities = gauge(
-            "trailwatch_inactive_identities",
-            "Identities (not AWS services or accounts) with no event for findings.inactive_days",
-        );
-        let access_keys = gauge("trailwatch_access_keys", "Long-term access keys seen in events");
-        let ledger_files =
-            gauge("trailwatch_ledger_files", "Files recorded in the ledger (applied once, skipped after)");
-        let quarantined_files = gauge(
-            "trailwatch_quarantined_files",
-            "Files quarantined because reading them killed the process (skipped until their row is deleted)",
-        );
-        let newest_event_timestamp = gauge(
-            "trailwatch_newest_event_timestamp_seconds",
-            "Unix time of the newest event in the state (its time, not when it arrived)",
-        );
-        let process_resident_memory =
-            gauge("trailwatch_process_resident_memory_bytes", "Resident memory of the trailwatch process");
-        let process_cpu = prometheus::Counter::new(
-            "trailwatch_process_cpu_seconds_total",
-            "CPU time (user and system) the trailwatch process has used",
-        )
-        .expect("valid metric");
-        let process_start_time =
-            gauge("trailwatch_process_start_time_seconds", "Unix time the trailwatch process started");
-        let process_threads = gauge("trailwatch_process_threads", "Threads of the trailwatch process");
-        process_start_time.set(crate::time::now() - process_uptime_secs().unwrap_or(0));
+        metrics.process_start_time.set(crate::time::now() - process_uptime_secs().unwrap_or(0));
+        // Every known label value from the start, so that dashboards see zeros rather than gaps.
         for severity in crate::detect::rule::Severity::ALL {
-            alerts_raised.with_label_values(&[severity.as_str()]);
+            metrics.alerts_raised.with_label_values(&[severity.as_str()]);
         }
         for outcome in ["applied", "duplicate", "rejected"] {
-            files.with_label_values(&[outcome]);
+            metrics.files.with_label_values(&[outcome]);
         }
         for reason in SkipReason::ALL {
-            records_skipped.with_label_values(&[reason.kind()]);
+            metrics.records_skipped.with_label_values(&[reason.kind()]);
         }
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(files.clone()),
-            Box::new(file_rejections.clone()),
-            Box::new(records.clone()),
-            Box::new(records_skipped.clone()),
-            Box::new(insight_events.clone()),
-            Box::new(read_bytes.clone()),
-            Box::new(decoded_bytes.clone()),
-            Box::new(file_duration.clone()),
-            Box::new(commit_duration.clone()),
-            Box::new(commit_failures.clone()),
-            Box::new(last_commit_timestamp.clone()),
-            Box::new(spool_scan_failures.clone()),
-            Box::new(http_connections_refused.clone()),
-            Box::new(spool_unreadable_dirs.clone()),
-            Box::new(sqs_received.clone()),
-            Box::new(sqs_deleted.clone()),
-            Box::new(sqs_delete_failures.clone()),
-            Box::new(sqs_ignored.clone()),
-            Box::new(sqs_unreadable.clone()),
-            Box::new(sqs_visibility_extensions.clone()),
-            Box::new(s3_fetched.clone()),
-            Box::new(s3_fetched_bytes.clone()),
-            Box::new(s3_fetch_failures.clone()),
-            Box::new(s3_fetch_duration.clone()),
-            Box::new(ledger_duplicates.clone()),
-            Box::new(event_lag.clone()),
-            Box::new(sqs_message_lag.clone()),
-            Box::new(rule_matches.clone()),
-            Box::new(alerts_raised.clone()),
-            Box::new(alerts_deduplicated.clone()),
-            Box::new(alerts_suppressed.clone()),
-            Box::new(alerts_pruned.clone()),
-            Box::new(findings_runs.clone()),
-            Box::new(alerts_sent.clone()),
-            Box::new(alert_delivery_failures.clone()),
-            Box::new(outbox_depth.clone()),
-            Box::new(alert_latency.clone()),
-            Box::new(identities.clone()),
-            Box::new(principal_actions.clone()),
-            Box::new(inactive_identities.clone()),
-            Box::new(access_keys.clone()),
-            Box::new(ledger_files.clone()),
-            Box::new(quarantined_files.clone()),
-            Box::new(newest_event_timestamp.clone()),
-            Box::new(process_resident_memory.clone()),
-            Box::new(process_cpu.clone()),
-            Box::new(process_start_time.clone()),
-            Box::new(process_threads.clone()),
-        ];
-        let descs = collectors.iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
-        for c in collectors {
-            registry.register(c).expect("metric names are unique");
-        }
-        Metrics {
-            registry,
-            descs,
-            files,
-            file_rejections,
-            records,
-            records_skipped,
-            insight_events,
-            read_bytes,
-            decoded_bytes,
-            file_duration,
-            commit_duration,
-            commit_failures,
-            last_commit_timestamp,
-            spool_scan_failures,
-            http_connections_refused,
-            spool_unreadable_dirs,
-            sqs_received,
-            sqs_deleted,
-            sqs_delete_failures,
-            sqs_ignored,
-            sqs_unreadable,
-            sqs_visibility_extensions,
-            s3_fetched,
-            s3_fetched_bytes,
-            s3_fetch_failures,
-            s3_fetch_duration,
-            ledger_duplicates,
-            event_lag,
-            sqs_message_lag,
-            rule_matches,
-            alerts_raised,
-            alerts_deduplicated,
-            alerts_suppressed,
-            alerts_pruned,
-            findings_runs,
-            alerts_sent,
-            alert_delivery_failures,
-            outbox_depth,
-            alert_latency,
-            identities,
-            principal_actions,
-            inactive_identities,
-            access_keys,
-            ledger_files,
-            quarantined_files,
-            newest_event_timestamp,
-            process_resident_memory,
-            process_cpu,
-            process_threads,
-        }
+        metrics
     }
 
     /// Every metric this process exports: the catalogue `docs/metrics.md` documents (a test keeps them equal).

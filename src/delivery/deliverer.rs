@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::alert::sink::{Sink, SinkError};
+use crate::events::{AlertDeliveryFailed, AlertUnreadable, InternalEvent};
 use crate::metrics::Metrics;
 use crate::store::outbox;
 use crate::store::outbox::Pending;
@@ -111,14 +112,15 @@ impl Deliverer {
                 Ok(())
             }
             Err(err) => {
-                let backoff = backoff(pending.attempts, self.max_backoff);
-                if crate::logs::allow("alert_delivery_failed") {
-                    tracing::warn!(
-                    alert = %pending.alert_id, attempts = pending.attempts + 1, retry_in_ms = backoff.as_millis() as u64,
-                    reason = err.kind(), "alert delivery failed: {err}"
-                    );
+                AlertDeliveryFailed {
+                    sink_kind: kind,
+                    alert_id: &pending.alert_id,
+                    attempts: pending.attempts + 1,
+                    retry_in: backoff(pending.attempts, self.max_backoff),
+                    reason: err.kind(),
+                    error: err,
                 }
-                self.metrics.alert_delivery_failures.with_label_values(&[kind]).inc();
+                .emit(&self.metrics);
                 Err(err.to_string())
             }
         }
@@ -126,13 +128,14 @@ impl Deliverer {
 
     /// Logs and counts a delivery whose alert cannot be read.
     fn unreadable(&self, unreadable: &outbox::Unreadable) {
-        if crate::logs::allow("alert_unreadable") {
-            tracing::warn!(
-                alert = %unreadable.alert_id, sink = %unreadable.sink, retry_in_ms = self.max_backoff.as_millis() as u64,
-                "alert delivery skipped: {}", unreadable.reason
-            );
+        AlertUnreadable {
+            sink_kind: self.sink.config.kind.as_str(),
+            sink: &unreadable.sink,
+            alert_id: &unreadable.alert_id,
+            retry_in: self.max_backoff,
+            reason: &unreadable.reason,
         }
-        self.metrics.alert_delivery_failures.with_label_values(&[self.sink.config.kind.as_str()]).inc();
+        .emit(&self.metrics);
     }
 
     /// The daemon's loop: a pass whenever woken (a commit raised alerts) or when a retry falls due, until `stop`.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::alert::UnitAlerts;
 use crate::alert::write::{AlertWrite, WriteOutcome};
+use crate::events::{FileRejected, InternalEvent};
 use crate::parse::RecordCounts;
 use crate::pipeline::worker::{FileError, Folded, Message};
 use crate::pipeline::{RunContext, Summary};
@@ -139,12 +140,7 @@ impl Committer<'_, '_> {
         let metrics = self.ctx.metrics;
         match msg {
             Message::Rejected { job, error, read_bytes } => {
-                if crate::logs::allow("file_rejected") {
-                    tracing::warn!(reason = error.kind(), "rejected {error}");
-                }
-                metrics.read_bytes.inc_by(read_bytes);
-                metrics.files.with_label_values(&["rejected"]).inc();
-                metrics.file_rejections.with_label_values(&[error.kind()]).inc();
+                FileRejected { reason: error.kind(), error: &error, read_bytes }.emit(metrics);
                 self.summary.read_bytes += read_bytes;
                 self.summary.files_rejected += 1;
                 *self.summary.rejections.entry(error.kind()).or_default() += 1;

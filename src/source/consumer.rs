@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::SqsConfig;
+use crate::events::{InternalEvent, S3FetchFailed, SqsBodyUnreadable, SqsDeleteFailed};
 use crate::metrics::Metrics;
 use crate::shutdown::Listener;
 use crate::source::fetch::{FetchError, Objects};
@@ -243,15 +244,13 @@ async fn handle_message<Q: Queue, O: Objects>(shared: &Arc<Shared<Q, O>>, messag
     let notification = match parse_body(&message.body) {
         Ok(n) => n,
         Err(err) => {
-            shared.metrics.sqs_unreadable.with_label_values(&[err.kind()]).inc();
-            if crate::logs::allow("sqs_unreadable") {
-                tracing::warn!(
-                    message_id = %message.message_id,
-                    receive_count = message.receive_count,
-                    reason = err.kind(),
-                    "cannot read notification, leaving it for the dead-letter queue: {err}"
-                );
+            SqsBodyUnreadable {
+                message_id: &message.message_id,
+                receive_count: message.receive_count,
+                reason: err.kind(),
+                error: &err,
             }
+            .emit(&shared.metrics);
             return;
         }
     };
@@ -303,10 +302,7 @@ async fn fetch_object<Q: Queue, O: Objects>(shared: &Shared<Q, O>, object: Objec
             (FileJob::s3(&object.bucket, &object.key, object.etag.as_deref().unwrap_or("")), Err(err))
         }
         Err(err) => {
-            shared.metrics.s3_fetch_failures.with_label_values(&[err.kind()]).inc();
-            if crate::logs::allow("s3_fetch_failed") {
-                tracing::warn!(reason = err.kind(), "fetch failed, leaving its messages for redelivery: {err}");
-            }
+            S3FetchFailed { reason: err.kind(), error: &err }.emit(&shared.metrics);
             shared.tracker().failed(&id);
             return;
         }
@@ -347,15 +343,11 @@ async fn delete_loop<Q: Queue>(queue: Arc<Q>, metrics: Arc<Metrics>, mut rx: tok
         match queue.delete(&batch).await {
             Ok(failed) => {
                 metrics.sqs_deleted.inc_by((batch.len() - failed) as u64);
-                metrics.sqs_delete_failures.inc_by(failed as u64);
                 if failed > 0 {
-                    tracing::warn!(failed, "some deletes failed: those messages will be delivered again");
+                    SqsDeleteFailed { failed, error: None }.emit(&metrics);
                 }
             }
-            Err(err) => {
-                metrics.sqs_delete_failures.inc_by(batch.len() as u64);
-                tracing::error!("delete failed, the messages will be delivered again: {err}");
-            }
+            Err(err) => SqsDeleteFailed { failed: batch.len(), error: Some(&err) }.emit(&metrics),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::config::SpoolConfig;
+use crate::events::{InternalEvent, SpoolScanFailed};
 use crate::metrics::Metrics;
 use crate::shutdown::Listener;
 use crate::source::local::{one_per_key_in_delivery_order, walk};
@@ -178,11 +179,8 @@ impl Source for SpoolSource {
                         }
                     }
                     Ok(Err((err, _))) => {
-                        metrics.spool_scan_failures.inc();
                         let err = err.to_string();
-                        if scan_error.as_deref() != Some(err.as_str()) {
-                            tracing::error!("cannot scan the spool, will retry: {err}");
-                        }
+                        SpoolScanFailed { error: &err, previous: scan_error.as_deref() }.emit(&metrics);
                         scan_error = Some(err);
                     }
                     Err(err) => tracing::error!("spool scan: {err}"),
