@@ -198,6 +198,7 @@ fn start_background(
     Ok(())
 }
 
+#[cfg(any(test, feature = "test-doubles"))]
 /// The SQS consumer over the in-process doubles, run as the daemon runs it (without HTTP, alerting or signals)
 /// until every message has been received and only `leave` remain: for volume tests and benchmarks.
 #[allow(clippy::too_many_arguments)] // The consumer's world, plus where to stop.

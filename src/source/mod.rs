@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod consumer;
 pub mod fetch;
 pub mod local;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod memory;
 pub mod notification;
 pub mod spool;
