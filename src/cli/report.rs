@@ -10,16 +10,20 @@ use trailwatch::{report, time};
 
 use crate::{Cli, Format, PermissionsArgs, load_config};
 
-pub fn identities(cli: &Cli, principal: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
-    let config = load_config(cli)?;
+/// The state file, read-only; that it does not exist yet is an error saying how to make it.
+fn existing_state(config: &trailwatch::config::Config) -> anyhow::Result<Store> {
     anyhow::ensure!(
         config.store_path.exists(),
         "state store {} does not exist: run `trailwatch replay` or `trailwatch run` first",
         config.store_path.display()
     );
-    let store = Store::open_reader(&config.store_path)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    Ok(Store::open_reader(&config.store_path)?)
+}
+
+pub fn identities(cli: &Cli, principal: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli)?;
+    let store = existing_state(&config)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let only = principal;
     if let Some(principal) = only
         && report::identity(&store, principal)?.is_none()
@@ -37,12 +41,7 @@ pub fn identities(cli: &Cli, principal: Option<&str>, format: Format) -> anyhow:
 pub fn findings(cli: &Cli, as_of: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
     let config = load_config(cli)?;
     let as_of = parse_as_of(as_of)?;
-    anyhow::ensure!(
-        config.store_path.exists(),
-        "state store {} does not exist: run `trailwatch replay` or `trailwatch run` first",
-        config.store_path.display()
-    );
-    let store = Store::open_reader(&config.store_path)?;
+    let store = existing_state(&config)?;
     let findings = trailwatch::findings::compute(store.connection(), as_of, &config.findings)
         .with_context(|| format!("reading findings from {}", store.path()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
