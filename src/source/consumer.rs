@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::config::SqsConfig;
 use crate::events::{InternalEvent, S3FetchFailed, SqsBodyUnreadable, SqsDeleteFailed};
 use crate::metrics::Metrics;
-use crate::shutdown::Listener;
+use crate::shutdown::{Listener, Shutdown, Stage, Trigger};
 use crate::source::fetch::{FetchError, Objects};
 use crate::source::notification::{ObjectRef, parse_body};
 use crate::source::sqs::{Queue, Received};
@@ -119,18 +119,19 @@ impl<Q: Queue, O: Objects> Source for SqsSource<Q, O> {
             max_file_bytes: self.max_file_bytes,
             settings: self.settings.clone(),
         });
-        // A failed commit ends the run as a shutdown does, without the grace period: nothing in flight can complete.
-        let commit_failed = Arc::new(tokio::sync::Notify::new());
+        // The pollers stop when the daemon's intake stops, or when a commit fails: that ends the run as a
+        // shutdown does, but without the grace period, since nothing in flight can complete.
+        let receiving = Shutdown::new();
         let failed = Arc::new(AtomicBool::new(false));
         let feedback = Completion {
             tracker,
             deletes: deletes_tx,
-            commit_failed: Arc::clone(&commit_failed),
+            stop_receiving: receiving.trigger(),
             failed: Arc::clone(&failed),
         };
         let deleter = runtime.spawn(delete_loop(Arc::clone(&self.queue), Arc::clone(&self.metrics), deletes_rx));
         let done = runtime.spawn(async move {
-            consume(Arc::clone(&shared), stop, commit_failed, &failed).await;
+            consume(Arc::clone(&shared), stop, receiving, &failed).await;
             // Pollers have stopped and the grace period is over: abandon what is still being fetched. The input
             // closes, and the workers finish, once the aborted fetches have let go of `Shared`.
             shared.fetches.lock().unwrap_or_else(|e| e.into_inner()).abort_all();
@@ -154,30 +155,22 @@ impl<Q: Queue, O: Objects> Source for SqsSource<Q, O> {
     }
 }
 
-/// Pollers and the heartbeat, until `stop` (or a failed commit); then waits (within the grace period) for
-/// in-flight objects.
+/// Pollers and the heartbeat, until `stop` (or a failed commit stops `receiving`); then waits (within the grace
+/// period) for in-flight objects.
 async fn consume<Q: Queue, O: Objects>(
     shared: Arc<Shared<Q, O>>,
     stop: Listener,
-    commit_failed: Arc<tokio::sync::Notify>,
+    receiving: Shutdown,
     failed: &AtomicBool,
 ) {
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let stopped = Arc::new(AtomicBool::new(false));
-    let signal = {
-        let (stopping, stopped) = (Arc::clone(&stopping), Arc::clone(&stopped));
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stop.requested() => {}
-                () = commit_failed.notified() => {}
-            }
-            stopped.store(true, Ordering::SeqCst);
-            stopping.notify_waiters();
-        })
-    };
+    let trigger = receiving.trigger();
+    let signal = tokio::spawn(async move {
+        stop.requested().await;
+        trigger.request();
+    });
     let mut pollers = Vec::new();
     for _ in 0..shared.settings.pollers {
-        pollers.push(tokio::spawn(poll_loop(Arc::clone(&shared), Arc::clone(&stopping), Arc::clone(&stopped))));
+        pollers.push(tokio::spawn(poll_loop(Arc::clone(&shared), receiving.listener(Stage::Intake, "sqs poller"))));
     }
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
     for poller in pollers {
@@ -195,14 +188,10 @@ async fn consume<Q: Queue, O: Objects>(
     signal.abort();
 }
 
-async fn poll_loop<Q: Queue, O: Objects>(
-    shared: Arc<Shared<Q, O>>,
-    stopping: Arc<tokio::sync::Notify>,
-    stopped: Arc<AtomicBool>,
-) {
+async fn poll_loop<Q: Queue, O: Objects>(shared: Arc<Shared<Q, O>>, stop: Listener) {
     let settings = &shared.settings;
     let mut backoff = Duration::from_millis(200);
-    while !stopped.load(Ordering::SeqCst) {
+    while !stop.is_requested() {
         if shared.tracker().objects_in_flight() >= settings.max_in_flight_objects {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
@@ -211,7 +200,7 @@ async fn poll_loop<Q: Queue, O: Objects>(
         let visibility = settings.visibility_timeout_secs as i32;
         let received = tokio::select! {
             received = shared.queue.receive(wait, visibility) => received,
-            () = stopping.notified() => break,
+            () = stop.requested() => break,
         };
         match received {
             Ok(messages) => {
@@ -227,7 +216,7 @@ async fn poll_loop<Q: Queue, O: Objects>(
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = stopping.notified() => break,
+                    () = stop.requested() => break,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -356,8 +345,8 @@ async fn delete_loop<Q: Queue>(queue: Arc<Q>, metrics: Arc<Metrics>, mut rx: tok
 struct Completion {
     tracker: Arc<Mutex<Tracker>>,
     deletes: tokio::sync::mpsc::Sender<String>,
-    /// Told when a commit fails, to end the run.
-    commit_failed: Arc<tokio::sync::Notify>,
+    /// Pulled when a commit fails, to end the run.
+    stop_receiving: Trigger,
     failed: Arc<AtomicBool>,
 }
 
@@ -386,6 +375,6 @@ impl Feedback for Completion {
 
     fn commit_failed(&mut self) {
         self.failed.store(true, Ordering::SeqCst);
-        self.commit_failed.notify_one();
+        self.stop_receiving.request();
     }
 }
