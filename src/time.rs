@@ -14,8 +14,19 @@ pub fn now() -> Timestamp {
 
 /// Parses an RFC 3339 timestamp (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`) to whole seconds, truncating fractions.
 pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    parse_date_time(text, false)
+}
+
+/// An event's `eventTime`: RFC 3339, or the same without a zone (`2022-11-21 18:06:52`, `…52.000000000`,
+/// `2022-11-21T18:06:52`), as SIEMs and data lakes export CloudTrail events; CloudTrail's times are UTC, so a time
+/// without a zone is read as UTC.
+pub fn parse_event_time(text: &str) -> Option<Timestamp> {
+    parse_date_time(text, true)
+}
+
+fn parse_date_time(text: &str, zone_optional: bool) -> Option<Timestamp> {
     let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
     if b[13] != b':' || b[16] != b':' {
@@ -44,6 +55,7 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     }
     let offset = match rest {
         [b'Z' | b'z'] => 0,
+        [] if zone_optional => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let hours = digits(&[*h1, *h2])?;
             let minutes = digits(&[*m1, *m2])?;

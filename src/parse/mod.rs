@@ -14,7 +14,7 @@ use crate::action::{IamActions, iam_actions};
 use crate::parse::identity::{Principal, resolve};
 use crate::parse::lenient::Json;
 use crate::parse::record::RawRecord;
-use crate::time::{Timestamp, parse_rfc3339};
+use crate::time::{Timestamp, parse_event_time};
 
 /// One CloudTrail record, validated and resolved to its principal and IAM actions. Borrows from the file buffer,
 /// so it can be kept for as long as the buffer.
@@ -336,7 +336,7 @@ pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason
         return Ok(None);
     }
     let time = raw.event_time.get().ok_or(SkipReason::MissingEventTime)?;
-    let time = parse_rfc3339(time).ok_or(SkipReason::InvalidEventTime)?;
+    let time = parse_event_time(time).ok_or(SkipReason::InvalidEventTime)?;
     let event_source = raw.event_source.get().ok_or(SkipReason::MissingEventSource)?;
     let event_name = raw.event_name.get().ok_or(SkipReason::MissingEventName)?;
     let identity = raw.user_identity.get().ok_or(SkipReason::NoIdentity)?;

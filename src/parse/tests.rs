@@ -254,3 +254,34 @@ fn implausible_event_times_are_skipped() {
         assert_eq!((counts.events, skipped), if kept { (1, 0) } else { (0, 1) }, "{time} delivered {delivered:?}");
     }
 }
+
+/// Events exported by SIEMs and data lakes carry `eventTime` without a zone; CloudTrail's times are UTC, so they
+/// are read as UTC instead of being skipped. A time that is not one (a date alone, a stray suffix) is still skipped.
+#[test]
+fn event_times_without_a_zone_are_read_as_utc() {
+    let cases = [
+        ("2022-11-21 18:06:52", Some("2022-11-21T18:06:52Z")),
+        ("2022-11-21 18:06:52.000000000", Some("2022-11-21T18:06:52Z")),
+        ("2022-11-21T18:06:52", Some("2022-11-21T18:06:52Z")),
+        ("2022-11-21T18:06:52Z", Some("2022-11-21T18:06:52Z")),
+        ("2022-11-21T20:06:52+02:00", Some("2022-11-21T18:06:52Z")),
+        ("2022-11-21", None),
+        ("2022-11-21 18:06", None),
+        ("2022-11-21 18:06:52 UTC", None),
+        ("2022-11-21 18:06:52.", None),
+    ];
+    for (time, want) in cases {
+        let file = format!(
+            r#"{{"Records":[{{"eventTime":"{time}","eventSource":"s3.amazonaws.com","eventName":"GetObject",{USER}}}]}}"#
+        );
+        let mut times = Vec::new();
+        let counts = Parser::default().parse_unpadded(file.as_bytes(), &mut |e, _| times.push(e.time)).unwrap();
+        let got: Vec<String> = times.into_iter().map(crate::time::format_rfc3339).collect();
+        match want {
+            Some(want) => assert_eq!(got, [want], "{time}"),
+            None => assert_eq!(counts.skipped[SkipReason::InvalidEventTime as usize], 1, "{time}: {got:?}"),
+        }
+    }
+    // Elsewhere (`--as-of`, stored times) a time must say its zone.
+    assert_eq!(crate::time::parse_rfc3339("2022-11-21 18:06:52"), None);
+}
