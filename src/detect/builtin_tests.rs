@@ -309,3 +309,38 @@ fn builtin_rules_match_exactly_what_they_describe() {
         }
     }
 }
+
+/// An empty string is a value: Sigma's `null` matches an absent field only and `''` the empty string only, for the
+/// fields read from the parsed event (a candidate-key field, a remembered one, another) as for any other.
+#[test]
+fn an_empty_string_is_a_value_not_an_absent_field() {
+    let mut yaml = String::new();
+    for (id, field, value) in [
+        ("null-error", "errorCode", "null"),
+        ("empty-error", "errorCode", "''"),
+        ("null-agent", "userAgent", "null"),
+        ("empty-agent", "userAgent", "''"),
+        ("null-id", "eventID", "null"),
+        ("empty-id", "eventID", "''"),
+        ("null-shared", "sharedEventID", "null"),
+        ("empty-shared", "sharedEventID", "''"),
+    ] {
+        yaml.push_str(&format!(
+            "title: {id}\nid: {id}\nlogsource:\n    product: aws\n    service: cloudtrail\ndetection:\n    selection:\n        \
+             {field}: {value}\n    condition: selection\nlevel: low\n---\n"
+        ));
+    }
+    let rules = RuleSet::build(crate::detect::rule::load(&yaml, "test").into_iter().map(Result::unwrap).collect()).0;
+    let cases = [
+        (json!({}), vec!["null-error", "null-shared"]),
+        (json!({"errorCode": ""}), vec!["empty-error", "null-shared"]),
+        (json!({"errorCode": "AccessDenied"}), vec!["null-shared"]),
+        (json!({"userAgent": ""}), vec!["empty-agent", "null-error", "null-shared"]),
+        (json!({"userAgent": null}), vec!["null-agent", "null-error", "null-shared"]),
+        (json!({"eventID": ""}), vec!["empty-id", "null-error", "null-shared"]),
+        (json!({"sharedEventID": ""}), vec!["empty-shared", "null-error"]),
+    ];
+    for (overrides, want) in cases {
+        assert_eq!(matched(&rules, &record(overrides.clone())), want, "{overrides}");
+    }
+}

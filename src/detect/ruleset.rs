@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use crate::detect::rule::{Correlation, Rule, RuleBody};
 use crate::detect::search::{Decided, Fields};
-use crate::parse::{Event, Record};
+use crate::parse::{EmptyStrings, Event, Record};
 
 pub use crate::detect::load::{BUILTIN, LoadError, MAX_RULE_FILE_BYTES};
 pub use crate::detect::matches::{CorrelationHit, Match, MatchView, Span};
@@ -481,9 +481,19 @@ impl RuleSet {
             return;
         }
         let fields = EventFields { event, record };
-        let values =
-            [Some(event.event_source), Some(event.event_name), event.identity_type, event.event_type, event.error_code];
-        let memo = [event.user_agent, event.region, event.issuer_type];
+        let empty = event.empty;
+        let values = [
+            Some(event.event_source),
+            Some(event.event_name),
+            empty.read(event.identity_type, EmptyStrings::IDENTITY_TYPE),
+            empty.read(event.event_type, EmptyStrings::EVENT_TYPE),
+            empty.read(event.error_code, EmptyStrings::ERROR_CODE),
+        ];
+        let memo = [
+            empty.read(event.user_agent, EmptyStrings::USER_AGENT),
+            empty.read(event.region, EmptyStrings::REGION),
+            empty.read(event.issuer_type, EmptyStrings::ISSUER_TYPE),
+        ];
         debug_assert_eq!(values, KEY_FIELDS.map(|f| fields.get(f)).each_ref().map(|v| v.as_deref()));
         debug_assert_eq!(memo, MEMO_FIELDS.map(|f| fields.get(f)).each_ref().map(|v| v.as_deref()));
         debug_assert!(TYPED_FROM_TAPE.iter().all(|f| fields.get(f).is_none_or(|v| Some(v) == record.field(f))));
@@ -593,7 +603,8 @@ const TYPED_FROM_TAPE: [&str; 4] =
     ["eventID", "userIdentity.arn", "userIdentity.accessKeyId", "userIdentity.sessionContext.sessionIssuer.type"];
 
 /// An event's fields for rule matching: the common ones from the parsed event (no lookup on the tape), anything
-/// else from the record. For the typed fields an empty string reads as absent, as in the rest of trailwatch.
+/// else from the record. An empty string is a value here (Sigma's `null` means absent only), though the parsed
+/// event reads it as absent for the state: [`EmptyStrings`] says which were empty.
 pub(super) struct EventFields<'a, 't, 'de> {
     pub(super) event: &'a Event<'de>,
     pub(super) record: Record<'t, 'de>,
@@ -601,19 +612,22 @@ pub(super) struct EventFields<'a, 't, 'de> {
 
 impl Fields for EventFields<'_, '_, '_> {
     fn get(&self, field: &str) -> Option<Cow<'_, str>> {
+        let (event, empty) = (self.event, self.event.empty);
         let typed = match field {
-            "eventName" => Some(self.event.event_name),
-            "eventSource" => Some(self.event.event_source),
-            "errorCode" => self.event.error_code,
-            "userAgent" => self.event.user_agent,
-            "sourceIPAddress" => self.event.source_ip,
-            "awsRegion" => self.event.region,
-            "userIdentity.type" => self.event.identity_type,
-            "eventType" => self.event.event_type,
-            "eventID" => self.event.event_id,
-            "userIdentity.arn" => self.event.user_arn,
-            "userIdentity.accessKeyId" => self.event.access_key_id,
-            "userIdentity.sessionContext.sessionIssuer.type" => self.event.issuer_type,
+            "eventName" => Some(event.event_name),
+            "eventSource" => Some(event.event_source),
+            "errorCode" => empty.read(event.error_code, EmptyStrings::ERROR_CODE),
+            "userAgent" => empty.read(event.user_agent, EmptyStrings::USER_AGENT),
+            "sourceIPAddress" => empty.read(event.source_ip, EmptyStrings::SOURCE_IP),
+            "awsRegion" => empty.read(event.region, EmptyStrings::REGION),
+            "userIdentity.type" => empty.read(event.identity_type, EmptyStrings::IDENTITY_TYPE),
+            "eventType" => empty.read(event.event_type, EmptyStrings::EVENT_TYPE),
+            "eventID" => empty.read(event.event_id, EmptyStrings::EVENT_ID),
+            "userIdentity.arn" => empty.read(event.user_arn, EmptyStrings::USER_ARN),
+            "userIdentity.accessKeyId" => empty.read(event.access_key_id, EmptyStrings::ACCESS_KEY_ID),
+            "userIdentity.sessionContext.sessionIssuer.type" => {
+                empty.read(event.issuer_type, EmptyStrings::ISSUER_TYPE)
+            }
             _ => return self.record.field(field),
         };
         typed.map(Cow::Borrowed)

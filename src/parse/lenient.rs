@@ -9,7 +9,9 @@ use std::fmt::Write as _;
 
 use simd_json::{Node, StaticNode};
 
-/// A JSON string borrowed from the input; absent for `null`, an empty string or any other type.
+/// A JSON string borrowed from the input; absent for `null` or any other type. An empty string reads as absent
+/// through [`Text::get`], as it does everywhere in the state, but is kept: for the detect stage an empty string is a
+/// value, and Sigma's `null` means absent only ([`Text::is_empty_string`]).
 ///
 /// simd-json unescapes strings in place, so every string borrows from the buffer (the parse tests check escaped
 /// strings).
@@ -18,7 +20,12 @@ pub struct Text<'a>(pub Option<&'a str>);
 
 impl<'a> Text<'a> {
     pub fn get(&self) -> Option<&'a str> {
-        self.0
+        self.0.filter(|s| !s.is_empty())
+    }
+
+    /// Whether the field is there as `""`.
+    pub fn is_empty_string(&self) -> bool {
+        self.0 == Some("")
     }
 }
 
@@ -51,7 +58,7 @@ impl<'t, 'de> Json<'t, 'de> {
 
     /// A non-empty string.
     pub fn text(self) -> Text<'de> {
-        Text(self.str().filter(|s| !s.is_empty()))
+        Text(self.str())
     }
 
     /// Any string, empty included.

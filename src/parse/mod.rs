@@ -46,6 +46,31 @@ pub struct Event<'r> {
     /// read for the rules: SigmaHQ's rules test both, the latter on every assumed-role event.
     pub access_key_id: Option<&'r str>,
     pub issuer_type: Option<&'r str>,
+    /// Which of the optional strings above were present as `""` (they read as `None`, as everywhere in the state).
+    pub empty: EmptyStrings,
+}
+
+/// The optional strings of an [`Event`] that a record had as `""`: for the rules, where an empty string is a value
+/// and Sigma's `null` means absent only.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EmptyStrings(u16);
+
+impl EmptyStrings {
+    pub const ERROR_CODE: u16 = 1 << 0;
+    pub const USER_AGENT: u16 = 1 << 1;
+    pub const SOURCE_IP: u16 = 1 << 2;
+    pub const REGION: u16 = 1 << 3;
+    pub const IDENTITY_TYPE: u16 = 1 << 4;
+    pub const EVENT_TYPE: u16 = 1 << 5;
+    pub const EVENT_ID: u16 = 1 << 6;
+    pub const USER_ARN: u16 = 1 << 7;
+    pub const ACCESS_KEY_ID: u16 = 1 << 8;
+    pub const ISSUER_TYPE: u16 = 1 << 9;
+
+    /// `value`, or `Some("")` when the field was present but empty.
+    pub fn read(self, value: Option<&str>, field: u16) -> Option<&str> {
+        if value.is_none() && self.0 & field != 0 { Some("") } else { value }
+    }
 }
 
 /// How a call ended, as far as permissions go.
@@ -359,6 +384,7 @@ pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason
         iam_actions(event_source, event_name)
     };
     let access_key = identity.access_key_id.get().filter(|k| k.starts_with("AKIA"));
+    let issuer = identity.session_context.get().and_then(|c| c.session_issuer.get());
     Ok(Some(Event {
         time,
         event_source,
@@ -378,7 +404,24 @@ pub fn validate<'a>(raw: &RawRecord<'a>) -> Result<Option<Event<'a>>, SkipReason
         event_id: raw.event_id.get(),
         user_arn: identity.arn.get(),
         access_key_id: identity.access_key_id.get(),
-        issuer_type: identity.session_context.get().and_then(|c| c.session_issuer.get()).and_then(|i| i.kind.get()),
+        issuer_type: issuer.and_then(|i| i.kind.get()),
+        empty: EmptyStrings(
+            [
+                (raw.error_code, EmptyStrings::ERROR_CODE),
+                (raw.user_agent, EmptyStrings::USER_AGENT),
+                (raw.source_ip_address, EmptyStrings::SOURCE_IP),
+                (raw.aws_region, EmptyStrings::REGION),
+                (identity.kind, EmptyStrings::IDENTITY_TYPE),
+                (raw.event_type, EmptyStrings::EVENT_TYPE),
+                (raw.event_id, EmptyStrings::EVENT_ID),
+                (identity.arn, EmptyStrings::USER_ARN),
+                (identity.access_key_id, EmptyStrings::ACCESS_KEY_ID),
+                (issuer.map_or(Default::default(), |i| i.kind), EmptyStrings::ISSUER_TYPE),
+            ]
+            .iter()
+            .filter(|(text, _)| text.is_empty_string())
+            .fold(0, |bits, (_, bit)| bits | bit),
+        ),
     }))
 }
 
