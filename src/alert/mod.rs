@@ -65,7 +65,7 @@ pub enum Merge {
     /// Event rules: every batch brings new events, so counts add up.
     Sum,
     /// Correlations (and behavioural facts): each alert describes one window, and the window with the larger
-    /// count (then the later end, as within one measurement) stands whole, its events and times included.
+    /// measure (then the later end, as within one measurement) stands whole, its events and times included.
     Max,
 }
 
@@ -74,13 +74,19 @@ impl Alert {
     /// united, and the context (ip, region, agent, summary and details) of the latest event. [`Merge::Max`]: the
     /// larger window whole. Commutative, like the state merge, so that which alert stands does not depend on the
     /// order files were read in: the summary, which names the event (or the window's size), breaks a tie.
+    /// How windows compare for [`Merge::Max`], the same order in which a batch picks its best window per dedup
+    /// bucket (`correlate.rs`): the measure (a `value_count`'s distinct values, a `temporal`'s rules; the count
+    /// where there is none), then the later end; the count, summary and event ids only break what is left.
+    fn window_order(&self) -> (u64, Timestamp, u64, &str, &str) {
+        let measure = self.details.get("measure").and_then(serde_json::Value::as_u64).unwrap_or(self.count);
+        (measure, self.event_time, self.count, &self.summary, &self.event_ids.0)
+    }
+
     pub fn merge(&mut self, other: Alert, merge: Merge) {
         if merge == Merge::Max {
             // Uniting two windows' events would describe neither (and depend on which windows were measured
             // before a late file arrived): the larger stands.
-            if (other.count, other.event_time, &other.summary, &other.event_ids.0)
-                > (self.count, self.event_time, &self.summary, &self.event_ids.0)
-            {
+            if other.window_order() > self.window_order() {
                 *self = other;
             }
             return;
@@ -496,7 +502,8 @@ mod tests {
     }
 
     /// Two measurements of one correlation's bucket (before and after a late file): the larger window stands
-    /// whole, its events and times, in either order; an equal count goes to the later window.
+    /// whole, its events and times, in either order; an equal measure goes to the later window. The measure is
+    /// the count for event_count, and the distinct values for value_count, even where another window has more events.
     #[test]
     fn the_larger_window_of_a_correlation_stands_whole_in_any_order() {
         let window = |count: u64, end: Timestamp, ids: &[&str]| Alert {
@@ -518,9 +525,19 @@ mod tests {
                 details: serde_json::json!({}),
             })
         };
+        // A value_count window: its measure (distinct values) is what a batch picks its best window by, so merging
+        // across batches must order windows the same way, whatever their event counts.
+        let measured = |count: u64, measure: u64, end: Timestamp, ids: &[&str]| Alert {
+            details: serde_json::json!({ "correlation": "value_count", "measure": measure }),
+            ..window(count, end, ids)
+        };
         let cases = [
             (window(5, 600, &["a", "b", "c", "d", "e"]), window(6, 900, &["c", "d", "e", "f", "g", "h"])),
             (window(6, 600, &["a", "b", "c", "d", "e", "f"]), window(6, 900, &["d", "e", "f", "g", "h", "i"])),
+            (
+                measured(8, 3, 900, &["a", "b", "c", "d", "e", "f", "g", "h"]),
+                measured(5, 4, 600, &["i", "j", "k", "l", "m"]),
+            ),
         ];
         for (smaller, larger) in cases {
             let (mut one, mut other) = (smaller.clone(), larger.clone());
