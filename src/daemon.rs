@@ -102,11 +102,9 @@ pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), Dae
             }
         }
     };
-    // The source has stopped and what it fed is committed. The rest stops in order.
+    // The source has stopped and what it fed is committed. The rest stops in order, each stage within the grace.
     let grace = Duration::from_secs(config.alerts.shutdown_grace_secs);
-    for (stage, grace) in
-        [(Stage::Intake, grace), (Stage::Delivery, grace), (Stage::Background, grace), (Stage::Serving, grace)]
-    {
+    for stage in [Stage::Intake, Stage::Delivery, Stage::Background, Stage::Serving] {
         let left = runtime.block_on(shutdown.finish(stage, grace));
         for what in left {
             tracing::warn!(

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Checks whether the daemon can do its work; `Err` says what is wrong.
-pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type Readiness = crate::source::Probe;
 
 /// What the JSON API reads.
 #[derive(Clone)]

@@ -60,7 +60,8 @@ impl Live {
 pub struct Listener {
     signal: tokio::sync::watch::Receiver<u8>,
     stage: Stage,
-    token: Token,
+    /// Held, not read: dropping it tells the [`Shutdown`] this task has finished.
+    _token: Token,
 }
 
 /// Removes its listener from [`Live`] when dropped.
@@ -86,7 +87,7 @@ impl Shutdown {
 
     /// A listener for a task of `stage`; `name` says what the task is, should it outlive its grace.
     pub fn listener(&self, stage: Stage, name: impl Into<String>) -> Listener {
-        Listener { signal: self.signal.subscribe(), stage, token: self.live.register(stage, name.into()) }
+        Listener { signal: self.signal.subscribe(), stage, _token: self.live.register(stage, name.into()) }
     }
 
     pub fn trigger(&self) -> Trigger {
@@ -148,15 +149,6 @@ impl Listener {
         let stage = self.stage as u8;
         let _ = signal.wait_for(|s| *s >= stage).await;
     }
-
-    /// Another listener of the same stage, for a task this one starts: the stage finishes when both are gone.
-    pub fn child(&self, name: impl Into<String>) -> Listener {
-        Listener {
-            signal: self.signal.clone(),
-            stage: self.stage,
-            token: self.token.live.register(self.stage, name.into()),
-        }
-    }
 }
 
 impl Drop for Token {
@@ -181,15 +173,15 @@ mod tests {
         assert!(!intake.is_requested() && !shutdown.is_requested());
         shutdown.trigger().request();
         assert!(intake.is_requested() && !serving.is_requested() && shutdown.is_requested());
-        let child = intake.child("fetch");
+        let fetch = shutdown.listener(Stage::Intake, "fetch");
         drop(intake);
-        // The child still runs: the stage is not finished, and says who is left.
+        // Another task of the stage still runs: the stage is not finished, and says who is left.
         let left = runtime.block_on(shutdown.finish(Stage::Intake, Duration::from_millis(20)));
         assert_eq!(left, ["fetch"]);
         assert!(!serving.is_requested());
         let waiting = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
-            drop(child);
+            drop(fetch);
         });
         let left = runtime.block_on(shutdown.finish(Stage::Intake, Duration::from_secs(60)));
         assert!(left.is_empty());

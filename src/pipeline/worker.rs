@@ -195,7 +195,7 @@ impl Worker {
         }
     }
 
-    /// Reads, decodes and parses one local file into `delta`; returns the read size with the outcome.
+    /// Reads, decodes and parses one local file into `out`; returns the read size with the outcome.
     pub fn process_file(
         &mut self,
         job: &FileJob,

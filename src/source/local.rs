@@ -11,12 +11,13 @@ use crate::store::Applied;
 /// `replay PATH…`: files listed once, fed in delivery order; those already applied are skipped unread.
 pub struct LocalFiles {
     jobs: Vec<FileJob>,
+    listed: usize,
     applied: Arc<Applied>,
 }
 
 impl LocalFiles {
     pub fn new(jobs: Vec<FileJob>, applied: Arc<Applied>) -> LocalFiles {
-        LocalFiles { jobs, applied }
+        LocalFiles { listed: jobs.len(), jobs, applied }
     }
 }
 
@@ -48,7 +49,7 @@ impl Source for LocalFiles {
     }
 
     fn describe(&self) -> String {
-        format!("{} local files", self.jobs.len())
+        format!("{} local files", self.listed)
     }
 }
 

@@ -119,6 +119,12 @@ impl Spool {
     /// files removed from the spool are forgotten.
     fn restart(&mut self) {
         self.offered.clear();
+        self.forget_removed();
+    }
+
+    /// Forgets the files held back that are no longer in the spool, so that a daemon that sees many bad files come
+    /// and go does not keep an entry for each.
+    fn forget_removed(&mut self) {
         self.held.retain(|path, _| path.exists());
     }
 }
@@ -161,8 +167,9 @@ impl Source for SpoolSource {
                 let scanning = Arc::clone(&spool);
                 let applied = Arc::clone(&applied);
                 let scanned = tokio::task::spawn_blocking(move || {
-                    let spool = lock(&scanning);
-                    spool.scan(&applied, SystemTime::now()).map_err(|e| (e, spool.dir().display().to_string()))
+                    let mut spool = lock(&scanning);
+                    spool.forget_removed();
+                    spool.scan(&applied, SystemTime::now())
                 })
                 .await;
                 match scanned {
@@ -178,7 +185,7 @@ impl Source for SpoolSource {
                             }
                         }
                     }
-                    Ok(Err((err, _))) => {
+                    Ok(Err(err)) => {
                         let err = err.to_string();
                         SpoolScanFailed { error: &err, previous: scan_error.as_deref() }.emit(&metrics);
                         scan_error = Some(err);
@@ -286,6 +293,24 @@ mod tests {
         assert_eq!(offered(&spool, 5), ["unreadable.json"]);
         std::fs::write(&bad, b"{\"Records\": []}").unwrap();
         assert_eq!(offered(&spool, 5), ["bad.json", "unreadable.json"], "a bad file is offered once it changed");
+    }
+
+    /// A file held back (rejected) and then removed from the spool is forgotten by the next scan.
+    #[test]
+    fn held_files_removed_from_the_spool_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, b"not json").unwrap();
+        let config =
+            SpoolConfig { dir: dir.path().to_owned(), scan_interval: Duration::ZERO, min_file_age: Duration::ZERO };
+        let mut spool = Spool::new(&config);
+        let (jobs, _) = spool.scan(&Applied::default(), SystemTime::now()).unwrap();
+        spool.offer(&jobs);
+        spool.rejected(&jobs[0], false, SystemTime::now());
+        assert_eq!(spool.held.len(), 1);
+        std::fs::remove_file(&bad).unwrap();
+        spool.forget_removed();
+        assert!(spool.held.is_empty() && spool.offered.is_empty());
     }
 
     /// Two copies of one CloudTrail log file (a directory copied into the spool beside the original) are one job;
