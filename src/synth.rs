@@ -64,8 +64,10 @@ pub struct ExpectedAlert {
     pub event_ids: Vec<String>,
 }
 
-/// Calls that built-in rules watch; left out of clean background traffic.
-const WATCHED_CALLS: &[&str] = &["AuthorizeSecurityGroupIngress", "CreateAccessKey", "AttachRolePolicy"];
+/// Calls that built-in rules watch; left out of clean background traffic. (Launches are watched across regions,
+/// and the background spreads every principal over every region at once.)
+const WATCHED_CALLS: &[&str] =
+    &["AuthorizeSecurityGroupIngress", "CreateAccessKey", "AttachRolePolicy", "SendCommand", "RunInstances"];
 
 /// `(eventSource, eventName, IAM actions it maps to)`. The third column is written out by hand, independently of
 /// `action.rs`, so the synth corpus checks that table too.
@@ -495,6 +497,11 @@ fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
     let role_session = json!({"type": "AssumedRole", "principalId": "AROAPROBER:probe",
         "arn": format!("arn:aws:sts::{acct}:assumed-role/incident-prober/probe"), "accountId": acct,
         "sessionContext": {"sessionIssuer": {"type": "Role", "arn": prober, "accountId": acct, "userName": "incident-prober"}}});
+    let harvester = format!("arn:aws:iam::{acct}:role/incident-harvester");
+    let harvester_session = json!({"type": "AssumedRole", "principalId": "AROAHARVESTER:i-0a1b2c3d4e5f60718",
+        "arn": format!("arn:aws:sts::{acct}:assumed-role/incident-harvester/i-0a1b2c3d4e5f60718"), "accountId": acct,
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": harvester, "accountId": acct,
+                           "userName": "incident-harvester"}}});
     // (identity, principal, eventSource, eventName, extra fields, rules expected to fire on it)
     type Incident<'a> = (Value, &'a str, &'a str, &'a str, Value, &'a [&'a str]);
     let mut plan: Vec<Incident<'_>> = vec![
@@ -617,8 +624,8 @@ fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
             user("incident-admin"),
             &admin,
             "organizations.amazonaws.com",
-            "LeaveOrganization",
-            json!({}),
+            "AttachPolicy",
+            json!({"requestParameters": {"policyId": "p-1", "targetId": "ou-1"}}),
             &["organizations-changed"],
         ),
         (
@@ -628,6 +635,191 @@ fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
             "GetCallerIdentity",
             json!({"userAgent": "Boto3/1.34.1 Python/3.11 Linux/6.6.9-amd64-kali1 Botocore/1.34.1"}),
             &["pentest-user-agent"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ec2.amazonaws.com",
+            "GetPasswordData",
+            json!({"requestParameters": {"instanceId": "i-0a1b2c3d4e5f60718"}}),
+            &["ec2-password-or-user-data-read"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "secretsmanager.amazonaws.com",
+            "BatchGetSecretValue",
+            json!({"requestParameters": {"filters": [{"key": "name", "values": ["prod"]}]}}),
+            &["secrets-batch-retrieved"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "UpdateAssumeRolePolicy",
+            json!({"requestParameters": {"roleName": "ops", "policyDocument":
+                "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Principal\":{\"AWS\":\"arn:aws:iam::999999999999:root\"},\"Action\":\"sts:AssumeRole\"}]}"}}),
+            &["role-trusts-other-account"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "CreatePolicyVersion",
+            json!({"requestParameters": {"policyArn": "arn:aws:iam::000000000000:policy/ops", "policyDocument": "{}", "setAsDefault": true}}),
+            &["policy-version-set-as-default"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "iam.amazonaws.com",
+            "DeleteRolePermissionsBoundary",
+            json!({"requestParameters": {"roleName": "ops"}}),
+            &["permissions-boundary-removed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "lambda.amazonaws.com",
+            "AddPermission20150331v2",
+            json!({"requestParameters": {"functionName": "f", "statementId": "s", "action": "lambda:InvokeFunction", "principal": "*"}}),
+            &["lambda-made-public"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "rolesanywhere.amazonaws.com",
+            "CreateTrustAnchor",
+            json!({"requestParameters": {"name": "ta", "enabled": true}}),
+            &["roles-anywhere-trust-anchor-created"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "sts.amazonaws.com",
+            "GetFederationToken",
+            json!({"requestParameters": {"name": "backdoor", "durationSeconds": 129600}}),
+            &["federation-token-issued"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "sso.amazonaws.com",
+            "CreateAccountAssignment",
+            json!({"requestParameters": {"targetId": "000000000000", "targetType": "AWS_ACCOUNT", "principalType": "USER", "principalId": "u-1"}}),
+            &["identity-center-changed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "eks.amazonaws.com",
+            "CreateAccessEntry",
+            json!({"requestParameters": {"clusterName": "c", "principalArn": "arn:aws:iam::999999999999:role/x"}}),
+            &["eks-access-granted"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "route53resolver.amazonaws.com",
+            "DeleteResolverQueryLogConfig",
+            json!({"requestParameters": {"resolverQueryLogConfigId": "rqlc-1"}}),
+            &["dns-query-logging-removed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "bedrock.amazonaws.com",
+            "DeleteModelInvocationLoggingConfiguration",
+            json!({}),
+            &["bedrock-invocation-logging-removed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "logs.amazonaws.com",
+            "DeleteLogGroup",
+            json!({"requestParameters": {"logGroupName": "/vpc/flow-logs"}}),
+            &["cloudwatch-logs-deleted"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "s3.amazonaws.com",
+            "PutBucketLogging",
+            json!({"requestParameters": {"bucketName": "b", "BucketLoggingStatus": {"xmlns": "http://s3.amazonaws.com/doc/2006-03-01/"}}}),
+            &["s3-logging-disabled"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "guardduty.amazonaws.com",
+            "UpdateIPSet",
+            json!({"requestParameters": {"detectorId": "d", "ipSetId": "i", "activate": true}}),
+            &["guardduty-findings-suppressed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ec2.amazonaws.com",
+            "DisableEbsEncryptionByDefault",
+            json!({}),
+            &["encryption-by-default-disabled"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ec2.amazonaws.com",
+            "ModifySnapshotAttribute",
+            json!({"requestParameters": {"snapshotId": "snap-1", "createVolumePermission": {"add": {"items": [{"userId": "999999999999"}]}}, "attributeType": "CREATE_VOLUME_PERMISSION"}}),
+            &["snapshot-or-image-shared"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "s3.amazonaws.com",
+            "PutBucketAcl",
+            json!({"requestParameters": {"bucketName": "b", "AccessControlPolicy": {"AccessControlList": {"Grant": [{"Grantee": {"URI": "http://acs.amazonaws.com/groups/global/AllUsers"}, "Permission": "READ"}]}}}}),
+            &["s3-bucket-opened", "s3-bucket-policy-changed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ssm.amazonaws.com",
+            "SendCommand",
+            json!({"requestParameters": {"instanceIds": ["i-0a1b2c3d4e5f60718"], "documentName": "AWS-RunShellScript"}}),
+            &["ssm-command-or-session"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ec2-instance-connect.amazonaws.com",
+            "SendSSHPublicKey",
+            json!({"requestParameters": {"instanceId": "i-0a1b2c3d4e5f60718", "instanceOSUser": "ec2-user"}}),
+            &["ec2-ssh-key-pushed"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ec2.amazonaws.com",
+            "ModifyInstanceAttribute",
+            json!({"requestParameters": {"instanceId": "i-0a1b2c3d4e5f60718", "userData": "<sensitiveDataRemoved>"}}),
+            &["instance-user-data-modified"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "ec2.amazonaws.com",
+            "RunInstances",
+            json!({"requestParameters": {"instanceType": "p4d.24xlarge", "instancesSet": {"items": [{"imageId": "ami-1", "minCount": 1, "maxCount": 1}]}}}),
+            &["unusual-instance-type-launched"],
+        ),
+        (
+            user("incident-admin"),
+            &admin,
+            "organizations.amazonaws.com",
+            "LeaveOrganization",
+            json!({"errorCode": "AccessDeniedException", "errorMessage": "denied by a service control policy"}),
+            &["organization-left"],
         ),
     ];
     for _ in 0..5 {
@@ -649,6 +841,36 @@ fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
             "ListUsers",
             json!({"errorCode": "AccessDenied", "errorMessage": "not authorized"}),
             &["unauthorized-api-calls"],
+        ));
+    }
+    for i in 0..10 {
+        plan.push((
+            harvester_session.clone(),
+            &harvester,
+            "secretsmanager.amazonaws.com",
+            "GetSecretValue",
+            json!({"requestParameters": {"secretId": format!("prod/service-{i}")}}),
+            &["secrets-read-in-bulk"],
+        ));
+    }
+    for i in 0..5 {
+        plan.push((
+            harvester_session.clone(),
+            &harvester,
+            "ssm.amazonaws.com",
+            "GetParametersByPath",
+            json!({"requestParameters": {"path": format!("/prod/{i}"), "recursive": true, "withDecryption": true}}),
+            &["ssm-parameters-read-in-bulk"],
+        ));
+    }
+    for region in ["eu-north-1", "ap-south-1", "me-south-1"] {
+        plan.push((
+            harvester_session.clone(),
+            &harvester,
+            "ec2.amazonaws.com",
+            "RunInstances",
+            json!({"awsRegion": region, "requestParameters": {"instanceType": "c5.xlarge"}}),
+            &["instance-launch-burst"],
         ));
     }
     let target = format!("arn:aws:iam::{acct}:user/incident-target");

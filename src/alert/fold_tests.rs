@@ -60,3 +60,35 @@ fn folding_in_place_equals_folding_written_matches() {
     written.fold(&rules, &mut matches, &mut Vec::new());
     assert_eq!(in_place, written);
 }
+
+/// An alert on a denied or failed attempt says so: its summary ends with the error code, and its details carry
+/// it; an alert on a call that went through has neither.
+#[test]
+fn an_attempt_alert_names_its_outcome() {
+    let rules = RuleSet::load(true, &[]).0;
+    let leave = |error: Option<&str>| {
+        let mut overrides = json!({"eventSource": "organizations.amazonaws.com", "eventName": "LeaveOrganization"});
+        if let Some(code) = error {
+            overrides["errorCode"] = json!(code);
+        }
+        json!({ "Records": [record(overrides)] }).to_string()
+    };
+    for (error, summary_end) in
+        [(Some("AccessDeniedException"), " (failed: AccessDeniedException)"), (None, " in eu-west-1")]
+    {
+        let mut alerts = Vec::new();
+        Parser::default()
+            .parse_unpadded(leave(error).as_bytes(), &mut |event, rec| {
+                rules.evaluate(event, rec, &mut CandidateCache::default(), &mut |m| {
+                    let m = m.to_match(&mut Vec::new());
+                    if rules.rule(m.rule).id == "organization-left" {
+                        alerts.push(crate::alert::plan::from_match(&rules, &m));
+                    }
+                });
+            })
+            .unwrap();
+        let [alert] = &alerts[..] else { panic!("{alerts:?}") };
+        assert!(alert.summary.ends_with(summary_end), "{}", alert.summary);
+        assert_eq!(alert.details.get("error_code").and_then(|c| c.as_str()), error);
+    }
+}

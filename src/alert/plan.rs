@@ -33,8 +33,17 @@ pub fn from_match(rules: &RuleSet, m: &Match) -> Alert {
         first_seen: m.time,
         count: 1,
         summary,
-        details: serde_json::json!({ "event_name": m.event_name(), "origin": rule.origin }),
+        details: details(m, &rule.origin),
     }
+}
+
+/// The event's name, the rule's origin and, for a denied or failed attempt, its error code.
+fn details(m: &Match, origin: &str) -> serde_json::Value {
+    let mut details = serde_json::json!({ "event_name": m.event_name(), "origin": origin });
+    if let Some(code) = m.error_code() {
+        details["error_code"] = code.into();
+    }
+    details
 }
 
 /// Matches of one rule (by id) in one mode.
@@ -112,6 +121,11 @@ fn summary(title: &str, m: &Match) -> String {
     if let Some(region) = m.region() {
         summary.push_str(" in ");
         summary.push_str(region);
+    }
+    if let Some(code) = m.error_code() {
+        summary.push_str(" (failed: ");
+        summary.push_str(code);
+        summary.push(')');
     }
     summary
 }

@@ -4,30 +4,59 @@
 use crate::detect::rule::{self, Rule};
 use crate::detect::ruleset::RuleSet;
 
-/// The rules shipped in the binary (`config/rules/`), as (file name, YAML).
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("root-account-usage.yml", include_str!("../../config/rules/root-account-usage.yml")),
-    ("root-access-key-created.yml", include_str!("../../config/rules/root-access-key-created.yml")),
-    ("console-login-without-mfa.yml", include_str!("../../config/rules/console-login-without-mfa.yml")),
-    ("console-login-failures.yml", include_str!("../../config/rules/console-login-failures.yml")),
-    ("unauthorized-api-calls.yml", include_str!("../../config/rules/unauthorized-api-calls.yml")),
-    ("cloudtrail-tampering.yml", include_str!("../../config/rules/cloudtrail-tampering.yml")),
-    ("security-tooling-disabled.yml", include_str!("../../config/rules/security-tooling-disabled.yml")),
-    ("admin-policy-attached.yml", include_str!("../../config/rules/admin-policy-attached.yml")),
-    ("user-policy-attached.yml", include_str!("../../config/rules/user-policy-attached.yml")),
-    ("access-key-created-for-other-user.yml", include_str!("../../config/rules/access-key-created-for-other-user.yml")),
-    (
-        "login-profile-changed-for-other-user.yml",
-        include_str!("../../config/rules/login-profile-changed-for-other-user.yml"),
-    ),
-    ("mfa-device-removed.yml", include_str!("../../config/rules/mfa-device-removed.yml")),
-    ("password-policy-weakened.yml", include_str!("../../config/rules/password-policy-weakened.yml")),
-    ("kms-key-disabled-or-deleted.yml", include_str!("../../config/rules/kms-key-disabled-or-deleted.yml")),
-    ("s3-bucket-policy-changed.yml", include_str!("../../config/rules/s3-bucket-policy-changed.yml")),
-    ("s3-public-access-block-removed.yml", include_str!("../../config/rules/s3-public-access-block-removed.yml")),
-    ("network-config-changed.yml", include_str!("../../config/rules/network-config-changed.yml")),
-    ("organizations-changed.yml", include_str!("../../config/rules/organizations-changed.yml")),
-    ("pentest-user-agent.yml", include_str!("../../config/rules/pentest-user-agent.yml")),
+/// Includes each named file of `config/rules/`, as (file name, YAML).
+macro_rules! builtin_rules {
+    ($($name:literal),* $(,)?) => { &[$(($name, include_str!(concat!("../../config/rules/", $name)))),*] };
+}
+
+/// The rules shipped in the binary (`config/rules/`), as (file name, YAML); a test checks that every file there
+/// is listed.
+pub const BUILTIN: &[(&str, &str)] = builtin_rules![
+    "root-account-usage.yml",
+    "root-access-key-created.yml",
+    "console-login-without-mfa.yml",
+    "console-login-failures.yml",
+    "unauthorized-api-calls.yml",
+    "cloudtrail-tampering.yml",
+    "security-tooling-disabled.yml",
+    "admin-policy-attached.yml",
+    "user-policy-attached.yml",
+    "access-key-created-for-other-user.yml",
+    "login-profile-changed-for-other-user.yml",
+    "mfa-device-removed.yml",
+    "password-policy-weakened.yml",
+    "kms-key-disabled-or-deleted.yml",
+    "s3-bucket-policy-changed.yml",
+    "s3-public-access-block-removed.yml",
+    "network-config-changed.yml",
+    "organizations-changed.yml",
+    "pentest-user-agent.yml",
+    "secrets-read-in-bulk.yml",
+    "secrets-batch-retrieved.yml",
+    "ssm-parameters-read-in-bulk.yml",
+    "ec2-secrets-read.yml",
+    "role-trusts-other-account.yml",
+    "policy-version-set-as-default.yml",
+    "permissions-boundary-removed.yml",
+    "lambda-made-public.yml",
+    "roles-anywhere-trust-anchor-created.yml",
+    "federation-token-issued.yml",
+    "identity-center-changed.yml",
+    "eks-access-granted.yml",
+    "dns-query-logging-removed.yml",
+    "bedrock-invocation-logging-removed.yml",
+    "cloudwatch-logs-deleted.yml",
+    "s3-logging-disabled.yml",
+    "guardduty-findings-suppressed.yml",
+    "organization-left.yml",
+    "encryption-by-default-disabled.yml",
+    "snapshot-or-image-shared.yml",
+    "s3-bucket-opened.yml",
+    "ssm-command-or-session.yml",
+    "ec2-ssh-key-pushed.yml",
+    "instance-user-data-modified.yml",
+    "unusual-instance-type-launched.yml",
+    "instance-launch-burst.yml",
 ];
 
 /// A rule that could not be loaded, with where it came from and why.

@@ -26,11 +26,11 @@ impl MatchView<'_> {
         self.account
     }
 
-    /// What picks the newest match of a group, after the time: source IP, region, user agent, event name (as
-    /// [`Match::context`] reads them back).
-    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str) {
+    /// What picks the newest match of a group, after the time: source IP, region, user agent, event name, error
+    /// code (as [`Match::context`] reads them back).
+    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str, Option<&str>) {
         let event = self.fields.event;
-        (event.source_ip, event.region, event.user_agent, event.event_name)
+        (event.source_ip, event.region, event.user_agent, event.event_name, event.error_code)
     }
 
     /// Whether the match counts towards correlations (then it is kept whole, with its hits).
@@ -51,7 +51,8 @@ impl MatchView<'_> {
         let feeds = self.rules.feeds(self.rule);
         // One allocation for a new match (the principal is about as long as an ARN, and so is a correlation's
         // group), none for a spare one.
-        let copied = [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent];
+        let copied =
+            [event.event_id, Some(event.event_name), event.region, event.source_ip, event.user_agent, event.error_code];
         m.text.clear();
         m.text.reserve(copied.iter().flatten().map(|f| f.len()).sum::<usize>() + 96 + 128 * feeds.len());
         m.refill(self.rule, event.time, |text, ends| {
@@ -63,6 +64,7 @@ impl MatchView<'_> {
             push_field(text, &mut ends[4], event.region);
             push_field(text, &mut ends[5], event.source_ip);
             push_field(text, &mut ends[6], event.user_agent);
+            push_field(text, &mut ends[7], event.error_code);
         });
         // The hits' group and value follow the fields in the same text: no allocation per hit.
         for &c in feeds {
@@ -102,16 +104,17 @@ pub struct Match {
     /// The fields, in [`Match::FIELDS`] order, one after the other.
     text: String,
     /// End of each field in `text`; `u32::MAX` for an absent field.
-    ends: [u32; 7],
+    ends: [u32; 8],
     /// The correlations this match counts towards, with its group.
     pub hits: Vec<CorrelationHit>,
 }
 
 impl Match {
-    /// `event_id`, `event_name`, `principal`, `account_id`, `region`, `source_ip`, `user_agent`.
+    /// `event_id`, `event_name`, `principal`, `account_id`, `region`, `source_ip`, `user_agent`, then the
+    /// `error_code` (the outcome an event rule's alert reports; correlations keep no outcome).
     pub const FIELDS: usize = 7;
 
-    /// A match of `fields`, counting towards `hits`: (correlation, group, value).
+    /// A match of `fields` (without an error code), counting towards `hits`: (correlation, group, value).
     pub fn new(rule: u32, time: Timestamp, fields: [Option<&str>; 7], hits: &[(u32, &str, Option<&str>)]) -> Match {
         let mut m = Match::default();
         m.refill(rule, time, |text, ends| {
@@ -135,12 +138,12 @@ impl Match {
 
     /// Makes `self` a new match without hits, keeping its buffers; `write` appends the fields to the text and sets
     /// their ends.
-    fn refill(&mut self, rule: u32, time: Timestamp, write: impl FnOnce(&mut String, &mut [u32; 7])) {
+    fn refill(&mut self, rule: u32, time: Timestamp, write: impl FnOnce(&mut String, &mut [u32; 8])) {
         self.rule = rule;
         self.time = time;
         self.hits.clear();
         self.text.clear();
-        self.ends = [u32::MAX; 7];
+        self.ends = [u32::MAX; 8];
         write(&mut self.text, &mut self.ends);
     }
 
@@ -198,11 +201,17 @@ impl Match {
         self.field(6)
     }
 
-    /// Source IP, region, user agent, event name: after the time, what picks a group's newest match. The name
-    /// last, so that two events of one second from one place still pick the same one in any order, and the
-    /// alert's summary and details (which name it) agree with how alerts merge (see `Alert::merge`).
-    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str) {
-        (self.source_ip(), self.region(), self.user_agent(), self.event_name())
+    /// The event's `errorCode`: an event rule's alert on a denied or failed attempt says so.
+    pub fn error_code(&self) -> Option<&str> {
+        self.field(7)
+    }
+
+    /// Source IP, region, user agent, event name, error code: after the time, what picks a group's newest match.
+    /// The name and outcome last, so that two events of one second from one place still pick the same one in any
+    /// order, and the alert's summary and details (which name them) agree with how alerts merge (see
+    /// `Alert::merge`).
+    pub fn context(&self) -> (Option<&str>, Option<&str>, Option<&str>, &str, Option<&str>) {
+        (self.source_ip(), self.region(), self.user_agent(), self.event_name(), self.error_code())
     }
 }
 

@@ -85,12 +85,12 @@ fn injected_incidents_raise_exactly_the_expected_alerts() {
     let tmp = tempfile::tempdir().unwrap();
     let (corpus, expected) = incident_corpus(tmp.path());
     let rules: BTreeSet<&str> = expected.keys().map(|(r, _)| r.as_str()).collect();
-    assert_eq!(rules.len(), 19, "every built-in rule has an incident: {rules:?}");
+    assert_eq!(rules.len(), 45, "every built-in rule has an incident: {rules:?}");
     for threads in ["1", "2"] {
         let (config, sink) = jsonl_config(tmp.path(), threads);
         let cfg = config.to_str().unwrap();
         let out = ok(&trailwatch(&["--config", cfg, "replay", "--threads", threads, corpus.to_str().unwrap()]));
-        assert!(out.contains("alerts: 19 raised"), "{out}");
+        assert!(out.contains("alerts: 45 raised"), "{out}");
         let alerts = jsonl(&sink);
         assert_eq!(by_subject(&alerts), expected, "{threads} threads");
         for a in &alerts {
@@ -222,8 +222,8 @@ fn dry_run_rules_and_suppressions_send_nothing_but_count() {
         })
         .collect();
     assert_eq!(got, want);
-    // Two root alerts and the prober's burst were suppressed.
-    assert!(out.contains("alerts: 14 raised, 0 merged into earlier ones, 3 suppressed"), "{out}");
+    // Two root alerts, the prober's burst and the harvester's three were suppressed.
+    assert!(out.contains("alerts: 37 raised, 0 merged into earlier ones, 6 suppressed"), "{out}");
 }
 
 /// A webhook receiver on loopback: answers 500 while `failing`, else 200; records every request's alert id,
