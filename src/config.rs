@@ -492,6 +492,15 @@ impl Config {
         check(permissions.key_rotation_days >= 1, "`permissions.key_rotation_days`: must be at least 1");
         check(behaviour.new_region_learning_days >= 0, "`behaviour.new_region_learning_days`: must be at least 0");
         check(behaviour.key_ips_window_secs >= 1, "`behaviour.key_ips_window_secs`: must be at least 1");
+        check(
+            behaviour.sensitive_service_learning_days >= 0,
+            "`behaviour.sensitive_service_learning_days`: must be at least 0",
+        );
+        check(behaviour.enumeration_window_secs >= 1, "`behaviour.enumeration_window_secs`: must be at least 1");
+        check(
+            behaviour.instance_key_ips_window_secs >= 1,
+            "`behaviour.instance_key_ips_window_secs`: must be at least 1",
+        );
         check(findings.inactive_days >= 1, "`findings.inactive_days`: must be at least 1");
         check(findings.access_key_unused_days >= 1, "`findings.access_key_unused_days`: must be at least 1");
         check(!intake.spool.dir.as_os_str().is_empty(), "`intake.spool.dir`: must not be empty");
@@ -982,11 +991,35 @@ pub struct BehaviourConfig {
     pub key_max_source_ips: usize,
     /// ... within this window.
     pub key_ips_window_secs: i64,
+    /// `sensitive-service-first-use`: the IAM service prefixes whose first successful use by a principal alerts,
+    /// once the principal has been seen for `sensitive_service_learning_days` (0: off).
+    pub sensitive_services: Vec<String>,
+    pub sensitive_service_learning_days: i64,
+    /// `service-enumeration`: a principal calls List/Describe actions of at least this many services (0: off)
+    /// ...
+    pub enumeration_min_services: usize,
+    /// ... within this window.
+    pub enumeration_window_secs: i64,
+    /// `instance-credentials-used-elsewhere`: an instance's credentials (one temporary key) used from more than
+    /// this many public addresses (0: off) ...
+    pub instance_key_max_source_ips: usize,
+    /// ... within this window.
+    pub instance_key_ips_window_secs: i64,
 }
 
 impl Default for BehaviourConfig {
     fn default() -> Self {
-        BehaviourConfig { new_region_learning_days: 14, key_max_source_ips: 5, key_ips_window_secs: 3600 }
+        BehaviourConfig {
+            new_region_learning_days: 14,
+            key_max_source_ips: 5,
+            key_ips_window_secs: 3600,
+            sensitive_services: vec!["bedrock".into(), "secretsmanager".into()],
+            sensitive_service_learning_days: 14,
+            enumeration_min_services: 6,
+            enumeration_window_secs: 600,
+            instance_key_max_source_ips: 1,
+            instance_key_ips_window_secs: 3600,
+        }
     }
 }
 

@@ -498,7 +498,10 @@ fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
         "arn": format!("arn:aws:sts::{acct}:assumed-role/incident-prober/probe"), "accountId": acct,
         "sessionContext": {"sessionIssuer": {"type": "Role", "arn": prober, "accountId": acct, "userName": "incident-prober"}}});
     let harvester = format!("arn:aws:iam::{acct}:role/incident-harvester");
+    let (veteran, scout) =
+        (format!("arn:aws:iam::{acct}:user/incident-veteran"), format!("arn:aws:iam::{acct}:user/incident-scout"));
     let harvester_session = json!({"type": "AssumedRole", "principalId": "AROAHARVESTER:i-0a1b2c3d4e5f60718",
+        "accessKeyId": "ASIAHARVESTERINST01",
         "arn": format!("arn:aws:sts::{acct}:assumed-role/incident-harvester/i-0a1b2c3d4e5f60718"), "accountId": acct,
         "sessionContext": {"sessionIssuer": {"type": "Role", "arn": harvester, "accountId": acct,
                            "userName": "incident-harvester"}}});
@@ -873,6 +876,47 @@ fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
             &["instance-launch-burst"],
         ));
     }
+    // Behavioural: a veteran (known for three weeks) calls Bedrock for the first time; a scout lists six services
+    // in two minutes; the harvester's instance credentials are used from a second public address.
+    plan.push((
+        user("incident-veteran"),
+        &veteran,
+        "sts.amazonaws.com",
+        "GetCallerIdentity",
+        json!({"eventTime": format_rfc3339(start - 21 * 86_400)}),
+        &[],
+    ));
+    plan.push((
+        user("incident-veteran"),
+        &veteran,
+        "bedrock.amazonaws.com",
+        "InvokeModel",
+        json!({"requestParameters": {"modelId": "anthropic.claude-3-haiku-20240307-v1:0"}}),
+        &[],
+    ));
+    for (source, name) in [
+        ("iam.amazonaws.com", "ListUsers"),
+        ("s3.amazonaws.com", "ListBuckets"),
+        ("ec2.amazonaws.com", "DescribeSnapshots"),
+        ("cloudtrail.amazonaws.com", "DescribeTrails"),
+        ("guardduty.amazonaws.com", "ListDetectors"),
+        ("lambda.amazonaws.com", "ListFunctions20150331"),
+    ] {
+        plan.push((user("incident-scout"), &scout, source, name, json!({}), &[]));
+    }
+    plan.push((
+        harvester_session.clone(),
+        &harvester,
+        "sts.amazonaws.com",
+        "GetCallerIdentity",
+        json!({"sourceIPAddress": "203.0.113.9"}),
+        &[],
+    ));
+    let behavioural = [
+        ("sensitive-service-first-use", veteran.clone()),
+        ("service-enumeration", scout.clone()),
+        ("instance-credentials-used-elsewhere", harvester.clone()),
+    ];
     let target = format!("arn:aws:iam::{acct}:user/incident-target");
     let mut records = Vec::new();
     let mut expected: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
@@ -895,6 +939,9 @@ fn incidents(start: Timestamp, rng: &mut Rng) -> (String, Vec<ExpectedAlert>) {
         for rule in rules {
             expected.entry(((*rule).to_owned(), principal.clone())).or_default().push(event_id.clone());
         }
+    }
+    for (rule, principal) in behavioural {
+        expected.insert((rule.to_owned(), principal), Vec::new());
     }
     let alerts = expected
         .into_iter()

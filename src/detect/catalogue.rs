@@ -7,6 +7,9 @@ use crate::detect::rule::Severity;
 /// Behavioural rules, found as a batch is written.
 pub const NEW_REGION: &str = "new-region-for-identity";
 pub const KEY_MANY_IPS: &str = "access-key-from-many-ips";
+pub const SENSITIVE_FIRST_USE: &str = "sensitive-service-first-use";
+pub const SERVICE_ENUMERATION: &str = "service-enumeration";
+pub const INSTANCE_CREDENTIALS_ELSEWHERE: &str = "instance-credentials-used-elsewhere";
 
 /// Periodic findings from the state.
 pub const INACTIVE_IDENTITY: &str = "inactive-identity";
@@ -39,13 +42,26 @@ pub struct StateRule {
     pub title: &'static str,
 }
 
-pub const STATE_RULES: [StateRule; 8] = {
+pub const STATE_RULES: [StateRule; 11] = {
     const fn rule(id: &'static str, level: Severity, kind: &'static str, title: &'static str) -> StateRule {
         StateRule { id, level, kind, title }
     }
     [
         rule(NEW_REGION, Severity::Medium, "behavioural", "Identity acts in a region it never used"),
         rule(KEY_MANY_IPS, Severity::High, "behavioural", "Access key used from many source IPs"),
+        rule(
+            SENSITIVE_FIRST_USE,
+            Severity::Medium,
+            "behavioural",
+            "Identity uses a sensitive service for the first time",
+        ),
+        rule(SERVICE_ENUMERATION, Severity::Medium, "behavioural", "Identity enumerates many services"),
+        rule(
+            INSTANCE_CREDENTIALS_ELSEWHERE,
+            Severity::High,
+            "behavioural",
+            "EC2 instance credentials used from another address",
+        ),
         rule(INACTIVE_IDENTITY, Severity::Low, "periodic", "Inactive identity"),
         rule(ACCESS_KEY_UNUSED, Severity::Medium, "periodic", "Unused access key"),
         rule(UNUSED_IDENTITY, Severity::Low, "periodic", "Unused identity"),

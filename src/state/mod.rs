@@ -20,6 +20,9 @@ pub const MAX_SESSIONS: usize = 10;
 pub struct Delta {
     pub principals: FxHashMap<Box<str>, PrincipalDelta>,
     pub access_keys: FxHashMap<Box<str>, KeyDelta>,
+    /// Temporary keys of EC2 instance credentials (a role session named after its instance), with the public
+    /// addresses they were used from (for `instance-credentials-used-elsewhere`).
+    pub instance_keys: FxHashMap<Box<str>, InstanceKeyDelta>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +68,15 @@ pub struct KeyDelta {
     pub ips: Vec<(Box<str>, Timestamp)>,
 }
 
+/// An instance credential's use: the role (canonical principal) and instance it belongs to (ties: the smaller),
+/// and the public source addresses it was used from, at most [`MAX_KEY_IPS`] per delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceKeyDelta {
+    pub principal: String,
+    pub instance: String,
+    pub ips: Vec<(Box<str>, Timestamp)>,
+}
+
 /// Source IPs kept per access key in one delta.
 pub const MAX_KEY_IPS: usize = 64;
 
@@ -77,7 +89,7 @@ pub struct Scratch {
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
-        self.principals.is_empty() && self.access_keys.is_empty()
+        self.principals.is_empty() && self.access_keys.is_empty() && self.instance_keys.is_empty()
     }
 
     /// Number of principal-action pairs.
@@ -112,6 +124,22 @@ impl Delta {
                 note_last(&mut k.ips, ip, event.time);
             }
         }
+        if let (Some(session), Some(key), Some(ip)) = (event.principal.session, event.access_key_id, event.source_ip)
+            && is_instance_id(session)
+            && key.starts_with("ASIA")
+            && is_public_address(ip)
+        {
+            let k = match self.instance_keys.get_mut(key) {
+                Some(k) => k,
+                None => self.instance_keys.entry(key.into()).or_insert_with(|| InstanceKeyDelta {
+                    principal: scratch.principal.clone(),
+                    instance: session.to_owned(),
+                    ips: Vec::new(),
+                }),
+            };
+            k.merge_owner(&scratch.principal, session);
+            note_last(&mut k.ips, ip, event.time);
+        }
     }
 
     /// Merges `other` into `self`; the result does not depend on the order of merges.
@@ -137,6 +165,59 @@ impl Delta {
                 }
             }
         }
+        for (id, k) in other.instance_keys {
+            match self.instance_keys.get_mut(&id) {
+                Some(mine) => {
+                    mine.merge_owner(&k.principal, &k.instance);
+                    for (ip, time) in k.ips {
+                        note_last(&mut mine.ips, &ip, time);
+                    }
+                }
+                None => {
+                    self.instance_keys.insert(id, k);
+                }
+            }
+        }
+    }
+}
+
+impl InstanceKeyDelta {
+    /// Keeps the smaller (principal, instance): one key belongs to one instance, but a forged record may say
+    /// otherwise, and the result must not depend on the order.
+    fn merge_owner(&mut self, principal: &str, instance: &str) {
+        if (principal, instance) < (self.principal.as_str(), self.instance.as_str()) {
+            set(&mut self.principal, principal);
+            set(&mut self.instance, instance);
+        }
+    }
+}
+
+/// Whether a role session name is an EC2 instance id (`i-` and 8 or 17 lowercase hex digits): the session name
+/// EC2 gives the credentials of an instance profile.
+pub fn is_instance_id(session: &str) -> bool {
+    session.strip_prefix("i-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Whether a source address is a public IP: not a service name (`ec2.amazonaws.com`), nor a private, shared,
+/// loopback or link-local address (calls through a VPC endpoint show the instance's private address).
+pub fn is_public_address(ip: &str) -> bool {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback() || v6.is_unspecified() || first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80)
+        }
+        Err(_) => false,
     }
 }
 

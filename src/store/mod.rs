@@ -11,6 +11,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rustc_hash::FxHashMap;
 
+mod behaviour;
 pub mod outbox;
 
 use crate::alert::behaviour::Fact;
@@ -216,7 +217,7 @@ impl Drop for Checkpointer {
 
 /// 2: correlation hits are a log of rows (`correlation_log`), no longer a row per hit (`correlation_window`).
 /// 3: local CloudTrail log files are keyed in the ledger by name, no longer by path (`LedgerKey::local`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The IAM inventory as fetched from the API: one account's authorization details per row (the JSON AWS
 /// returns), replaced at each refresh. Read by `report permissions` and the periodic findings beside the files.
@@ -283,6 +284,22 @@ CREATE TABLE IF NOT EXISTS principal_regions (
     region TEXT NOT NULL,
     first_seen INTEGER NOT NULL,
     PRIMARY KEY (principal_id, region)
+) WITHOUT ROWID;
+-- Per principal and service (IAM prefix): the first successful use (`sensitive-service-first-use`) and the last
+-- List/Describe call (`service-enumeration`).
+CREATE TABLE IF NOT EXISTS principal_services (
+    principal_id INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    first_used INTEGER,
+    last_enumerated INTEGER,
+    PRIMARY KEY (principal_id, service)
+) WITHOUT ROWID;
+-- Public addresses an EC2 instance's temporary key was used from (`instance-credentials-used-elsewhere`), a day.
+CREATE TABLE IF NOT EXISTS instance_key_ips (
+    key_id TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (key_id, ip)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_ips (
     key_id TEXT NOT NULL,
@@ -354,78 +371,6 @@ ON CONFLICT (key_id) DO UPDATE SET
     first_used = min(first_used, excluded.first_used),
     last_used = max(last_used, excluded.last_used)";
 
-/// What the batch tells about regions and key IPs that the store did not know: written first, then compared.
-fn behaviour_facts(
-    tx: &rusqlite::Transaction<'_>,
-    delta: &Delta,
-    stored: &[(i64, i64)],
-    config: &BehaviourConfig,
-) -> rusqlite::Result<Vec<Fact>> {
-    let mut facts = Vec::new();
-    if config.new_region_learning_days > 0 {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO principal_regions (principal_id, region, first_seen) VALUES (?1, ?2, ?3)",
-        )?;
-        let mut update = tx.prepare_cached(
-            "UPDATE principal_regions SET first_seen = min(first_seen, ?3) WHERE principal_id = ?1 AND region = ?2",
-        )?;
-        let learning = config.new_region_learning_days * 86_400;
-        let mut principals: Vec<(&str, &PrincipalDelta, i64, i64)> =
-            delta.principals.iter().zip(stored).map(|((name, p), (id, first))| (&**name, p, *id, *first)).collect();
-        principals.sort_unstable_by_key(|(name, ..)| *name);
-        for (name, p, id, first_seen) in principals {
-            for (region, time) in &p.regions {
-                if insert.execute(params![id, &**region, time])? == 1 {
-                    // New to the store: worth an alert once the principal is past its learning period.
-                    if *time >= first_seen + learning {
-                        facts.push(Fact::NewRegion {
-                            principal: name.to_owned(),
-                            account_id: Some(p.account.clone()).filter(|a| !a.is_empty()),
-                            region: region.to_string(),
-                            time: *time,
-                            known_since: first_seen,
-                        });
-                    }
-                } else {
-                    update.execute(params![id, &**region, time])?;
-                }
-            }
-        }
-    }
-    if config.key_max_source_ips > 0 {
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO key_ips (key_id, ip, last_seen) VALUES (?1, ?2, ?3)
-             ON CONFLICT (key_id, ip) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-        )?;
-        let mut count = tx
-            .prepare_cached("SELECT count(*) FROM key_ips WHERE key_id = ?1 AND last_seen >= ?2 AND last_seen <= ?3")?;
-        let mut prune = tx.prepare_cached("DELETE FROM key_ips WHERE key_id = ?1 AND last_seen < ?2")?;
-        let mut keys: Vec<&str> = delta.access_keys.keys().map(|k| &**k).collect();
-        keys.sort_unstable();
-        for key in keys {
-            let k = &delta.access_keys[key];
-            for (ip, time) in &k.ips {
-                upsert.execute(params![key, &**ip, time])?;
-            }
-            let at = k.last_used;
-            let ips: i64 = count.query_row(params![key, at - config.key_ips_window_secs, at], |r| r.get(0))?;
-            if ips as usize > config.key_max_source_ips {
-                let account = delta.principals.get(k.principal.as_str()).map(|p| p.account.clone());
-                facts.push(Fact::KeyManyIps {
-                    key: key.to_owned(),
-                    principal: k.principal.clone(),
-                    account_id: account.filter(|a| !a.is_empty()),
-                    ips: ips as usize,
-                    time: at,
-                });
-            }
-            // A day of history is enough for any window worth configuring, and keeps the table small.
-            prune.execute(params![key, at - (config.key_ips_window_secs * 2).max(86_400)])?;
-        }
-    }
-    Ok(facts)
-}
-
 /// SQLite's `quick_check` (every page read once, without the costlier index cross-checks): a writer does not start
 /// on a damaged file, whose corruption would otherwise surface later as failing commits, or not at all.
 fn check_integrity(conn: &Connection, path: &str) -> Result<(), StoreError> {
@@ -488,6 +433,9 @@ impl Store {
                     outbox::migrate_hits_to_log(&tx).map_err(err)?;
                 }
                 migrate_local_keys_to_names(&tx).map_err(err)?;
+                if found < 4 {
+                    behaviour::learn_services_from_actions(&tx).map_err(err)?;
+                }
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])
                     .map_err(err)?;
                 tx.commit().map_err(err)?;
@@ -694,7 +642,7 @@ impl Batch<'_> {
     /// What the state written by [`Batch::write_state`] tells about regions and key IPs the store did not know,
     /// for the behavioural rules.
     pub fn behaviour_facts(&self, delta: &Delta, config: &BehaviourConfig) -> Result<Vec<Fact>, StoreError> {
-        behaviour_facts(self.tx(), delta, &self.stored, config).map_err(|e| self.err(e))
+        behaviour::facts(self.tx(), delta, &self.stored, config).map_err(|e| self.err(e))
     }
 
     pub fn commit(mut self) -> Result<(), StoreError> {

@@ -45,7 +45,7 @@ fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
         .unwrap();
     let version: String =
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!((left, version.as_str()), (0, "3"));
+    assert_eq!((left, version.as_str()), (0, "4"));
 }
 
 #[test]
@@ -137,4 +137,61 @@ fn committed_pages_reach_the_database_file_without_waiting_for_close() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     assert!(grown > before + 100_000, "database file {before} → {grown} bytes");
+}
+
+/// A state written before `principal_services` existed learns each identity's services from its stored actions
+/// when it is opened: a service used then is no first use after, and a later first use still is.
+#[test]
+fn a_schema_3_store_learns_services_from_its_actions() {
+    use crate::config::{BehaviourConfig, Synchronous};
+    use crate::store::{LedgerEntry, LedgerKey, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let call = |time: &str, source: &str, name: &str| {
+        format!(
+            r#"{{"eventTime":"{time}","eventSource":"{source}.amazonaws.com","eventName":"{name}","sourceIPAddress":"198.51.100.1","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::1:user/eve","accountId":"1"}}}}"#
+        )
+    };
+    let file = |records: &[String]| delta_of(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
+    let old = file(&[
+        call("2026-09-01T00:00:00Z", "secretsmanager", "GetSecretValue"),
+        call("2026-09-01T00:01:00Z", "iam", "ListUsers"),
+    ]);
+    let mut store = Store::open(&path, Synchronous::Normal).unwrap();
+    let key = LedgerKey { source: "file:/old.json".into(), version: "1".into() };
+    store.commit(&old, &[LedgerEntry { key: &key, records: 2 }], 0, []).unwrap();
+    // What schema 3 left behind: the actions, no services.
+    store
+        .connection()
+        .execute_batch("DELETE FROM principal_services; UPDATE meta SET value = '3' WHERE key = 'schema_version';")
+        .unwrap();
+    drop(store);
+    let mut store = Store::open(&path, Synchronous::Normal).unwrap();
+    let services: Vec<(String, Option<i64>, Option<i64>)> = store
+        .connection()
+        .prepare("SELECT service, first_used, last_enumerated FROM principal_services ORDER BY service")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (used, listed) = (1_788_220_800, 1_788_220_860);
+    assert_eq!(services, [("iam".into(), Some(listed), Some(listed)), ("secretsmanager".into(), Some(used), None)]);
+    // Three weeks on: Secrets Manager again (no first use), Bedrock for the first time (a first use).
+    let later = file(&[
+        call("2026-09-22T00:00:00Z", "secretsmanager", "GetSecretValue"),
+        call("2026-09-22T00:01:00Z", "bedrock", "InvokeModel"),
+    ]);
+    let mut batch = store.begin().unwrap();
+    let key = LedgerKey { source: "file:/later.json".into(), version: "1".into() };
+    batch.write_state(&later, &[LedgerEntry { key: &key, records: 2 }], 0).unwrap();
+    let facts = batch.behaviour_facts(&later, &BehaviourConfig::default()).unwrap();
+    let first_uses: Vec<String> = facts
+        .iter()
+        .filter_map(|f| match f {
+            crate::alert::behaviour::Fact::SensitiveFirstUse { service, .. } => Some(service.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(first_uses, ["bedrock"]);
 }

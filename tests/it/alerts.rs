@@ -47,12 +47,11 @@ pub(crate) fn incident_corpus(dir: &Path) -> (PathBuf, BTreeMap<(String, String)
     (corpus, expected)
 }
 
+/// The complete lines of a JSONL sink (a line still being written is left for the next read).
 pub(crate) fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
 }
 
 /// A configuration under `dir` with its own state and a JSONL sink, both named by `tag`; returns the
@@ -85,19 +84,25 @@ fn injected_incidents_raise_exactly_the_expected_alerts() {
     let tmp = tempfile::tempdir().unwrap();
     let (corpus, expected) = incident_corpus(tmp.path());
     let rules: BTreeSet<&str> = expected.keys().map(|(r, _)| r.as_str()).collect();
-    assert_eq!(rules.len(), 45, "every built-in rule has an incident: {rules:?}");
+    assert_eq!(rules.len(), 48, "every built-in rule has an incident: {rules:?}");
     for threads in ["1", "2"] {
         let (config, sink) = jsonl_config(tmp.path(), threads);
         let cfg = config.to_str().unwrap();
         let out = ok(&trailwatch(&["--config", cfg, "replay", "--threads", threads, corpus.to_str().unwrap()]));
-        assert!(out.contains("alerts: 45 raised"), "{out}");
+        assert!(out.contains("alerts: 48 raised"), "{out}");
         let alerts = jsonl(&sink);
         assert_eq!(by_subject(&alerts), expected, "{threads} threads");
         for a in &alerts {
-            for key in ["id", "title", "severity", "account_id", "region", "source_ip", "user_agent", "event_time"] {
+            for key in ["id", "title", "severity", "account_id", "event_time"] {
                 assert!(a[key].is_string(), "`{key}` in {a}");
             }
-            assert_eq!(a["count"].as_u64().unwrap() as usize, a["event_ids"].as_array().unwrap().len(), "{a}");
+            // An event's alert has its context; a behavioural one (from the state) names no single event.
+            if !a["event_ids"].as_array().unwrap().is_empty() {
+                for key in ["region", "source_ip", "user_agent"] {
+                    assert!(a[key].is_string(), "`{key}` in {a}");
+                }
+                assert_eq!(a["count"].as_u64().unwrap() as usize, a["event_ids"].as_array().unwrap().len(), "{a}");
+            }
         }
         // Replaying again applies nothing and raises nothing.
         let again = ok(&trailwatch(&["--config", cfg, "replay", corpus.to_str().unwrap()]));
@@ -222,8 +227,8 @@ fn dry_run_rules_and_suppressions_send_nothing_but_count() {
         })
         .collect();
     assert_eq!(got, want);
-    // Two root alerts, the prober's burst and the harvester's three were suppressed.
-    assert!(out.contains("alerts: 37 raised, 0 merged into earlier ones, 6 suppressed"), "{out}");
+    // Two root alerts, the prober's burst and the harvester's four were suppressed.
+    assert!(out.contains("alerts: 39 raised, 0 merged into earlier ones, 7 suppressed"), "{out}");
 }
 
 /// A webhook receiver on loopback: answers 500 while `failing`, else 200; records every request's alert id,
@@ -1088,4 +1093,119 @@ fn alerts_do_not_depend_on_batches_threads_or_region_by_region_arrival() {
     let _ = daemon.kill();
     assert!(exit.is_some_and(|e| e.success()));
     assert_eq!(alert_facts(&state), want, "region by region through the spool");
+}
+
+/// The attack-behaviour rules over the state, each with a case that fires and cases that must not:
+/// `sensitive-service-first-use` (a first successful call after the learning period; not a denied one, not one
+/// within the learning period, not a service used before), `service-enumeration` (six services listed within ten
+/// minutes, identity services among them; not five, not six spread over an hour, not six without iam or sts) and
+/// `instance-credentials-used-elsewhere` (an instance's key from a second public address; not from a private
+/// one, not a non-instance session's key). A second replay of more of the same raises nothing new.
+#[test]
+fn attack_behaviour_rules_use_the_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, sink) = jsonl_config(tmp.path(), "behaviour");
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + "[rules]\nbuiltin = false\n").unwrap();
+    let cfg = config.to_str().unwrap();
+    let account = "111111111111";
+    let user = |name: &str| {
+        serde_json::json!({"type": "IAMUser", "arn": format!("arn:aws:iam::{account}:user/{name}"),
+                           "accountId": account, "userName": name})
+    };
+    let session = |role: &str, session: &str, key: &str| {
+        serde_json::json!({"type": "AssumedRole", "accountId": account, "accessKeyId": key,
+            "arn": format!("arn:aws:sts::{account}:assumed-role/{role}/{session}"),
+            "sessionContext": {"sessionIssuer": {"type": "Role", "arn": format!("arn:aws:iam::{account}:role/{role}"),
+                                                 "accountId": account, "userName": role}}})
+    };
+    let mut n = 0;
+    let mut event = |day: i64, secs: i64, who: Value, call: &str, ip: &str, error: Option<&str>| {
+        n += 1;
+        let (source, name) = call.split_once(' ').unwrap();
+        let time = 1_790_000_000 + day * 86_400 + secs;
+        let mut record = serde_json::json!({"eventVersion": "1.09", "userIdentity": who,
+            "eventTime": trailwatch::time::format_rfc3339(time), "eventSource": format!("{source}.amazonaws.com"),
+            "eventName": name, "awsRegion": "us-east-1", "sourceIPAddress": ip, "eventID": format!("b-{n}"),
+            "eventType": "AwsApiCall", "recipientAccountId": account});
+        if let Some(code) = error {
+            record["errorCode"] = code.into();
+        }
+        record
+    };
+    let six = [
+        "sts GetCallerIdentity",
+        "iam ListUsers",
+        "s3 ListBuckets",
+        "ec2 DescribeInstances",
+        "cloudtrail DescribeTrails",
+        "guardduty ListDetectors",
+    ];
+    let no_identity = [
+        "rds DescribeDBInstances",
+        "ecs ListClusters",
+        "s3 ListBuckets",
+        "ec2 DescribeInstances",
+        "cloudtrail DescribeTrails",
+        "guardduty ListDetectors",
+    ];
+    let mut records = Vec::new();
+    for name in ["eve", "frank", "gina"] {
+        records.push(event(0, 0, user(name), "sts GetCallerIdentity", "198.51.100.5", None));
+    }
+    // eve: Secrets Manager on day 20 (alert), Bedrock denied (none); frank: Secrets Manager on day 0 and day 20
+    // (none); gina: Secrets Manager on day 3, still learning (none).
+    records.push(event(20, 0, user("eve"), "secretsmanager GetSecretValue", "198.51.100.5", None));
+    records.push(event(20, 60, user("eve"), "bedrock InvokeModel", "198.51.100.5", Some("AccessDeniedException")));
+    records.push(event(0, 60, user("frank"), "secretsmanager GetSecretValue", "198.51.100.5", None));
+    records.push(event(20, 0, user("frank"), "secretsmanager GetSecretValue", "198.51.100.5", None));
+    records.push(event(3, 0, user("gina"), "secretsmanager GetSecretValue", "198.51.100.5", None));
+    // harry: six services in five minutes (alert); ivan: five; judy: six over an hour; kim: six, none of them iam
+    // or sts.
+    for (who, spacing, calls) in
+        [("harry", 60, &six[..]), ("ivan", 60, &six[..5]), ("judy", 700, &six[..]), ("kim", 60, &no_identity[..])]
+    {
+        for (i, call) in calls.iter().enumerate() {
+            records.push(event(1, i as i64 * spacing, user(who), call, "198.51.100.5", None));
+        }
+    }
+    // Instance credentials: ASIAONE from the instance's address and a stranger's (alert); ASIATWO from the
+    // instance's and a private (VPC endpoint) address; ASIATHREE, a CI session's, from two addresses.
+    let instance = |key: &str| session("web", "i-0123456789abcdef0", key);
+    records.push(event(1, 0, instance("ASIAONE"), "s3 GetObject", "203.0.113.10", None));
+    records.push(event(1, 30, instance("ASIAONE"), "ec2 DescribeInstances", "198.51.100.99", None));
+    records.push(event(1, 0, instance("ASIATWO"), "s3 GetObject", "203.0.113.10", None));
+    records.push(event(1, 30, instance("ASIATWO"), "s3 GetObject", "10.0.3.7", None));
+    records.push(event(1, 0, session("ci", "build-7", "ASIATHREE"), "s3 GetObject", "203.0.113.20", None));
+    records.push(event(1, 30, session("ci", "build-7", "ASIATHREE"), "s3 GetObject", "198.51.100.20", None));
+    let file = tmp.path().join("behaviour.json");
+    std::fs::write(&file, serde_json::json!({ "Records": records }).to_string()).unwrap();
+    ok(&trailwatch(&["--config", cfg, "replay", file.to_str().unwrap()]));
+    let got: BTreeSet<(String, String)> = jsonl(&sink)
+        .iter()
+        .map(|a| (a["rule"].as_str().unwrap().to_owned(), a["principal"].as_str().unwrap().to_owned()))
+        .collect();
+    let arn = |kind: &str, name: &str| format!("arn:aws:iam::{account}:{kind}/{name}");
+    let want: BTreeSet<(String, String)> = [
+        ("sensitive-service-first-use".to_owned(), arn("user", "eve")),
+        ("service-enumeration".to_owned(), arn("user", "harry")),
+        ("instance-credentials-used-elsewhere".to_owned(), arn("role", "web")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    let alerts = jsonl(&sink);
+    let elsewhere = alerts.iter().find(|a| a["rule"] == "instance-credentials-used-elsewhere").unwrap();
+    assert_eq!(elsewhere["details"]["source_ips"], serde_json::json!(["198.51.100.99", "203.0.113.10"]));
+    assert_eq!(elsewhere["details"]["instance"], "i-0123456789abcdef0");
+    let sweep = alerts.iter().find(|a| a["rule"] == "service-enumeration").unwrap();
+    assert_eq!(sweep["details"]["services"].as_array().unwrap().len(), 6, "{sweep}");
+    // More of the same later (eve's second secret, harry's sweep again in the same window) raises nothing.
+    let later = tmp.path().join("later.json");
+    let again = vec![
+        event(21, 0, user("eve"), "secretsmanager GetSecretValue", "198.51.100.5", None),
+        event(1, 400, user("harry"), "iam ListRoles", "198.51.100.5", None),
+    ];
+    std::fs::write(&later, serde_json::json!({ "Records": again }).to_string()).unwrap();
+    ok(&trailwatch(&["--config", cfg, "replay", later.to_str().unwrap()]));
+    assert_eq!(jsonl(&sink).len(), alerts.len());
 }
