@@ -159,9 +159,11 @@ fn service_facts(
         let account_id = Some(p.account.clone()).filter(|a| !a.is_empty());
         let mut latest_enumeration = None;
         for (service, used) in &services {
-            if let Some(time) = used.first_used.filter(|_| first_use)
-                && config.sensitive_services.iter().any(|s| s == service)
-            {
+            // Only what a rule reads is stored: the first use of a sensitive service, and inventory reads. Data
+            // calls to other services (most of the traffic) cost nothing here.
+            let sensitive = first_use && config.sensitive_services.iter().any(|s| s == service);
+            let first_used = used.first_used.filter(|_| sensitive);
+            if let Some(time) = first_used {
                 // Never used successfully before (an earlier use read late is no first use).
                 let before: Option<Option<Timestamp>> =
                     read_first.query_row(params![id, service], |r| r.get(0)).optional()?;
@@ -175,12 +177,13 @@ fn service_facts(
                     });
                 }
             }
-            if used.first_used.is_some() || used.last_enumerated.is_some() {
-                upsert.execute(params![id, service, used.first_used, used.last_enumerated])?;
+            let last_enumerated = used.last_enumerated.filter(|_| enumeration);
+            if first_used.is_some() || last_enumerated.is_some() {
+                upsert.execute(params![id, service, first_used, last_enumerated])?;
             }
-            latest_enumeration = latest_enumeration.max(used.last_enumerated);
+            latest_enumeration = latest_enumeration.max(last_enumerated);
         }
-        if let Some(at) = latest_enumeration.filter(|_| enumeration) {
+        if let Some(at) = latest_enumeration {
             let services: Vec<String> = enumerated
                 .query_map(params![id, at - config.enumeration_window_secs, at], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
