@@ -92,3 +92,30 @@ fn an_attempt_alert_names_its_outcome() {
         assert_eq!(alert.details.get("error_code").and_then(|c| c.as_str()), error);
     }
 }
+
+/// A `value_count` counts values: an event without the counted field is no hit (it could never change a count,
+/// and before this it counted as the value `""`), while the same event still feeds an `event_count`.
+#[test]
+fn an_event_without_the_counted_field_is_no_value_count_hit() {
+    let rules = RuleSet::load(true, &[]).0;
+    let read = |params: serde_json::Value| {
+        record(json!({"eventSource": "secretsmanager.amazonaws.com", "eventName": "GetSecretValue",
+                      "requestParameters": params}))
+    };
+    let file =
+        json!({"Records": [read(json!({"secretId": "a"})), read(json!(null)), read(json!({"versionStage": "x"})),
+                                  record(json!({"errorCode": "AccessDenied"}))]})
+        .to_string();
+    let mut unit = UnitAlerts::default();
+    let (mut spare, mut key) = (Vec::new(), Vec::new());
+    Parser::default()
+        .parse_unpadded(file.as_bytes(), &mut |event, rec| {
+            rules.evaluate(event, rec, &mut CandidateCache::default(), &mut |m| {
+                unit.fold_view(&rules, m, &mut spare, &mut key);
+            })
+        })
+        .unwrap();
+    let fed: Vec<(String, usize)> =
+        unit.correlated.iter().map(|m| (rules.rule(m.rule).id.clone(), m.hits.len())).collect();
+    assert_eq!(fed, [("secret-value-read".to_owned(), 1), ("unauthorized-api-call".to_owned(), 1)]);
+}

@@ -2,6 +2,7 @@
 //! owned when it must outlive the file's buffer.
 
 use crate::detect::ruleset::{EventFields, RuleSet, push_group_value};
+use crate::detect::search::Fields;
 use crate::time::Timestamp;
 
 /// One rule matching the event being parsed, borrowed from it: what folding needs is read in place, and a
@@ -33,9 +34,16 @@ impl MatchView<'_> {
         (event.source_ip, event.region, event.user_agent, event.event_name, event.error_code)
     }
 
-    /// Whether the match counts towards correlations (then it is kept whole, with its hits).
+    /// Whether the match counts towards correlations (then it is kept whole, with its hits): a `value_count`
+    /// only when the event has the counted field (an absent field is no value, and a hit without one could never
+    /// change a count).
     pub fn feeds_correlations(&self) -> bool {
-        !self.rules.feeds(self.rule).is_empty()
+        self.rules.feeds(self.rule).iter().any(|&c| self.counts_in(c))
+    }
+
+    fn counts_in(&self, correlation: u32) -> bool {
+        let correlation = self.rules.correlation(correlation).expect("feeds name correlations");
+        correlation.field.as_deref().is_none_or(|field| field == "principal" || self.fields.get(field).is_some())
     }
 
     /// Appends the canonical principal's bytes (as [`Match::principal`] holds it).
@@ -67,7 +75,7 @@ impl MatchView<'_> {
             push_field(text, &mut ends[7], event.error_code);
         });
         // The hits' group and value follow the fields in the same text: no allocation per hit.
-        for &c in feeds {
+        for &c in feeds.iter().filter(|&&c| self.counts_in(c)) {
             let correlation = self.rules.correlation(c).expect("feeds name correlations");
             let start = m.text.len();
             for (i, field) in correlation.group_by.iter().enumerate() {
