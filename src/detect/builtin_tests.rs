@@ -772,8 +772,22 @@ fn attack_cases() -> Vec<(Value, &'static [&'static str])> {
         ),
         // ssm-command-or-session, ec2-ssh-key-pushed, instance-user-data-modified
         (
-            call("ssm", "SendCommand", json!({"instanceIds": ["i-1"], "documentName": "AWS-RunShellScript"})),
+            call(
+                "ssm",
+                "SendCommand",
+                json!({"instanceIds": ["i-1"], "documentName": "AWS-RunShellScript",
+                "parameters": "HIDDEN_DUE_TO_SECURITY_REASONS"}),
+            ),
             &["ssm-command-or-session"],
+        ),
+        (
+            call(
+                "ssm",
+                "SendCommand",
+                json!({"targets": [{"key": "tag:Patch", "values": ["yes"]}],
+                "documentName": "AWS-RunPatchBaseline"}),
+            ),
+            &[],
         ),
         (
             json!({"eventSource": "ssm.amazonaws.com", "eventName": "StartSession", "requestParameters": {"target": "i-1"},
