@@ -2,7 +2,6 @@
 //! owned when it must outlive the file's buffer.
 
 use crate::detect::ruleset::{EventFields, RuleSet, push_group_value};
-use crate::detect::search::Fields;
 use crate::time::Timestamp;
 
 /// One rule matching the event being parsed, borrowed from it: what folding needs is read in place, and a
@@ -34,16 +33,10 @@ impl MatchView<'_> {
         (event.source_ip, event.region, event.user_agent, event.event_name, event.error_code)
     }
 
-    /// Whether the match counts towards correlations (then it is kept whole, with its hits): a `value_count`
-    /// only when the event has the counted field (an absent field is no value, and a hit without one could never
-    /// change a count).
+    /// Whether the match may count towards correlations (then it is written whole, with its hits; one that ends
+    /// up with none is only counted).
     pub fn feeds_correlations(&self) -> bool {
-        self.rules.feeds(self.rule).iter().any(|&c| self.counts_in(c))
-    }
-
-    fn counts_in(&self, correlation: u32) -> bool {
-        let correlation = self.rules.correlation(correlation).expect("feeds name correlations");
-        correlation.field.as_deref().is_none_or(|field| field == "principal" || self.fields.get(field).is_some())
+        !self.rules.feeds(self.rule).is_empty()
     }
 
     /// Appends the canonical principal's bytes (as [`Match::principal`] holds it).
@@ -74,9 +67,20 @@ impl MatchView<'_> {
             push_field(text, &mut ends[6], event.user_agent);
             push_field(text, &mut ends[7], event.error_code);
         });
-        // The hits' group and value follow the fields in the same text: no allocation per hit.
-        for &c in feeds.iter().filter(|&&c| self.counts_in(c)) {
+        // The hits' value and group follow the fields in the same text: no allocation per hit. A `value_count`
+        // counts values: an event without the counted field is no hit (it could never change a count).
+        for &c in feeds {
             let correlation = self.rules.correlation(c).expect("feeds name correlations");
+            let value = match correlation.field.as_deref() {
+                Some(field) => {
+                    let start = m.text.len();
+                    if !push_group_value(&mut m.text, field, fields) {
+                        continue;
+                    }
+                    Some(Span::to_end(start, &m.text))
+                }
+                None => None,
+            };
             let start = m.text.len();
             for (i, field) in correlation.group_by.iter().enumerate() {
                 if i > 0 {
@@ -85,11 +89,6 @@ impl MatchView<'_> {
                 push_group_value(&mut m.text, field, fields);
             }
             let group = Span::to_end(start, &m.text);
-            let value = correlation.field.as_deref().map(|f| {
-                let start = m.text.len();
-                push_group_value(&mut m.text, f, fields);
-                Span::to_end(start, &m.text)
-            });
             m.hits.push(CorrelationHit { correlation: c, group, value });
         }
     }

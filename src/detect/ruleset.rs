@@ -636,12 +636,16 @@ impl Fields for EventFields<'_, '_, '_> {
 
 /// Appends a group-by value: the canonical principal for `principal` (so that sessions of one role group
 /// together), otherwise the event's field, nothing when absent.
-pub(super) fn push_group_value(out: &mut String, field: &str, fields: &EventFields<'_, '_, '_>) {
+/// Appends the value of a correlation's group-by or counted field; whether the event has it.
+pub(super) fn push_group_value(out: &mut String, field: &str, fields: &EventFields<'_, '_, '_>) -> bool {
     if field == "principal" {
         fields.event.principal.key.write_to(out);
     } else if let Some(value) = fields.get(field) {
         out.push_str(&value);
+    } else {
+        return false;
     }
+    true
 }
 
 #[cfg(test)]

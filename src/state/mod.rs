@@ -205,17 +205,18 @@ pub fn is_instance_id(session: &str) -> bool {
 pub fn is_public_address(ip: &str) -> bool {
     match ip.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V4(v4)) => {
+            // 100.64.0.0/10 (carrier-grade NAT) is shared, not public; `Ipv4Addr::is_shared` is not stable yet.
             let [a, b, ..] = v4.octets();
+            let shared = a == 100 && (64..128).contains(&b);
             !(v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
-                || (a == 100 && (64..128).contains(&b)))
+                || shared)
         }
         Ok(std::net::IpAddr::V6(v6)) => {
-            let first = v6.segments()[0];
-            !(v6.is_loopback() || v6.is_unspecified() || first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80)
+            !(v6.is_loopback() || v6.is_unspecified() || v6.is_unique_local() || v6.is_unicast_link_local())
         }
         Err(_) => false,
     }

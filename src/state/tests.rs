@@ -129,3 +129,34 @@ fn merge_is_order_independent() {
         assert_eq!(merged, whole);
     }
 }
+
+/// Instance credentials: which session names are instance ids, and which source addresses are public.
+#[test]
+fn instance_sessions_and_public_addresses() {
+    use crate::state::{is_instance_id, is_public_address};
+    for (session, want) in [
+        ("i-0123456789abcdef0", true),
+        ("i-0123abcd", true),
+        ("i-0123456789ABCDEF0", false),
+        ("i-0123456789abcdef", false),
+        ("ci-build", false),
+    ] {
+        assert_eq!(is_instance_id(session), want, "{session}");
+    }
+    for (ip, want) in [
+        ("203.0.113.10", true),
+        ("2001:db8::1", true),
+        ("10.0.3.7", false),
+        ("172.16.0.1", false),
+        ("192.168.1.1", false),
+        ("100.64.0.1", false),
+        ("169.254.169.254", false),
+        ("127.0.0.1", false),
+        ("fd00::1", false),
+        ("fe80::1", false),
+        ("::1", false),
+        ("ec2.amazonaws.com", false),
+    ] {
+        assert_eq!(is_public_address(ip), want, "{ip}");
+    }
+}
