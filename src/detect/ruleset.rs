@@ -39,6 +39,12 @@ pub struct RuleSet {
     /// How far behind its group's newest match a correlated match may arrive and still count
     /// (`rules.correlation_lateness_secs`); `None`: [`DEFAULT_CORRELATION_LATENESS_SECS`].
     correlation_lateness: Option<i64>,
+    /// Per [`MEMO_FIELDS`] field: the event rules that read that field and no other (`pentest-user-agent`,
+    /// SigmaHQ's user-agent lists). Their outcome depends on its value alone, so it is remembered per value, in
+    /// a table small enough to stay in cache, and they are nobody's key candidates.
+    value_rules: [Box<[u32]>; 3],
+    /// A bit per [`MEMO_FIELDS`] field that any event rule reads.
+    memo_reads: u8,
 }
 
 /// A rule's dedup window unless the configuration says otherwise (`rules.dedup_window_secs`).
@@ -65,9 +71,9 @@ const MEMO_FIELDS: [&str; 3] = ["userAgent", "awsRegion", "userIdentity.sessionC
 /// organisation has thousands of them; each outcome costs its values and a short list).
 const MAX_OUTCOMES: usize = 65_536;
 
-/// Combinations of [`MEMO_FIELDS`] values longer than this are tested every time rather than remembered (they
-/// rarely repeat and would pin memory).
-const MAX_MEMO_KEY: usize = 1024;
+/// [`MEMO_FIELDS`] values longer than this are tested every time rather than remembered (they rarely repeat and
+/// would pin memory).
+const MAX_MEMO_VALUE: usize = 512;
 
 /// Per-worker scratch for matching: the candidate rules per combination of [`KEY_FIELDS`] values, spare matches
 /// and the buffer alert group keys are built in.
@@ -89,10 +95,23 @@ pub struct CandidateCache {
     /// combination tests these (a handful) rather than every rule. Keyed like `candidates`, up to the name.
     by_name: FxHashMap<Box<str>, Box<[u32]>>,
     key: String,
-    /// The [`MEMO_FIELDS`] values being looked up, encoded as `key` is.
-    memo_key: String,
-    /// Outcomes remembered over all of `candidates` (bounded by [`MAX_OUTCOMES`]).
+    /// Per [`MEMO_FIELDS`] field, the values seen: each one's number (from 1; 0 stands for an absent field), by
+    /// which a key's outcomes are remembered (a few bytes to find rather than the values again), and the field's
+    /// value rules it matches. A user agent is looked up once per event here, in a table that stays in cache.
+    memo_values: [FxHashMap<Box<str>, MemoValue>; 3],
+    /// The value rules the event being matched matches, and its key candidates' matches when both are merged.
+    value_matched: Vec<u32>,
+    key_matched: Vec<u32>,
+    /// Outcomes and values remembered over all of `candidates` and `memo_values` (bounded by [`MAX_OUTCOMES`]).
     outcomes: usize,
+}
+
+/// One value of a [`MEMO_FIELDS`] field, as [`CandidateCache::memo_values`] remembers it.
+#[derive(Debug)]
+struct MemoValue {
+    id: u32,
+    /// The field's value rules that this value makes match, in rule order.
+    matched: Box<[u32]>,
 }
 
 impl CandidateCache {
@@ -122,8 +141,9 @@ struct KeyCandidates {
     /// field): their outcome depends on those values alone.
     memoized: Box<[Candidate]>,
     memo_fields: u8,
-    /// The rules among `memoized` that match, per combination of the `memo_fields` values (encoded as the key).
-    outcomes: FxHashMap<Box<str>, Box<[u32]>>,
+    /// The rules among `memoized` that match, per combination of the `memo_fields` values (by their numbers in
+    /// [`CandidateCache::memo_values`], 0 for the fields not among `memo_fields`).
+    outcomes: FxHashMap<[u32; 3], Box<[u32]>>,
     /// The others, tested on every event.
     tested: Box<[Candidate]>,
 }
@@ -219,6 +239,22 @@ impl RuleSet {
             }
         }
         set.rules = rules;
+        for (index, rule) in set.rules.iter().enumerate() {
+            let RuleBody::Event(detection) = &rule.body else { continue };
+            let fields = detection.fields();
+            for field in &fields {
+                if let Some(at) = MEMO_FIELDS.iter().position(|f| f == field) {
+                    set.memo_reads |= 1 << at;
+                }
+            }
+            if let [field] = fields[..]
+                && let Some(at) = MEMO_FIELDS.iter().position(|f| *f == field)
+            {
+                let mut rules = std::mem::take(&mut set.value_rules[at]).into_vec();
+                rules.push(index as u32);
+                set.value_rules[at] = rules.into_boxed_slice();
+            }
+        }
         (set, errors)
     }
 
@@ -313,21 +349,86 @@ impl RuleSet {
         scratch: &mut CandidateCache,
         on_match: &mut dyn FnMut(u32),
     ) {
-        scratch.set_key(&values);
-        let CandidateCache { candidates, by_name, key, memo_key, outcomes } = scratch;
         // Checked on every event, not only on a new key: a daemon's keys settle, while new user agents (versions,
-        // per-host suffixes) keep coming.
-        if *outcomes >= MAX_OUTCOMES {
-            candidates.clear();
-            *outcomes = 0;
+        // per-host suffixes) keep coming. The values' numbers go with the outcomes that use them.
+        if scratch.outcomes >= MAX_OUTCOMES || scratch.candidates.len() >= MAX_CACHED_KEYS {
+            scratch.candidates.clear();
+            scratch.memo_values.iter_mut().for_each(FxHashMap::clear);
+            scratch.outcomes = 0;
         }
+        let ids = self.memo_ids(fields, memo, scratch);
+        if scratch.value_matched.is_empty() {
+            return self.match_key(fields, values, ids, scratch, on_match);
+        }
+        // Rarely (a value rule matched): the two sorted lists merged, so that rules still come in order.
+        let mut key_matched = std::mem::take(&mut scratch.key_matched);
+        key_matched.clear();
+        self.match_key(fields, values, ids, scratch, &mut |rule| key_matched.push(rule));
+        let mut key_rules = key_matched.iter().copied().peekable();
+        for &rule in &scratch.value_matched {
+            while let Some(earlier) = key_rules.next_if(|&k| k < rule) {
+                on_match(earlier);
+            }
+            on_match(rule);
+        }
+        key_rules.for_each(&mut *on_match);
+        scratch.key_matched = key_matched;
+    }
+
+    /// The numbers of the event's [`MEMO_FIELDS`] values that some rule reads (remembered on first sight; `None`
+    /// for a value too long to remember), with the value rules they match left in `scratch.value_matched`.
+    fn memo_ids(&self, fields: &dyn Fields, memo: [Option<&str>; 3], scratch: &mut CandidateCache) -> [Option<u32>; 3] {
+        scratch.value_matched.clear();
+        let mut ids = [Some(0); 3];
+        for (at, value) in memo.into_iter().enumerate() {
+            if self.memo_reads & (1 << at) == 0 {
+                continue;
+            }
+            let value_rules = &self.value_rules[at];
+            let Some(value) = value else {
+                self.test_rules(value_rules, fields, &mut |rule| scratch.value_matched.push(rule));
+                continue;
+            };
+            let values = &mut scratch.memo_values[at];
+            if let Some(known) = values.get(value) {
+                ids[at] = Some(known.id);
+                scratch.value_matched.extend_from_slice(&known.matched);
+                continue;
+            }
+            let mut matched = Vec::new();
+            self.test_rules(value_rules, fields, &mut |rule| matched.push(rule));
+            scratch.value_matched.extend_from_slice(&matched);
+            if value.len() > MAX_MEMO_VALUE {
+                ids[at] = None;
+                continue;
+            }
+            let id = values.len() as u32 + 1;
+            values.insert(value.into(), MemoValue { id, matched: matched.into_boxed_slice() });
+            scratch.outcomes += 1;
+            ids[at] = Some(id);
+        }
+        // Each field's rules are in order; several fields' lists (a rare set of rules) are sorted together.
+        if self.value_rules.iter().filter(|rules| !rules.is_empty()).count() > 1 {
+            scratch.value_matched.sort_unstable();
+        }
+        ids
+    }
+
+    /// Calls `on_match` with each key candidate rule the event matches, in rule order, testing only the candidates
+    /// for the event's [`KEY_FIELDS`] values.
+    fn match_key(
+        &self,
+        fields: &dyn Fields,
+        values: [Option<&str>; 5],
+        ids: [Option<u32>; 3],
+        scratch: &mut CandidateCache,
+        on_match: &mut dyn FnMut(u32),
+    ) {
+        scratch.set_key(&values);
+        let CandidateCache { candidates, by_name, key, outcomes, .. } = scratch;
         if let Some(entry) = candidates.get_mut(key.as_str()) {
-            self.match_candidates(entry, fields, memo, memo_key, outcomes, on_match);
+            self.match_candidates(entry, fields, ids, outcomes, on_match);
             return;
-        }
-        if candidates.len() >= MAX_CACHED_KEYS {
-            candidates.clear();
-            *outcomes = 0;
         }
         if by_name.len() >= MAX_CACHED_KEYS {
             by_name.clear();
@@ -339,14 +440,31 @@ impl RuleSet {
             None => {
                 let known = |field: &str| KEY_FIELDS[..2].iter().position(|f| *f == field).map(|i| values[i]);
                 let every = 0..self.rules.len() as u32;
-                let among: Box<[u32]> = every.filter(|&rule| self.could_match(rule, &known)).collect();
+                let among: Box<[u32]> =
+                    every.filter(|&rule| !self.is_value_rule(rule) && self.could_match(rule, &known)).collect();
                 by_name.entry(key[..name_end].into()).or_insert(among)
             }
         };
         let found = self
             .candidates(among.iter().copied(), &|field| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]));
         let entry = candidates.entry(key.as_str().into()).or_insert(self.split(found));
-        self.match_candidates(entry, fields, memo, memo_key, outcomes, on_match);
+        self.match_candidates(entry, fields, ids, outcomes, on_match);
+    }
+
+    /// Whether `rule` is one of the [`RuleSet::value_rules`] (matched by value, never a key candidate).
+    fn is_value_rule(&self, rule: u32) -> bool {
+        self.value_rules.iter().any(|rules| rules.contains(&rule))
+    }
+
+    /// Calls `on_match` with the rules among `rules` (event rules, in order) that the event matches.
+    fn test_rules(&self, rules: &[u32], fields: &dyn Fields, on_match: &mut dyn FnMut(u32)) {
+        for &rule in rules {
+            if let RuleBody::Event(detection) = &self.rules[rule as usize].body
+                && detection.matches(fields)
+            {
+                on_match(rule);
+            }
+        }
     }
 
     /// Splits one key's candidates into those whose outcome the [`MEMO_FIELDS`] values settle and the others.
@@ -380,8 +498,7 @@ impl RuleSet {
         &self,
         entry: &mut KeyCandidates,
         fields: &dyn Fields,
-        memo: [Option<&str>; 3],
-        memo_key: &mut String,
+        ids: [Option<u32>; 3],
         outcomes: &mut usize,
         on_match: &mut dyn FnMut(u32),
     ) {
@@ -389,22 +506,28 @@ impl RuleSet {
             self.test_candidates(&entry.tested, fields, on_match);
             return;
         }
-        memo_key.clear();
-        for (i, value) in memo.iter().enumerate() {
-            if entry.memo_fields & (1 << i) != 0 {
-                push_value(memo_key, *value);
+        let mut key = [0u32; 3];
+        for (at, id) in ids.into_iter().enumerate() {
+            if entry.memo_fields & (1 << at) != 0 {
+                match id {
+                    Some(id) => key[at] = id,
+                    // Too long to remember: tested.
+                    None => {
+                        let mut matched = Vec::new();
+                        self.test_candidates(&entry.memoized, fields, &mut |rule| matched.push(rule));
+                        return self.merge_tested(&matched, &entry.tested, fields, on_match);
+                    }
+                }
             }
         }
-        match entry.outcomes.get(memo_key.as_str()) {
+        match entry.outcomes.get(&key) {
             Some(matched) => self.merge_tested(matched, &entry.tested, fields, on_match),
             None => {
                 let mut matched = Vec::new();
                 self.test_candidates(&entry.memoized, fields, &mut |rule| matched.push(rule));
                 self.merge_tested(&matched, &entry.tested, fields, on_match);
-                if memo_key.len() <= MAX_MEMO_KEY {
-                    entry.outcomes.insert(memo_key.as_str().into(), matched.into_boxed_slice());
-                    *outcomes += 1;
-                }
+                entry.outcomes.insert(key, matched.into_boxed_slice());
+                *outcomes += 1;
             }
         }
     }
@@ -721,7 +844,8 @@ mod tests {
                             let values = [Some(source), Some(name), identity, event_type, error];
                             let known = |field: &str| KEY_FIELDS.iter().position(|f| *f == field).map(|i| values[i]);
                             let of = |c: Vec<Candidate>| c.into_iter().map(|c| (c.rule, c.decided)).collect::<Vec<_>>();
-                            let all = of(rules.candidates(0..rules.rules().len() as u32, &known));
+                            let keyed = (0..rules.rules().len() as u32).filter(|&r| !rules.is_value_rule(r));
+                            let all = of(rules.candidates(keyed, &known));
                             let no_fields = &crate::detect::search::NoFields;
                             rules.for_each_match(no_fields, values, [None; 3], &mut cache, &mut |_| {});
                             cache.set_key(&values);
@@ -748,6 +872,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rules = [
             ("m-exact-agent", "sel:\n        userAgent: TruffleHog\n    condition: sel"),
+            ("m-long-agent", "sel:\n        userAgent|endswith: kali\n    condition: sel"),
+            ("m-any-us-region", "sel:\n        awsRegion: us-east-1\n    condition: sel"),
             (
                 "m-role",
                 "sel:\n        userIdentity.type: AssumedRole\n        userIdentity.sessionContext.sessionIssuer.type: Role\n    condition: sel",
@@ -774,11 +900,21 @@ mod tests {
         }
         let (rules, errors) = RuleSet::load(true, &[dir.path().to_owned()]);
         assert!(errors.is_empty(), "{errors:?}");
+        // Value rules (one field of MEMO_FIELDS) are matched by value, merged in order with the key candidates.
+        let value_rules: Vec<&str> = rules.value_rules.iter().flatten().map(|&r| rules.rule(r).id.as_str()).collect();
+        assert_eq!(value_rules, ["pentest-user-agent", "m-exact-agent", "m-long-agent", "m-any-us-region"]);
+        let long: &'static str = format!("{}kali", "x".repeat(MAX_MEMO_VALUE)).leak();
         let mut events = Vec::new();
         for name in ["GetObject", "CreateAccessKey", "ConsoleLogin"] {
-            for agent in
-                [None, Some("aws-cli/2.15"), Some("Terraform/1.7"), Some("TruffleHog"), Some("kali"), Some("eu-west-1")]
-            {
+            for agent in [
+                None,
+                Some("aws-cli/2.15"),
+                Some("Terraform/1.7"),
+                Some("TruffleHog"),
+                Some("kali"),
+                Some("eu-west-1"),
+                Some(long),
+            ] {
                 for region in ["eu-west-1", "us-east-1"] {
                     for (identity, issuer, arn) in [
                         ("IAMUser", None, "arn:aws:iam::1:user/bob"),
