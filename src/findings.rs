@@ -210,8 +210,8 @@ pub fn raise(
     let mut new = Vec::new();
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO alerts (id, rule, severity, event_time, raised_at_ms, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO alerts (id, rule, severity, event_time, raised_at_ms, body, principal)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut enqueue =
             tx.prepare_cached("INSERT OR IGNORE INTO outbox (alert_id, sink, next_attempt_ms) VALUES (?1, ?2, ?3)")?;
@@ -224,7 +224,8 @@ pub fn raise(
                 alert.severity.as_str(),
                 alert.event_time,
                 raised_at_ms,
-                body
+                body,
+                alert.principal
             ])?;
             if inserted == 1 {
                 new.push(alert.severity);

@@ -23,6 +23,8 @@ pub struct Delta {
     /// Temporary keys of EC2 instance credentials (a role session named after its instance), with the public
     /// addresses they were used from (for `instance-credentials-used-elsewhere`).
     pub instance_keys: FxHashMap<Box<str>, InstanceKeyDelta>,
+    /// Events per hour (hours since the epoch, ascending), for the explorer's chart of the organisation's activity.
+    pub hours: Vec<(i64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub struct PrincipalDelta {
     pub last_seen: Timestamp,
     pub events: u64,
     pub errors: u64,
+    /// Denied calls, counted per action as each action's `denied` is (their sum, kept beside the identity so that
+    /// identities sort by it without adding up their actions).
+    pub denied: u64,
     /// Source IP, region and user agent of the latest event; ties go to the larger `(ip, region, agent)`.
     /// An empty string means absent.
     pub last_source_ip: String,
@@ -46,6 +51,8 @@ pub struct PrincipalDelta {
     pub actions: FxHashMap<Box<str>, ActionDelta>,
     /// Regions the principal acted in, with the first time (for `new-region-for-identity`).
     pub regions: Vec<(Box<str>, Timestamp)>,
+    /// Events per UTC day (days since the epoch, ascending), for the explorer's activity chart.
+    pub days: Vec<(i64, u64)>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +116,7 @@ impl Delta {
                 .or_insert_with(|| PrincipalDelta::new(event.time)),
         };
         principal.apply(event, &mut scratch.action);
+        add_count(&mut self.hours, event.time.div_euclid(3600), 1);
         if let Some(key) = event.access_key {
             let k = match self.access_keys.get_mut(key) {
                 Some(k) => {
@@ -164,6 +172,9 @@ impl Delta {
                     self.access_keys.insert(id, k);
                 }
             }
+        }
+        for (hour, events) in other.hours {
+            add_count(&mut self.hours, hour, events);
         }
         for (id, k) in other.instance_keys {
             match self.instance_keys.get_mut(&id) {
@@ -231,6 +242,7 @@ impl PrincipalDelta {
             last_seen: Timestamp::MIN,
             events: 0,
             errors: 0,
+            denied: 0,
             last_source_ip: String::new(),
             last_region: String::new(),
             last_user_agent: String::new(),
@@ -238,6 +250,7 @@ impl PrincipalDelta {
             sessions: Vec::new(),
             actions: FxHashMap::default(),
             regions: Vec::new(),
+            days: Vec::new(),
         }
     }
 
@@ -253,6 +266,7 @@ impl PrincipalDelta {
         self.first_seen = self.first_seen.min(event.time);
         self.events += 1;
         self.errors += u64::from(event.is_error());
+        add_count(&mut self.days, event.time.div_euclid(86_400), 1);
         let last =
             (event.time, event.source_ip.unwrap_or(""), event.region.unwrap_or(""), event.user_agent.unwrap_or(""));
         if last > (self.last_seen, &*self.last_source_ip, &*self.last_region, &*self.last_user_agent) {
@@ -278,7 +292,10 @@ impl PrincipalDelta {
                 None => self.actions.entry(action_buf.as_str().into()).or_default(),
             };
             match event.outcome {
-                Outcome::Denied => stats.merge(ActionDelta::denied_at(event.time)),
+                Outcome::Denied => {
+                    stats.merge(ActionDelta::denied_at(event.time));
+                    self.denied += 1;
+                }
                 Outcome::Used | Outcome::FailedSignIn => stats.merge(ActionDelta::used_at(event.time)),
             }
         }
@@ -292,6 +309,7 @@ impl PrincipalDelta {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.events += other.events;
         self.errors += other.errors;
+        self.denied += other.denied;
         let theirs = (other.last_seen, &*other.last_source_ip, &*other.last_region, &*other.last_user_agent);
         if theirs > (self.last_seen, &*self.last_source_ip, &*self.last_region, &*self.last_user_agent) {
             self.last_seen = other.last_seen;
@@ -305,6 +323,9 @@ impl PrincipalDelta {
         }
         for (region, time) in other.regions {
             note_first(&mut self.regions, &region, time);
+        }
+        for (day, events) in other.days {
+            add_count(&mut self.days, day, events);
         }
         for (name, a) in other.actions {
             match self.actions.get_mut(&name) {
@@ -322,6 +343,21 @@ fn note_first(list: &mut Vec<(Box<str>, Timestamp)>, name: &str, time: Timestamp
     match list.binary_search_by(|(n, _)| (**n).cmp(name)) {
         Ok(i) => list[i].1 = list[i].1.min(time),
         Err(i) => list.insert(i, (name.into(), time)),
+    }
+}
+
+/// Adds `n` to the count of `at` in a list sorted by it. Times within a file mostly ascend, so the last entry is
+/// looked at first.
+fn add_count(list: &mut Vec<(i64, u64)>, at: i64, n: u64) {
+    if let Some(last) = list.last_mut()
+        && last.0 == at
+    {
+        last.1 += n;
+        return;
+    }
+    match list.binary_search_by_key(&at, |(t, _)| *t) {
+        Ok(i) => list[i].1 += n,
+        Err(i) => list.insert(i, (at, n)),
     }
 }
 

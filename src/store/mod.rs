@@ -217,7 +217,32 @@ impl Drop for Checkpointer {
 
 /// 2: correlation hits are a log of rows (`correlation_log`), no longer a row per hit (`correlation_window`).
 /// 3: local CloudTrail log files are keyed in the ledger by name, no longer by path (`LedgerKey::local`).
-const SCHEMA_VERSION: i64 = 4;
+/// 4: services per principal and instance keys' addresses (behavioural rules), learnt from the stored actions.
+/// 5: events per hour and per principal and day (the explorer's charts; a state from before starts them empty),
+/// denied calls per principal (summed from its actions), and each alert's principal as a column.
+const SCHEMA_VERSION: i64 = 5;
+
+/// Schema 5's columns on a state from before: each principal's denied calls from its actions, each alert's
+/// principal from its body. A column already there is left as it is.
+fn add_explorer_columns(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        tx.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])
+    };
+    if !has("principals", "denied")? {
+        tx.execute_batch(
+            "ALTER TABLE principals ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
+             UPDATE principals SET denied =
+                 (SELECT coalesce(sum(a.denied), 0) FROM actions a WHERE a.principal_id = principals.id);",
+        )?;
+    }
+    if !has("alerts", "principal")? {
+        tx.execute_batch(
+            "ALTER TABLE alerts ADD COLUMN principal TEXT NOT NULL DEFAULT '';
+             UPDATE alerts SET principal = coalesce(json_extract(body, '$.principal'), '') WHERE json_valid(body);",
+        )?;
+    }
+    Ok(())
+}
 
 /// The IAM inventory as fetched from the API: one account's authorization details per row (the JSON AWS
 /// returns), replaced at each refresh. Read by `report permissions` and the periodic findings beside the files.
@@ -253,7 +278,9 @@ CREATE TABLE IF NOT EXISTS principals (
     last_region TEXT NOT NULL,
     last_user_agent TEXT NOT NULL,
     console_login_at INTEGER,
-    console_login_mfa INTEGER
+    console_login_mfa INTEGER,
+    -- The sum of the principal's actions' `denied`.
+    denied INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS action_names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS actions (
@@ -307,6 +334,14 @@ CREATE TABLE IF NOT EXISTS key_ips (
     last_seen INTEGER NOT NULL,
     PRIMARY KEY (key_id, ip)
 ) WITHOUT ROWID;
+-- Events per hour (hours since the epoch) and per principal and UTC day (days since the epoch): the explorer's charts.
+CREATE TABLE IF NOT EXISTS event_hours (hour INTEGER PRIMARY KEY, events INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS principal_days (
+    principal_id INTEGER NOT NULL,
+    day INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    PRIMARY KEY (principal_id, day)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger (
     source TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -320,8 +355,8 @@ CREATE TABLE IF NOT EXISTS ledger (
 // like Rust's `str`, and row values lexicographically like Rust's tuples.
 const UPSERT_PRINCIPAL: &str = "
 INSERT INTO principals (principal, kind, account_id, first_seen, last_seen, events, errors,
-    last_source_ip, last_region, last_user_agent, console_login_at, console_login_mfa)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+    last_source_ip, last_region, last_user_agent, console_login_at, console_login_mfa, denied)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
 ON CONFLICT (principal) DO UPDATE SET
     kind = CASE WHEN (excluded.first_seen, excluded.kind, excluded.account_id) < (first_seen, kind, account_id)
         THEN excluded.kind ELSE kind END,
@@ -331,6 +366,7 @@ ON CONFLICT (principal) DO UPDATE SET
     last_seen = max(last_seen, excluded.last_seen),
     events = events + excluded.events,
     errors = errors + excluded.errors,
+    denied = denied + excluded.denied,
     last_source_ip = CASE WHEN (excluded.last_seen, excluded.last_source_ip, excluded.last_region, excluded.last_user_agent)
         > (last_seen, last_source_ip, last_region, last_user_agent) THEN excluded.last_source_ip ELSE last_source_ip END,
     last_region = CASE WHEN (excluded.last_seen, excluded.last_source_ip, excluded.last_region, excluded.last_user_agent)
@@ -436,6 +472,9 @@ impl Store {
                 if found < 4 {
                     behaviour::learn_services_from_actions(&tx).map_err(err)?;
                 }
+                if found < 5 {
+                    add_explorer_columns(&tx).map_err(err)?;
+                }
                 tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])
                     .map_err(err)?;
                 tx.commit().map_err(err)?;
@@ -449,6 +488,9 @@ impl Store {
                 .map_err(err)?;
             }
         }
+        // After the migrations, which add the column to an older state: the explorer's alerts of one identity, and
+        // its filter of identities with alerts, read this index instead of every alert.
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS alerts_by_principal ON alerts (principal);").map_err(err)?;
         let action_ids = load_action_ids(&conn).map_err(err)?;
         let checkpointer = Checkpointer::start(path);
         if checkpointer.is_some() {
@@ -683,6 +725,10 @@ fn write_batch(
     let mut upsert_session = tx.prepare_cached(UPSERT_SESSION)?;
     let mut trim_sessions = tx.prepare_cached(TRIM_SESSIONS)?;
     let mut insert_action_name = tx.prepare_cached("INSERT INTO action_names (name) VALUES (?1) RETURNING id")?;
+    let mut add_day = tx.prepare_cached(
+        "INSERT INTO principal_days (principal_id, day, events) VALUES (?1, ?2, ?3)
+         ON CONFLICT (principal_id, day) DO UPDATE SET events = events + excluded.events",
+    )?;
     // Principals first, to learn their ids; then every child row in primary-key order, so that consecutive upserts
     // land on the same B-tree pages instead of jumping across a table larger than the page cache.
     let mut by_id: Vec<(i64, &PrincipalDelta)> = Vec::with_capacity(delta.principals.len());
@@ -702,6 +748,7 @@ fn write_batch(
                 p.last_user_agent,
                 p.console_login.map(|c| c.0),
                 p.console_login.map(|c| c.1),
+                p.denied as i64,
             ],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -735,12 +782,22 @@ fn write_batch(
                 a.denied as i64
             ])?;
         }
+        for (day, events) in &p.days {
+            add_day.execute(params![id, day, *events as i64])?;
+        }
         if !p.sessions.is_empty() {
             for (session, last_seen) in &p.sessions {
                 upsert_session.execute(params![id, session, last_seen])?;
             }
             trim_sessions.execute(params![id, MAX_SESSIONS as i64])?;
         }
+    }
+    let mut add_hour = tx.prepare_cached(
+        "INSERT INTO event_hours (hour, events) VALUES (?1, ?2)
+         ON CONFLICT (hour) DO UPDATE SET events = events + excluded.events",
+    )?;
+    for (hour, events) in &delta.hours {
+        add_hour.execute(params![hour, *events as i64])?;
     }
     let mut upsert_key = tx.prepare_cached(UPSERT_KEY)?;
     for (key_id, k) in &delta.access_keys {

@@ -18,7 +18,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     severity TEXT NOT NULL,
     event_time INTEGER NOT NULL,
     raised_at_ms INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    -- The body's principal, for the explorer's filters (a merge never changes it: it is part of the id).
+    principal TEXT NOT NULL DEFAULT ''
 );
 -- Alerts are inserted in the order they are raised, so the rowid orders them and an index on the raise time only
 -- cost every insert a second b-tree write (about 10% of storing an alert). Dropped where an older version made it.
@@ -83,8 +85,8 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite, recent: &mut RecentAlerts
     let mut select = tx.prepare_cached("SELECT body FROM alerts WHERE id = ?1")?;
     // Most alerts are new: insert first, and read the stored one back only when the id is taken.
     let mut insert = tx.prepare_cached(
-        "INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body, principal)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
     )?;
     let mut update = tx.prepare_cached("UPDATE alerts SET event_time = ?2, body = ?3 WHERE id = ?1")?;
     let mut enqueue =
@@ -101,7 +103,8 @@ pub fn write(tx: &Transaction<'_>, write: &AlertWrite, recent: &mut RecentAlerts
             alert.severity.as_str(),
             alert.event_time,
             write.raised_at_ms,
-            json
+            json,
+            alert.principal
         ])?;
         if inserted == 1 {
             for sink in sinks {
@@ -372,8 +375,14 @@ pub fn depth(conn: &Connection) -> rusqlite::Result<u64> {
 /// the place of its first raise). A stored body that cannot be read (another version's, or damaged) is left out
 /// of the listing and logged, so that one bad row does not fail the whole listing.
 pub fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<Alert>> {
-    let mut stmt = conn.prepare("SELECT id, body FROM alerts ORDER BY rowid DESC LIMIT ?1")?;
-    let rows = stmt.query_map([limit as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    select("SELECT id, body FROM alerts ORDER BY rowid DESC LIMIT ?1", conn, [limit as i64])
+}
+
+/// The alerts a query of `id, body` rows selects, in its order; an unreadable body is logged and left out (the
+/// others are still listed).
+pub fn select(sql: &str, conn: &Connection, params: impl rusqlite::Params) -> rusqlite::Result<Vec<Alert>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (id, body) = row?;

@@ -45,7 +45,7 @@ fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
         .unwrap();
     let version: String =
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!((left, version.as_str()), (0, "4"));
+    assert_eq!((left, version.as_str()), (0, "5"));
 }
 
 #[test]
@@ -194,4 +194,60 @@ fn a_schema_3_store_learns_services_from_its_actions() {
         })
         .collect();
     assert_eq!(first_uses, ["bedrock"]);
+}
+
+/// A schema-4 state gains each principal's denied calls (summed from its actions) and each alert's principal
+/// (read from its body), and new commits add to them.
+#[test]
+fn a_schema_4_store_sums_denied_calls_and_names_alert_principals() {
+    use crate::config::Synchronous;
+    use crate::store::{LedgerEntry, LedgerKey, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let call = |time: &str, name: &str, error: &str| {
+        format!(
+            r#"{{"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"{name}","errorCode":"{error}","sourceIPAddress":"198.51.100.1","userIdentity":{{"type":"IAMUser","arn":"arn:aws:iam::1:user/eve","accountId":"1"}}}}"#
+        )
+    };
+    let file = |records: &[String]| delta_of(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
+    let denied_twice = file(&[
+        call("2026-09-01T00:00:00Z", "ListUsers", "AccessDenied"),
+        call("2026-09-01T00:01:00Z", "ListRoles", "AccessDenied"),
+        call("2026-09-01T00:02:00Z", "ListRoles", ""),
+    ]);
+    let mut store = Store::open(&path, Synchronous::Normal).unwrap();
+    let key = LedgerKey { source: "file:/old.json".into(), version: "1".into() };
+    store.commit(&denied_twice, &[LedgerEntry { key: &key, records: 3 }], 0, []).unwrap();
+    // What schema 4 left behind: no such columns.
+    store
+        .connection()
+        .execute_batch(
+            r#"ALTER TABLE principals DROP COLUMN denied;
+               DROP INDEX alerts_by_principal;
+               ALTER TABLE alerts DROP COLUMN principal;
+               INSERT INTO alerts (id, rule, severity, event_time, raised_at_ms, body)
+                   VALUES ('a1', 'r', 'high', 0, 0, '{"principal":"arn:aws:iam::1:user/eve"}'),
+                          ('a2', 'r', 'high', 0, 0, '{not json');
+               UPDATE meta SET value = '4' WHERE key = 'schema_version';"#,
+        )
+        .unwrap();
+    drop(store);
+    let mut store = Store::open(&path, Synchronous::Normal).unwrap();
+    let denied = |store: &Store| -> i64 {
+        store.connection().query_row("SELECT denied FROM principals", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(denied(&store), 2);
+    let principals: Vec<String> = store
+        .connection()
+        .prepare("SELECT principal FROM alerts ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(principals, ["arn:aws:iam::1:user/eve", ""]);
+    let key = LedgerKey { source: "file:/new.json".into(), version: "1".into() };
+    let once_more = file(&[call("2026-09-02T00:00:00Z", "ListUsers", "AccessDenied")]);
+    store.commit(&once_more, &[LedgerEntry { key: &key, records: 1 }], 0, []).unwrap();
+    assert_eq!(denied(&store), 3);
 }
