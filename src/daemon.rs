@@ -119,6 +119,48 @@ pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), Dae
     Ok(())
 }
 
+/// `trailwatch serve`: the pages, the API and `/metrics` over an existing state file, reading only, until SIGTERM
+/// or SIGINT. `on_listening` is told the bound address (the command prints it: `--listen 127.0.0.1:0` picks a
+/// free port).
+pub fn serve_state(config: &Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> Result<(), DaemonError> {
+    // Opened as the writer once, if no daemon holds it, so that an older state gets the schema the pages read
+    // (migrating is not ingesting: no event is applied); a missing or damaged file is an error now, not a 500 on
+    // every page. A daemon holding the state has migrated it already.
+    match Store::open(&config.store_path, config.synchronous) {
+        Ok(store) => drop(store),
+        Err(StoreError::Locked { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    Store::open_reader(&config.store_path)?;
+    let metrics = Arc::new(Metrics::new());
+    let runtime = runtime(2, "trailwatch-serve")?;
+    let shutdown = Shutdown::new();
+    let state = config.store_path.clone();
+    let ready: crate::http::Readiness = Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store_ready(&state)).await.unwrap_or_else(|e| Err(e.to_string()))
+        })
+    });
+    let addr = serve_http(&runtime, config, Arc::clone(&metrics), ready, &shutdown)?;
+    crate::report::start_state_gauges(
+        &runtime,
+        config.store_path.clone(),
+        config.findings.inactive_days,
+        metrics,
+        Duration::from_secs(15),
+        shutdown.listener(Stage::Background, "state gauges"),
+    );
+    on_listening(addr);
+    tracing::info!(state = %config.store_path.display(), listen = %addr, "trailwatch serving the state read-only");
+    runtime.block_on(wait_for_signal());
+    for stage in [Stage::Background, Stage::Serving] {
+        runtime.block_on(shutdown.finish(stage, Duration::from_secs(2)));
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
 /// The runtime for the daemon's I/O (HTTP, SQS and S3, delivery, periodic tasks); the pipeline's workers and
 /// committer are threads of their own.
 pub fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, DaemonError> {
@@ -149,16 +191,13 @@ fn serve_http(
     metrics: Arc<Metrics>,
     ready: crate::http::Readiness,
     shutdown: &Shutdown,
-) -> Result<(), DaemonError> {
+) -> Result<std::net::SocketAddr, DaemonError> {
     let listen = config.http_listen;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|source| DaemonError::Listen { addr: listen, source })?;
-    let api = crate::http::Api {
-        store_path: config.store_path.clone(),
-        findings: config.findings.clone(),
-        token: config.api_token.clone(),
-    };
+    let bound = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
+    let api = crate::http::Api::of(config);
     let stop = shutdown.listener(Stage::Serving, "http");
     runtime.spawn(async move {
         let serving = crate::http::serve(listener, metrics, ready, api, async move { stop.requested().await });
@@ -166,7 +205,7 @@ fn serve_http(
             tracing::error!("http: {err}");
         }
     });
-    Ok(())
+    Ok(bound)
 }
 
 /// The daemon's periodic tasks beside intake and delivery, until [`Stage::Background`]: the one-a-minute log

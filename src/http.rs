@@ -1,12 +1,13 @@
-//! The HTTP edge: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (store open, intake reachable), and
-//! the read-only JSON API under `/api/v1/` (identities, findings, recent alerts; the CLI reports' shapes).
+//! The HTTP edge: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (store open, intake reachable), the
+//! read-only JSON API under `/api/v1/` (identities, findings, recent alerts; the CLI reports' shapes), and the
+//! explorer's pages (`crate::ui`).
 //!
-//! The API requires `Authorization: Bearer <token>` when a token is configured (config validation refuses a
-//! non-loopback address without one); `/metrics` and the health endpoints never do, so probes and Prometheus
-//! need no secret. The token is compared in constant time and never logged.
+//! The API and the pages require the token when one is configured (config validation refuses a non-loopback
+//! address without one): `Authorization: Bearer <token>`, or the explorer's session cookie; `/metrics` and the
+//! health endpoints never do, so probes and Prometheus need no secret. The token is compared in constant time and
+//! never logged. Every response carries the explorer's security headers.
 
 use std::future::Future;
-use std::path::PathBuf;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,17 +22,13 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::ui::Ui;
 
 /// Checks whether the daemon can do its work; `Err` says what is wrong.
 pub type Readiness = crate::source::Probe;
 
-/// What the JSON API reads.
-#[derive(Clone)]
-pub struct Api {
-    pub store_path: PathBuf,
-    pub findings: crate::config::FindingsConfig,
-    pub token: Option<String>,
-}
+/// What the JSON API reads: what the pages read.
+pub type Api = Ui;
 
 /// At most this many connections are served at once; one more is closed as soon as it is accepted (and counted),
 /// so that idle or slow clients cannot take the file descriptors the pipeline and the store need.
@@ -53,13 +50,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = api.token.clone();
+    let ui = api.clone();
+    let sign_in = crate::ui::sign_in_router(api.token.clone());
     let connections_refused = metrics.http_connections_refused.clone();
     let api_routes = Router::new()
         .route("/api/v1/identities", get(identities))
         .route("/api/v1/identities/{*principal}", get(identity))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/alerts", get(alerts))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
+        // Unknown API paths answer after the token check too: without it, nothing says what exists.
+        .route("/api/{*rest}", get(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") }))
         .with_state(Arc::new(api))
         .layer(axum::middleware::from_fn(move |request: Request, next: Next| {
             let token = token.clone();
@@ -86,7 +86,11 @@ pub async fn serve(
                 }
             }),
         )
-        .merge(api_routes);
+        .merge(api_routes)
+        .merge(crate::ui::router(ui))
+        .merge(sign_in)
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint\n") })
+        .layer(axum::middleware::from_fn(crate::ui::security_headers));
     serve_connections(listener, app, &connections_refused, shutdown).await;
     Ok(())
 }
@@ -138,36 +142,19 @@ async fn serve_connections(
     connections.abort_all();
 }
 
-/// Lets a request through when no token is configured, or when it carries `Bearer <token>`.
+/// Lets a request through when no token is configured, or when it carries the token (bearer or session cookie).
 async fn authorize(token: Option<&str>, request: Request, next: Next) -> Response {
-    if let Some(token) = token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required (Authorization: Bearer <token>)\n",
-            )
-                .into_response();
-        }
+    if let Some(token) = token
+        && !crate::ui::authorized(token, request.headers())
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required (Authorization: Bearer <token>)\n",
+        )
+            .into_response();
     }
     next.run(request).await
-}
-
-/// The token of an `Authorization: Bearer <token>` value; the scheme's case does not matter (RFC 7235).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
-}
-
-/// Equal length and bytes, in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Runs a store read off the async threads; errors are a 500 with the reason (a store path, not a secret).
@@ -245,28 +232,4 @@ async fn alerts(State(api): State<Arc<Api>>, uri: Uri) -> Response {
         crate::store::outbox::recent(store.connection(), limit).map(Some).map_err(|e| e.to_string())
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The scheme is case-insensitive and may be followed by more than one space (RFC 7235); nothing else is a
-    /// bearer token.
-    #[test]
-    fn bearer_tokens_are_read_as_rfc_7235_says() {
-        let cases = [
-            ("Bearer abc", Some("abc")),
-            ("bearer abc", Some("abc")),
-            ("BEARER abc", Some("abc")),
-            ("Bearer   abc", Some("abc")),
-            (" Bearer abc ", Some("abc")),
-            ("Basic abc", None),
-            ("Bearerabc", None),
-            ("abc", None),
-        ];
-        for (header, token) in cases {
-            assert_eq!(bearer_token(header), token, "{header:?}");
-        }
-    }
 }

@@ -31,3 +31,4 @@ pub mod state;
 pub mod store;
 pub mod synth;
 pub mod time;
+pub mod ui;

@@ -73,6 +73,9 @@ enum Command {
     ProbeFile { location: String },
     /// Write a synthetic CloudTrail corpus in S3's layout (gzipped), for demos and tests without AWS.
     Synth(cli::synth::SynthArgs),
+    /// Serve the identity explorer (pages at `/`), the JSON API and /metrics over an existing state file, reading
+    /// only (`replay` then `serve` works on a laptop), until SIGTERM or SIGINT.
+    Serve(cli::serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -262,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Report { what: ReportCommand::Policy { args } } => cli::report::policy(&cli, args),
         Command::Synth(args) => cli::synth::command(args),
+        Command::Serve(args) => cli::serve::command(&cli, args),
     }
 }
 

@@ -6,4 +6,5 @@ pub mod replay;
 pub mod report;
 pub mod rules;
 pub mod run;
+pub mod serve;
 pub mod synth;

@@ -30,5 +30,9 @@ mod alerts;
 // Granted versus used: `report permissions|policy` on an authorization-details fixture and replayed usage.
 mod permissions;
 
+// The identity explorer: `serve`, its pages over HTTP and in a real browser (chromedriver).
+mod browser;
+mod explorer;
+
 // Operability with real tools: promtool, a real Prometheus, and the deploy/ files against the catalogue.
 mod observe;

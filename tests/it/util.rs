@@ -152,7 +152,7 @@ pub fn http_get_with(port: u16, path: &str, headers: &str) -> Option<(u16, Strin
 }
 
 /// A `Transfer-Encoding: chunked` body (Go servers use it for larger responses).
-fn dechunk(mut rest: &str) -> Option<String> {
+pub fn dechunk(mut rest: &str) -> Option<String> {
     let mut body = String::new();
     loop {
         let (size, tail) = rest.split_once("\r\n")?;
