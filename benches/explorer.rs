@@ -142,10 +142,10 @@ fn explorer(c: &mut Criterion) {
         group.bench_function(name, |b| b.iter(|| trailwatch::ui::identities_page(&store, &ui, &filter).unwrap()));
     }
     let one = principal(4240);
-    let html = trailwatch::ui::identity_page(&store, &one, "").unwrap().unwrap();
+    let html = trailwatch::ui::identity_page(&store, &ui, &one, "").unwrap().unwrap();
     assert_eq!(html.matches("data-action=").count(), ACTIONS_EACH);
     assert!(html.contains("data-alert-id="));
-    group.bench_function("identity_page", |b| b.iter(|| trailwatch::ui::identity_page(&store, &one, "").unwrap()));
+    group.bench_function("identity_page", |b| b.iter(|| trailwatch::ui::identity_page(&store, &ui, &one, "").unwrap()));
     group.finish();
 }
 

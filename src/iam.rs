@@ -39,47 +39,78 @@ pub fn load_files(files: &[PathBuf]) -> Result<(Inventory, Vec<String>), Invento
     Ok((inventory, problems))
 }
 
+const USAGE_COLUMNS: &str =
+    "SELECT id, principal, kind, account_id, first_seen, last_seen, console_login_at FROM principals";
+const ACTION_COLUMNS: &str =
+    "SELECT a.principal_id, n.name, a.first_used, a.last_used FROM actions a JOIN action_names n ON n.id = a.action_id";
+const KEY_COLUMNS: &str = "SELECT key_id, principal, first_used, last_used FROM access_keys";
+
+/// A principal's row as its id and its [`Usage`] without actions.
+fn usage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Usage)> {
+    Ok((
+        r.get(0)?,
+        Usage {
+            principal: r.get(1)?,
+            kind: r.get(2)?,
+            account_id: r.get(3)?,
+            first_seen: r.get(4)?,
+            last_seen: r.get(5)?,
+            console_login_at: r.get(6)?,
+            actions: Vec::new(),
+        },
+    ))
+}
+
+type ActionRow = (i64, String, Option<i64>, Option<i64>);
+
+fn action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, KeyUse)> {
+    Ok((r.get(0)?, KeyUse { principal: r.get(1)?, first_used: r.get(2)?, last_used: r.get(3)? }))
+}
+
 /// Every identity's activity and every access key the state knows.
 pub fn usage(conn: &Connection) -> rusqlite::Result<(Vec<Usage>, HashMap<String, KeyUse>)> {
-    let mut principals = conn.prepare(
-        "SELECT id, principal, kind, account_id, first_seen, last_seen, console_login_at FROM principals ORDER BY id",
-    )?;
+    let mut principals = conn.prepare(&format!("{USAGE_COLUMNS} ORDER BY id"))?;
     let mut usage: Vec<Usage> = Vec::new();
     let mut ids: HashMap<i64, usize> = HashMap::new();
-    let rows = principals.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            Usage {
-                principal: r.get(1)?,
-                kind: r.get(2)?,
-                account_id: r.get(3)?,
-                first_seen: r.get(4)?,
-                last_seen: r.get(5)?,
-                console_login_at: r.get(6)?,
-                actions: Vec::new(),
-            },
-        ))
-    })?;
-    for row in rows {
+    for row in principals.query_map([], usage_row)? {
         let (id, u) = row?;
         ids.insert(id, usage.len());
         usage.push(u);
     }
-    let mut actions = conn.prepare(
-        "SELECT a.principal_id, n.name, a.first_used, a.last_used FROM actions a JOIN action_names n ON n.id = a.action_id",
-    )?;
-    let rows = actions.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)))?;
-    for row in rows {
+    let mut actions = conn.prepare(ACTION_COLUMNS)?;
+    for row in actions.query_map([], action_row)? {
         let (id, name, first, last) = row?;
         if let Some(&at) = ids.get(&id) {
             usage[at].actions.push((name, first, last));
         }
     }
-    let mut keys = conn.prepare("SELECT key_id, principal, first_used, last_used FROM access_keys")?;
-    let keys = keys
-        .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, KeyUse { principal: r.get(1)?, first_used: r.get(2)?, last_used: r.get(3)? }))
-        })?
+    let keys = conn.prepare(KEY_COLUMNS)?.query_map([], key_row)?.collect::<rusqlite::Result<HashMap<_, _>>>()?;
+    Ok((usage, keys))
+}
+
+/// One identity's activity (`None` if the state does not know it) and the access keys it used, read by index:
+/// what [`crate::permissions::analysis::analyse_one`] needs.
+pub fn usage_of(conn: &Connection, principal: &str) -> rusqlite::Result<(Option<Usage>, HashMap<String, KeyUse>)> {
+    use rusqlite::OptionalExtension;
+    let found = conn.query_row(&format!("{USAGE_COLUMNS} WHERE principal = ?1"), [principal], usage_row).optional()?;
+    let usage = match found {
+        Some((id, mut usage)) => {
+            let mut actions = conn.prepare(&format!("{ACTION_COLUMNS} WHERE a.principal_id = ?1"))?;
+            for row in actions.query_map([id], action_row)? {
+                let (_, name, first, last) = row?;
+                usage.actions.push((name, first, last));
+            }
+            Some(usage)
+        }
+        None => None,
+    };
+    let keys = conn
+        .prepare(&format!("{KEY_COLUMNS} WHERE principal = ?1"))?
+        .query_map([principal], key_row)?
         .collect::<rusqlite::Result<HashMap<_, _>>>()?;
     Ok((usage, keys))
 }

@@ -196,32 +196,57 @@ pub fn analyse(
     for u in usage.iter().filter(|u| !matches!(u.kind.as_str(), "AWSService" | "AWSAccount")) {
         principals.entry(u.principal.as_str()).or_insert(None);
     }
-    // Keys by the principal the state saw them used by, and the inventory's keys by user, built once: looking
-    // them up per identity by scanning would be identities × keys.
-    let mut state_keys: HashMap<&str, Vec<(&str, &KeyUse)>> = HashMap::new();
-    for (id, key) in keys {
-        state_keys.entry(key.principal.as_str()).or_default().push((id.as_str(), key));
-    }
-    let mut inventory_keys: HashMap<(&str, &str), Vec<&AccessKey>> = HashMap::new();
-    for account in inventory.accounts.values() {
-        for key in &account.access_keys {
-            inventory_keys.entry((account.account_id.as_str(), key.user.as_str())).or_default().push(key);
-        }
-    }
-    let ctx = Context {
-        inventory,
-        keys,
-        state_keys,
-        inventory_keys,
-        settings,
-        data: &data,
-        never: &never,
-        classes: Default::default(),
-    };
+    let ctx = Context::new(inventory, keys, settings, &data, &never);
     principals
         .into_iter()
         .map(|(principal, known)| ctx.report(principal, known, by_principal.get(principal).copied()))
         .collect()
+}
+
+/// One identity's report, as [`analyse`] gives it, without analysing the others (the explorer's identity page and
+/// policy download): `usage` is its activity and `keys` the keys it used. `None` for an identity that neither the
+/// inventory nor the state knows, or an AWS service or account.
+pub fn analyse_one(
+    inventory: &Inventory,
+    principal: &str,
+    usage: Option<&Usage>,
+    keys: &HashMap<String, KeyUse>,
+    settings: &Settings,
+) -> Option<PermissionReport> {
+    let known = inventory.accounts.values().find_map(|account| {
+        let user = account.users.iter().find(|u| u.arn == principal).map(Identity::User);
+        user.or_else(|| account.roles.iter().find(|r| r.arn == principal).map(Identity::Role)).map(|i| (account, i))
+    });
+    let seen = usage.filter(|u| !matches!(u.kind.as_str(), "AWSService" | "AWSAccount"));
+    if known.is_none() && seen.is_none() {
+        return None;
+    }
+    let (data, never) = (patterns(DATA_EVENT_ACTIONS), patterns(NEVER_LOGGED_ACTIONS));
+    Some(Context::new(inventory, keys, settings, &data, &never).report(principal, known, usage))
+}
+
+impl<'a> Context<'a> {
+    fn new(
+        inventory: &'a Inventory,
+        keys: &'a HashMap<String, KeyUse>,
+        settings: &'a Settings,
+        data: &'a [ActionPattern],
+        never: &'a [ActionPattern],
+    ) -> Context<'a> {
+        // Keys by the principal the state saw them used by, and the inventory's keys by user, built once: looking
+        // them up per identity by scanning would be identities × keys.
+        let mut state_keys: HashMap<&str, Vec<(&str, &KeyUse)>> = HashMap::new();
+        for (id, key) in keys {
+            state_keys.entry(key.principal.as_str()).or_default().push((id.as_str(), key));
+        }
+        let mut inventory_keys: HashMap<(&str, &str), Vec<&AccessKey>> = HashMap::new();
+        for account in inventory.accounts.values() {
+            for key in &account.access_keys {
+                inventory_keys.entry((account.account_id.as_str(), key.user.as_str())).or_default().push(key);
+            }
+        }
+        Context { inventory, keys, state_keys, inventory_keys, settings, data, never, classes: Default::default() }
+    }
 }
 
 struct Context<'a> {

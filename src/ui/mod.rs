@@ -238,7 +238,7 @@ pub fn identities_page(store: &Store, ui: &Ui, filter: &query::IdentityFilter) -
 }
 
 /// One identity's page as HTML, `None` for a principal the state does not know.
-pub fn identity_page(store: &Store, principal: &str, action_filter: &str) -> Result<Option<String>, String> {
+pub fn identity_page(store: &Store, ui: &Ui, principal: &str, action_filter: &str) -> Result<Option<String>, String> {
     let Some(report) = crate::report::identity(store, principal).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -247,13 +247,37 @@ pub fn identity_page(store: &Store, principal: &str, action_filter: &str) -> Res
     let activity = query::activity_per_day(conn, principal, last_seen).map_err(|e| e.to_string())?;
     let filter = query::AlertFilter { principal: principal.to_owned(), ..Default::default() };
     let (alerts, _) = query::alerts(conn, &filter).map_err(|e| e.to_string())?;
-    Ok(Some(pages::identity(&report, &activity, &alerts, action_filter)))
+    let permissions = permission_report(store, ui, principal)?;
+    let granted = permissions.as_ref().map(|p| &p.report).filter(|r| r.in_inventory);
+    Ok(Some(pages::identity(&report, &activity, granted, &alerts, action_filter)))
+}
+
+/// An identity's permissions: the inventory against its usage, as `report permissions` gives them.
+struct Permissions {
+    report: crate::permissions::analysis::PermissionReport,
+    usage: Option<crate::permissions::analysis::Usage>,
+    settings: crate::permissions::analysis::Settings,
+}
+
+/// `None` for an identity neither the inventory nor the state knows. Reads the inventory (files, then what the
+/// daemon fetched) and this identity's usage only.
+fn permission_report(store: &Store, ui: &Ui, principal: &str) -> Result<Option<Permissions>, String> {
+    let settings = crate::permissions::analysis::Settings {
+        as_of: crate::time::now(),
+        window_days: ui.permissions.window_days,
+        data_events_logged: ui.permissions.data_events_logged,
+        key_rotation_days: ui.permissions.key_rotation_days,
+    };
+    let (inventory, _) = crate::iam::load(&ui.inventory_files, Some(store.connection())).map_err(|e| e.to_string())?;
+    let (usage, keys) = crate::iam::usage_of(store.connection(), principal).map_err(|e| e.to_string())?;
+    let report = crate::permissions::analysis::analyse_one(&inventory, principal, usage.as_ref(), &keys, &settings);
+    Ok(report.map(|report| Permissions { report, usage, settings }))
 }
 
 async fn identity(State(ui): State<Arc<Ui>>, Path(principal): Path<String>, uri: Uri) -> Response {
     let action = param(&params(&uri), "action").to_owned();
-    render(&ui, move |store, _| {
-        Ok(match identity_page(store, &principal, &action)? {
+    render(&ui, move |store, ui| {
+        Ok(match identity_page(store, ui, &principal, &action)? {
             Some(page) => html(StatusCode::OK, page),
             None => html(
                 StatusCode::NOT_FOUND,
@@ -285,24 +309,13 @@ async fn alerts(State(ui): State<Arc<Ui>>, uri: Uri) -> Response {
 /// `report policy`'s JSON for one principal, as a download.
 async fn policy(State(ui): State<Arc<Ui>>, Path(principal): Path<String>) -> Response {
     render(&ui, move |store, ui| {
-        let settings = crate::permissions::analysis::Settings {
-            as_of: crate::time::now(),
-            window_days: ui.permissions.window_days,
-            data_events_logged: ui.permissions.data_events_logged,
-            key_rotation_days: ui.permissions.key_rotation_days,
-        };
-        let (inventory, _) =
-            crate::iam::load(&ui.inventory_files, Some(store.connection())).map_err(|e| e.to_string())?;
-        let (usage, keys) = crate::iam::usage(store.connection()).map_err(|e| e.to_string())?;
-        let usage: Vec<_> = usage.into_iter().filter(|u| u.principal == principal).collect();
-        let reports = crate::permissions::analysis::analyse(&inventory, &usage, &keys, &settings);
-        let Some(report) = reports.iter().find(|r| r.principal == principal) else {
+        let Some(Permissions { report, usage, settings }) = permission_report(store, ui, &principal)? else {
             return Ok(html(
                 StatusCode::NOT_FOUND,
                 pages::message("Not found", &format!("{principal}: no such identity")),
             ));
         };
-        let (policy, _) = crate::permissions::analysis::least_privilege(report, usage.first(), &settings);
+        let (policy, _) = crate::permissions::analysis::least_privilege(&report, usage.as_ref(), &settings);
         let body = serde_json::to_string_pretty(&policy).map_err(|e| e.to_string())? + "\n";
         Ok((
             StatusCode::OK,

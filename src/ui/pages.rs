@@ -6,6 +6,7 @@ use std::fmt::Write;
 use super::html::{Page, esc, url_encode};
 use super::query::{self, AlertFilter, IdentityFilter, IdentityRow, IdentitySort, Overview, PAGE_ROWS, SEVERITIES};
 use crate::alert::Alert;
+use crate::permissions::analysis::PermissionReport;
 use crate::report::IdentityReport;
 use crate::time::{Timestamp, format_rfc3339};
 
@@ -262,6 +263,7 @@ fn pager(page: &mut Page, current: usize, total: u64, href: impl Fn(usize) -> St
 pub fn identity(
     report: &IdentityReport,
     activity: &[(Timestamp, u64)],
+    permissions: Option<&PermissionReport>,
     alerts: &[Alert],
     action_filter: &str,
 ) -> String {
@@ -312,13 +314,32 @@ pub fn identity(
         page.number(action.denied);
         page.raw("</tr>");
     }
-    page.raw("</tbody></table><h2>Access keys</h2>");
-    page.table_head("keys", &["Key", "First used", "Last used"]);
+    page.raw("</tbody></table>");
+    granted_versus_used(&mut page, permissions);
+    page.raw("<h2>Access keys</h2>");
+    page.table_head("keys", &["Key", "Created", "First used", "Last used", "Status"]);
+    // Creation and status come from the inventory; CloudTrail shows only use.
+    let inventory_key = |id: &str| permissions.and_then(|p| p.access_keys.iter().find(|k| k.id == id));
     for key in &report.access_keys {
+        let known = inventory_key(&key.id);
         page.raw("<tr>");
         page.cell(&key.id);
+        page.cell(known.and_then(|k| k.created.as_deref()).unwrap_or("–"));
         page.cell(&key.first_used);
         page.cell(&key.last_used);
+        page.cell(known.map_or("not in the inventory", |k| k.status.as_str()));
+        page.raw("</tr>");
+    }
+    for key in permissions.into_iter().flat_map(|p| &p.access_keys) {
+        if report.access_keys.iter().any(|k| k.id == key.id) {
+            continue;
+        }
+        page.raw("<tr>");
+        page.cell(&key.id);
+        page.cell(key.created.as_deref().unwrap_or("–"));
+        page.cell("never seen");
+        page.cell(key.last_used.as_deref().unwrap_or("–"));
+        page.cell(&key.status);
         page.raw("</tr>");
     }
     page.raw("</tbody></table><h2>Recent role sessions</h2><ul class=\"sessions\">");
@@ -330,6 +351,58 @@ pub fn identity(
     page.raw("</ul><h2>Alerts and findings</h2>");
     alert_table(&mut page, alerts);
     page.finish()
+}
+
+/// Granted versus used per service, the unused grants with the policy and statement that grant them, and the
+/// permission findings; without an inventory, a line saying the grants are unknown.
+fn granted_versus_used(page: &mut Page, permissions: Option<&PermissionReport>) {
+    page.raw("<h2>Granted versus used</h2>");
+    let Some(p) = permissions else {
+        page.raw(
+            "<p class=\"note\">The inventory does not have this identity (or there is none: <code>[inventory]</code> \
+             files or <code>[inventory.iam]</code>), so its grants are unknown.</p>",
+        );
+        return;
+    };
+    page.table_head("services", &["Service", "Granted", "Used in the window"]);
+    let mut services: Vec<&String> = p.granted_services.iter().chain(&p.used_services).collect();
+    services.sort();
+    services.dedup();
+    for service in services {
+        let _ = write!(page.out, "<tr data-service=\"{}\">", esc(service));
+        page.cell(service);
+        page.cell(if p.granted_services.contains(service) { "yes" } else { "no" });
+        page.cell(if p.used_services.contains(service) { "yes" } else { "no" });
+        page.raw("</tr>");
+    }
+    page.raw("</tbody></table><h3>Unused grants</h3>");
+    page.table_head("unused", &["Pattern", "Policy", "Statement"]);
+    for unused in &p.unused_actions {
+        page.raw("<tr>");
+        page.cell(&unused.pattern);
+        page.cell(&unused.policy);
+        page.cell(&unused.statement);
+        page.raw("</tr>");
+    }
+    page.raw("</tbody></table>");
+    if !p.used_not_granted.is_empty() {
+        page.raw("<h3>Used, but no identity policy allows it</h3><ul>");
+        for action in &p.used_not_granted {
+            page.raw("<li>");
+            page.text(action);
+            page.raw("</li>");
+        }
+        page.raw("</ul>");
+    }
+    if !p.findings.is_empty() {
+        page.raw("<h3>Permission findings</h3><ul>");
+        for finding in &p.findings {
+            page.raw("<li>");
+            page.text(&format!("{}: {}", finding.rule, finding.summary));
+            page.raw("</li>");
+        }
+        page.raw("</ul>");
+    }
 }
 
 fn alert_table(page: &mut Page, alerts: &[Alert]) {

@@ -262,3 +262,72 @@ fn the_explorer_in_a_real_browser() {
     browser.goto(&format!("{}/identities", guarded.origin()));
     assert_eq!(browser.find_all("tr[data-principal]").len(), 50);
 }
+
+/// With an inventory, an identity's page shows granted versus used per service and each unused grant with its
+/// policy, as `report permissions` has them, and its inventory keys' creation and status.
+#[test]
+fn an_identity_page_shows_its_grants_against_its_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tw.toml");
+    let state = dir.path().join("s.db");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = {state:?}\n[alerts]\nenabled = false\n[inventory]\nfiles = [{:?}]\n",
+            crate::util::data("permissions/account.json")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    ok(&trailwatch(&["--config", config, "replay", crate::util::data("permissions/events.json").to_str().unwrap()]));
+    let alice = "arn:aws:iam::111122223333:user/alice";
+    let report: serde_json::Value = serde_json::from_str(&ok(&trailwatch(&[
+        "--config",
+        config,
+        "report",
+        "permissions",
+        "--principal",
+        alice,
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let report = &report[0];
+    let port = free_port();
+    let mut child = bin()
+        .args(["--config", config, "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let page = wait_for(Duration::from_secs(20), || {
+        http_get(port, &format!("/identities/{}", encode(alice))).filter(|(s, _)| *s == 200)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (_, page) = page.expect("the identity page");
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+    };
+    let mut services = strings(&report["granted_services"]);
+    services.extend(strings(&report["used_services"]));
+    services.sort();
+    services.dedup();
+    let shown: Vec<&str> = page.split("data-service=\"").skip(1).map(|s| s.split('"').next().unwrap()).collect();
+    assert_eq!(shown, services);
+    let unused = report["unused_actions"].as_array().unwrap();
+    assert!(!unused.is_empty());
+    for grant in unused {
+        let row = format!(
+            "<td>{}</td><td>{}</td><td>{}</td>",
+            grant["pattern"].as_str().unwrap(),
+            grant["policy"].as_str().unwrap(),
+            grant["statement"].as_str().unwrap()
+        );
+        assert!(page.contains(&row), "no row {row}");
+    }
+    for key in report["access_keys"].as_array().unwrap() {
+        assert!(page.contains(&format!("<td>{}</td>", key["id"].as_str().unwrap())), "{key}");
+        assert!(page.contains(&format!("<td>{}</td>", key["status"].as_str().unwrap())), "{key}");
+    }
+}
