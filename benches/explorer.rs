@@ -1,6 +1,7 @@
 //! The explorer's server time on a large state: 100,000 identities × 20 actions (2M action rows), 20,000 alerts.
 //! Groups `explorer/identities_page` (default sort, a search, sorted by denied, a filter with a later page) and
-//! `explorer/identity_page` (one identity: report, activity, alerts, HTML). Target: under 100 ms each.
+//! `explorer/identity_page` (one identity: report, activity, grants, alerts, HTML). Target: under 100 ms each, but
+//! for the unused-permissions filter, which analyses every identity.
 
 use std::time::Duration;
 
@@ -146,6 +147,13 @@ fn explorer(c: &mut Criterion) {
     assert_eq!(html.matches("data-action=").count(), ACTIONS_EACH);
     assert!(html.contains("data-alert-id="));
     group.bench_function("identity_page", |b| b.iter(|| trailwatch::ui::identity_page(&store, &ui, &one, "").unwrap()));
+    // The one filter whose cost grows with the state: every identity's usage against the inventory (none here,
+    // so every identity is analysed as seen-only).
+    group.sample_size(10);
+    let unused = IdentityFilter { unused_permissions: true, ..Default::default() };
+    group.bench_function("identities_page/unused_permissions", |b| {
+        b.iter(|| trailwatch::ui::identities_page(&store, &ui, &unused).unwrap())
+    });
     group.finish();
 }
 

@@ -218,6 +218,7 @@ pub fn identity_filter(uri: &Uri) -> query::IdentityFilter {
         inactive_days: param(&params, "inactive_days").parse().ok().filter(|d| *d >= 0),
         has_alerts: param(&params, "has_alerts") == "1",
         stale_key: param(&params, "stale_key") == "1",
+        unused_permissions: param(&params, "unused") == "1",
         sort: query::IdentitySort::parse(param(&params, "sort")).unwrap_or_default(),
         page: param(&params, "page").parse().unwrap_or(0).min(1_000_000),
     }
@@ -232,9 +233,36 @@ async fn identities(State(ui): State<Arc<Ui>>, uri: Uri) -> Response {
 pub fn identities_page(store: &Store, ui: &Ui, filter: &query::IdentityFilter) -> Result<String, String> {
     let conn = store.connection();
     let now = crate::time::now();
-    let (rows, total) =
-        query::identities(conn, filter, now, ui.findings.access_key_unused_days).map_err(|e| e.to_string())?;
+    let holding_unused = match filter.unused_permissions {
+        true => holding_unused_permissions(store, ui)?,
+        false => Vec::new(),
+    };
+    let (rows, total) = query::identities(conn, filter, now, ui.findings.access_key_unused_days, &holding_unused)
+        .map_err(|e| e.to_string())?;
     Ok(pages::identities(&rows, total, filter))
+}
+
+/// The identities that hold permissions they did not use in the window, as `report permissions` finds them (the
+/// inventory against every identity's usage: the cost of this filter grows with the state, the others' do not).
+fn holding_unused_permissions(store: &Store, ui: &Ui) -> Result<Vec<String>, String> {
+    let settings = permission_settings(ui);
+    let (inventory, _) = crate::iam::load(&ui.inventory_files, Some(store.connection())).map_err(|e| e.to_string())?;
+    let (usage, keys) = crate::iam::usage(store.connection()).map_err(|e| e.to_string())?;
+    let reports = crate::permissions::analysis::analyse(&inventory, &usage, &keys, &settings);
+    Ok(reports
+        .into_iter()
+        .filter(|r| !r.unused_services.is_empty() || !r.unused_actions.is_empty())
+        .map(|r| r.principal)
+        .collect())
+}
+
+fn permission_settings(ui: &Ui) -> crate::permissions::analysis::Settings {
+    crate::permissions::analysis::Settings {
+        as_of: crate::time::now(),
+        window_days: ui.permissions.window_days,
+        data_events_logged: ui.permissions.data_events_logged,
+        key_rotation_days: ui.permissions.key_rotation_days,
+    }
 }
 
 /// One identity's page as HTML, `None` for a principal the state does not know.
@@ -262,12 +290,7 @@ struct Permissions {
 /// `None` for an identity neither the inventory nor the state knows. Reads the inventory (files, then what the
 /// daemon fetched) and this identity's usage only.
 fn permission_report(store: &Store, ui: &Ui, principal: &str) -> Result<Option<Permissions>, String> {
-    let settings = crate::permissions::analysis::Settings {
-        as_of: crate::time::now(),
-        window_days: ui.permissions.window_days,
-        data_events_logged: ui.permissions.data_events_logged,
-        key_rotation_days: ui.permissions.key_rotation_days,
-    };
+    let settings = permission_settings(ui);
     let (inventory, _) = crate::iam::load(&ui.inventory_files, Some(store.connection())).map_err(|e| e.to_string())?;
     let (usage, keys) = crate::iam::usage_of(store.connection(), principal).map_err(|e| e.to_string())?;
     let report = crate::permissions::analysis::analyse_one(&inventory, principal, usage.as_ref(), &keys, &settings);

@@ -168,6 +168,9 @@ fn identities_href(filter: &IdentityFilter, change: impl FnOnce(&mut IdentityFil
     if f.stale_key {
         parts.push("stale_key=1".into());
     }
+    if f.unused_permissions {
+        parts.push("unused=1".into());
+    }
     if f.sort != IdentitySort::default() {
         parts.push(format!("sort={}", f.sort.name()));
     }
@@ -211,9 +214,11 @@ pub fn identities(rows: &[IdentityRow], total: u64, filter: &IdentityFilter) -> 
         "<label>Inactive for days <input type=\"number\" min=\"0\" name=\"inactive_days\" value=\"{}\"></label>",
         filter.inactive_days.map(|d| d.to_string()).unwrap_or_default()
     );
-    for (name, label, on) in
-        [("has_alerts", "Has alerts", filter.has_alerts), ("stale_key", "Has an unused access key", filter.stale_key)]
-    {
+    for (name, label, on) in [
+        ("has_alerts", "Has alerts", filter.has_alerts),
+        ("stale_key", "Has an unused access key", filter.stale_key),
+        ("unused", "Has unused permissions (inventory)", filter.unused_permissions),
+    ] {
         let checked = if on { " checked" } else { "" };
         let _ =
             write!(page.out, "<label><input type=\"checkbox\" name=\"{name}\" value=\"1\"{checked}> {label}</label>");

@@ -50,6 +50,8 @@ pub struct IdentityFilter {
     pub has_alerts: bool,
     /// Has a long-term access key not used for `access_key_unused_days`.
     pub stale_key: bool,
+    /// Holds permissions it did not use in the window (from the inventory; the page works the set out).
+    pub unused_permissions: bool,
     pub sort: IdentitySort,
     /// Zero-based page number.
     pub page: usize,
@@ -68,14 +70,21 @@ pub struct IdentityRow {
 }
 
 /// A page of identities and how many match in all.
+/// `holding_unused`: with [`IdentityFilter::unused_permissions`], the principals that hold unused permissions.
 pub fn identities(
     conn: &Connection,
     filter: &IdentityFilter,
     now: Timestamp,
     key_unused_days: i64,
+    holding_unused: &[String],
 ) -> rusqlite::Result<(Vec<IdentityRow>, u64)> {
     let mut conditions = Vec::new();
     let mut values: Vec<Value> = Vec::new();
+    if filter.unused_permissions {
+        // One parameter however many: a JSON array, read back as rows.
+        values.push(Value::Text(serde_json::to_string(holding_unused).expect("strings serialize")));
+        conditions.push(format!("p.principal IN (SELECT value FROM json_each(?{}))", values.len()));
+    }
     if !filter.search.is_empty() {
         // LIKE ignores ASCII case without lowering every principal; the search's own `%` and `_` are escaped.
         let escaped = filter.search.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");

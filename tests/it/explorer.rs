@@ -303,8 +303,37 @@ fn an_identity_page_shows_its_grants_against_its_use() {
     let page = wait_for(Duration::from_secs(20), || {
         http_get(port, &format!("/identities/{}", encode(alice))).filter(|(s, _)| *s == 200)
     });
+    // The filter lists exactly the identities the state knows that the report finds holding unused services or
+    // actions (identities only in the inventory, never seen, are not in the identities list).
+    let seen: serde_json::Value =
+        serde_json::from_str(&ok(&trailwatch(&["--config", config, "report", "identities", "--format", "json"])))
+            .unwrap();
+    let seen: Vec<&str> = seen.as_array().unwrap().iter().map(|i| i["principal"].as_str().unwrap()).collect();
+    let everyone: serde_json::Value =
+        serde_json::from_str(&ok(&trailwatch(&["--config", config, "report", "permissions", "--format", "json"])))
+            .unwrap();
+    let mut holding: Vec<&str> = everyone
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            !r["unused_services"].as_array().unwrap().is_empty() || !r["unused_actions"].as_array().unwrap().is_empty()
+        })
+        .map(|r| r["principal"].as_str().unwrap())
+        .filter(|p| seen.contains(p))
+        .collect();
+    holding.sort();
+    let (_, filtered) = http_get(port, "/identities?unused=1").unwrap();
     let _ = child.kill();
     let _ = child.wait();
+    let mut listed: Vec<&str> =
+        filtered.split("data-principal=\"").skip(1).map(|s| s.split('"').next().unwrap()).collect();
+    listed.sort();
+    assert!(
+        holding.contains(&alice) && holding.len() < seen.len(),
+        "the filter keeps some and not others: {holding:?}"
+    );
+    assert_eq!(listed, holding);
     let (_, page) = page.expect("the identity page");
     let strings = |v: &serde_json::Value| -> Vec<String> {
         v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
