@@ -124,6 +124,7 @@ fn explorer(c: &mut Criterion) {
         permissions: Default::default(),
         inventory_files: Vec::new(),
         token: None,
+        metrics: None,
     };
     let mut group = c.benchmark_group("explorer");
     group.sample_size(20).measurement_time(Duration::from_secs(10));

@@ -55,7 +55,7 @@ pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), Dae
     let shutdown = Shutdown::new();
     let commits = CommitHealth::default();
     let ready = readiness(source.probe(), config.store_path.clone(), commits.clone());
-    serve_http(&runtime, config, Arc::clone(&metrics), ready, &shutdown)?;
+    serve_http(&runtime, config, Arc::clone(&metrics), ready, &shutdown, true)?;
     let trigger = shutdown.trigger();
     runtime.spawn(async move {
         wait_for_signal().await;
@@ -142,7 +142,7 @@ pub fn serve_state(config: &Config, on_listening: &dyn Fn(std::net::SocketAddr))
             tokio::task::spawn_blocking(move || store_ready(&state)).await.unwrap_or_else(|e| Err(e.to_string()))
         })
     });
-    let addr = serve_http(&runtime, config, Arc::clone(&metrics), ready, &shutdown)?;
+    let addr = serve_http(&runtime, config, Arc::clone(&metrics), ready, &shutdown, false)?;
     crate::report::start_state_gauges(
         &runtime,
         config.store_path.clone(),
@@ -191,13 +191,15 @@ fn serve_http(
     metrics: Arc<Metrics>,
     ready: crate::http::Readiness,
     shutdown: &Shutdown,
+    ingesting: bool,
 ) -> Result<std::net::SocketAddr, DaemonError> {
     let listen = config.http_listen;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|source| DaemonError::Listen { addr: listen, source })?;
     let bound = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
-    let api = crate::http::Api::of(config);
+    // A daemon's pages also show what only its counters know (files rejected since start).
+    let api = crate::http::Api { metrics: ingesting.then(|| Arc::clone(&metrics)), ..crate::http::Api::of(config) };
     let stop = shutdown.listener(Stage::Serving, "http");
     runtime.spawn(async move {
         let serving = crate::http::serve(listener, metrics, ready, api, async move { stop.requested().await });

@@ -32,6 +32,8 @@ pub struct Ui {
     pub permissions: crate::config::PermissionsConfig,
     pub inventory_files: Vec<PathBuf>,
     pub token: Option<String>,
+    /// The process's counters, for what the state does not keep (files rejected since start); `None` in tests.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Ui {
@@ -43,6 +45,7 @@ impl Ui {
             permissions: config.permissions.clone(),
             inventory_files: config.inventory.files.clone(),
             token: config.api_token.clone(),
+            metrics: None,
         }
     }
 }
@@ -201,7 +204,8 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
 async fn overview(State(ui): State<Arc<Ui>>) -> Response {
     render(&ui, |store, ui| {
         let now = crate::time::now();
-        let overview = query::overview(store.connection(), now, &ui.findings).map_err(|e| e.to_string())?;
+        let mut overview = query::overview(store.connection(), now, &ui.findings).map_err(|e| e.to_string())?;
+        overview.files_rejected = ui.metrics.as_ref().map(|m| m.files.with_label_values(&["rejected"]).get());
         Ok(html(StatusCode::OK, pages::overview(&overview, now, ui.findings.inactive_days)))
     })
     .await

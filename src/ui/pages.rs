@@ -37,11 +37,13 @@ pub fn overview(o: &Overview, now: Timestamp, inactive_days: i64) -> String {
     let _ = write!(
         page.out,
         "<dt>Newest event</dt><dd>{}</dd><dt>Lag</dt><dd>{}</dd><dt>Root last active</dt><dd>{}</dd>\
-         <dt>Files applied</dt><dd>{}</dd><dt>Files quarantined</dt><dd>{}</dd><dt>Inactive after</dt><dd>{} days</dd>",
+         <dt>Files applied</dt><dd>{}</dd><dt>Files rejected since start</dt><dd>{}</dd>\
+         <dt>Files quarantined</dt><dd>{}</dd><dt>Inactive after</dt><dd>{} days</dd>",
         when(o.stats.newest_event),
         o.stats.newest_event.map_or_else(|| "–".to_owned(), |t| lag(now - t)),
         when(o.root_last_seen),
         o.stats.ledger_files,
+        o.files_rejected.map_or_else(|| "– (this process ingests nothing)".to_owned(), |n| n.to_string()),
         o.stats.quarantined_files,
         inactive_days
     );

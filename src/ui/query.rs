@@ -187,6 +187,9 @@ pub struct Overview {
     pub alerts_per_day: Vec<(Timestamp, [u64; 5])>,
     /// Events per hour for the 7 days (168 hours) to the newest event, oldest first (hour start, events).
     pub events_per_hour: Vec<(Timestamp, u64)>,
+    /// Files rejected as bad input since this process started (the state keeps applied files only); `None` when
+    /// the process ingests nothing (`trailwatch serve`).
+    pub files_rejected: Option<u64>,
     /// The periodic findings now, by rule (inactive identities, unused access keys), as `report findings` gives them.
     pub findings_by_rule: Vec<(&'static str, u64)>,
 }

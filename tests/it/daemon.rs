@@ -86,6 +86,9 @@ fn spool_daemon_applies_new_files_once_and_drains_on_sigterm() {
     assert_eq!(metric(&body, "trailwatch_records_total"), Some(28.0), "{body}");
     assert_eq!(metric(&body, r#"trailwatch_file_rejections_total{reason="invalid_json"}"#), Some(1.0), "{body}");
     assert_eq!(metric(&body, r#"trailwatch_records_skipped_total{reason="no_identity"}"#), Some(2.0), "{body}");
+    // The daemon's overview counts the rejected file, which only its counters know.
+    let (_, overview) = http_get(port, "/").unwrap();
+    assert!(overview.contains("<dt>Files rejected since start</dt><dd>1</dd>"), "{overview}");
     // One info line per batch applied: what it held, what it raised, and how far behind its newest event is.
     let log = terminate(daemon);
     let batches: Vec<&str> = log.lines().filter(|l| l.contains("applied a batch")).collect();

@@ -121,6 +121,9 @@ fn pages_over_http_are_escaped_and_guarded() {
             assert!(head.contains(header), "{path}: no `{header}` in\n{head}");
         }
     }
+    // `serve` ingests nothing, so it has no rejected files to count, and says so.
+    let (_, overview) = http_get(served.port, "/").unwrap();
+    assert!(overview.contains("<dt>Files rejected since start</dt><dd>– (this process ingests nothing)</dd>"));
     let (status, page) = http_get(served.port, &hostile).unwrap();
     assert_eq!(status, 200);
     for raw in [HOSTILE_AGENT, HOSTILE_SESSION, "<script", "<img"] {
