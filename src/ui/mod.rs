@@ -241,8 +241,13 @@ pub fn identities_page(store: &Store, ui: &Ui, filter: &query::IdentityFilter) -
         true => holding_unused_permissions(store, ui)?,
         false => Vec::new(),
     };
-    let (rows, total) = query::identities(conn, filter, now, ui.findings.access_key_unused_days, &holding_unused)
-        .map_err(|e| e.to_string())?;
+    let not_rotated = match filter.stale_key {
+        true => keys_not_rotated(store, ui, now)?,
+        false => Vec::new(),
+    };
+    let days = ui.findings.access_key_unused_days;
+    let (rows, total) =
+        query::identities(conn, filter, now, days, &holding_unused, &not_rotated).map_err(|e| e.to_string())?;
     Ok(pages::identities(&rows, total, filter))
 }
 
@@ -258,6 +263,21 @@ fn holding_unused_permissions(store: &Store, ui: &Ui) -> Result<Vec<String>, Str
         .filter(|r| !r.unused_services.is_empty() || !r.unused_actions.is_empty())
         .map(|r| r.principal)
         .collect())
+}
+
+/// The users with an active access key older than the rotation period, by the inventory (which alone knows when
+/// a key was created): cheap, no usage is read.
+fn keys_not_rotated(store: &Store, ui: &Ui, now: crate::time::Timestamp) -> Result<Vec<String>, String> {
+    let (inventory, _) = crate::iam::load(&ui.inventory_files, Some(store.connection())).map_err(|e| e.to_string())?;
+    let before = now - ui.permissions.key_rotation_days * 86_400;
+    let mut users = Vec::new();
+    for account in inventory.accounts.values() {
+        for key in account.access_keys.iter().filter(|k| k.status == "Active" && k.created.is_some_and(|c| c < before))
+        {
+            users.extend(account.users.iter().filter(|u| u.name == key.user).map(|u| u.arn.clone()));
+        }
+    }
+    Ok(users)
 }
 
 fn permission_settings(ui: &Ui) -> crate::permissions::analysis::Settings {

@@ -218,7 +218,7 @@ pub fn identities(rows: &[IdentityRow], total: u64, filter: &IdentityFilter) -> 
     );
     for (name, label, on) in [
         ("has_alerts", "Has alerts", filter.has_alerts),
-        ("stale_key", "Has an unused access key", filter.stale_key),
+        ("stale_key", "Has a key unused or not rotated", filter.stale_key),
         ("unused", "Has unused permissions (inventory)", filter.unused_permissions),
     ] {
         let checked = if on { " checked" } else { "" };

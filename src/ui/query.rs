@@ -48,7 +48,8 @@ pub struct IdentityFilter {
     /// No event for at least this many days.
     pub inactive_days: Option<i64>,
     pub has_alerts: bool,
-    /// Has a long-term access key not used for `access_key_unused_days`.
+    /// Has a long-term access key not used for `access_key_unused_days`, or (by the inventory) one older than
+    /// `permissions.key_rotation_days`.
     pub stale_key: bool,
     /// Holds permissions it did not use in the window (from the inventory; the page works the set out).
     pub unused_permissions: bool,
@@ -70,13 +71,15 @@ pub struct IdentityRow {
 }
 
 /// A page of identities and how many match in all.
-/// `holding_unused`: with [`IdentityFilter::unused_permissions`], the principals that hold unused permissions.
+/// `holding_unused`: with [`IdentityFilter::unused_permissions`], the principals that hold unused permissions;
+/// `not_rotated`: the users whose active keys the inventory says are older than the rotation period.
 pub fn identities(
     conn: &Connection,
     filter: &IdentityFilter,
     now: Timestamp,
     key_unused_days: i64,
     holding_unused: &[String],
+    not_rotated: &[String],
 ) -> rusqlite::Result<(Vec<IdentityRow>, u64)> {
     let mut conditions = Vec::new();
     let mut values: Vec<Value> = Vec::new();
@@ -108,9 +111,11 @@ pub fn identities(
     }
     if filter.stale_key {
         values.push(Value::Integer(now - key_unused_days * DAY));
+        values.push(Value::Text(serde_json::to_string(not_rotated).expect("strings serialize")));
         conditions.push(format!(
-            "EXISTS (SELECT 1 FROM access_keys k WHERE k.principal = p.principal AND k.key_id LIKE 'AKIA%' \
-             AND k.last_used < ?{})",
+            "(EXISTS (SELECT 1 FROM access_keys k WHERE k.principal = p.principal AND k.key_id LIKE 'AKIA%' \
+             AND k.last_used < ?{}) OR p.principal IN (SELECT value FROM json_each(?{})))",
+            values.len() - 1,
             values.len()
         ));
     }

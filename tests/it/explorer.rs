@@ -327,6 +327,28 @@ fn an_identity_page_shows_its_grants_against_its_use() {
         .collect();
     holding.sort();
     let (_, filtered) = http_get(port, "/identities?unused=1").unwrap();
+    // Keys unused or not rotated: the seen identities with either key finding in the report.
+    let mut stale: Vec<&str> = everyone
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["rule"] == "access-key-not-rotated" || f["rule"] == "access-key-unused")
+        })
+        .map(|r| r["principal"].as_str().unwrap())
+        .filter(|p| seen.contains(p))
+        .collect();
+    stale.sort();
+    let (_, stale_page) = http_get(port, "/identities?stale_key=1").unwrap();
+    let mut stale_listed: Vec<&str> =
+        stale_page.split("data-principal=\"").skip(1).map(|s| s.split('"').next().unwrap()).collect();
+    stale_listed.sort();
+    assert!(!stale.is_empty(), "the fixture has a key finding");
+    assert_eq!(stale_listed, stale);
     let _ = child.kill();
     let _ = child.wait();
     let mut listed: Vec<&str> =
