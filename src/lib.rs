@@ -17,6 +17,7 @@ pub mod findings;
 pub(crate) mod http;
 pub mod iam;
 pub mod inflight;
+pub mod integrity;
 pub mod layout;
 pub(crate) mod logs;
 pub mod metrics;
