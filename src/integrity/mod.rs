@@ -8,6 +8,8 @@
 //! previousDigestSignature` (the text `null` for a chain's first digest); public keys are DER PKCS #1
 //! `RSAPublicKey`s, base64 in the list, chosen by the digest's `digestPublicKeyFingerprint`.
 
+pub mod chain;
+
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::signature::Verifier;
 use serde::Deserialize;

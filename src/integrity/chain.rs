@@ -1,0 +1,221 @@
+//! What a set of digests and log files says about a trail's integrity: each digest's listed files against the
+//! files seen, the chain of digests from link to link and hour to hour, and a chain whose digests stop while its
+//! log files go on. Judged by the files' own times (the newest log file seen in a chain), never the clock, so a
+//! backfill of history raises nothing for a chain whose digests run to its end.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::time::Timestamp;
+
+/// An S3 object (or a local file, with an empty bucket).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.bucket.is_empty() {
+            true => write!(f, "{}", self.key),
+            false => write!(f, "s3://{}/{}", self.bucket, self.key),
+        }
+    }
+}
+
+/// One chain: a trail's digests for one account and region, in one bucket and prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainId {
+    pub bucket: String,
+    pub prefix: String,
+    pub account: String,
+    pub region: String,
+}
+
+/// A digest as intake found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestRecord {
+    pub location: Location,
+    pub chain: ChainId,
+    pub start_time: Timestamp,
+    pub end_time: Timestamp,
+    /// The previous digest it links to (`None` for a chain's first).
+    pub previous: Option<Location>,
+    /// The log files it lists, with the SHA-256 (hex) of each one's uncompressed content.
+    pub log_files: Vec<(Location, String)>,
+    pub check: DigestCheck,
+}
+
+/// How far a digest could be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DigestCheck {
+    /// Signature verified.
+    Verified,
+    /// No signature to check (a local file without its sidecar): hashes and links are still used.
+    Unsigned,
+    /// Bad signature, unknown key, moved object or bad format: the reason. Its contents are not trusted.
+    Invalid(String),
+}
+
+/// A log file as intake read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub location: Location,
+    pub chain: ChainId,
+    /// Its delivery time (from its name).
+    pub time: Timestamp,
+    /// SHA-256 (hex) of its uncompressed content.
+    pub sha256: String,
+}
+
+/// What is known: digests, log files read, and objects found gone (`NoSuchKey`).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub digests: Vec<DigestRecord>,
+    pub logs: Vec<LogRecord>,
+    pub gone: Vec<Location>,
+}
+
+/// One integrity problem. Its [`Finding::subject`] is stable, so the same objects give the same finding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Finding {
+    /// Listed in `digest`, never seen by the time the chain's newer files were, or gone.
+    LogFileMissing { log: Location, digest: Location },
+    /// Its content's hash is not what `digest` lists.
+    LogFileAltered { log: Location, digest: Location, listed: String, found: String },
+    /// Delivered in an hour whose digest does not list it.
+    LogFileUnlisted { log: Location, digest: Location },
+    /// A digest the chain needs is not there: the link `referenced_by` names, or the hours between two digests.
+    DigestMissing {
+        chain: ChainId,
+        missing: Option<Location>,
+        after: Location,
+        before: Location,
+        from: Timestamp,
+        to: Timestamp,
+    },
+    /// The digest could not be trusted.
+    DigestInvalid { digest: Location, reason: String },
+    /// Log files keep coming after the chain's last digest, past the grace period.
+    DigestChainEnded { chain: ChainId, last_digest: Location, newest_log: Location },
+}
+
+impl Finding {
+    /// The rule id the alert carries.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Finding::LogFileMissing { .. } => "log-file-missing",
+            Finding::LogFileAltered { .. } => "log-file-altered",
+            Finding::LogFileUnlisted { .. } => "log-file-unlisted",
+            Finding::DigestMissing { .. } => "digest-missing",
+            Finding::DigestInvalid { .. } => "digest-invalid",
+            Finding::DigestChainEnded { .. } => "digest-chain-ended",
+        }
+    }
+
+    /// What the finding is about, stable across replays: the rule and the object keys involved.
+    pub fn subject(&self) -> String {
+        match self {
+            Finding::LogFileMissing { log, .. }
+            | Finding::LogFileAltered { log, .. }
+            | Finding::LogFileUnlisted { log, .. } => log.to_string(),
+            Finding::DigestMissing { after, before, .. } => format!("{after} .. {before}"),
+            Finding::DigestInvalid { digest, .. } => digest.to_string(),
+            Finding::DigestChainEnded { last_digest, .. } => last_digest.to_string(),
+        }
+    }
+}
+
+/// How long after an hour's end its digest, and the files it lists, may still arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grace {
+    pub digest_secs: i64,
+}
+
+/// Every finding the snapshot supports, sorted.
+pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let logs: HashMap<&Location, &LogRecord> = snapshot.logs.iter().map(|l| (&l.location, l)).collect();
+    let gone: HashSet<&Location> = snapshot.gone.iter().collect();
+    // The newest log file per chain: the chain's own clock.
+    let mut newest: HashMap<&ChainId, &LogRecord> = HashMap::new();
+    for log in &snapshot.logs {
+        let entry = newest.entry(&log.chain).or_insert(log);
+        if (log.time, &log.location) > (entry.time, &entry.location) {
+            *entry = log;
+        }
+    }
+    let mut chains: BTreeMap<&ChainId, Vec<&DigestRecord>> = BTreeMap::new();
+    for digest in &snapshot.digests {
+        if let DigestCheck::Invalid(reason) = &digest.check {
+            out.push(Finding::DigestInvalid { digest: digest.location.clone(), reason: reason.clone() });
+        }
+        // An invalid digest still holds its place in the chain (it is there, just not trusted), so that it is
+        // not also reported missing; what it lists is not used.
+        chains.entry(&digest.chain).or_default().push(digest);
+    }
+    let trusted = |d: &DigestRecord| !matches!(d.check, DigestCheck::Invalid(_));
+    let digest_at: HashSet<&Location> = snapshot.digests.iter().map(|d| &d.location).collect();
+    let mut listed: HashSet<&Location> = HashSet::new();
+    for (chain, digests) in &mut chains {
+        digests.sort_by_key(|d| (d.start_time, d.end_time, &d.location));
+        let horizon = newest.get(chain).map(|l| l.time);
+        let due = |end: Timestamp| horizon.is_some_and(|now| end + grace.digest_secs <= now);
+        for digest in digests.iter().filter(|d| trusted(d)) {
+            for (log, hash) in &digest.log_files {
+                listed.insert(log);
+                match logs.get(log) {
+                    Some(seen) if !seen.sha256.eq_ignore_ascii_case(hash) => out.push(Finding::LogFileAltered {
+                        log: log.clone(),
+                        digest: digest.location.clone(),
+                        listed: hash.clone(),
+                        found: seen.sha256.clone(),
+                    }),
+                    Some(_) => {}
+                    None if gone.contains(log) || due(digest.end_time) => {
+                        out.push(Finding::LogFileMissing { log: log.clone(), digest: digest.location.clone() })
+                    }
+                    None => {}
+                }
+            }
+        }
+        // Link by link, and hour by hour: two digests deleted in a row leave a link to a missing object and a
+        // gap in time that no remaining link names.
+        for pair in digests.windows(2) {
+            let (earlier, later) = (pair[0], pair[1]);
+            let linked_missing = later.previous.as_ref().filter(|p| !digest_at.contains(p) && **p != earlier.location);
+            if later.start_time > earlier.end_time || linked_missing.is_some() {
+                out.push(Finding::DigestMissing {
+                    chain: (*chain).clone(),
+                    missing: linked_missing.cloned(),
+                    after: earlier.location.clone(),
+                    before: later.location.clone(),
+                    from: earlier.end_time,
+                    to: later.start_time,
+                });
+            }
+        }
+        if let (Some(last), Some(newest)) = (digests.last(), newest.get(chain))
+            && last.end_time + grace.digest_secs <= newest.time
+        {
+            out.push(Finding::DigestChainEnded {
+                chain: (*chain).clone(),
+                last_digest: last.location.clone(),
+                newest_log: newest.location.clone(),
+            });
+        }
+        // A file delivered within a digest's hour that the digest does not list was put there by someone else.
+        for log in snapshot.logs.iter().filter(|l| l.chain == **chain && !listed.contains(&l.location)) {
+            let covering = digests.iter().find(|d| d.start_time <= log.time && log.time < d.end_time);
+            if let Some(covering) = covering.filter(|d| trusted(d)) {
+                out.push(Finding::LogFileUnlisted { log: log.location.clone(), digest: covering.location.clone() });
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests;

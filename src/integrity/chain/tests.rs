@@ -1,0 +1,210 @@
+//! Each tampering case against an untouched chain of six hourly digests, two log files an hour: exactly its
+//! finding, naming the objects.
+
+use super::*;
+
+const HOUR: i64 = 3600;
+const T0: i64 = 1_790_812_800; // 2026-10-01T00:00:00Z
+const GRACE: Grace = Grace { digest_secs: 2 * HOUR };
+
+fn chain() -> ChainId {
+    ChainId {
+        bucket: "trail".into(),
+        prefix: String::new(),
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+    }
+}
+
+fn at(key: String) -> Location {
+    Location { bucket: "trail".into(), key }
+}
+
+fn log_at(hour: i64, n: usize) -> Location {
+    at(format!(
+        "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T{hour:02}{:02}Z_{n}.json.gz",
+        10 + n * 20
+    ))
+}
+
+fn digest_at(hour: i64) -> Location {
+    at(format!(
+        "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/10/01/111122223333_CloudTrail-Digest_us-east-1_main_us-east-1_20261001T{:02}0000Z.json.gz",
+        hour + 1
+    ))
+}
+
+fn content(hour: i64, n: usize) -> String {
+    format!("hash-{hour}-{n}")
+}
+
+/// Hours 0..6: a digest for each (linked to the one before), two log files each, all read.
+fn untouched() -> Snapshot {
+    let mut s = Snapshot::default();
+    for hour in 0..6 {
+        let logs: Vec<(Location, String)> = (0..2).map(|n| (log_at(hour, n), content(hour, n))).collect();
+        for (log, hash) in &logs {
+            let time = T0 + hour * HOUR + 600 + (log.key.len() as i64 % 2) * 60;
+            s.logs.push(LogRecord { location: log.clone(), chain: chain(), time, sha256: hash.clone() });
+        }
+        s.digests.push(DigestRecord {
+            location: digest_at(hour),
+            chain: chain(),
+            start_time: T0 + hour * HOUR,
+            end_time: T0 + (hour + 1) * HOUR,
+            previous: (hour > 0).then(|| digest_at(hour - 1)),
+            log_files: logs,
+            check: DigestCheck::Verified,
+        });
+    }
+    s
+}
+
+fn without_digests(mut s: Snapshot, hours: &[i64]) -> Snapshot {
+    s.digests.retain(|d| !hours.iter().any(|h| d.location == digest_at(*h)));
+    s
+}
+
+#[test]
+fn an_untouched_chain_validates() {
+    assert_eq!(evaluate(&untouched(), GRACE), []);
+    // Unsigned digests (local files without a signature) still check hashes and links.
+    let mut unsigned = untouched();
+    unsigned.digests.iter_mut().for_each(|d| d.check = DigestCheck::Unsigned);
+    assert_eq!(evaluate(&unsigned, GRACE), []);
+}
+
+#[test]
+fn each_tampering_case_raises_exactly_its_finding() {
+    let digest = |hour| digest_at(hour);
+    let cases: Vec<(&str, Snapshot, Vec<Finding>)> = vec![
+        (
+            "log deleted (gone from the bucket)",
+            {
+                let mut s = untouched();
+                s.logs.retain(|l| l.location != log_at(2, 1));
+                s.gone.push(log_at(2, 1));
+                s
+            },
+            vec![Finding::LogFileMissing { log: log_at(2, 1), digest: digest(2) }],
+        ),
+        (
+            "log never delivered, and the chain's files went on past the grace",
+            {
+                let mut s = untouched();
+                s.logs.retain(|l| l.location != log_at(1, 0));
+                s
+            },
+            vec![Finding::LogFileMissing { log: log_at(1, 0), digest: digest(1) }],
+        ),
+        (
+            "log rewritten",
+            {
+                let mut s = untouched();
+                s.logs.iter_mut().filter(|l| l.location == log_at(3, 0)).for_each(|l| l.sha256 = "rewritten".into());
+                s
+            },
+            vec![Finding::LogFileAltered {
+                log: log_at(3, 0),
+                digest: digest(3),
+                listed: content(3, 0),
+                found: "rewritten".into(),
+            }],
+        ),
+        (
+            "log injected",
+            {
+                let mut s = untouched();
+                s.logs.push(LogRecord {
+                    location: log_at(2, 9),
+                    chain: chain(),
+                    time: T0 + 2 * HOUR + 1800,
+                    sha256: "x".into(),
+                });
+                s
+            },
+            vec![Finding::LogFileUnlisted { log: log_at(2, 9), digest: digest(2) }],
+        ),
+        (
+            "one digest deleted",
+            without_digests(untouched(), &[2]),
+            vec![Finding::DigestMissing {
+                chain: chain(),
+                missing: Some(digest(2)),
+                after: digest(1),
+                before: digest(3),
+                from: T0 + 2 * HOUR,
+                to: T0 + 3 * HOUR,
+            }],
+        ),
+        (
+            "two consecutive digests deleted",
+            without_digests(untouched(), &[2, 3]),
+            vec![Finding::DigestMissing {
+                chain: chain(),
+                missing: Some(digest(3)),
+                after: digest(1),
+                before: digest(4),
+                from: T0 + 2 * HOUR,
+                to: T0 + 4 * HOUR,
+            }],
+        ),
+        (
+            "digest rewritten (its signature no longer verifies)",
+            {
+                let mut s = untouched();
+                s.digests[2].check = DigestCheck::Invalid("the signature does not verify".into());
+                s
+            },
+            vec![Finding::DigestInvalid { digest: digest(2), reason: "the signature does not verify".into() }],
+        ),
+        (
+            "digest signed with another key",
+            {
+                let mut s = untouched();
+                s.digests[4].check = DigestCheck::Invalid("no public key with fingerprint f".into());
+                s
+            },
+            vec![Finding::DigestInvalid { digest: digest(4), reason: "no public key with fingerprint f".into() }],
+        ),
+        (
+            "digests stopping while log files go on",
+            {
+                let mut s = without_digests(untouched(), &[4, 5]);
+                // What the removed digests listed is simply not listed now: no digest covers those hours.
+                s.logs.push(LogRecord {
+                    location: log_at(7, 0),
+                    chain: chain(),
+                    time: T0 + 7 * HOUR + 600,
+                    sha256: "y".into(),
+                });
+                s
+            },
+            vec![Finding::DigestChainEnded { chain: chain(), last_digest: digest(3), newest_log: log_at(7, 0) }],
+        ),
+    ];
+    for (case, snapshot, want) in cases {
+        assert_eq!(evaluate(&snapshot, GRACE), want, "{case}");
+    }
+}
+
+/// What may still arrive is not reported: the newest hour's listed files before the grace has passed, the
+/// last digests of a backfill that ends with them, and a first digest linking to one before the window.
+#[test]
+fn what_may_still_arrive_is_not_reported() {
+    // The last hour's file not read yet: its digest ended less than the grace before the newest file.
+    let mut late = untouched();
+    late.logs.retain(|l| l.location != log_at(5, 1));
+    assert_eq!(evaluate(&late, GRACE), []);
+    // A backfill of hours 2..6 only: the first digest links to hour 1, outside the window.
+    let mut window = untouched();
+    window.digests.retain(|d| d.start_time >= T0 + 2 * HOUR);
+    window.logs.retain(|l| l.time >= T0 + 2 * HOUR);
+    assert_eq!(evaluate(&window, GRACE), []);
+    // A moved digest is invalid where it was found; the finding names it, and the chain keeps its place.
+    let mut moved = untouched();
+    moved.digests[1].check = DigestCheck::Invalid("found elsewhere".into());
+    let got = evaluate(&moved, GRACE);
+    assert_eq!(got.iter().map(Finding::rule).collect::<Vec<_>>(), ["digest-invalid"]);
+    assert_eq!(got[0].subject(), digest_at(1).to_string());
+}
