@@ -150,14 +150,23 @@ fn permission_reports(
         // Said before the report, where a reader looks first.
         eprintln!("{NO_INVENTORY}");
     }
+    // One principal: its usage and keys by index, and only its report (the whole state's usage is millions of
+    // rows in a large organisation).
+    if let Some(principal) = &args.principal {
+        let (usage, keys) = match &store {
+            Some(store) => trailwatch::iam::usage_of(store.connection(), principal)
+                .with_context(|| format!("reading usage from {}", store.path()))?,
+            None => Default::default(),
+        };
+        let report =
+            trailwatch::permissions::analysis::analyse_one(&inventory, principal, usage.as_ref(), &keys, &settings);
+        return Ok((report.into_iter().collect(), usage.into_iter().collect(), settings));
+    }
     let (usage, keys) = match &store {
         Some(store) => trailwatch::iam::usage(store.connection())
             .with_context(|| format!("reading usage from {}", store.path()))?,
         None => Default::default(),
     };
-    let mut reports = trailwatch::permissions::analysis::analyse(&inventory, &usage, &keys, &settings);
-    if let Some(principal) = &args.principal {
-        reports.retain(|r| &r.principal == principal);
-    }
+    let reports = trailwatch::permissions::analysis::analyse(&inventory, &usage, &keys, &settings);
     Ok((reports, usage, settings))
 }

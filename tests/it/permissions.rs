@@ -217,3 +217,20 @@ fn the_daemon_raises_each_permission_finding_once() {
     assert!(want.iter().any(|(rule, _)| rule == "unused-identity"), "{want:?}");
     assert!(want.iter().any(|(rule, _)| rule == "password-unused"), "{want:?}");
 }
+
+/// One principal's report (read by index, analysed alone) is exactly its entry in the whole report, for every
+/// identity of the fixture, and its policy is the same either way.
+#[test]
+fn one_principal_s_report_is_its_entry_in_the_whole_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = replayed(tmp.path(), "");
+    let all = report(&config, &[]);
+    let all = all.as_array().unwrap();
+    assert!(all.len() > 3);
+    for entry in all {
+        let principal = entry["principal"].as_str().unwrap();
+        let one = report(&config, &["--principal", principal]);
+        assert_eq!(one.as_array().unwrap(), std::slice::from_ref(entry), "{principal}");
+    }
+    assert_eq!(report(&config, &["--principal", "arn:aws:iam::111122223333:user/nobody"]), serde_json::json!([]));
+}
