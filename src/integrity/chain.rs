@@ -32,6 +32,54 @@ pub struct ChainId {
     pub region: String,
 }
 
+impl ChainId {
+    /// The chain a log or digest file at `bucket`/`key` belongs to: the bucket, the prefix before `AWSLogs/`
+    /// (with the organization id, if any), the account and the region of CloudTrail's layout. `None` for keys
+    /// outside it, and for Insights files, which digests do not list.
+    pub fn of(bucket: &str, key: &str) -> Option<ChainId> {
+        let layout = crate::layout::parse_key(key)?;
+        if !matches!(layout.kind, "CloudTrail" | "CloudTrail-Digest") {
+            return None;
+        }
+        let prefix = &key[..key.find("AWSLogs/")?];
+        let prefix = match layout.organization {
+            Some(org) => format!("{prefix}AWSLogs/{org}/"),
+            None => format!("{prefix}AWSLogs/"),
+        };
+        Some(ChainId {
+            bucket: bucket.to_owned(),
+            prefix,
+            account: layout.account.to_owned(),
+            region: layout.region.to_owned(),
+        })
+    }
+}
+
+impl DigestRecord {
+    /// The record of a parsed digest found at `location`, checked as `check` says. `None` (a format problem the
+    /// caller reports as `digest-invalid`) when its times do not parse or its key is outside CloudTrail's layout.
+    pub fn of(digest: &super::Digest, location: Location, check: DigestCheck) -> Option<DigestRecord> {
+        let chain = ChainId::of(&location.bucket, &location.key)?;
+        let previous = match (&digest.previous_digest_s3_bucket, &digest.previous_digest_s3_object) {
+            (Some(bucket), Some(key)) => Some(Location { bucket: bucket.clone(), key: key.clone() }),
+            _ => None,
+        };
+        Some(DigestRecord {
+            location,
+            chain,
+            start_time: crate::time::parse_rfc3339(&digest.digest_start_time)?,
+            end_time: crate::time::parse_rfc3339(&digest.digest_end_time)?,
+            previous,
+            log_files: digest
+                .log_files
+                .iter()
+                .map(|f| (Location { bucket: f.s3_bucket.clone(), key: f.s3_object.clone() }, f.hash_value.clone()))
+                .collect(),
+            check,
+        })
+    }
+}
+
 /// A digest as intake found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestRecord {

@@ -208,3 +208,67 @@ fn what_may_still_arrive_is_not_reported() {
     assert_eq!(got.iter().map(Finding::rule).collect::<Vec<_>>(), ["digest-invalid"]);
     assert_eq!(got[0].subject(), digest_at(1).to_string());
 }
+
+/// Chains come from CloudTrail's layout: a digest and the log files it lists share one; another region, account,
+/// prefix or bucket is another chain, and Insights files are in none.
+#[test]
+fn chains_are_read_from_the_layout() {
+    let log = "logs/AWSLogs/o-abc123/111122223333/CloudTrail/eu-west-1/2026/10/01/111122223333_CloudTrail_eu-west-1_20261001T0010Z_a.json.gz";
+    let digest = "logs/AWSLogs/o-abc123/111122223333/CloudTrail-Digest/eu-west-1/2026/10/01/111122223333_CloudTrail-Digest_eu-west-1_org_us-east-1_20261001T010000Z.json.gz";
+    let chain = ChainId::of("trail", log).unwrap();
+    assert_eq!(chain, ChainId::of("trail", digest).unwrap());
+    assert_eq!(chain.prefix, "logs/AWSLogs/o-abc123/");
+    assert_eq!((chain.account.as_str(), chain.region.as_str()), ("111122223333", "eu-west-1"));
+    for other in [
+        ChainId::of("other-bucket", log),
+        ChainId::of("trail", &log.replace("logs/", "other/")),
+        ChainId::of("trail", &log.replace("eu-west-1", "us-east-1")),
+        ChainId::of("trail", &log.replace("o-abc123/", "")),
+    ] {
+        assert_ne!(other.unwrap(), chain);
+    }
+    assert_eq!(ChainId::of("trail", &log.replace("/CloudTrail/", "/CloudTrail-Insight/")), None);
+    assert_eq!(ChainId::of("trail", "elsewhere/file.json.gz"), None);
+}
+
+/// From digest JSON as CloudTrail writes it to findings: two linked digests, their files, one rewritten.
+#[test]
+fn parsed_digests_feed_the_chain() {
+    let key = |hour: u32| {
+        format!(
+            "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/10/01/111122223333_CloudTrail-Digest_us-east-1_main_us-east-1_20261001T{hour:02}3000Z.json.gz"
+        )
+    };
+    let log = |hour: u32| {
+        format!(
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T{hour:02}05Z_x.json.gz"
+        )
+    };
+    let json = |hour: u32, previous: Option<String>| {
+        serde_json::json!({
+            "awsAccountId": "111122223333",
+            "digestStartTime": format!("2026-10-01T{:02}:30:00Z", hour - 1),
+            "digestEndTime": format!("2026-10-01T{hour:02}:30:00Z"),
+            "digestS3Bucket": "trail", "digestS3Object": key(hour),
+            "digestPublicKeyFingerprint": "f", "digestSignatureAlgorithm": "SHA256withRSA",
+            "previousDigestS3Bucket": previous.as_ref().map(|_| "trail"), "previousDigestS3Object": previous,
+            "previousDigestSignature": null,
+            "logFiles": [{"s3Bucket": "trail", "s3Object": log(hour), "hashValue": format!("h{hour}"), "hashAlgorithm": "SHA-256"}]
+        })
+        .to_string()
+    };
+    let mut snapshot = Snapshot::default();
+    for (hour, previous) in [(1, None), (2, Some(key(1)))] {
+        let text = json(hour, previous);
+        let digest = super::super::Digest::parse(text.as_bytes(), "trail", &key(hour)).unwrap();
+        let location = Location { bucket: "trail".into(), key: key(hour) };
+        snapshot.digests.push(DigestRecord::of(&digest, location, DigestCheck::Unsigned).unwrap());
+        let time = crate::layout::delivery_time(&log(hour)).unwrap();
+        let sha256 = if hour == 2 { "changed".to_owned() } else { format!("h{hour}") };
+        let location = Location { bucket: "trail".into(), key: log(hour) };
+        snapshot.logs.push(LogRecord { chain: ChainId::of("trail", &log(hour)).unwrap(), location, time, sha256 });
+    }
+    let got = evaluate(&snapshot, GRACE);
+    assert_eq!(got.iter().map(Finding::rule).collect::<Vec<_>>(), ["log-file-altered"]);
+    assert_eq!(got[0].subject(), format!("s3://trail/{}", log(2)));
+}
