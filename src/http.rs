@@ -157,19 +157,13 @@ async fn authorize(token: Option<&str>, request: Request, next: Next) -> Respons
     next.run(request).await
 }
 
-/// Runs a store read off the async threads; errors are a 500 with the reason (a store path, not a secret).
+/// Answers with `f`'s value as JSON, read from the state off the async threads; `None` is a 404, an error a 500
+/// with the reason (a store path, not a secret).
 async fn read<T: serde::Serialize + Send + 'static>(
     api: &Api,
     f: impl FnOnce(&Store) -> Result<Option<T>, String> + Send + 'static,
 ) -> Response {
-    let path = api.store_path.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let store = Store::open_reader(&path).map_err(|e| e.to_string())?;
-        f(&store)
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    match result {
+    match crate::ui::read_state(&api.store_path, f).await {
         Ok(Some(value)) => match serde_json::to_string(&value) {
             Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
             Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")).into_response(),
@@ -199,12 +193,9 @@ async fn identity(State(api): State<Arc<Api>>, Path(principal): Path<String>) ->
     read(&api, move |store| crate::report::identity(store, &principal).map_err(|e| e.to_string())).await
 }
 
-/// A query-string parameter, percent-decoded.
+/// A query-string parameter, percent-decoded; `None` when absent.
 fn param(uri: &Uri, name: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then(|| crate::permissions::policy::percent_decode(value)).flatten()
-    })
+    crate::ui::params(uri).into_iter().find(|(key, _)| key == name).map(|(_, value)| value)
 }
 
 async fn findings(State(api): State<Arc<Api>>, uri: Uri) -> Response {

@@ -132,22 +132,8 @@ impl PublicKeys {
         Ok(PublicKeys(keys))
     }
 
-    pub fn insert(&mut self, key: PublicKey) {
-        if !self.0.iter().any(|k| k.fingerprint == key.fingerprint) {
-            self.0.push(key);
-        }
-    }
-
     pub fn get(&self, fingerprint: &str) -> Option<&PublicKey> {
         self.0.iter().find(|k| k.fingerprint == fingerprint)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

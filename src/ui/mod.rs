@@ -169,23 +169,29 @@ fn html(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
-/// Renders a page from the store off the async threads; a store error is a 500 naming the store, not a secret.
+/// Runs `f` on a reader of the state file, off the async threads (the API's handlers use it too). Errors are the
+/// reason as text: a store path and SQLite's message, never a secret.
+pub async fn read_state<T: Send + 'static>(
+    path: &std::path::Path,
+    f: impl FnOnce(&Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || f(&Store::open_reader(&path).map_err(|e| e.to_string())?))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// Renders a page from the store; a store error is a 500 page naming the store.
 async fn render(ui: &Ui, f: impl FnOnce(&Store, &Ui) -> Result<Response, String> + Send + 'static) -> Response {
-    let ui = ui.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let store = Store::open_reader(&ui.store_path).map_err(|e| e.to_string())?;
-        f(&store, &ui)
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    result.unwrap_or_else(|err| {
+    let reading = ui.clone();
+    read_state(&ui.store_path, move |store| f(store, &reading)).await.unwrap_or_else(|err| {
         tracing::warn!("ui: {err}");
         html(StatusCode::INTERNAL_SERVER_ERROR, pages::message("Error", &format!("the state cannot be read: {err}")))
     })
 }
 
 /// The query string's parameters, percent-decoded (`+` is a space, as forms send it).
-fn params(uri: &Uri) -> Vec<(String, String)> {
+pub fn params(uri: &Uri) -> Vec<(String, String)> {
     let Some(query) = uri.query() else { return Vec::new() };
     query
         .split('&')

@@ -179,7 +179,12 @@ fn identities_href(filter: &IdentityFilter, change: impl FnOnce(&mut IdentityFil
     if f.page > 0 {
         parts.push(format!("page={}", f.page));
     }
-    if parts.is_empty() { "/identities".into() } else { format!("/identities?{}", parts.join("&")) }
+    href("/identities", &parts)
+}
+
+/// `path` with `parts` (`name=value`, values already encoded) as its query string.
+fn href(path: &str, parts: &[String]) -> String {
+    if parts.is_empty() { path.to_owned() } else { format!("{path}?{}", parts.join("&")) }
 }
 
 /// A `<select>` of `choices` (escaped) named `name`, with `current` selected and an empty "any" entry.
@@ -455,7 +460,7 @@ fn alerts_href(filter: &AlertFilter, page: usize) -> String {
     if page > 0 {
         parts.push(format!("page={page}"));
     }
-    if parts.is_empty() { "/alerts".into() } else { format!("/alerts?{}", parts.join("&")) }
+    href("/alerts", &parts)
 }
 
 pub fn alerts(alerts: &[Alert], total: u64, filter: &AlertFilter, rules: &[String]) -> String {

@@ -6,7 +6,9 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::browser::Driver;
-use crate::util::{bin, free_port, http_get, http_get_with, ok, trailwatch, wait_for};
+use trailwatch::ui::html::url_encode as encode;
+
+use crate::util::{bin, free_port, http_get, http_get_with, http_response, ok, trailwatch, wait_for};
 
 /// The assumed role whose session name and user agent carry markup: its events must show as text.
 const HOSTILE_ROLE: &str = "arn:aws:iam::111111111111:role/webapp";
@@ -80,26 +82,6 @@ impl Drop for Served {
     }
 }
 
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The raw response head and body of `GET path`.
-fn raw_get(port: u16, path: &str, headers: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// Every page answers with the security headers, shows the hostile values escaped, and links what it lists.
 #[test]
 fn pages_over_http_are_escaped_and_guarded() {
@@ -110,7 +92,7 @@ fn pages_over_http_are_escaped_and_guarded() {
     for path in
         ["/", "/identities", "/identities?q=webapp&sort=events", hostile.as_str(), "/alerts", "/assets/style.css"]
     {
-        let response = raw_get(served.port, path, "");
+        let response = http_response(served.port, path, "").unwrap();
         let head = response.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
         for header in [
@@ -151,7 +133,7 @@ fn a_token_guards_pages_and_api() {
     let dir = tempfile::tempdir().unwrap();
     let state = replayed_state(dir.path());
     let served = Served::start(&state, Some("s3cret-token"));
-    let response = raw_get(served.port, "/identities", "");
+    let response = http_response(served.port, "/identities", "").unwrap();
     assert!(response.starts_with("HTTP/1.1 303"), "{response}");
     assert!(response.to_ascii_lowercase().contains("location: /signin"), "{response}");
     assert_eq!(http_get(served.port, "/api/v1/alerts").unwrap().0, 401);

@@ -140,15 +140,21 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// `GET path` with extra header lines (each ending in `\r\n`).
 pub fn http_get_with(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    let response = http_response(port, path, headers)?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    Some((status, if chunked { dechunk(body)? } else { body.to_owned() }))
+}
+
+/// The whole response to `GET path`, status line and headers included.
+pub fn http_response(port: u16, path: &str, headers: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Connection: close\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    Some((status, if chunked { dechunk(body)? } else { body.to_owned() }))
+    Some(response)
 }
 
 /// A `Transfer-Encoding: chunked` body (Go servers use it for larger responses).
