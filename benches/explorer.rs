@@ -125,6 +125,7 @@ fn explorer(c: &mut Criterion) {
         inventory_files: Vec::new(),
         token: None,
         metrics: None,
+        inventory: Default::default(),
     };
     let mut group = c.benchmark_group("explorer");
     group.sample_size(20).measurement_time(Duration::from_secs(10));
