@@ -1,5 +1,5 @@
 //! The explorer's server time on a large state: 100,000 identities × 20 actions (2M action rows), 20,000 alerts.
-//! Groups `explorer/identities_page` (default sort, a search, sorted by denied, a filter with a later page) and
+//! Groups `explorer/overview`, `explorer/identities_page` (default sort, a search, sorted by denied, a filter with a later page) and
 //! `explorer/identity_page` (one identity: report, activity, grants, alerts, HTML). Target: under 100 ms each, but
 //! for the unused-permissions filter, which analyses every identity.
 
@@ -129,6 +129,9 @@ fn explorer(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("explorer");
     group.sample_size(20).measurement_time(Duration::from_secs(10));
+    let overview = trailwatch::ui::overview_page(&store, &ui).unwrap();
+    assert!(overview.contains("Events per hour"));
+    group.bench_function("overview", |b| b.iter(|| trailwatch::ui::overview_page(&store, &ui).unwrap()));
     let filters = [
         ("identities_page/default", IdentityFilter::default()),
         ("identities_page/search", IdentityFilter { search: "user-123".into(), ..Default::default() }),

@@ -33,15 +33,40 @@ pub struct Finding {
     pub days_unused: i64,
 }
 
+/// The principals `inactive-identity` finds (`?1`: the time before which the last event lies).
+const INACTIVE: &str = "last_seen <= ?1 AND kind NOT IN ('AWSService', 'AWSAccount')";
+/// The keys `access-key-unused` finds (`k`: `access_keys`; `?1` likewise).
+const KEY_UNUSED: &str = "k.last_used <= ?1";
+
+/// How many findings [`compute`] would give, by rule, without building them (the explorer's overview).
+pub fn counts(
+    conn: &Connection,
+    as_of: Timestamp,
+    config: &FindingsConfig,
+) -> rusqlite::Result<Vec<(&'static str, u64)>> {
+    let day = 86_400;
+    let count = |sql: String, before: Timestamp| conn.query_row(&sql, [before], |r| r.get::<_, i64>(0));
+    let inactive =
+        count(format!("SELECT count(*) FROM principals WHERE {INACTIVE}"), as_of - config.inactive_days * day)?;
+    let keys = count(
+        format!("SELECT count(*) FROM access_keys k WHERE {KEY_UNUSED}"),
+        as_of - config.access_key_unused_days * day,
+    )?;
+    Ok([(INACTIVE_IDENTITY, inactive), (ACCESS_KEY_UNUSED, keys)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(rule, n)| (rule, n as u64))
+        .collect())
+}
+
 /// Every finding at `as_of`, sorted by rule and subject. AWS services and accounts are not identities one could
 /// remove, so they are left out of `inactive-identity`.
 pub fn compute(conn: &Connection, as_of: Timestamp, config: &FindingsConfig) -> rusqlite::Result<Vec<Finding>> {
     let mut out = Vec::new();
     let day = 86_400;
-    let mut stmt = conn.prepare(
-        "SELECT principal, kind, account_id, last_seen FROM principals
-         WHERE last_seen <= ?1 AND kind NOT IN ('AWSService', 'AWSAccount') ORDER BY principal",
-    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT principal, kind, account_id, last_seen FROM principals WHERE {INACTIVE} ORDER BY principal"
+    ))?;
     let rows = stmt.query_map([as_of - config.inactive_days * day], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
     })?;
@@ -57,11 +82,11 @@ pub fn compute(conn: &Connection, as_of: Timestamp, config: &FindingsConfig) -> 
             days_unused: (as_of - last_seen) / day,
         });
     }
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT k.key_id, k.principal, coalesce(p.account_id, ''), coalesce(p.kind, ''), k.last_used
          FROM access_keys k LEFT JOIN principals p ON p.principal = k.principal
-         WHERE k.last_used <= ?1 ORDER BY k.key_id",
-    )?;
+         WHERE {KEY_UNUSED} ORDER BY k.key_id"
+    ))?;
     let rows = stmt.query_map([as_of - config.access_key_unused_days * day], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -264,4 +289,42 @@ pub fn raise_periodic(
         alerting.wake.send_modify(|n| *n = n.wrapping_add(1));
     }
     Ok(new.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LedgerEntry, LedgerKey, Store};
+
+    /// The overview's counts are what the findings themselves add up to, rule by rule, at several times.
+    #[test]
+    fn counts_agree_with_the_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+        let event = |time: &str, kind: &str, arn: &str, key: &str| {
+            format!(
+                r#"{{"eventTime":"{time}","eventSource":"iam.amazonaws.com","eventName":"ListUsers","sourceIPAddress":"198.51.100.1","userIdentity":{{"type":"{kind}","arn":"{arn}","accountId":"1","accessKeyId":"{key}"}}}}"#
+            )
+        };
+        let records = [
+            event("2026-01-01T00:00:00Z", "IAMUser", "arn:aws:iam::1:user/old", "AKIAOLDOLDOLDOLDOLD1"),
+            event("2026-06-01T00:00:00Z", "IAMUser", "arn:aws:iam::1:user/mid", "AKIAMIDMIDMIDMIDMID1"),
+            event("2026-09-30T00:00:00Z", "IAMUser", "arn:aws:iam::1:user/new", "AKIANEWNEWNEWNEWNEW1"),
+        ];
+        let delta = crate::state::tests::delta_of(&format!(r#"{{"Records":[{}]}}"#, records.join(",")));
+        let key = LedgerKey { source: "file:/f.json".into(), version: "1".into() };
+        store.commit(&delta, &[LedgerEntry { key: &key, records: 3 }], 0, []).unwrap();
+        let config = FindingsConfig::default();
+        for as_of in ["2026-10-01", "2027-01-01", "2027-06-01", "2028-01-01"] {
+            let as_of = crate::time::parse_date(as_of).unwrap();
+            let mut want: Vec<(&str, u64)> = Vec::new();
+            for finding in compute(store.connection(), as_of, &config).unwrap() {
+                match want.iter_mut().find(|(rule, _)| *rule == finding.rule) {
+                    Some((_, n)) => *n += 1,
+                    None => want.push((finding.rule, 1)),
+                }
+            }
+            assert_eq!(counts(store.connection(), as_of, &config).unwrap(), want, "as of {as_of}");
+        }
+    }
 }

@@ -244,13 +244,15 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 async fn overview(State(ui): State<Arc<Ui>>) -> Response {
-    render(&ui, |store, ui| {
-        let now = crate::time::now();
-        let mut overview = query::overview(store.connection(), now, &ui.findings).map_err(|e| e.to_string())?;
-        overview.files_rejected = ui.metrics.as_ref().map(|m| m.files.with_label_values(&["rejected"]).get());
-        Ok(html(StatusCode::OK, pages::overview(&overview, now, ui.findings.inactive_days)))
-    })
-    .await
+    render(&ui, |store, ui| Ok(html(StatusCode::OK, overview_page(store, ui)?))).await
+}
+
+/// The overview as HTML (the handler's work, for the bench too).
+pub fn overview_page(store: &Store, ui: &Ui) -> Result<String, String> {
+    let now = crate::time::now();
+    let mut overview = query::overview(store.connection(), now, &ui.findings).map_err(|e| e.to_string())?;
+    overview.files_rejected = ui.metrics.as_ref().map(|m| m.files.with_label_values(&["rejected"]).get());
+    Ok(pages::overview(&overview, now, ui.findings.inactive_days))
 }
 
 /// The identities filter a URL asks for; bad numbers are ignored rather than refused (a hand-edited link).

@@ -228,12 +228,7 @@ pub fn overview(
         let n = counts.iter().find(|(s, _)| s == severity).map_or(0, |(_, n)| *n as u64);
         out.alerts_by_severity.push((severity.to_owned(), n));
     }
-    for finding in crate::findings::compute(conn, now, findings)? {
-        match out.findings_by_rule.iter_mut().find(|(rule, _)| *rule == finding.rule) {
-            Some((_, n)) => *n += 1,
-            None => out.findings_by_rule.push((finding.rule, 1)),
-        }
-    }
+    out.findings_by_rule = crate::findings::counts(conn, now, findings)?;
     let end = out.stats.newest_event.unwrap_or(now);
     out.events_per_hour = events_per_hour(conn, end)?;
     let today = end - end.rem_euclid(DAY);
