@@ -148,7 +148,7 @@ fn stages(c: &mut Criterion) {
         group.bench_function(format!("end_to_end/{threads}_threads"), |b| {
             b.iter_batched(
                 || tempfile::tempdir().unwrap(),
-                |dir| replay(&corpus, dir, threads, None),
+                |dir| replay(&corpus, dir, threads, None, false),
                 BatchSize::PerIteration,
             );
         });
@@ -195,46 +195,36 @@ fn stages(c: &mut Criterion) {
         group.bench_function(format!("replay_2_threads/{name}"), |b| {
             b.iter_batched(
                 || tempfile::tempdir().unwrap(),
-                |dir| replay(&corpus, dir, 2, rules.as_ref()),
+                |dir| replay(&corpus, dir, 2, rules.as_ref(), false),
                 BatchSize::PerIteration,
             );
         });
     }
     group.finish();
 
-    // The same sets against rules off, paired: each iteration replays with rules off and with the set, one right
-    // after the other (in alternating order), and reports the set's time divided by off's as seconds. This
-    // machine's speed drifts by 15–20% within minutes, more than the effect measured, so two separate runs above
-    // compare badly; a pair shares the drift. Read "1.25 s" as "25% more time than rules off", i.e. 20% less
-    // throughput: the target for every rule on is at most 1.25.
+    // The same sets against rules off, paired (see `paired`): the target for every rule on is at most 1.25 (25%
+    // more time than rules off, i.e. 20% less throughput).
     let mut group = c.benchmark_group("rules_time_over_off");
     group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(60));
     for (name, rules) in sets.iter().filter(|(_, rules)| rules.is_some()) {
         group.bench_function(format!("replay_2_threads/{name}"), |b| {
             b.iter_custom(|iters| {
-                let mut ratios = Duration::ZERO;
-                for i in 0..iters {
-                    let timed = |rules: Option<&Arc<RuleSet>>| {
-                        let dir = tempfile::tempdir().unwrap();
-                        let start = Instant::now();
-                        let kept = replay(&corpus, dir, 2, rules);
-                        let took = start.elapsed();
-                        drop(kept);
-                        took.as_secs_f64()
-                    };
-                    let (off, on) = match i % 2 {
-                        0 => (timed(None), timed(rules.as_ref())),
-                        _ => {
-                            let on = timed(rules.as_ref());
-                            (timed(None), on)
-                        }
-                    };
-                    ratios += Duration::from_secs_f64(on / off);
-                }
-                ratios
+                paired(iters, |on| {
+                    replay(&corpus, tempfile::tempdir().unwrap(), 2, rules.as_ref().filter(|_| on), false)
+                })
             });
         });
     }
+    group.finish();
+
+    // Log file validation on against off, paired the same way: each log file's decoded bytes hashed (SHA-256) in
+    // the decode pass, and its hash stored with the batch. The corpus has no digests, so this is the cost every
+    // log file pays.
+    let mut group = c.benchmark_group("integrity_time_over_off");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(60));
+    group.bench_function("replay_2_threads/rules_off", |b| {
+        b.iter_custom(|iters| paired(iters, |on| replay(&corpus, tempfile::tempdir().unwrap(), 2, None, on)));
+    });
     group.finish();
 
     // The SQS intake over in-process doubles: notifications → fetch → parse → commit → delete, same files, same
@@ -283,16 +273,41 @@ fn stages(c: &mut Criterion) {
     group.finish();
 }
 
-/// One replay of the corpus into a fresh store under `dir` (returned, so that dropping it is not timed), with
-/// `rules` evaluated when given.
+/// The time of `run(true)` over that of `run(false)`, summed over `iters` pairs run one right after the other (in
+/// alternating order), as seconds: "1.25 s" reads "25% more time". This machine's speed drifts by 15–20% within
+/// minutes, more than the effects measured, so two separate runs compare badly; a pair shares the drift.
+fn paired<T>(iters: u64, run: impl Fn(bool) -> T) -> Duration {
+    let mut ratios = Duration::ZERO;
+    for i in 0..iters {
+        let timed = |on: bool| {
+            let start = Instant::now();
+            let kept = run(on);
+            let took = start.elapsed();
+            drop(kept);
+            took.as_secs_f64()
+        };
+        let (off, on) = match i % 2 {
+            0 => (timed(false), timed(true)),
+            _ => {
+                let on = timed(true);
+                (timed(false), on)
+            }
+        };
+        ratios += Duration::from_secs_f64(on / off);
+    }
+    ratios
+}
+
 /// One replay into a fresh store, timed as `trailwatch replay` times it: up to the last commit. The store, the
 /// correlation windows and the directory are returned so that closing and freeing them (a process does it at
-/// exit, a daemon never) happen after criterion stops the clock.
+/// exit, a daemon never) happen after criterion stops the clock. `rules` are evaluated when given; `integrity`
+/// turns log file validation on.
 fn replay(
     corpus: &Corpus,
     dir: tempfile::TempDir,
     threads: usize,
     rules: Option<&Arc<RuleSet>>,
+    integrity: bool,
 ) -> (Option<Alerting>, Store, tempfile::TempDir) {
     let mut store = Store::open(&dir.path().join("s.db"), Synchronous::Full).unwrap();
     let alerting =
@@ -309,6 +324,7 @@ fn replay(
         on_file: None,
         on_commit: None,
         inflight: None,
+        integrity,
     };
     // Made once: the sources feed the pipeline from its tasks.
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();

@@ -25,6 +25,7 @@ const SECTIONS: &[&str] = &[
     "behaviour",
     "permissions",
     "inventory",
+    "integrity",
 ];
 
 /// A validated configuration.
@@ -48,6 +49,47 @@ pub struct Config {
     pub behaviour: crate::config::BehaviourConfig,
     pub permissions: PermissionsConfig,
     pub inventory: InventoryConfig,
+    pub integrity: IntegrityConfig,
+}
+
+/// `[integrity]`: CloudTrail log file validation, digest by digest as they arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrityConfig {
+    pub enabled: bool,
+    /// Where the public keys that verify digest signatures come from.
+    pub public_keys: PublicKeySource,
+    /// With `public_keys = "file"`: outputs of `aws cloudtrail list-public-keys`.
+    pub public_key_files: Vec<PathBuf>,
+    /// How long after a digest's hour its log files, and the next digest, may still arrive: judged by the chain's
+    /// newest log file, not the clock.
+    pub digest_grace_secs: i64,
+    /// How often the daemon checks the chains; 0 turns the periodic check off.
+    pub interval_secs: u64,
+    /// How far back (by file time) the periodic check looks.
+    pub lookback_secs: i64,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig {
+            enabled: false,
+            public_keys: PublicKeySource::Api,
+            public_key_files: Vec::new(),
+            digest_grace_secs: 7200,
+            interval_secs: 300,
+            lookback_secs: 3 * 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublicKeySource {
+    /// `cloudtrail:ListPublicKeys` per region, cached, asked again for a fingerprint it does not know.
+    Api,
+    /// `public_key_files` only.
+    File,
 }
 
 /// `[permissions]`: the window unused-access findings look back over, and what the trail records.
@@ -469,6 +511,8 @@ impl Config {
         let behaviour: crate::config::BehaviourConfig = section(&table, "behaviour", &mut problems);
         let permissions: PermissionsConfig = section(&table, "permissions", &mut problems);
         let inventory: InventoryConfig = section(&table, "inventory", &mut problems);
+        let integrity: IntegrityConfig = section(&table, "integrity", &mut problems);
+        check_integrity(&integrity, &mut problems);
         if inventory.iam.enabled && !cfg!(feature = "iam") {
             problems.push("`inventory.iam.enabled`: this build has no IAM support (cargo feature `iam`)".into());
         }
@@ -616,6 +660,7 @@ impl Config {
             behaviour,
             permissions,
             inventory,
+            integrity,
         })
     }
 }
@@ -756,6 +801,40 @@ fn check_rule_ids(rules: &RulesConfig, alerts: &AlertsConfig, positions: &[usize
 /// key neither hides the other problems of its section nor keeps its good values from being checked.
 fn section<T: for<'de> Deserialize<'de> + Default>(table: &toml::Table, name: &str, problems: &mut Vec<String>) -> T {
     section_and_left_out(table, name, problems).0
+}
+
+fn check_integrity(integrity: &IntegrityConfig, problems: &mut Vec<String>) {
+    if integrity.digest_grace_secs < 900 {
+        problems.push(
+            "`integrity.digest_grace_secs`: must be at least 900 (CloudTrail delivers within about 15 \
+                       minutes of the hour)"
+                .to_owned(),
+        );
+    }
+    if integrity.lookback_secs < 3600 {
+        problems.push("`integrity.lookback_secs`: must be at least 3600".to_owned());
+    }
+    if integrity.enabled && integrity.public_keys == PublicKeySource::File && integrity.public_key_files.is_empty() {
+        problems.push("`integrity.public_key_files`: required when `public_keys` is \"file\"".to_owned());
+    }
+    if integrity.enabled && integrity.public_keys == PublicKeySource::Api && !cfg!(feature = "iam") {
+        problems
+            .push("`integrity.public_keys`: \"api\" needs a build with AWS API support (cargo feature `iam`)".into());
+    }
+    for path in &integrity.public_key_files {
+        let origin = path.display().to_string();
+        match std::fs::read(path) {
+            Ok(json) => {
+                if let Err(err) = crate::integrity::PublicKeys::from_list_json(&json, &origin) {
+                    problems.push(format!("`integrity.public_key_files`: {err}"));
+                }
+            }
+            Err(err) => problems.push(format!(
+                "`integrity.public_key_files`: {origin}: cannot read: {}",
+                err.to_string().to_lowercase()
+            )),
+        }
+    }
 }
 
 /// [`section`], and the elements of arrays of tables left out because they do not read at all (as `name.key[i]`),

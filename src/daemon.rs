@@ -27,6 +27,25 @@ pub enum DaemonError {
 
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Integrity(#[from] crate::integrity::IntegrityError),
+}
+
+/// What fetches `ListPublicKeys` for a daemon with `public_keys = "api"`.
+pub fn key_fetcher(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+) -> Option<Box<dyn crate::validation::KeyFetcher>> {
+    #[cfg(feature = "iam")]
+    {
+        let sdk = runtime.block_on(crate::aws::sdk_config(&config.aws));
+        Some(Box::new(crate::validation::ApiKeys::new(sdk, runtime.handle().clone())))
+    }
+    #[cfg(not(feature = "iam"))]
+    {
+        let _ = (runtime, config);
+        None
+    }
 }
 
 /// Runs until SIGTERM or SIGINT, then drains and returns `Ok`. `trial` tries the files a crash left in hand (see
@@ -48,7 +67,9 @@ pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), Dae
             let queue = Arc::new(crate::source::sqs::SqsQueue::new(&sdk, &sqs.queue_url));
             let objects = crate::aws::s3_client(&sdk, &config.aws);
             let limits = (config.limits.max_file_bytes, config.aws.max_concurrent_fetches);
-            Box::new(SqsSource::new(queue, objects, sqs.clone(), Arc::clone(&applied), Arc::clone(&metrics), limits))
+            let source =
+                SqsSource::new(queue, objects, sqs.clone(), Arc::clone(&applied), Arc::clone(&metrics), limits);
+            Box::new(source.with_integrity(config.integrity.enabled))
         }
     };
 
@@ -71,6 +92,13 @@ pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), Dae
         "trailwatch running"
     );
     let alerting = crate::delivery::start(&runtime, config, &store, &metrics, &shutdown)?;
+    if let Some(alerting) = &alerting
+        && config.integrity.enabled
+    {
+        let keys = crate::validation::KeyRing::from_config(&config.integrity, key_fetcher(&runtime, config))?;
+        let integrity = &config.integrity;
+        crate::delivery::start_integrity(&runtime, alerting, &store, integrity, keys, &metrics, &shutdown)?;
+    }
     start_background(&runtime, config, &store, &metrics, &shutdown)?;
     let committed = || commits.succeeded();
     let ctx = RunContext {

@@ -229,8 +229,25 @@ pub fn raise(
     route: &dyn Fn(&Alert) -> Option<Vec<String>>,
     raised_at_ms: i64,
 ) -> rusqlite::Result<Vec<Severity>> {
+    let alerts = periodic_alerts(conn, as_of, config)?;
+    insert(conn, alerts, route, raised_at_ms)
+}
+
+/// The periodic findings at `as_of` as alerts: the state's, then the permission findings.
+fn periodic_alerts(conn: &Connection, as_of: Timestamp, config: &PeriodicConfig) -> rusqlite::Result<Vec<Alert>> {
     let mut alerts: Vec<Alert> = compute(conn, as_of, &config.findings)?.iter().map(|f| to_alert(f, as_of)).collect();
     alerts.extend(permission_alerts(conn, as_of, config)?);
+    Ok(alerts)
+}
+
+/// Stores alerts raised outside a batch (one transaction), each once: `route` gives its sinks, or `None` when a
+/// suppression drops it. Returns the severities of the alerts that were new.
+pub fn insert(
+    conn: &mut Connection,
+    alerts: Vec<Alert>,
+    route: &dyn Fn(&Alert) -> Option<Vec<String>>,
+    raised_at_ms: i64,
+) -> rusqlite::Result<Vec<Severity>> {
     let tx = conn.transaction()?;
     let mut new = Vec::new();
     {
@@ -273,6 +290,20 @@ pub fn raise_periodic(
     config: &PeriodicConfig,
     metrics: &crate::metrics::Metrics,
 ) -> rusqlite::Result<u64> {
+    let alerts = periodic_alerts(conn, as_of, config)?;
+    let new = raise_through(alerting, conn, alerts, metrics)?;
+    metrics.findings_runs.inc();
+    Ok(new)
+}
+
+/// Raises alerts found outside a batch through `alerting` (suppressions and routing as for rule alerts), and
+/// wakes the deliverers when any is new; returns how many were new.
+pub fn raise_through(
+    alerting: &crate::alert::stage::Alerting,
+    conn: &mut Connection,
+    alerts: Vec<Alert>,
+    metrics: &crate::metrics::Metrics,
+) -> rusqlite::Result<u64> {
     let route = |alert: &Alert| {
         let sinks = alerting.route(alert);
         if sinks.is_none() {
@@ -280,11 +311,10 @@ pub fn raise_periodic(
         }
         sinks
     };
-    let new = raise(conn, as_of, config, &route, crate::time::now_ms())?;
+    let new = insert(conn, alerts, &route, crate::time::now_ms())?;
     for severity in &new {
         metrics.alerts_raised.with_label_values(&[severity.as_str()]).inc();
     }
-    metrics.findings_runs.inc();
     if !new.is_empty() {
         alerting.wake.send_modify(|n| *n = n.wrapping_add(1));
     }

@@ -103,9 +103,16 @@ pub struct Filters {
     pub until: Option<Timestamp>,
     pub accounts: Vec<String>,
     pub regions: Vec<String>,
+    /// Take digest files too (log file validation).
+    pub digests: bool,
 }
 
 impl Filters {
+    /// Whether anything narrows the backfill (taking digests too does not).
+    pub fn narrows(&self) -> bool {
+        self != &Filters { digests: self.digests, ..Filters::default() }
+    }
+
     pub fn account(&self, account: &str) -> bool {
         self.accounts.is_empty() || self.accounts.iter().any(|a| a == account)
     }
@@ -118,14 +125,17 @@ impl Filters {
         self.since.is_none_or(|s| day >= s) && self.until.is_none_or(|u| day <= u)
     }
 
-    /// Whether a listed key is taken: log and Insight files within the filters; never digests.
+    /// Whether a listed key is taken: log and Insight files within the filters, and digests when asked for.
     pub fn keeps(&self, key: &str) -> bool {
         match parse_key(key) {
             Some(l) => {
-                l.kind != "CloudTrail-Digest" && self.account(l.account) && self.region(l.region) && self.day(l.day)
+                (self.digests || l.kind != "CloudTrail-Digest")
+                    && self.account(l.account)
+                    && self.region(l.region)
+                    && self.day(l.day)
             }
             // Outside the layout: only taken when nothing narrows the backfill.
-            None => self == &Filters::default() && !key.ends_with('/'),
+            None => !self.narrows() && !key.ends_with('/'),
         }
     }
 }
@@ -203,6 +213,7 @@ mod tests {
             until: parse_date("2026-10-02"),
             accounts: vec!["111111111111".into()],
             regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            digests: false,
         };
         let key = |acct: &str, kind: &str, region: &str, date: &str| {
             format!("AWSLogs/{acct}/{kind}/{region}/{date}/f.json.gz")
@@ -217,5 +228,11 @@ mod tests {
         assert!(!filters.keeps("elsewhere/f.json.gz"));
         assert!(Filters::default().keeps("elsewhere/f.json.gz"));
         assert!(!Filters::default().keeps(&key("111111111111", "CloudTrail-Digest", "us-east-1", "2026/10/01")));
+        // Validation takes digests within the same filters; asking for them narrows nothing.
+        let validating = Filters { digests: true, ..filters };
+        assert!(validating.keeps(&key("111111111111", "CloudTrail-Digest", "us-east-1", "2026/10/01")));
+        assert!(!validating.keeps(&key("111111111111", "CloudTrail-Digest", "us-east-1", "2026/09/30")));
+        let everything = Filters { digests: true, ..Filters::default() };
+        assert!(!everything.narrows() && everything.keeps("elsewhere/f.json.gz"));
     }
 }

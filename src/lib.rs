@@ -33,3 +33,4 @@ pub mod store;
 pub mod synth;
 pub mod time;
 pub mod ui;
+pub mod validation;

@@ -76,6 +76,19 @@ enum Command {
     /// Serve the identity explorer (pages at `/`), the JSON API and /metrics over an existing state file, reading
     /// only (`replay` then `serve` works on a laptop), until SIGTERM or SIGINT.
     Serve(cli::serve::ServeArgs),
+    /// CloudTrail log file validation, from the digests and log files taken in (`[integrity] enabled`).
+    Integrity {
+        #[command(subcommand)]
+        what: IntegrityCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntegrityCommand {
+    /// Per chain (trail bucket and prefix, account, region): digests verified, unsigned, invalid and missing, log
+    /// files valid, altered, missing and unlisted, the time covered, then every problem with the objects it
+    /// names. Exit code 1 when anything is wrong.
+    Report(cli::integrity::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -254,6 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules { what: RulesCommand::Check { dir } } => cli::rules::check(dir),
         Command::Inventory { what: InventoryCommand::Fetch { out } } => cli::inventory::fetch(&cli, out.as_deref()),
         Command::Alerts { what: AlertsCommand::Test { sink } } => cli::alerts::test(&cli, sink),
+        Command::Integrity { what: IntegrityCommand::Report(args) } => cli::integrity::report(&cli, args),
         Command::Report { what: ReportCommand::Identities { principal, format } } => {
             cli::report::identities(&cli, principal.as_deref(), *format)
         }

@@ -3,7 +3,9 @@
 //! Architecture invariant: no label ever holds an ARN, key, IP, account, bucket or path. Metrics are updated per
 //! file or per batch, never per record.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::parse::{RecordCounts, SkipReason};
 
@@ -58,6 +60,20 @@ pub struct Metrics {
     pub alerts_pruned: IntCounter,
     /// Periodic findings passes completed (whether they raised anything or not).
     pub findings_runs: IntCounter,
+    /// Digest files taken in, by outcome (`verified`, `unsigned`, `invalid`; counted when settled).
+    pub integrity_digests: IntCounterVec,
+    /// Log files hashed for validation.
+    pub integrity_log_files_hashed: IntCounter,
+    /// From the last integrity check, over its look-back: log files by outcome (`valid`, `altered`, `missing`,
+    /// `unlisted`, `pending`), digests by outcome (`verified`, `unsigned`, `unverified`, `invalid`, `missing`).
+    pub integrity_log_files: IntGaugeVec,
+    pub integrity_digest_files: IntGaugeVec,
+    /// Chains by state: `current` (newest valid digest within the grace period of now) or `stale`.
+    pub integrity_chains: IntGaugeVec,
+    /// The oldest, over chains, of the age of a chain's newest valid digest (no per-chain label: chains carry
+    /// accounts and regions).
+    pub integrity_newest_valid_digest_age: IntGauge,
+    pub integrity_checks: IntCounter,
     /// Deliveries accepted, by sink kind.
     pub alerts_sent: IntCounterVec,
     /// Delivery attempts that failed (retried with backoff), by sink kind.
@@ -125,6 +141,10 @@ impl Registrar {
         self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
     }
 
+    fn gauge_vec(&mut self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
     fn gauge(&mut self, name: &str, help: &str) -> IntGauge {
         self.add(IntGauge::new(name, help).expect("valid metric"))
     }
@@ -181,6 +201,13 @@ impl Metrics {
             alerts_suppressed: r.counter("trailwatch_alerts_suppressed_total", "Alerts dropped by a suppression"),
             alerts_pruned: r.counter("trailwatch_alerts_pruned_total", "Delivered alerts deleted from the state file once older than alerts.retention_days"),
             findings_runs: r.counter("trailwatch_findings_runs_total", "Periodic findings passes completed, whether they raised anything or not"),
+            integrity_digests: r.counter_vec("trailwatch_integrity_digests_total", "CloudTrail digest files taken in, by outcome (verified, unsigned, invalid), counted once their signature is settled", &["outcome"]),
+            integrity_log_files_hashed: r.counter("trailwatch_integrity_log_files_hashed_total", "Log files hashed for validation as they were decoded"),
+            integrity_log_files: r.gauge_vec("trailwatch_integrity_log_files", "Log files in the last integrity check's look-back, by outcome (valid, altered, missing, unlisted, pending)", &["outcome"]),
+            integrity_digest_files: r.gauge_vec("trailwatch_integrity_digest_files", "Digest files in the last integrity check's look-back, by outcome (verified, unsigned, unverified, invalid, missing)", &["outcome"]),
+            integrity_chains: r.gauge_vec("trailwatch_integrity_chains", "Digest chains (trail, account, region) by state: current (newest valid digest within integrity.digest_grace_secs of now) or stale", &["state"]),
+            integrity_newest_valid_digest_age: r.gauge("trailwatch_integrity_newest_valid_digest_age_seconds", "Over all chains, the largest age of a chain's newest valid digest (seconds since its end time)"),
+            integrity_checks: r.counter("trailwatch_integrity_checks_total", "Integrity checks completed"),
             alerts_sent: r.counter_vec("trailwatch_alerts_sent_total", "Alert deliveries accepted, by sink kind", &["sink"]),
             alert_delivery_failures: r.counter_vec("trailwatch_alert_delivery_failures_total", "Alert delivery attempts that failed, or found their stored alert unreadable, and will be retried, by sink kind", &["sink"]),
             outbox_depth: r.gauge("trailwatch_alert_outbox_depth", "Alert deliveries (alert and sink) pending"),
@@ -210,6 +237,18 @@ impl Metrics {
         }
         for reason in SkipReason::ALL {
             metrics.records_skipped.with_label_values(&[reason.kind()]);
+        }
+        for outcome in ["verified", "unsigned", "invalid"] {
+            metrics.integrity_digests.with_label_values(&[outcome]);
+        }
+        for outcome in ["verified", "unsigned", "unverified", "invalid", "missing"] {
+            metrics.integrity_digest_files.with_label_values(&[outcome]);
+        }
+        for outcome in ["valid", "altered", "missing", "unlisted", "pending"] {
+            metrics.integrity_log_files.with_label_values(&[outcome]);
+        }
+        for state in ["current", "stale"] {
+            metrics.integrity_chains.with_label_values(&[state]);
         }
         metrics
     }
@@ -354,7 +393,7 @@ mod tests {
     use super::*;
 
     /// Label names allowed: bounded enums only, never an ARN, key, IP, account or bucket.
-    const BOUNDED_LABELS: &[&str] = &["outcome", "reason", "rule", "mode", "severity", "sink"];
+    const BOUNDED_LABELS: &[&str] = &["outcome", "reason", "rule", "mode", "severity", "sink", "state"];
 
     #[test]
     fn the_catalogue_follows_the_naming_conventions() {

@@ -1,6 +1,7 @@
 //! The commands, one module each; `main.rs` parses the command line and dispatches.
 
 pub mod alerts;
+pub mod integrity;
 pub mod inventory;
 pub mod replay;
 pub mod report;

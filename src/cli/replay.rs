@@ -71,6 +71,7 @@ pub fn command(cli: &Cli, args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         until: day("--until", until),
         accounts: accounts.clone(),
         regions: regions.clone(),
+        digests: config.integrity.enabled,
     };
     let s3: Vec<_> = paths.iter().filter_map(|p| backfill::parse_s3_url(p)).collect();
     if !s3.is_empty() && s3.len() != paths.len() {
@@ -132,7 +133,7 @@ fn replay(
     let mut source: Box<dyn Source> = if s3.is_empty() {
         let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
         let mut jobs = trailwatch::source::local::discover(&paths)?;
-        if *filters != Filters::default() {
+        if filters.narrows() {
             jobs.retain(|job| job.local_path().is_some_and(|p| filters.keeps(&p.to_string_lossy())));
         }
         if let Some(bar) = &bar {
@@ -158,11 +159,14 @@ fn replay(
     let shutdown = Shutdown::new();
     let stop = shutdown.listener(Stage::Intake, source.describe());
     let summary = pipeline::run(&mut *source, &runtime, stop, &ctx, &mut store, &applied, &mut on_progress)?;
-    runtime.shutdown_background();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     print_summary(&summary, started.elapsed().as_secs_f64(), config.threads);
+    if config.integrity.enabled {
+        check_integrity(config, &runtime, &mut store, alerting.as_deref(), &metrics)?;
+    }
+    runtime.shutdown_background();
     if let Some(alerting) = &alerting {
         // Delivered, or durably pending in the outbox for the next run or the daemon.
         let pending = trailwatch::delivery::drain(
@@ -188,6 +192,46 @@ fn replay(
     // waiting on the allocator (about 90 ms after a 500k-record replay with SigmaHQ's rules).
     trailwatch::reaper::drop_later(alerting);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a replay with `[integrity] enabled` took in, checked: signatures settled, chains evaluated, and the
+/// findings raised as alerts (when alerting is on).
+fn check_integrity(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    store: &mut Store,
+    alerting: Option<&trailwatch::alert::stage::Alerting>,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    use trailwatch::validation::{self, KeyRing};
+    let mut keys = KeyRing::from_config(&config.integrity, trailwatch::daemon::key_fetcher(runtime, config))?;
+    let mut conn = store.outbox_connection()?;
+    let raised = match alerting {
+        Some(alerting) => validation::check_and_raise(alerting, &mut conn, &mut keys, &config.integrity, metrics)?,
+        None => {
+            validation::check_recent(&conn, &mut keys, &config.integrity, metrics)?;
+            0
+        }
+    };
+    let problems: i64 = ["altered", "missing", "unlisted"]
+        .iter()
+        .map(|o| metrics.integrity_log_files.with_label_values(&[o]).get())
+        .sum();
+    let digest_problems: i64 =
+        ["invalid", "missing"].iter().map(|o| metrics.integrity_digest_files.with_label_values(&[o]).get()).sum();
+    println!(
+        "integrity: {} digests and {} log files checked, {problems} log file and {digest_problems} digest problems, \
+         {raised} new alerts (`trailwatch integrity report` for details)",
+        ["verified", "unsigned", "unverified", "invalid"]
+            .iter()
+            .map(|o| metrics.integrity_digest_files.with_label_values(&[o]).get())
+            .sum::<i64>(),
+        ["valid", "altered", "unlisted", "pending"]
+            .iter()
+            .map(|o| metrics.integrity_log_files.with_label_values(&[o]).get())
+            .sum::<i64>(),
+    );
+    Ok(())
 }
 
 fn print_summary(s: &Summary, secs: f64, threads: usize) {

@@ -29,7 +29,7 @@ pub fn probe_file(config: &Config, location: &str) -> anyhow::Result<()> {
                 config.limits.max_file_bytes,
             ))?;
             let job = trailwatch::source::FileJob::s3(&url.bucket, &url.prefix, fetched.etag.as_deref().unwrap_or(""));
-            worker.process_fetched(&job, fetched.bytes, config.limits, &mut folded)
+            worker.process_fetched(&job, fetched.bytes, fetched.signature.as_deref(), config.limits, &mut folded)
         }
         None => {
             let job = trailwatch::source::FileJob::local(PathBuf::from(location), 0);

@@ -118,6 +118,49 @@ pub fn start_findings(
     Ok(())
 }
 
+/// Checks log file integrity every `config.interval_secs` (on its own connection: it settles digest signatures
+/// and writes alerts, beside the committer), until [`Stage::Background`].
+pub fn start_integrity(
+    runtime: &tokio::runtime::Runtime,
+    alerting: &Arc<Alerting>,
+    store: &Store,
+    config: &crate::config::IntegrityConfig,
+    keys: crate::validation::KeyRing,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+) -> Result<(), StoreError> {
+    if !config.enabled || config.interval_secs == 0 {
+        return Ok(());
+    }
+    let state = Arc::new(Mutex::new((store.outbox_connection()?, keys)));
+    let (alerting, metrics, config) = (Arc::clone(alerting), Arc::clone(metrics), config.clone());
+    let stop = shutdown.listener(Stage::Background, "integrity checks");
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.interval_secs));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.requested() => return,
+            }
+            let (state, alerting, config, metrics) =
+                (Arc::clone(&state), Arc::clone(&alerting), config.clone(), Arc::clone(&metrics));
+            let raised = tokio::task::spawn_blocking(move || {
+                let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+                let (conn, keys) = &mut *state;
+                crate::validation::check_and_raise(&alerting, conn, keys, &config, &metrics)
+            })
+            .await;
+            match raised {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(raised = n, "integrity check raised alerts"),
+                Ok(Err(err)) => tracing::error!("integrity check: {err}"),
+                Err(err) => tracing::error!("integrity check: {err}"),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Deletes, at start and hourly, the delivered alerts raised more than `retention_days` ago (periodic findings
 /// kept), on its own connection, until [`Stage::Background`]; 0 keeps every alert.
 pub fn start_retention(

@@ -20,15 +20,29 @@ pub const UNUSED_IDENTITY: &str = "unused-identity";
 pub const ACCESS_KEY_NOT_ROTATED: &str = "access-key-not-rotated";
 pub const PASSWORD_UNUSED: &str = "password-unused";
 
-/// Every rule the periodic findings raise, the permission findings included: their alerts record that a finding
-/// was raised (their ids carry no time bucket), so retention keeps them.
-pub const PERIODIC_RULES: [&str; 6] = [
+/// Log file validation's findings (`integrity::chain::Finding::rule`).
+pub const LOG_FILE_MISSING: &str = "log-file-missing";
+pub const LOG_FILE_ALTERED: &str = "log-file-altered";
+pub const LOG_FILE_UNLISTED: &str = "log-file-unlisted";
+pub const DIGEST_MISSING: &str = "digest-missing";
+pub const DIGEST_INVALID: &str = "digest-invalid";
+pub const DIGEST_CHAIN_ENDED: &str = "digest-chain-ended";
+
+/// Every rule the periodic findings raise, the permission and integrity findings included: their alerts record
+/// that a finding was raised (their ids carry no time bucket), so retention keeps them.
+pub const PERIODIC_RULES: [&str; 12] = [
     INACTIVE_IDENTITY,
     ACCESS_KEY_UNUSED,
     UNUSED_PERMISSIONS,
     UNUSED_IDENTITY,
     ACCESS_KEY_NOT_ROTATED,
     PASSWORD_UNUSED,
+    LOG_FILE_MISSING,
+    LOG_FILE_ALTERED,
+    LOG_FILE_UNLISTED,
+    DIGEST_MISSING,
+    DIGEST_INVALID,
+    DIGEST_CHAIN_ENDED,
 ];
 
 /// A rule raised from the state rather than matched on events: the behavioural rules (found as a batch is
@@ -37,12 +51,12 @@ pub const PERIODIC_RULES: [&str; 6] = [
 pub struct StateRule {
     pub id: &'static str,
     pub level: Severity,
-    /// `behavioural` or `periodic`.
+    /// `behavioural`, `periodic` or `integrity`.
     pub kind: &'static str,
     pub title: &'static str,
 }
 
-pub const STATE_RULES: [StateRule; 11] = {
+pub const STATE_RULES: [StateRule; 17] = {
     const fn rule(id: &'static str, level: Severity, kind: &'static str, title: &'static str) -> StateRule {
         StateRule { id, level, kind, title }
     }
@@ -68,6 +82,12 @@ pub const STATE_RULES: [StateRule; 11] = {
         rule(UNUSED_PERMISSIONS, Severity::Low, "periodic", "Unused permissions"),
         rule(ACCESS_KEY_NOT_ROTATED, Severity::Medium, "periodic", "Access key not rotated"),
         rule(PASSWORD_UNUSED, Severity::Medium, "periodic", "Unused console password"),
+        rule(LOG_FILE_MISSING, Severity::High, "integrity", "CloudTrail log file missing"),
+        rule(LOG_FILE_ALTERED, Severity::Critical, "integrity", "CloudTrail log file altered"),
+        rule(LOG_FILE_UNLISTED, Severity::High, "integrity", "CloudTrail log file not listed in its digest"),
+        rule(DIGEST_MISSING, Severity::High, "integrity", "CloudTrail digest file missing"),
+        rule(DIGEST_INVALID, Severity::High, "integrity", "CloudTrail digest file invalid"),
+        rule(DIGEST_CHAIN_ENDED, Severity::Medium, "integrity", "CloudTrail digests stopped"),
     ]
 };
 

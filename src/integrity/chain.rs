@@ -14,6 +14,42 @@ pub struct Location {
     pub key: String,
 }
 
+impl Location {
+    /// The object's file name: how a digest's entry and a log file are matched, since CloudTrail never gives two
+    /// files one name and a local copy keeps only its name.
+    pub fn name(&self) -> &str {
+        file_name(&self.key)
+    }
+}
+
+/// The last segment of a key or path.
+pub fn file_name(key: &str) -> &str {
+    key.rsplit(['/', '\\']).next().unwrap_or(key)
+}
+
+/// The end time in a digest file's name (`<account>_CloudTrail-Digest_<region>_<trail>_<region>_YYYYMMDDTHHMMSSZ`
+/// `.json.gz`).
+pub fn digest_name_time(name: &str) -> Option<Timestamp> {
+    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
+    let t = stem.rsplit('_').next()?;
+    let b = t.as_bytes();
+    let ok = b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
+    ok.then(|| {
+        let text = format!("{}-{}-{}T{}:{}:{}Z", &t[..4], &t[4..6], &t[6..8], &t[9..11], &t[11..13], &t[13..15]);
+        crate::time::parse_rfc3339(&text)
+    })?
+}
+
+/// Whether a file name is a CloudTrail digest's.
+pub fn is_digest_name(name: &str) -> bool {
+    let mut parts = name.split('_');
+    let account = parts.next().unwrap_or("");
+    account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && parts.next() == Some("CloudTrail-Digest")
+        && digest_name_time(name).is_some()
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.bucket.is_empty() {
@@ -36,7 +72,24 @@ impl ChainId {
     /// The chain a log or digest file at `bucket`/`key` belongs to: the bucket, the prefix before `AWSLogs/`
     /// (with the organization id, if any), the account and the region of CloudTrail's layout. `None` for keys
     /// outside it, and for Insights files, which digests do not list.
+    ///
+    /// A local file (empty bucket) belongs to the chain of the account and region its name gives, wherever it
+    /// sits: copies of a trail's files keep their names, not always their directories.
     pub fn of(bucket: &str, key: &str) -> Option<ChainId> {
+        if bucket.is_empty() {
+            let mut parts = file_name(key).split('_');
+            let (account, kind, region) = (parts.next()?, parts.next()?, parts.next()?);
+            let ok = account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && matches!(kind, "CloudTrail" | "CloudTrail-Digest")
+                && !region.is_empty();
+            return ok.then(|| ChainId {
+                bucket: String::new(),
+                prefix: String::new(),
+                account: account.to_owned(),
+                region: region.to_owned(),
+            });
+        }
         let layout = crate::layout::parse_key(key)?;
         if !matches!(layout.kind, "CloudTrail" | "CloudTrail-Digest") {
             return None;
@@ -99,6 +152,9 @@ pub struct DigestRecord {
 pub enum DigestCheck {
     /// Signature verified.
     Verified,
+    /// A signature came with it and its bytes passed their checks; its key was not looked up yet. Trusted until
+    /// then, so that a key fetched late raises nothing.
+    Unverified,
     /// No signature to check (a local file without its sidecar): hashes and links are still used.
     Unsigned,
     /// Bad signature, unknown key, moved object or bad format: the reason. Its contents are not trusted.
@@ -151,13 +207,14 @@ pub enum Finding {
 impl Finding {
     /// The rule id the alert carries.
     pub fn rule(&self) -> &'static str {
+        use crate::detect::catalogue as c;
         match self {
-            Finding::LogFileMissing { .. } => "log-file-missing",
-            Finding::LogFileAltered { .. } => "log-file-altered",
-            Finding::LogFileUnlisted { .. } => "log-file-unlisted",
-            Finding::DigestMissing { .. } => "digest-missing",
-            Finding::DigestInvalid { .. } => "digest-invalid",
-            Finding::DigestChainEnded { .. } => "digest-chain-ended",
+            Finding::LogFileMissing { .. } => c::LOG_FILE_MISSING,
+            Finding::LogFileAltered { .. } => c::LOG_FILE_ALTERED,
+            Finding::LogFileUnlisted { .. } => c::LOG_FILE_UNLISTED,
+            Finding::DigestMissing { .. } => c::DIGEST_MISSING,
+            Finding::DigestInvalid { .. } => c::DIGEST_INVALID,
+            Finding::DigestChainEnded { .. } => c::DIGEST_CHAIN_ENDED,
         }
     }
 
@@ -183,8 +240,8 @@ pub struct Grace {
 /// Every finding the snapshot supports, sorted.
 pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
     let mut out = Vec::new();
-    let logs: HashMap<&Location, &LogRecord> = snapshot.logs.iter().map(|l| (&l.location, l)).collect();
-    let gone: HashSet<&Location> = snapshot.gone.iter().collect();
+    let logs: HashMap<&str, &LogRecord> = snapshot.logs.iter().map(|l| (l.location.name(), l)).collect();
+    let gone: HashSet<&str> = snapshot.gone.iter().map(Location::name).collect();
     // The newest log file per chain: the chain's own clock.
     let mut newest: HashMap<&ChainId, &LogRecord> = HashMap::new();
     for log in &snapshot.logs {
@@ -203,16 +260,16 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
         chains.entry(&digest.chain).or_default().push(digest);
     }
     let trusted = |d: &DigestRecord| !matches!(d.check, DigestCheck::Invalid(_));
-    let digest_at: HashSet<&Location> = snapshot.digests.iter().map(|d| &d.location).collect();
-    let mut listed: HashSet<&Location> = HashSet::new();
+    let digest_at: HashSet<&str> = snapshot.digests.iter().map(|d| d.location.name()).collect();
+    let mut listed: HashSet<&str> = HashSet::new();
     for (chain, digests) in &mut chains {
         digests.sort_by_key(|d| (d.start_time, d.end_time, &d.location));
         let horizon = newest.get(chain).map(|l| l.time);
         let due = |end: Timestamp| horizon.is_some_and(|now| end + grace.digest_secs <= now);
         for digest in digests.iter().filter(|d| trusted(d)) {
             for (log, hash) in &digest.log_files {
-                listed.insert(log);
-                match logs.get(log) {
+                listed.insert(log.name());
+                match logs.get(log.name()) {
                     Some(seen) if !seen.sha256.eq_ignore_ascii_case(hash) => out.push(Finding::LogFileAltered {
                         log: log.clone(),
                         digest: digest.location.clone(),
@@ -220,7 +277,7 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
                         found: seen.sha256.clone(),
                     }),
                     Some(_) => {}
-                    None if gone.contains(log) || due(digest.end_time) => {
+                    None if gone.contains(log.name()) || due(digest.end_time) => {
                         out.push(Finding::LogFileMissing { log: log.clone(), digest: digest.location.clone() })
                     }
                     None => {}
@@ -231,7 +288,13 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
         // gap in time that no remaining link names.
         for pair in digests.windows(2) {
             let (earlier, later) = (pair[0], pair[1]);
-            let linked_missing = later.previous.as_ref().filter(|p| !digest_at.contains(p) && **p != earlier.location);
+            // An untrusted digest's link, or a link to one (moved: it is not where the link says), holds nothing
+            // to check: the time gap still tells a missing hour.
+            let links_trusted = trusted(earlier) && trusted(later);
+            let linked_missing = later
+                .previous
+                .as_ref()
+                .filter(|p| links_trusted && !digest_at.contains(p.name()) && p.name() != earlier.location.name());
             if later.start_time > earlier.end_time || linked_missing.is_some() {
                 out.push(Finding::DigestMissing {
                     chain: (*chain).clone(),
@@ -253,7 +316,7 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
             });
         }
         // A file delivered within a digest's hour that the digest does not list was put there by someone else.
-        for log in snapshot.logs.iter().filter(|l| l.chain == **chain && !listed.contains(&l.location)) {
+        for log in snapshot.logs.iter().filter(|l| l.chain == **chain && !listed.contains(l.location.name())) {
             let covering = digests.iter().find(|d| d.start_time <= log.time && log.time < d.end_time);
             if let Some(covering) = covering.filter(|d| trusted(d)) {
                 out.push(Finding::LogFileUnlisted { log: log.location.clone(), digest: covering.location.clone() });

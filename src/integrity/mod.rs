@@ -51,18 +51,23 @@ pub struct LogFileEntry {
 /// Why a digest or a key list is not accepted; each names what was wrong, never a key's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntegrityError {
-    #[error("digest s3://{bucket}/{key}: not a CloudTrail digest: {reason}")]
+    #[error("digest {}: not a CloudTrail digest: {reason}", at(bucket, key))]
     Format { bucket: String, key: String, reason: String },
-    #[error("digest s3://{bucket}/{key}: unsupported signature algorithm `{algorithm}`")]
+    #[error("digest {}: unsupported signature algorithm `{algorithm}`", at(bucket, key))]
     Algorithm { bucket: String, key: String, algorithm: String },
-    #[error("digest s3://{bucket}/{key}: no public key with fingerprint {fingerprint}")]
+    #[error("digest {}: no public key with fingerprint {fingerprint}", at(bucket, key))]
     UnknownKey { bucket: String, key: String, fingerprint: String },
-    #[error("digest s3://{bucket}/{key}: the signature does not verify")]
+    #[error("digest {}: the signature does not verify", at(bucket, key))]
     BadSignature { bucket: String, key: String },
-    #[error("digest s3://{bucket}/{key}: found at s3://{found_bucket}/{found_key}, which is not where it says it is")]
+    #[error("digest {}: found at {}, which is not where it says it is", at(bucket, key), at(found_bucket, found_key))]
     Moved { bucket: String, key: String, found_bucket: String, found_key: String },
     #[error("public keys {origin}: {reason}")]
     Keys { origin: String, reason: String },
+}
+
+/// `s3://bucket/key`, or a local file's path (no bucket).
+fn at(bucket: &str, key: &str) -> String {
+    chain::Location { bucket: bucket.to_owned(), key: key.to_owned() }.to_string()
 }
 
 impl Digest {
@@ -132,6 +137,15 @@ impl PublicKeys {
         Ok(PublicKeys(keys))
     }
 
+    pub fn push(&mut self, key: PublicKey) {
+        self.0.push(key);
+    }
+
+    /// Adds `other`'s keys.
+    pub fn extend(&mut self, other: PublicKeys) {
+        self.0.extend(other.0);
+    }
+
     pub fn get(&self, fingerprint: &str) -> Option<&PublicKey> {
         self.0.iter().find(|k| k.fingerprint == fingerprint)
     }
@@ -144,7 +158,12 @@ impl PublicKey {
         let der = base64::engine::general_purpose::STANDARD
             .decode(value.trim())
             .map_err(|e| format!("key {fingerprint}: not base64: {e}"))?;
-        let key = rsa::PublicKey::from_pkcs1_der(&der)
+        PublicKey::from_der(&der, fingerprint)
+    }
+
+    /// A key from its DER PKCS #1 `RSAPublicKey` (the SDK hands `ListPublicKeys`' values over decoded).
+    pub fn from_der(der: &[u8], fingerprint: &str) -> Result<PublicKey, String> {
+        let key = rsa::PublicKey::from_pkcs1_der(der)
             .map_err(|e| format!("key {fingerprint}: not a DER RSA public key: {e}"))?;
         Ok(PublicKey { fingerprint: fingerprint.to_owned(), key: rsa::pkcs1v15::VerifyingKey::new(key) })
     }
@@ -160,8 +179,61 @@ pub fn verify(
     signature_hex: &str,
     keys: &PublicKeys,
 ) -> Result<(), IntegrityError> {
-    let (b, k) = (bucket.to_owned(), key.to_owned());
-    if digest.digest_s3_bucket != bucket || digest.digest_s3_object != key {
+    let found = chain::Location { bucket: bucket.to_owned(), key: key.to_owned() };
+    signature_to_check(digest, json, &found, signature_hex)?.verify(keys)
+}
+
+/// What a digest's signature covers and the signature, checked by [`PendingSignature::verify`] once the key its
+/// fingerprint names is at hand (intake has no keys: with `public_keys = "api"` they are fetched later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignature {
+    /// Where the digest was found, for errors.
+    pub found: chain::Location,
+    pub fingerprint: String,
+    /// The signing string.
+    pub signed: String,
+    /// Hex, as in the object's `signature` metadata.
+    pub signature: String,
+}
+
+impl PendingSignature {
+    pub fn verify(&self, keys: &PublicKeys) -> Result<(), IntegrityError> {
+        let Some(public) = keys.get(&self.fingerprint) else {
+            let (bucket, key) = (self.found.bucket.clone(), self.found.key.clone());
+            return Err(IntegrityError::UnknownKey { bucket, key, fingerprint: self.fingerprint.clone() });
+        };
+        self.verify_with(public)
+    }
+
+    /// Checks the signature with `public` (the key its fingerprint names).
+    pub fn verify_with(&self, public: &PublicKey) -> Result<(), IntegrityError> {
+        let (bucket, key) = (self.found.bucket.clone(), self.found.key.clone());
+        let signature = hex::decode(self.signature.trim())
+            .ok()
+            .and_then(|bytes| rsa::pkcs1v15::Signature::try_from(bytes.as_slice()).ok());
+        match signature {
+            Some(signature) if public.key.verify(self.signed.as_bytes(), &signature).is_ok() => Ok(()),
+            _ => Err(IntegrityError::BadSignature { bucket, key }),
+        }
+    }
+}
+
+/// The checks a digest's own bytes allow (where it says it is, the algorithm), and what its signature covers.
+///
+/// An S3 object must be where it says it is; a local file (empty bucket) must carry the name of the object it
+/// says it is, since copies lose their bucket and prefix.
+pub fn signature_to_check(
+    digest: &Digest,
+    json: &[u8],
+    found: &chain::Location,
+    signature_hex: &str,
+) -> Result<PendingSignature, IntegrityError> {
+    let (b, k) = (found.bucket.clone(), found.key.clone());
+    let moved = match found.bucket.is_empty() {
+        true => chain::file_name(&digest.digest_s3_object) != found.name(),
+        false => digest.digest_s3_bucket != found.bucket || digest.digest_s3_object != found.key,
+    };
+    if moved {
         return Err(IntegrityError::Moved {
             bucket: digest.digest_s3_bucket.clone(),
             key: digest.digest_s3_object.clone(),
@@ -176,20 +248,53 @@ pub fn verify(
             algorithm: digest.digest_signature_algorithm.clone(),
         });
     }
-    let Some(public) = keys.get(&digest.digest_public_key_fingerprint) else {
-        return Err(IntegrityError::UnknownKey {
-            bucket: b,
-            key: k,
-            fingerprint: digest.digest_public_key_fingerprint.clone(),
-        });
+    Ok(PendingSignature {
+        found: found.clone(),
+        fingerprint: digest.digest_public_key_fingerprint.clone(),
+        signed: digest.signing_string(&sha256_hex(json)),
+        signature: signature_hex.trim().to_owned(),
+    })
+}
+
+/// A digest file as intake took it: its record for the chain, and its signature when one came with it and the
+/// digest passed the checks its bytes allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestIntake {
+    pub record: chain::DigestRecord,
+    pub pending: Option<PendingSignature>,
+}
+
+/// Takes a digest file's uncompressed bytes found at `found`, with its signature (hex) if one came with it.
+/// A digest that does not parse is still recorded (`Invalid`), at the time its name gives, so that the report
+/// names it; `None` when neither its place nor its name puts it in a chain.
+pub fn intake_digest(json: &[u8], found: chain::Location, signature: Option<&str>) -> Option<DigestIntake> {
+    use chain::{DigestCheck, DigestRecord};
+    let invalid = |found: chain::Location, reason: String| {
+        let chain = chain::ChainId::of(&found.bucket, &found.key)?;
+        let time = chain::digest_name_time(found.name())?;
+        let record = DigestRecord {
+            location: found,
+            chain,
+            start_time: time - 3600,
+            end_time: time,
+            previous: None,
+            log_files: Vec::new(),
+            check: DigestCheck::Invalid(reason),
+        };
+        Some(DigestIntake { record, pending: None })
     };
-    let signed = digest.signing_string(&sha256_hex(json));
-    let signature = hex::decode(signature_hex.trim())
-        .ok()
-        .and_then(|bytes| rsa::pkcs1v15::Signature::try_from(bytes.as_slice()).ok());
-    match signature {
-        Some(signature) if public.key.verify(signed.as_bytes(), &signature).is_ok() => Ok(()),
-        _ => Err(IntegrityError::BadSignature { bucket: b, key: k }),
+    let digest = match Digest::parse(json, &found.bucket, &found.key) {
+        Ok(digest) => digest,
+        Err(err) => return invalid(found.clone(), err.to_string()),
+    };
+    let (check, pending) = match signature.map(|s| signature_to_check(&digest, json, &found, s)) {
+        None => (DigestCheck::Unsigned, None),
+        Some(Ok(pending)) => (DigestCheck::Unverified, Some(pending)),
+        Some(Err(err)) => (DigestCheck::Invalid(err.to_string()), None),
+    };
+    match DigestRecord::of(&digest, found.clone(), check) {
+        Some(record) => Some(DigestIntake { record, pending }),
+        None => invalid(found, "its times are not RFC 3339".to_owned()),
     }
 }
 

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::alert::UnitAlerts;
 use crate::alert::write::{AlertWrite, WriteOutcome};
 use crate::events::{FileRejected, InternalEvent};
+use crate::integrity::chain::DigestCheck;
 use crate::parse::RecordCounts;
 use crate::pipeline::worker::{FileError, Folded, Message};
 use crate::pipeline::{RunContext, Summary};
+use crate::source::fetch::FetchError;
 use crate::source::{Feedback, FileJob};
 use crate::state::Delta;
+use crate::store::integrity::IntegrityRows;
 use crate::store::{Applied, LedgerEntry, Store, StoreError};
 
 #[derive(Default)]
@@ -21,6 +24,7 @@ struct Batch {
     files: Vec<(FileJob, RecordCounts)>,
     counts: RecordCounts,
     opened: Option<Instant>,
+    integrity: IntegrityRows,
 }
 
 pub(super) struct Committer<'r, 'c> {
@@ -141,19 +145,29 @@ impl Committer<'_, '_> {
         match msg {
             Message::Rejected { job, error, read_bytes } => {
                 FileRejected { reason: error.kind(), error: &error, read_bytes }.emit(metrics);
+                // A log file listed nowhere yet that is gone from its bucket: validation reports it missing.
+                if let (true, FileError::Fetch(FetchError::NoSuchKey { bucket, key })) = (self.ctx.integrity, &error)
+                    && crate::integrity::chain::ChainId::of(bucket, key).is_some()
+                {
+                    let gone = crate::integrity::chain::Location { bucket: bucket.clone(), key: key.clone() };
+                    self.batch.integrity.gone.push(gone);
+                    self.batch.opened.get_or_insert_with(Instant::now);
+                }
                 self.summary.read_bytes += read_bytes;
                 self.summary.files_rejected += 1;
                 *self.summary.rejections.entry(error.kind()).or_default() += 1;
                 self.feedback.rejected(&job, error.kind(), matches!(error, FileError::Read { .. }));
             }
             Message::Unit(unit) => {
+                let unit = *unit;
                 tracing::debug!(files = unit.files.len(), records = unit.counts.records, "parsed unit");
                 metrics.read_bytes.inc_by(unit.read_bytes);
                 metrics.decoded_bytes.inc_by(unit.decoded_bytes);
                 self.summary.read_bytes += unit.read_bytes;
                 self.summary.decoded_bytes += unit.decoded_bytes;
                 self.batch.opened.get_or_insert_with(Instant::now);
-                let Folded { delta, alerts } = unit.folded;
+                let Folded { delta, alerts, integrity } = unit.folded;
+                self.batch.integrity.append(integrity);
                 match (&self.planner, self.ctx.alerting) {
                     (Some(planner), Some(alerting)) => {
                         if let Err(unsent) = planner.send(Planning::Unit(alerts))
@@ -176,7 +190,7 @@ impl Committer<'_, '_> {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
-        if self.batch.files.is_empty() {
+        if self.batch.files.is_empty() && self.batch.integrity.is_empty() {
             self.batch.opened = None;
             return Ok(());
         }
@@ -219,6 +233,15 @@ impl Committer<'_, '_> {
         metrics.last_commit_timestamp.set(now);
         metrics.files.with_label_values(&["applied"]).inc_by(batch.files.len() as u64);
         metrics.observe_records(&batch.counts);
+        metrics.integrity_log_files_hashed.inc_by(batch.integrity.logs.len() as u64);
+        for digest in &batch.integrity.digests {
+            // Digests with a signature are counted when a key settles it.
+            match digest.record.check {
+                DigestCheck::Unsigned => metrics.integrity_digests.with_label_values(&["unsigned"]).inc(),
+                DigestCheck::Invalid(_) => metrics.integrity_digests.with_label_values(&["invalid"]).inc(),
+                DigestCheck::Verified | DigestCheck::Unverified => {}
+            }
+        }
         for newest in batch.files.iter().filter_map(|(_, counts)| counts.newest) {
             metrics.event_lag.observe((now - newest).max(0) as f64);
         }
@@ -259,6 +282,7 @@ impl Committer<'_, '_> {
         let metrics = self.ctx.metrics;
         let mut tx = self.store.begin()?;
         tx.write_state(&batch.delta, entries, now)?;
+        tx.write_integrity(&batch.integrity)?;
         let (mut rules, mut behaviour) = (AlertWrite::at(now_ms), AlertWrite::at(now_ms));
         let (mut rules_outcome, mut behaviour_outcome) = (WriteOutcome::default(), WriteOutcome::default());
         if let Some(alerting) = self.ctx.alerting {

@@ -69,6 +69,8 @@ pub struct RunContext<'a> {
     pub on_commit: Option<&'a (dyn Fn() + Sync)>,
     /// Where workers record the file in their hands, for the crash-loop guard ([`crate::inflight`]).
     pub inflight: Option<&'a crate::inflight::InFlight>,
+    /// Log file validation (`[integrity] enabled`): digests are taken in and log files hashed as they are decoded.
+    pub integrity: bool,
 }
 
 impl<'a> RunContext<'a> {
@@ -85,6 +87,7 @@ impl<'a> RunContext<'a> {
             on_file: None,
             on_commit: None,
             inflight: None,
+            integrity: config.integrity.enabled,
         }
     }
 }
@@ -146,7 +149,8 @@ fn run_fed(
             // Named, so that `top -H` and profiles tell workers from the committer (the calling thread).
             let worker_thread = std::thread::Builder::new().name("tw-worker".into());
             let spawned = worker_thread.spawn_scoped(scope, move || {
-                let mut worker = Worker::with_rules(ctx.alerting.map(|a| a.rules.clone()));
+                let mut worker =
+                    Worker::with_rules(ctx.alerting.map(|a| a.rules.clone())).with_integrity(ctx.integrity);
                 let mut unit = Unit::default();
                 // Emptied when the worker stops (dropped), left behind if the process dies.
                 let mut slot = ctx.inflight.and_then(|inflight| {
@@ -162,7 +166,7 @@ fn run_fed(
                     let flush = |unit: &mut Unit| {
                         ctx.flush_when_starved.is_none()
                             || unit.files.is_empty()
-                            || tx.send(Message::Unit(std::mem::take(unit))).is_ok()
+                            || tx.send(Message::Unit(Box::new(std::mem::take(unit)))).is_ok()
                     };
                     let mut rx = loop {
                         match input.try_lock() {
@@ -196,14 +200,16 @@ fn run_fed(
                         }
                     };
                     drop(rx);
-                    let Some(Input { job, bytes }) = next else { break };
+                    let Some(Input { job, bytes, signature }) = next else { break };
                     let started = Instant::now();
                     if let Some(slot) = &mut slot {
                         slot.start(&job);
                     }
                     let (read_bytes, res) = match bytes {
                         None => worker.process_file(&job, ctx.limits, &mut unit.folded),
-                        Some(Ok(bytes)) => worker.process_fetched(&job, bytes, ctx.limits, &mut unit.folded),
+                        Some(Ok(bytes)) => {
+                            worker.process_fetched(&job, bytes, signature.as_deref(), ctx.limits, &mut unit.folded)
+                        }
                         Some(Err(err)) => (0, Err(FileError::Fetch(err))),
                     };
                     ctx.metrics.file_duration.observe(started.elapsed().as_secs_f64());
@@ -219,7 +225,7 @@ fn run_fed(
                             if unit.files.len() < unit_max_files && unit.counts.records < UNIT_MAX_RECORDS {
                                 continue;
                             }
-                            Message::Unit(std::mem::take(&mut unit))
+                            Message::Unit(Box::new(std::mem::take(&mut unit)))
                         }
                         Err(error) => Message::Rejected { job, error, read_bytes },
                     };
@@ -228,7 +234,7 @@ fn run_fed(
                     }
                 }
                 if !unit.files.is_empty() {
-                    let _ = tx.send(Message::Unit(unit));
+                    let _ = tx.send(Message::Unit(Box::new(unit)));
                 }
             });
             // Spawning fails only when the OS is out of threads; fewer workers still do all the work.
@@ -295,6 +301,7 @@ mod tests {
             on_file: Some(&on_file),
             on_commit: Some(&on_commit),
             inflight: None,
+            integrity: false,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let applied = Arc::new(Applied::default());

@@ -9,10 +9,12 @@ use crate::alert::UnitAlerts;
 use crate::config::Limits;
 use crate::decode::{DecodeError, decode_into};
 use crate::detect::ruleset::{MatchScratch, RuleSet};
+use crate::integrity::chain::{self, ChainId, LogRecord};
 use crate::parse::{ParseError, Parser, RecordCounts};
 use crate::source::fetch::FetchError;
 use crate::source::{FileJob, Location};
 use crate::state::{Delta, Scratch};
+use crate::store::integrity::IntegrityRows;
 
 /// Why a file was not applied. `kind()` is the bounded metric label.
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +70,20 @@ pub struct Worker {
     /// Rules evaluated on every event in the same pass; their matches are folded into the delta's alerts.
     rules: Option<Arc<RuleSet>>,
     match_scratch: MatchScratch,
+    /// Log file validation is on: log files in a chain are hashed as they are decoded, digests taken in.
+    integrity: bool,
+    /// Set by `process_raw` for the next `process_bytes`: hash the decoded bytes into `sha256`.
+    hash_next: bool,
+    sha256: Option<String>,
 }
 
-/// What a worker folds events into: the state aggregate, and the rule matches among the events (handed to the
-/// alert planner, apart from the state).
+/// What a worker folds events into: the state aggregate, the rule matches among the events (handed to the
+/// alert planner, apart from the state), and what log file validation takes from the files.
 #[derive(Debug, Default)]
 pub struct Folded {
     pub delta: Delta,
     pub alerts: UnitAlerts,
+    pub integrity: IntegrityRows,
 }
 
 /// Several files folded into one delta by one worker; committed as a whole, with a ledger entry per file.
@@ -94,14 +102,25 @@ pub struct Unit {
 
 /// What workers hand to the committer.
 pub enum Message {
-    Unit(Unit),
-    Rejected { job: FileJob, error: FileError, read_bytes: u64 },
+    /// Boxed: a unit is several hundred bytes, a rejection a few dozen, and a message is moved through a channel.
+    Unit(Box<Unit>),
+    Rejected {
+        job: FileJob,
+        error: FileError,
+        read_bytes: u64,
+    },
 }
 
 impl Worker {
     /// A worker that also evaluates `rules` on every event, folding matches by each rule's dedup window.
     pub fn with_rules(rules: Option<Arc<RuleSet>>) -> Worker {
         Worker { rules, ..Worker::default() }
+    }
+
+    /// Turns log file validation on: digests are taken in rather than rejected, and log files are hashed.
+    pub fn with_integrity(mut self, on: bool) -> Worker {
+        self.integrity = on;
+        self
     }
 
     /// Decodes and parses one file's bytes, folding its events into `delta`.
@@ -116,12 +135,15 @@ impl Worker {
     ) -> Result<RecordCounts, BytesError> {
         self.decode_and_budget(input, limits)?;
         let len = self.json.len();
+        // In the decode pass: the decoded bytes are hashed while they are at hand, before parsing unescapes
+        // strings in place.
+        self.sha256 = std::mem::take(&mut self.hash_next).then(|| crate::integrity::sha256_hex(&self.json));
         Parser::pad(&mut self.json);
         let scratch = &mut self.scratch;
         let rules = self.rules.as_deref();
         let MatchScratch { candidates, spare, group_key } = &mut self.match_scratch;
         let mut folded = 0u64;
-        let Folded { delta, alerts } = out;
+        let Folded { delta, alerts, .. } = out;
         let res = self.parser.parse(&mut self.json, len, &mut |event, record| {
             folded += 1;
             delta.apply(event, scratch);
@@ -209,29 +231,53 @@ impl Worker {
         if let Err(source) = self.read(local, limits) {
             return (0, Err(source.with_path(path())));
         }
-        self.process_raw(job, limits, out)
+        // A local digest's signature, when it was kept beside it (`<file>.signature`, the hex of the object's
+        // `signature` metadata).
+        let signature = match self.integrity && chain::is_digest_name(chain::file_name(&local.to_string_lossy())) {
+            true => read_signature_sidecar(local),
+            false => None,
+        };
+        self.process_raw(job, signature.as_deref(), limits, out)
     }
 
     /// Decodes and parses bytes fetched elsewhere; the buffer is kept for reuse.
+    /// A digest's signature comes with it, from the object's metadata.
     pub fn process_fetched(
         &mut self,
         job: &FileJob,
         bytes: Vec<u8>,
+        signature: Option<&str>,
         limits: Limits,
         out: &mut Folded,
     ) -> (u64, Result<RecordCounts, FileError>) {
         self.raw = bytes;
-        self.process_raw(job, limits, out)
+        self.process_raw(job, signature, limits, out)
     }
 
     fn process_raw(
         &mut self,
         job: &FileJob,
+        signature: Option<&str>,
         limits: Limits,
         out: &mut Folded,
     ) -> (u64, Result<RecordCounts, FileError>) {
         let path = || job.location.to_string();
         let read_bytes = self.raw.len() as u64;
+        let found = match &job.location {
+            Location::Local(path) => chain::Location { bucket: String::new(), key: path.to_string_lossy().into() },
+            Location::S3 { bucket, key } => chain::Location { bucket: bucket.clone(), key: key.clone() },
+        };
+        let log_chain = match self.integrity {
+            true if chain::is_digest_name(found.name()) => {
+                return (
+                    read_bytes,
+                    self.take_digest(found, signature, limits, out).map_err(|e| e.named(path(), limits)),
+                );
+            }
+            true => ChainId::of(&found.bucket, &found.key),
+            false => None,
+        };
+        self.hash_next = log_chain.is_some();
         let delivered = match &job.location {
             Location::Local(path) => crate::layout::delivery_time(&path.to_string_lossy()),
             Location::S3 { key, .. } => crate::layout::delivery_time(key),
@@ -241,14 +287,35 @@ impl Worker {
         let res = self.process_bytes(&raw, limits, out);
         self.raw = raw;
         self.shrink(limits);
-        let res = res.map_err(|err| match err {
-            BytesError::Decode(source) => FileError::Decode { path: path(), source },
-            BytesError::Parse(source) => FileError::Parse { path: path(), source },
-            BytesError::OverBudget { need } => {
-                FileError::OverMemoryBudget { path: path(), need, budget: limits.max_worker_memory_bytes }
+        self.hash_next = false;
+        if let (Ok(_), Some(chain), Some(sha256)) = (&res, log_chain, self.sha256.take()) {
+            let time = crate::layout::delivery_time(&found.key).unwrap_or(0);
+            out.integrity.logs.push(LogRecord { location: found, chain, time, sha256 });
+        }
+        (read_bytes, res.map_err(|err| err.named(path(), limits)))
+    }
+
+    /// Takes a digest file in: decoded within the budget, its record (and signature to check) added to `out`.
+    fn take_digest(
+        &mut self,
+        found: chain::Location,
+        signature: Option<&str>,
+        limits: Limits,
+        out: &mut Folded,
+    ) -> Result<RecordCounts, BytesError> {
+        let raw = std::mem::take(&mut self.raw);
+        let decoded = self.decode_and_budget(&raw, limits);
+        self.raw = raw;
+        decoded?;
+        let intake = crate::integrity::intake_digest(&self.json, found, signature);
+        self.shrink(limits);
+        match intake {
+            Some(intake) => {
+                out.integrity.digests.push(intake);
+                Ok(RecordCounts::default())
             }
-        });
-        (read_bytes, res)
+            None => Err(BytesError::Parse(ParseError::Digest)),
+        }
     }
 
     /// The bytes decoded by the last `process_*` call.
@@ -280,6 +347,28 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+impl BytesError {
+    fn named(self, path: String, limits: Limits) -> FileError {
+        match self {
+            BytesError::Decode(source) => FileError::Decode { path, source },
+            BytesError::Parse(source) => FileError::Parse { path, source },
+            BytesError::OverBudget { need } => {
+                FileError::OverMemoryBudget { path, need, budget: limits.max_worker_memory_bytes }
+            }
+        }
+    }
+}
+
+/// The hex signature kept beside a local digest file, if any (a few hundred bytes; more is not a signature).
+fn read_signature_sidecar(digest: &Path) -> Option<String> {
+    let mut path = digest.as_os_str().to_owned();
+    path.push(".signature");
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(4096).read_to_string(&mut text).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 impl FileError {

@@ -91,9 +91,12 @@ impl Source for S3Backfill {
                 let (client, feed) = (client.clone(), feed.clone());
                 fetches.spawn(async move {
                     let Location::S3 { bucket, key } = &job.location else { return };
-                    let bytes = get_object(&client, bucket, key, max_bytes).await.map(|f| f.bytes);
+                    let (bytes, signature) = match get_object(&client, bucket, key, max_bytes).await {
+                        Ok(fetched) => (Ok(fetched.bytes), fetched.signature),
+                        Err(err) => (Err(err), None),
+                    };
                     // The permit is held until the workers have room: fetched bytes in memory stay bounded.
-                    let _ = feed.send(Input { job, bytes: Some(bytes) }).await;
+                    let _ = feed.send(Input { job, bytes: Some(bytes), signature }).await;
                     drop(permit);
                 });
                 // Finished fetches are let go of as they end, not all at the end.

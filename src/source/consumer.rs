@@ -22,7 +22,7 @@ use crate::events::{InternalEvent, S3FetchFailed, SqsBodyUnreadable, SqsDeleteFa
 use crate::metrics::Metrics;
 use crate::shutdown::{Listener, Shutdown, Stage, Trigger};
 use crate::source::fetch::{FetchError, Objects};
-use crate::source::notification::{ObjectRef, parse_body};
+use crate::source::notification::{ObjectRef, Skip, parse_body};
 use crate::source::sqs::{Queue, Received};
 use crate::source::tracker::{ObjectId, Tracker};
 use crate::source::{Feed, Feedback, FileJob, Input, Location, Probe, Source, Started};
@@ -45,6 +45,8 @@ struct Shared<Q, O> {
     fetch_slots: Arc<tokio::sync::Semaphore>,
     max_file_bytes: u64,
     settings: SqsConfig,
+    /// Fetch digest files too (log file validation).
+    integrity: bool,
 }
 
 /// The tracker is plain data updated in short critical sections; a panic elsewhere does not corrupt it.
@@ -76,6 +78,7 @@ pub struct SqsSource<Q, O> {
     metrics: Arc<Metrics>,
     max_file_bytes: u64,
     max_concurrent_fetches: usize,
+    integrity: bool,
 }
 
 impl<Q: Queue, O: Objects> SqsSource<Q, O> {
@@ -96,7 +99,14 @@ impl<Q: Queue, O: Objects> SqsSource<Q, O> {
             metrics,
             max_file_bytes,
             max_concurrent_fetches,
+            integrity: false,
         }
+    }
+
+    /// Also fetches the digest files notifications name, for log file validation.
+    pub fn with_integrity(mut self, on: bool) -> SqsSource<Q, O> {
+        self.integrity = on;
+        self
     }
 }
 
@@ -118,6 +128,7 @@ impl<Q: Queue, O: Objects> Source for SqsSource<Q, O> {
             fetch_slots: Arc::new(tokio::sync::Semaphore::new(self.max_concurrent_fetches.max(1))),
             max_file_bytes: self.max_file_bytes,
             settings: self.settings.clone(),
+            integrity: self.integrity,
         });
         // The pollers stop when the daemon's intake stops, or when a commit fails: that ends the run as a
         // shutdown does, but without the grace period, since nothing in flight can complete.
@@ -230,7 +241,7 @@ async fn handle_message<Q: Queue, O: Objects>(shared: &Arc<Shared<Q, O>>, messag
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         shared.metrics.sqs_message_lag.observe((now_ms - sent_ms).max(0) as f64 / 1000.0);
     }
-    let notification = match parse_body(&message.body) {
+    let mut notification = match parse_body(&message.body) {
         Ok(n) => n,
         Err(err) => {
             SqsBodyUnreadable {
@@ -243,6 +254,12 @@ async fn handle_message<Q: Queue, O: Objects>(shared: &Arc<Shared<Q, O>>, messag
             return;
         }
     };
+    if shared.integrity {
+        notification.objects.append(&mut notification.digests);
+    }
+    for _ in &notification.digests {
+        shared.metrics.sqs_ignored.with_label_values(&[Skip::DigestFile.kind()]).inc();
+    }
     for skip in &notification.skipped {
         shared.metrics.sqs_ignored.with_label_values(&[skip.kind()]).inc();
     }
@@ -284,11 +301,11 @@ async fn fetch_object<Q: Queue, O: Objects>(shared: &Shared<Q, O>, object: Objec
                 shared.object_done(&id).await;
                 return;
             }
-            (job, Ok(fetched.bytes))
+            (job, Ok(fetched.bytes), fetched.signature)
         }
         // Permanent: counted as rejected by the pipeline, and the deliveries are deleted.
         Err(err @ (FetchError::NoSuchKey { .. } | FetchError::TooLarge { .. })) => {
-            (FileJob::s3(&object.bucket, &object.key, object.etag.as_deref().unwrap_or("")), Err(err))
+            (FileJob::s3(&object.bucket, &object.key, object.etag.as_deref().unwrap_or("")), Err(err), None)
         }
         Err(err) => {
             S3FetchFailed { reason: err.kind(), error: &err }.emit(&shared.metrics);
@@ -296,8 +313,8 @@ async fn fetch_object<Q: Queue, O: Objects>(shared: &Shared<Q, O>, object: Objec
             return;
         }
     };
-    let (job, bytes) = bytes;
-    if shared.jobs.send(Input { job, bytes: Some(bytes) }).await.is_err() {
+    let (job, bytes, signature) = bytes;
+    if shared.jobs.send(Input { job, bytes: Some(bytes), signature }).await.is_err() {
         shared.tracker().failed(&id);
     }
 }

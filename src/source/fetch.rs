@@ -60,10 +60,11 @@ impl Objects for aws_sdk_s3::Client {
     }
 }
 
-/// An object's bytes and its ETag (unquoted).
+/// An object's bytes, its ETag (unquoted), and the `signature` metadata CloudTrail puts on digest files.
 pub struct Fetched {
     pub bytes: Vec<u8>,
     pub etag: Option<String>,
+    pub signature: Option<String>,
 }
 
 /// Reads a whole object, refusing more than `max_bytes` (checked against the size S3 announces, and while reading).
@@ -90,6 +91,8 @@ pub async fn get_object(
         return Err(FetchError::TooLarge { bucket, key, size: announced, cap: max_bytes });
     }
     let etag = resp.e_tag().map(normalize_etag);
+    // A digest's signature is hex: anything longer than a 4096-bit key's is not one, and is not kept.
+    let signature = resp.metadata().and_then(|m| m.get("signature")).filter(|s| s.len() <= 1024).cloned();
     let mut body = resp.body;
     let mut bytes = Vec::with_capacity(announced as usize);
     loop {
@@ -104,7 +107,7 @@ pub async fn get_object(
             return Err(FetchError::TooLarge { bucket, key, size: bytes.len() as u64, cap: max_bytes });
         }
     }
-    Ok(Fetched { bytes, etag })
+    Ok(Fetched { bytes, etag, signature })
 }
 
 /// An object found by a listing.
@@ -123,7 +126,7 @@ pub struct ListError {
     pub message: String,
 }
 
-/// Lists the CloudTrail log and Insight files under `s3://bucket/prefix` that pass `filters`.
+/// Lists the CloudTrail log and Insight files (and digests, when the filters ask) under `s3://bucket/prefix` that pass `filters`.
 ///
 /// Above `AWSLogs/` it walks the layout one level at a time (organisation, account, trail kind, region) and
 /// prunes accounts and regions before listing deeper; with a date range it lists only the day directories in the
@@ -156,7 +159,8 @@ pub async fn list_log_files(
         }
     }
     for account in accounts.iter().filter(|a| filters.account(last_segment(a))) {
-        for kind in ["CloudTrail/", "CloudTrail-Insight/"] {
+        let digests = filters.digests.then_some("CloudTrail-Digest/");
+        for kind in ["CloudTrail/", "CloudTrail-Insight/"].into_iter().chain(digests) {
             let regions = list_dirs(client, bucket, &format!("{account}{kind}")).await?;
             for region in regions.iter().filter(|r| filters.region(last_segment(r))) {
                 match (filters.since, filters.until) {

@@ -30,7 +30,7 @@ impl Source for LocalFiles {
         let (duplicates, files) = ((total - pending.len()) as u64, pending.len());
         let done = runtime.spawn(async move {
             for job in pending {
-                if stop.is_requested() || feed.send(Input { job, bytes: None }).await.is_err() {
+                if stop.is_requested() || feed.send(Input { job, bytes: None, signature: None }).await.is_err() {
                     return;
                 }
             }

@@ -139,7 +139,7 @@ impl Objects for MemoryObjects {
                 let (bucket, key) = names();
                 Err(FetchError::TooLarge { bucket, key, size: bytes.len() as u64, cap: max_bytes })
             }
-            Some((bytes, etag)) => Ok(Fetched { bytes: bytes.clone(), etag: Some(etag.clone()) }),
+            Some((bytes, etag)) => Ok(Fetched { bytes: bytes.clone(), etag: Some(etag.clone()), signature: None }),
         }
     }
 }

@@ -69,6 +69,8 @@ impl FileJob {
 pub struct Input {
     pub job: FileJob,
     pub bytes: Option<Result<Vec<u8>, FetchError>>,
+    /// A digest's signature from the object's metadata (hex).
+    pub signature: Option<String>,
 }
 
 /// The sending side of the pipeline's input channel. A source drops it when it stops; the workers finish once

@@ -54,6 +54,8 @@ impl Skip {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Notification {
     pub objects: Vec<ObjectRef>,
+    /// Digest files: fetched when log file validation is on, else skipped (`digest_file`).
+    pub digests: Vec<ObjectRef>,
     pub skipped: Vec<Skip>,
 }
 
@@ -98,7 +100,7 @@ const VALIDATION_MESSAGE: &str = "CloudTrail validation message.";
 /// Reads one SQS message body.
 pub fn parse_body(body: &str) -> Result<Notification, BodyError> {
     if body.trim() == VALIDATION_MESSAGE {
-        return Ok(Notification { objects: Vec::new(), skipped: vec![Skip::ValidationMessage] });
+        return Ok(Notification { objects: Vec::new(), digests: Vec::new(), skipped: vec![Skip::ValidationMessage] });
     }
     let value: Value = serde_json::from_str(body).map_err(|_| BodyError::NotJson)?;
     // An SNS envelope: its `Message` is one of the other shapes, as a string.
@@ -106,11 +108,15 @@ pub fn parse_body(body: &str) -> Result<Notification, BodyError> {
         && (value.get("TopicArn").is_some() || value.get("Message").is_some())
     {
         if kind != "Notification" {
-            return Ok(Notification { objects: Vec::new(), skipped: vec![Skip::SnsControl] });
+            return Ok(Notification { objects: Vec::new(), digests: Vec::new(), skipped: vec![Skip::SnsControl] });
         }
         let message = value.get("Message").and_then(Value::as_str).ok_or(BodyError::BadSnsEnvelope)?;
         if message.trim() == VALIDATION_MESSAGE {
-            return Ok(Notification { objects: Vec::new(), skipped: vec![Skip::ValidationMessage] });
+            return Ok(Notification {
+                objects: Vec::new(),
+                digests: Vec::new(),
+                skipped: vec![Skip::ValidationMessage],
+            });
         }
         let inner: Value = serde_json::from_str(message).map_err(|_| BodyError::NotJson)?;
         return parse_value(&inner);
@@ -120,7 +126,7 @@ pub fn parse_body(body: &str) -> Result<Notification, BodyError> {
 
 fn parse_value(value: &Value) -> Result<Notification, BodyError> {
     if value.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
-        return Ok(Notification { objects: Vec::new(), skipped: vec![Skip::TestEvent] });
+        return Ok(Notification { objects: Vec::new(), digests: Vec::new(), skipped: vec![Skip::TestEvent] });
     }
     if let Some(records) = value.get("Records").and_then(Value::as_array) {
         return s3_event(records);
@@ -181,7 +187,7 @@ fn cloudtrail_notification(value: &Value) -> Result<Notification, BodyError> {
 
 fn eventbridge_event(value: &Value) -> Result<Notification, BodyError> {
     if value.get("detail-type").and_then(Value::as_str) != Some("Object Created") {
-        return Ok(Notification { objects: Vec::new(), skipped: vec![Skip::NotObjectCreated] });
+        return Ok(Notification { objects: Vec::new(), digests: Vec::new(), skipped: vec![Skip::NotObjectCreated] });
     }
     let bucket = value.pointer("/detail/bucket/name").and_then(Value::as_str);
     let key = value.pointer("/detail/object/key").and_then(Value::as_str);
@@ -197,7 +203,7 @@ fn eventbridge_event(value: &Value) -> Result<Notification, BodyError> {
 
 fn push_object(out: &mut Notification, object: ObjectRef) {
     match classify_key(&object.key) {
-        KeyKind::Digest => out.skipped.push(Skip::DigestFile),
+        KeyKind::Digest => out.digests.push(object),
         KeyKind::LogFile | KeyKind::Insight | KeyKind::Other => out.objects.push(object),
     }
 }
@@ -209,7 +215,7 @@ pub enum KeyKind {
     LogFile,
     /// `…/CloudTrail-Insight/…`: Insight events, handled like log files.
     Insight,
-    /// `…/CloudTrail-Digest/…`: skipped.
+    /// `…/CloudTrail-Digest/…`: fetched for log file validation, else skipped.
     Digest,
     /// Anything else: fetched, and rejected with a typed reason if it is not a log file.
     Other,

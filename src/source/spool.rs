@@ -180,7 +180,7 @@ impl Source for SpoolSource {
                         }
                         lock(&spool).offer(&jobs);
                         for job in jobs {
-                            if feed.send(Input { job, bytes: None }).await.is_err() {
+                            if feed.send(Input { job, bytes: None, signature: None }).await.is_err() {
                                 return;
                             }
                         }

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use rustc_hash::FxHashMap;
 
 mod behaviour;
+pub mod integrity;
 pub mod outbox;
 
 use crate::alert::behaviour::Fact;
@@ -220,7 +221,7 @@ impl Drop for Checkpointer {
 /// 4: services per principal and instance keys' addresses (behavioural rules), learnt from the stored actions.
 /// 5: events per hour and per principal and day (the explorer's charts; a state from before starts them empty),
 /// denied calls per principal (summed from its actions), and each alert's principal as a column.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Schema 5's columns on a state from before: each principal's denied calls from its actions, each alert's
 /// principal from its body. A column already there is left as it is.
@@ -455,6 +456,8 @@ impl Store {
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(outbox::SCHEMA).map_err(err)?;
         conn.execute_batch(INVENTORY_SCHEMA).map_err(err)?;
+        // Schema 6 is schema 5 and these tables, created here for an older state too.
+        conn.execute_batch(integrity::SCHEMA).map_err(err)?;
         let found: Option<i64> = conn
             .query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()
@@ -679,6 +682,14 @@ impl Batch<'_> {
     pub fn write_alerts(&mut self, write: &AlertWrite) -> Result<WriteOutcome, StoreError> {
         let tx = self.tx.as_ref().expect("a batch's transaction is open until it commits");
         outbox::write(tx, write, self.recent_alerts).map_err(|e| self.err(e))
+    }
+
+    /// Writes what the batch's files gave log file validation.
+    pub fn write_integrity(&mut self, rows: &integrity::IntegrityRows) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        integrity::write(self.tx(), rows).map_err(|e| self.err(e))
     }
 
     /// What the state written by [`Batch::write_state`] tells about regions and key IPs the store did not know,

@@ -45,7 +45,7 @@ fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
         .unwrap();
     let version: String =
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!((left, version.as_str()), (0, "5"));
+    assert_eq!((left, version.as_str()), (0, "6"));
 }
 
 #[test]

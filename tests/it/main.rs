@@ -34,5 +34,8 @@ mod permissions;
 mod browser;
 mod explorer;
 
+// Log file validation: a signed trail from local files and from moto's S3, untouched and tampered with.
+mod integrity;
+
 // Operability with real tools: promtool, a real Prometheus, and the deploy/ files against the catalogue.
 mod observe;

@@ -8,7 +8,8 @@ fn render(n: &Notification) -> Vec<String> {
         Some(etag) => format!("{}/{}@{etag}", o.bucket, o.key),
         None => format!("{}/{}", o.bucket, o.key),
     });
-    objects.chain(n.skipped.iter().map(|s| s.kind().to_owned())).collect()
+    let digests = n.digests.iter().map(|o| format!("digest {}/{}", o.bucket, o.key));
+    objects.chain(digests).chain(n.skipped.iter().map(|s| s.kind().to_owned())).collect()
 }
 
 #[track_caller]
@@ -83,9 +84,10 @@ fn s3_event_details() {
         &removed[12..removed.len() - 2].replace("abc.json.gz", "def.json.gz")
     );
     check(&two, Ok(&[&format!("trail-bucket/{CT_KEY}@0123abcd"), "not_object_created"]));
-    // Digest files are recognised by path and skipped; Insight files are fetched like log files.
+    // Digest files are recognised by path (fetched only for log file validation); Insight files are fetched like
+    // log files.
     let digest = S3_EVENT.replace("/CloudTrail/", "/CloudTrail-Digest/");
-    check(&digest, Ok(&["digest_file"]));
+    check(&digest, Ok(&[&format!("digest trail-bucket/{}", CT_KEY.replace("/CloudTrail/", "/CloudTrail-Digest/"))]));
     let insight = S3_EVENT.replace("/CloudTrail/", "/CloudTrail-Insight/");
     check(
         &insight,

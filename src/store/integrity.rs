@@ -1,0 +1,290 @@
+//! The integrity tables: each digest as intake took it (with its signature until a key settles it), the log files
+//! each lists with their hashes, each log file read with its hash, and objects found gone. Written in the batch's
+//! transaction with the files' ledger entries, read back as a [`Snapshot`] for `integrity::chain::evaluate`.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::integrity::chain::{ChainId, DigestCheck, DigestRecord, Location, LogRecord, Snapshot};
+use crate::integrity::{DigestIntake, PendingSignature};
+use crate::time::Timestamp;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS integrity_digests (
+    name TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    chain_bucket TEXT NOT NULL,
+    chain_prefix TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    start_time INTEGER NOT NULL,
+    end_time INTEGER NOT NULL,
+    previous_bucket TEXT,
+    previous_key TEXT,
+    -- verified | unverified | unsigned | invalid
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    fingerprint TEXT,
+    signed TEXT,
+    signature TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS integrity_digests_by_time ON integrity_digests (end_time);
+CREATE TABLE IF NOT EXISTS integrity_listed (
+    digest TEXT NOT NULL,
+    name TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (digest, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS integrity_logs (
+    name TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    chain_bucket TEXT NOT NULL,
+    chain_prefix TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS integrity_logs_by_time ON integrity_logs (time);
+CREATE TABLE IF NOT EXISTS integrity_gone (
+    name TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// What one batch's files gave integrity: digests taken in, log files hashed, objects found gone.
+#[derive(Debug, Default)]
+pub struct IntegrityRows {
+    pub digests: Vec<DigestIntake>,
+    pub logs: Vec<LogRecord>,
+    pub gone: Vec<Location>,
+}
+
+impl IntegrityRows {
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty() && self.logs.is_empty() && self.gone.is_empty()
+    }
+
+    pub fn append(&mut self, other: IntegrityRows) {
+        self.digests.extend(other.digests);
+        self.logs.extend(other.logs);
+        self.gone.extend(other.gone);
+    }
+}
+
+fn outcome(check: &DigestCheck) -> (&'static str, Option<&str>) {
+    match check {
+        DigestCheck::Verified => ("verified", None),
+        DigestCheck::Unverified => ("unverified", None),
+        DigestCheck::Unsigned => ("unsigned", None),
+        DigestCheck::Invalid(reason) => ("invalid", Some(reason)),
+    }
+}
+
+/// Writes a batch's rows. A file read again (a new version of the object) replaces what was stored for its name:
+/// the newest content is what is checked.
+pub fn write(tx: &Transaction<'_>, rows: &IntegrityRows) -> rusqlite::Result<()> {
+    let mut digest = tx.prepare_cached(
+        "INSERT OR REPLACE INTO integrity_digests (name, bucket, key, chain_bucket, chain_prefix, account, region,
+             start_time, end_time, previous_bucket, previous_key, outcome, reason, fingerprint, signed, signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    let mut forget_listed = tx.prepare_cached("DELETE FROM integrity_listed WHERE digest = ?1")?;
+    let mut listed = tx.prepare_cached(
+        "INSERT OR REPLACE INTO integrity_listed (digest, name, bucket, key, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for DigestIntake { record: d, pending } in &rows.digests {
+        let (outcome, reason) = outcome(&d.check);
+        let name = d.location.name();
+        digest.execute(params![
+            name,
+            d.location.bucket,
+            d.location.key,
+            d.chain.bucket,
+            d.chain.prefix,
+            d.chain.account,
+            d.chain.region,
+            d.start_time,
+            d.end_time,
+            d.previous.as_ref().map(|p| &p.bucket),
+            d.previous.as_ref().map(|p| &p.key),
+            outcome,
+            reason,
+            pending.as_ref().map(|p| &p.fingerprint),
+            pending.as_ref().map(|p| &p.signed),
+            pending.as_ref().map(|p| &p.signature),
+        ])?;
+        forget_listed.execute([name])?;
+        for (log, hash) in &d.log_files {
+            listed.execute(params![name, log.name(), log.bucket, log.key, hash])?;
+        }
+    }
+    let mut log = tx.prepare_cached(
+        "INSERT OR REPLACE INTO integrity_logs (name, bucket, key, chain_bucket, chain_prefix, account, region, time,
+             sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for l in &rows.logs {
+        let c = &l.chain;
+        log.execute(params![
+            l.location.name(),
+            l.location.bucket,
+            l.location.key,
+            c.bucket,
+            c.prefix,
+            c.account,
+            c.region,
+            l.time,
+            l.sha256
+        ])?;
+    }
+    let mut gone =
+        tx.prepare_cached("INSERT OR REPLACE INTO integrity_gone (name, bucket, key) VALUES (?1, ?2, ?3)")?;
+    for g in &rows.gone {
+        gone.execute(params![g.name(), g.bucket, g.key])?;
+    }
+    Ok(())
+}
+
+/// The digests whose signature waits for its key: name, region, end time and signature.
+pub fn unverified(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Timestamp, PendingSignature)>> {
+    let mut stmt = conn.prepare(
+        "SELECT name, region, end_time, bucket, key, fingerprint, signed, signature FROM integrity_digests
+         WHERE outcome = 'unverified' ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Timestamp>(2)?,
+            PendingSignature {
+                found: Location { bucket: r.get(3)?, key: r.get(4)? },
+                fingerprint: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                signed: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                signature: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+/// The delivery time of the newest log file read: the record's own clock.
+pub fn newest_log_time(conn: &Connection) -> rusqlite::Result<Option<Timestamp>> {
+    conn.query_row("SELECT max(time) FROM integrity_logs", [], |r| r.get(0))
+}
+
+/// Records how a digest's signature check came out (`Verified` or `Invalid`).
+pub fn settle(conn: &Connection, name: &str, check: &DigestCheck) -> rusqlite::Result<()> {
+    let (outcome, reason) = outcome(check);
+    conn.execute(
+        "UPDATE integrity_digests SET outcome = ?2, reason = ?3 WHERE name = ?1 AND outcome = 'unverified'",
+        params![name, outcome, reason],
+    )?;
+    Ok(())
+}
+
+/// Which part of the record a snapshot holds: files of `[since, until)` (by digest end time and log time), of
+/// these accounts and regions (empty: all).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub accounts: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+/// Log files delivered before a digest's start may still be listed by it: a day of them is read before `since`.
+const LOG_MARGIN_SECS: i64 = 86_400;
+
+/// Reads what the integrity tables hold within `scope`.
+pub fn snapshot(conn: &Connection, scope: &Scope) -> rusqlite::Result<Snapshot> {
+    let since = scope.since.unwrap_or(i64::MIN);
+    let until = scope.until.unwrap_or(i64::MAX);
+    let keep = |account: &str, region: &str| {
+        (scope.accounts.is_empty() || scope.accounts.iter().any(|a| a == account))
+            && (scope.regions.is_empty() || scope.regions.iter().any(|r| r == region))
+    };
+    let mut out = Snapshot::default();
+    let mut listed_of = conn.prepare_cached("SELECT bucket, key, sha256 FROM integrity_listed WHERE digest = ?1")?;
+    let mut stmt = conn.prepare(
+        "SELECT name, bucket, key, chain_bucket, chain_prefix, account, region, start_time, end_time,
+                previous_bucket, previous_key, outcome, reason
+         FROM integrity_digests WHERE end_time > ?1 AND start_time < ?2",
+    )?;
+    let mut rows = stmt.query(params![since, until])?;
+    while let Some(r) = rows.next()? {
+        let (account, region): (String, String) = (r.get(5)?, r.get(6)?);
+        if !keep(&account, &region) {
+            continue;
+        }
+        let name: String = r.get(0)?;
+        let check = match r.get::<_, String>(11)?.as_str() {
+            "verified" => DigestCheck::Verified,
+            "unverified" => DigestCheck::Unverified,
+            "unsigned" => DigestCheck::Unsigned,
+            _ => DigestCheck::Invalid(r.get::<_, Option<String>>(12)?.unwrap_or_default()),
+        };
+        let previous = match (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?) {
+            (Some(bucket), Some(key)) => Some(Location { bucket, key }),
+            _ => None,
+        };
+        let log_files = listed_of
+            .query_map([&name], |l| Ok((Location { bucket: l.get(0)?, key: l.get(1)? }, l.get::<_, String>(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        out.digests.push(DigestRecord {
+            location: Location { bucket: r.get(1)?, key: r.get(2)? },
+            chain: ChainId { bucket: r.get(3)?, prefix: r.get(4)?, account, region },
+            start_time: r.get(7)?,
+            end_time: r.get(8)?,
+            previous,
+            log_files,
+            check,
+        });
+    }
+    let mut stmt = conn.prepare(
+        "SELECT bucket, key, chain_bucket, chain_prefix, account, region, time, sha256
+         FROM integrity_logs WHERE time >= ?1 AND time < ?2",
+    )?;
+    let mut rows = stmt.query(params![since.saturating_sub(LOG_MARGIN_SECS), until])?;
+    while let Some(r) = rows.next()? {
+        let (account, region): (String, String) = (r.get(4)?, r.get(5)?);
+        if !keep(&account, &region) {
+            continue;
+        }
+        out.logs.push(LogRecord {
+            location: Location { bucket: r.get(0)?, key: r.get(1)? },
+            chain: ChainId { bucket: r.get(2)?, prefix: r.get(3)?, account, region },
+            time: r.get(6)?,
+            sha256: r.get(7)?,
+        });
+    }
+    let mut stmt = conn.prepare("SELECT bucket, key FROM integrity_gone")?;
+    out.gone = stmt
+        .query_map([], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(out)
+}
+
+/// The end time of the newest digest verified (or, unsigned, taken) per chain.
+pub fn newest_valid(conn: &Connection) -> rusqlite::Result<Vec<Timestamp>> {
+    let mut stmt = conn.prepare(
+        "SELECT max(end_time) FROM integrity_digests WHERE outcome IN ('verified', 'unsigned')
+         GROUP BY chain_bucket, chain_prefix, account, region",
+    )?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}
+
+/// Whether the store holds any integrity record at all.
+pub fn any(conn: &Connection) -> rusqlite::Result<bool> {
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM integrity_digests) OR EXISTS (SELECT 1 FROM integrity_logs)",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(found.is_some())
+}

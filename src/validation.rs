@@ -1,0 +1,438 @@
+//! Log file validation at the edge: settles digest signatures with the public keys (files, or
+//! `cloudtrail:ListPublicKeys`), evaluates the chains the store holds, raises what it finds as alerts whose ids
+//! are stable per subject, and sums it up per chain for `trailwatch integrity report` and the metrics.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::alert::{Alert, Derived};
+use crate::config::{IntegrityConfig, PublicKeySource};
+use crate::detect::catalogue::state_rule;
+use crate::integrity::chain::{self, ChainId, DigestCheck, Finding, Grace, Location, Snapshot};
+use crate::integrity::{IntegrityError, PublicKey, PublicKeys};
+use crate::metrics::Metrics;
+use crate::store::integrity::{self as rows, Scope};
+use crate::time::{Timestamp, format_rfc3339};
+
+/// Fetches a region's public keys (`cloudtrail:ListPublicKeys`) valid from `since` to now: the AWS API, or a
+/// test's.
+pub trait KeyFetcher: Send {
+    fn fetch(&mut self, region: &str, since: Timestamp) -> Result<PublicKeys, String>;
+}
+
+/// `ListPublicKeys` through the AWS SDK, one client per region, called from a blocking thread.
+#[cfg(feature = "iam")]
+pub struct ApiKeys {
+    sdk: aws_config::SdkConfig,
+    runtime: tokio::runtime::Handle,
+}
+
+#[cfg(feature = "iam")]
+impl ApiKeys {
+    pub fn new(sdk: aws_config::SdkConfig, runtime: tokio::runtime::Handle) -> ApiKeys {
+        ApiKeys { sdk, runtime }
+    }
+}
+
+#[cfg(feature = "iam")]
+impl KeyFetcher for ApiKeys {
+    fn fetch(&mut self, region: &str, since: Timestamp) -> Result<PublicKeys, String> {
+        use aws_sdk_cloudtrail::primitives::DateTime;
+        let config = aws_sdk_cloudtrail::config::Builder::from(&self.sdk)
+            .region(aws_config::Region::new(region.to_owned()))
+            .build();
+        let client = aws_sdk_cloudtrail::Client::from_conf(config);
+        let mut keys = PublicKeys::default();
+        let mut token: Option<String> = None;
+        loop {
+            let call = client.list_public_keys().start_time(DateTime::from_secs(since)).set_next_token(token.take());
+            let page = self.runtime.block_on(call.send()).map_err(|err| crate::aws::describe(&err))?;
+            for entry in page.public_key_list() {
+                let (Some(value), Some(fingerprint)) = (entry.value(), entry.fingerprint()) else { continue };
+                keys.push(PublicKey::from_der(value.as_ref(), fingerprint)?);
+            }
+            match page.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+}
+
+/// The public keys digests are checked with: the files', and with `public_keys = "api"` those fetched per region,
+/// fetched again when a digest names a fingerprint the region's list does not have (CloudTrail rotates keys).
+pub struct KeyRing {
+    files: PublicKeys,
+    fetcher: Option<Box<dyn KeyFetcher>>,
+    fetched: HashMap<String, PublicKeys>,
+    /// Fingerprints asked for in a fresh fetch and still not found: not asked for again by this ring.
+    unknown: HashSet<(String, String)>,
+}
+
+impl KeyRing {
+    /// The keys `config` names: its files, read now (config validation read them once already).
+    pub fn from_config(
+        config: &IntegrityConfig,
+        fetcher: Option<Box<dyn KeyFetcher>>,
+    ) -> Result<KeyRing, IntegrityError> {
+        let mut files = PublicKeys::default();
+        for path in &config.public_key_files {
+            let origin = path.display().to_string();
+            let json = std::fs::read(path).map_err(|err| IntegrityError::Keys {
+                origin: origin.clone(),
+                reason: format!("cannot read: {}", err.to_string().to_lowercase()),
+            })?;
+            files.extend(PublicKeys::from_list_json(&json, &origin)?);
+        }
+        let fetcher = match config.public_keys {
+            PublicKeySource::Api => fetcher,
+            PublicKeySource::File => None,
+        };
+        Ok(KeyRing { files, fetcher, fetched: HashMap::new(), unknown: HashSet::new() })
+    }
+
+    /// The key with `fingerprint` for a digest of `region` that ended at `at`, fetching the region's keys when it
+    /// is not known yet.
+    fn find(&mut self, fingerprint: &str, region: &str, at: Timestamp) -> Result<Option<&PublicKey>, String> {
+        if self.files.get(fingerprint).is_some() {
+            return Ok(self.files.get(fingerprint));
+        }
+        let known = self.fetched.get(region).is_some_and(|keys| keys.get(fingerprint).is_some());
+        let asked = self.unknown.contains(&(region.to_owned(), fingerprint.to_owned()));
+        if !known
+            && !asked
+            && let Some(fetcher) = &mut self.fetcher
+        {
+            // A day before the digest: keys are listed by their validity, which may have ended since.
+            let keys = fetcher.fetch(region, at - 86_400)?;
+            self.fetched.entry(region.to_owned()).or_default().extend(keys);
+            if self.fetched[region].get(fingerprint).is_none() {
+                self.unknown.insert((region.to_owned(), fingerprint.to_owned()));
+            }
+        }
+        Ok(self.fetched.get(region).and_then(|keys| keys.get(fingerprint)))
+    }
+}
+
+/// The signature checks of the digests that wait for their key, by digest name; a key list that cannot be
+/// fetched leaves its digests out (logged), to wait for the next pass.
+pub fn verify_unverified(conn: &Connection, keys: &mut KeyRing) -> rusqlite::Result<Vec<(String, DigestCheck)>> {
+    let mut out = Vec::new();
+    for (name, region, end_time, pending) in rows::unverified(conn)? {
+        let key = match keys.find(&pending.fingerprint, &region, end_time) {
+            Ok(key) => key,
+            Err(err) => {
+                tracing::warn!("cloudtrail public keys for {region}: {err}; digests wait for the next check");
+                continue;
+            }
+        };
+        let checked = match key {
+            Some(key) => pending.verify_with(key),
+            None => Err(IntegrityError::UnknownKey {
+                bucket: pending.found.bucket.clone(),
+                key: pending.found.key.clone(),
+                fingerprint: pending.fingerprint.clone(),
+            }),
+        };
+        out.push((name, checked.map_or_else(|err| DigestCheck::Invalid(err.to_string()), |()| DigestCheck::Verified)));
+    }
+    Ok(out)
+}
+
+/// Checks the signatures of the digests that wait for their key and records each outcome. Returns how many were
+/// settled.
+pub fn settle(conn: &Connection, keys: &mut KeyRing, metrics: Option<&Metrics>) -> rusqlite::Result<u64> {
+    let checked = verify_unverified(conn, keys)?;
+    for (name, check) in &checked {
+        rows::settle(conn, name, check)?;
+        if let Some(metrics) = metrics {
+            let outcome = if *check == DigestCheck::Verified { "verified" } else { "invalid" };
+            metrics.integrity_digests.with_label_values(&[outcome]).inc();
+        }
+    }
+    Ok(checked.len() as u64)
+}
+
+/// What the store's records within a scope show.
+pub struct Check {
+    pub snapshot: Snapshot,
+    pub findings: Vec<Finding>,
+}
+
+/// Evaluates the chains within `scope`.
+pub fn check(conn: &Connection, scope: &Scope, grace: Grace) -> rusqlite::Result<Check> {
+    let snapshot = rows::snapshot(conn, scope)?;
+    let findings = chain::evaluate(&snapshot, grace);
+    Ok(Check { snapshot, findings })
+}
+
+/// The alert for a finding: rule and subject make its fingerprint, and its id (no time bucket), so the same objects
+/// raise it once however often they are checked or replayed.
+pub fn to_alert(finding: &Finding) -> Alert {
+    let rule = finding.rule();
+    let (title, severity) = state_rule(rule);
+    let subject = finding.subject();
+    let account = |l: &Location| ChainId::of(&l.bucket, &l.key).map(|c| c.account);
+    let log_time = |l: &Location| crate::layout::delivery_time(&l.key).unwrap_or(0);
+    let (account_id, time, summary, details) = match finding {
+        Finding::LogFileMissing { log, digest } => (
+            account(log),
+            log_time(log),
+            format!("{title}: {log} is listed in the digest {digest} but is not there"),
+            serde_json::json!({ "log_file": log.to_string(), "digest": digest.to_string() }),
+        ),
+        Finding::LogFileAltered { log, digest, listed, found } => (
+            account(log),
+            log_time(log),
+            format!("{title}: {log} does not hash to what the digest {digest} lists"),
+            serde_json::json!({
+                "log_file": log.to_string(), "digest": digest.to_string(), "listed_sha256": listed, "found_sha256": found,
+            }),
+        ),
+        Finding::LogFileUnlisted { log, digest } => (
+            account(log),
+            log_time(log),
+            format!("{title}: {log} was delivered within the hour of the digest {digest}, which does not list it"),
+            serde_json::json!({ "log_file": log.to_string(), "digest": digest.to_string() }),
+        ),
+        Finding::DigestMissing { chain, missing, after, before, from, to } => (
+            Some(chain.account.clone()),
+            *to,
+            match missing {
+                Some(missing) => format!("{title}: {missing} (between {after} and {before}) is not there"),
+                None => format!(
+                    "{title}: no digest from {} to {} between {after} and {before}",
+                    format_rfc3339(*from),
+                    format_rfc3339(*to)
+                ),
+            },
+            serde_json::json!({
+                "missing_digest": missing.as_ref().map(Location::to_string),
+                "after": after.to_string(), "before": before.to_string(),
+                "from": format_rfc3339(*from), "to": format_rfc3339(*to),
+                "region": chain.region,
+            }),
+        ),
+        Finding::DigestInvalid { digest, reason } => (
+            account(digest),
+            chain::digest_name_time(digest.name()).unwrap_or(0),
+            format!("{title}: {reason}"),
+            serde_json::json!({ "digest": digest.to_string(), "reason": reason }),
+        ),
+        Finding::DigestChainEnded { chain, last_digest, newest_log } => (
+            Some(chain.account.clone()),
+            log_time(newest_log),
+            format!("{title}: log files go on (newest {newest_log}) but the last digest is {last_digest}"),
+            serde_json::json!({
+                "last_digest": last_digest.to_string(), "newest_log_file": newest_log.to_string(), "region": chain.region,
+            }),
+        ),
+    };
+    let anchor = match finding {
+        // Altered again, differently: a new alert.
+        Finding::LogFileAltered { found, .. } => found.as_str(),
+        _ => "",
+    };
+    Alert::derived(Derived {
+        rule,
+        subject: &subject,
+        anchor,
+        title,
+        severity,
+        principal: String::new(),
+        account_id,
+        time,
+        summary,
+        details,
+    })
+}
+
+/// One chain's figures, as `integrity report` prints them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    pub bucket: String,
+    pub prefix: String,
+    pub account: String,
+    pub region: String,
+    pub digests_verified: u64,
+    /// Taken without a signature to check (local files without their `.signature`): hashes and links only.
+    pub digests_unsigned: u64,
+    /// With a signature whose key was not looked up yet.
+    pub digests_unverified: u64,
+    pub digests_invalid: u64,
+    pub digests_missing: u64,
+    pub log_files_valid: u64,
+    pub log_files_altered: u64,
+    pub log_files_missing: u64,
+    pub log_files_unlisted: u64,
+    /// Read, but no digest lists them yet (within the grace period, or their digest is outside the scope).
+    pub log_files_pending: u64,
+    /// The time the chain's digests cover: the first one's start and the last one's end.
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl ChainReport {
+    /// Whether anything in the chain is wrong.
+    pub fn has_problems(&self) -> bool {
+        self.digests_invalid
+            + self.digests_missing
+            + self.log_files_altered
+            + self.log_files_missing
+            + self.log_files_unlisted
+            > 0
+    }
+}
+
+/// The figures per chain, in chain order.
+pub fn report(check: &Check) -> Vec<ChainReport> {
+    let mut chains: BTreeMap<ChainId, ChainReport> = BTreeMap::new();
+    let mut spans: HashMap<ChainId, (Timestamp, Timestamp)> = HashMap::new();
+    for d in &check.snapshot.digests {
+        let r = chain_entry(&mut chains, &d.chain);
+        match d.check {
+            DigestCheck::Verified => r.digests_verified += 1,
+            DigestCheck::Unsigned => r.digests_unsigned += 1,
+            DigestCheck::Unverified => r.digests_unverified += 1,
+            DigestCheck::Invalid(_) => r.digests_invalid += 1,
+        }
+        let span = spans.entry(d.chain.clone()).or_insert((d.start_time, d.end_time));
+        *span = (span.0.min(d.start_time), span.1.max(d.end_time));
+    }
+    // Each log file once: by the worst thing found about it.
+    let mut outcome: HashMap<&str, &'static str> = HashMap::new();
+    for f in &check.findings {
+        match f {
+            Finding::LogFileAltered { log, .. } => {
+                outcome.insert(log.name(), "altered");
+            }
+            Finding::LogFileUnlisted { log, .. } => {
+                outcome.entry(log.name()).or_insert("unlisted");
+            }
+            Finding::DigestMissing { chain, .. } => chain_entry(&mut chains, chain).digests_missing += 1,
+            _ => {}
+        }
+    }
+    for f in &check.findings {
+        if let Finding::LogFileMissing { log, .. } = f
+            && let Some(c) = ChainId::of(&log.bucket, &log.key)
+        {
+            // Listed, never read: counted on the chain of the digest that lists it.
+            let c = check
+                .snapshot
+                .digests
+                .iter()
+                .find(|d| d.log_files.iter().any(|(l, _)| l.name() == log.name()))
+                .map_or(c, |d| d.chain.clone());
+            chain_entry(&mut chains, &c).log_files_missing += 1;
+        }
+    }
+    let listed: HashSet<&str> = check
+        .snapshot
+        .digests
+        .iter()
+        .filter(|d| !matches!(d.check, DigestCheck::Invalid(_)))
+        .flat_map(|d| d.log_files.iter().map(|(l, _)| l.name()))
+        .collect();
+    for log in &check.snapshot.logs {
+        let r = chain_entry(&mut chains, &log.chain);
+        match outcome.get(log.location.name()) {
+            Some(&"altered") => r.log_files_altered += 1,
+            Some(_) => r.log_files_unlisted += 1,
+            None if listed.contains(log.location.name()) => r.log_files_valid += 1,
+            None => r.log_files_pending += 1,
+        }
+    }
+    for (c, (from, to)) in spans {
+        let r = chain_entry(&mut chains, &c);
+        r.from = Some(format_rfc3339(from));
+        r.to = Some(format_rfc3339(to));
+    }
+    chains.into_values().collect()
+}
+
+fn chain_entry<'m>(chains: &'m mut BTreeMap<ChainId, ChainReport>, c: &ChainId) -> &'m mut ChainReport {
+    chains.entry(c.clone()).or_insert_with(|| ChainReport {
+        bucket: c.bucket.clone(),
+        prefix: c.prefix.clone(),
+        account: c.account.clone(),
+        region: c.region.clone(),
+        ..ChainReport::default()
+    })
+}
+
+/// The daemon's periodic pass (and the end of a replay): settles signatures, checks the look-back (by file time:
+/// from the newest log file read), sets the gauges, and raises the findings as alerts. Returns how many were new.
+pub fn check_and_raise(
+    alerting: &crate::alert::stage::Alerting,
+    conn: &mut Connection,
+    keys: &mut KeyRing,
+    config: &IntegrityConfig,
+    metrics: &Metrics,
+) -> rusqlite::Result<u64> {
+    let check = check_recent(conn, keys, config, metrics)?;
+    let alerts = check.findings.iter().map(to_alert).collect();
+    crate::findings::raise_through(alerting, conn, alerts, metrics)
+}
+
+/// Settles signatures and checks the look-back (by file time: back from the newest log file read), setting the
+/// gauges.
+pub fn check_recent(
+    conn: &Connection,
+    keys: &mut KeyRing,
+    config: &IntegrityConfig,
+    metrics: &Metrics,
+) -> rusqlite::Result<Check> {
+    settle(conn, keys, Some(metrics))?;
+    let newest = rows::newest_log_time(conn)?;
+    let scope = Scope { since: newest.map(|t| t - config.lookback_secs), ..Scope::default() };
+    let check = check(conn, &scope, Grace { digest_secs: config.digest_grace_secs })?;
+    set_gauges(conn, &check, config, metrics)?;
+    metrics.integrity_checks.inc();
+    Ok(check)
+}
+
+fn set_gauges(conn: &Connection, check: &Check, config: &IntegrityConfig, metrics: &Metrics) -> rusqlite::Result<()> {
+    let mut total = ChainReport::default();
+    for r in report(check) {
+        total.digests_verified += r.digests_verified;
+        total.digests_unsigned += r.digests_unsigned;
+        total.digests_unverified += r.digests_unverified;
+        total.digests_invalid += r.digests_invalid;
+        total.digests_missing += r.digests_missing;
+        total.log_files_valid += r.log_files_valid;
+        total.log_files_altered += r.log_files_altered;
+        total.log_files_missing += r.log_files_missing;
+        total.log_files_unlisted += r.log_files_unlisted;
+        total.log_files_pending += r.log_files_pending;
+    }
+    let digests = [
+        ("verified", total.digests_verified),
+        ("unsigned", total.digests_unsigned),
+        ("unverified", total.digests_unverified),
+        ("invalid", total.digests_invalid),
+        ("missing", total.digests_missing),
+    ];
+    for (outcome, n) in digests {
+        metrics.integrity_digest_files.with_label_values(&[outcome]).set(n as i64);
+    }
+    let logs = [
+        ("valid", total.log_files_valid),
+        ("altered", total.log_files_altered),
+        ("missing", total.log_files_missing),
+        ("unlisted", total.log_files_unlisted),
+        ("pending", total.log_files_pending),
+    ];
+    for (outcome, n) in logs {
+        metrics.integrity_log_files.with_label_values(&[outcome]).set(n as i64);
+    }
+    let now = crate::time::now();
+    let ages: Vec<i64> = rows::newest_valid(conn)?.into_iter().map(|end| (now - end).max(0)).collect();
+    let stale = ages.iter().filter(|age| **age > config.digest_grace_secs).count();
+    metrics.integrity_chains.with_label_values(&["current"]).set((ages.len() - stale) as i64);
+    metrics.integrity_chains.with_label_values(&["stale"]).set(stale as i64);
+    metrics.integrity_newest_valid_digest_age.set(ages.iter().copied().max().unwrap_or(0));
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! Log file validation end to end: a trail of six hours (two log files and one signed digest an hour, each digest
+//! linked to the one before), signed with the test key in `tests/data/integrity`, replayed from local files (with
+//! `.signature` sidecars) and from moto's S3 (with the `signature` metadata CloudTrail sets). The untouched trail
+//! validates; each tampering case raises exactly its alert, naming the objects, once.
+
+use std::path::{Path, PathBuf};
+
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::signature::{SignatureEncoding, Signer};
+use sha2::{Digest as _, Sha256};
+
+use crate::util::*;
+
+const BUCKET: &str = "trail-bucket";
+const ACCOUNT: &str = "111122223333";
+const HOURS: usize = 6;
+const FINGERPRINT: &str = "e97a99ae14a55d18157976cc203bf57c";
+const INTEGRITY_RULES: [&str; 6] = [
+    "log-file-missing",
+    "log-file-altered",
+    "log-file-unlisted",
+    "digest-missing",
+    "digest-invalid",
+    "digest-chain-ended",
+];
+
+/// One object of the trail bucket: its key, its (gzipped) bytes, and the signature CloudTrail puts in its metadata.
+#[derive(Clone)]
+struct Object {
+    key: String,
+    bytes: Vec<u8>,
+    signature: Option<String>,
+}
+
+fn log_key(hour: usize, n: usize) -> String {
+    format!(
+        "AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/2026/10/01/{ACCOUNT}_CloudTrail_us-east-1_20261001T{hour:02}{:02}Z_h{hour}n{n}.json.gz",
+        10 + n * 20
+    )
+}
+
+fn digest_key(hour: usize) -> String {
+    format!(
+        "AWSLogs/{ACCOUNT}/CloudTrail-Digest/us-east-1/2026/10/01/{ACCOUNT}_CloudTrail-Digest_us-east-1_main_us-east-1_20261001T{:02}0000Z.json.gz",
+        hour + 1
+    )
+}
+
+/// A log file's JSON: one ordinary call a few minutes before its delivery.
+fn log_json(hour: usize, n: usize, what: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "Records": [{
+        "eventVersion": "1.08",
+        "userIdentity": {
+            "type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": format!("arn:aws:iam::{ACCOUNT}:user/alice"),
+            "accountId": ACCOUNT, "accessKeyId": "AKIAEXAMPLEEXAMPLE01", "userName": "alice"
+        },
+        "eventTime": format!("2026-10-01T{hour:02}:{:02}:00Z", 5 + n * 20),
+        "eventSource": "s3.amazonaws.com",
+        "eventName": what,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "198.51.100.7",
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": null,
+        "responseElements": null,
+        "eventID": format!("00000000-0000-0000-0000-{hour:06}{n:06}"),
+        "readOnly": true,
+        "eventType": "AwsApiCall",
+        "recipientAccountId": ACCOUNT
+    }]}))
+    .unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn private_key(name: &str) -> rsa::pkcs1v15::SigningKey<Sha256> {
+    let der = std::fs::read(data(&format!("integrity/{name}"))).unwrap();
+    rsa::pkcs1v15::SigningKey::new(rsa::PrivateKey::from_pkcs8_der(&der).unwrap())
+}
+
+/// Signs a digest's JSON as CloudTrail does (the documented signing string), with `key`.
+fn sign(json: &[u8], key: &rsa::pkcs1v15::SigningKey<Sha256>) -> String {
+    let digest: serde_json::Value = serde_json::from_slice(json).unwrap();
+    let text = |f: &str| digest[f].as_str().unwrap_or("null").to_owned();
+    let signed = format!(
+        "{}\n{}/{}\n{}\n{}",
+        text("digestEndTime"),
+        text("digestS3Bucket"),
+        text("digestS3Object"),
+        sha256_hex(json),
+        text("previousDigestSignature")
+    );
+    hex::encode(key.sign(signed.as_bytes()).to_bytes())
+}
+
+fn digest_json(hour: usize, logs: &[(String, Vec<u8>)], previous: Option<(&str, &str)>) -> Vec<u8> {
+    let time = |h: usize| format!("2026-10-01T{h:02}:00:00Z");
+    serde_json::to_vec(&serde_json::json!({
+        "awsAccountId": ACCOUNT,
+        "digestStartTime": time(hour),
+        "digestEndTime": time(hour + 1),
+        "digestS3Bucket": BUCKET,
+        "digestS3Object": digest_key(hour),
+        "digestPublicKeyFingerprint": FINGERPRINT,
+        "digestSignatureAlgorithm": "SHA256withRSA",
+        "newestEventTime": time(hour + 1),
+        "oldestEventTime": time(hour),
+        "previousDigestS3Bucket": previous.map(|_| BUCKET),
+        "previousDigestS3Object": previous.map(|(key, _)| key),
+        "previousDigestHashValue": previous.map(|_| "00"),
+        "previousDigestHashAlgorithm": previous.map(|_| "SHA-256"),
+        "previousDigestSignature": previous.map(|(_, signature)| signature),
+        "logFiles": logs.iter().map(|(key, json)| serde_json::json!({
+            "s3Bucket": BUCKET, "s3Object": key, "hashValue": sha256_hex(json), "hashAlgorithm": "SHA-256",
+            "newestEventTime": time(hour), "oldestEventTime": time(hour),
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+/// The untouched trail, in delivery order.
+fn trail() -> Vec<Object> {
+    let key = private_key("test-key.pk8.der");
+    let mut objects = Vec::new();
+    let mut previous: Option<(String, String)> = None;
+    for hour in 0..HOURS {
+        let logs: Vec<(String, Vec<u8>)> =
+            (0..2).map(|n| (log_key(hour, n), log_json(hour, n, "ListBuckets"))).collect();
+        for (k, json) in &logs {
+            objects.push(Object { key: k.clone(), bytes: gzip(json), signature: None });
+        }
+        let json = digest_json(hour, &logs, previous.as_ref().map(|(k, s)| (k.as_str(), s.as_str())));
+        let signature = sign(&json, &key);
+        objects.push(Object { key: digest_key(hour), bytes: gzip(&json), signature: Some(signature.clone()) });
+        previous = Some((digest_key(hour), signature));
+    }
+    objects
+}
+
+/// A tampering case: what is done to the bucket, and the one alert (rule, and the object keys its summary names)
+/// it must raise.
+struct Case {
+    name: &'static str,
+    tamper: fn(&mut Vec<Object>),
+    rule: &'static str,
+    names: Vec<String>,
+}
+
+fn remove(objects: &mut Vec<Object>, key: &str) -> Object {
+    let at = objects.iter().position(|o| o.key == key).unwrap_or_else(|| panic!("{key} is in the trail"));
+    objects.remove(at)
+}
+
+fn find<'o>(objects: &'o mut [Object], key: &str) -> &'o mut Object {
+    objects.iter_mut().find(|o| o.key == key).unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut out).unwrap();
+    out
+}
+
+fn renamed_digest_key() -> String {
+    digest_key(2).replace("T030000Z", "T030500Z")
+}
+
+fn injected_key() -> String {
+    format!(
+        "AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/2026/10/01/{ACCOUNT}_CloudTrail_us-east-1_20261001T0245Z_injected.json.gz"
+    )
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "log deleted",
+            tamper: |o| drop(remove(o, &log_key(1, 0))),
+            rule: "log-file-missing",
+            names: vec![log_key(1, 0), digest_key(1)],
+        },
+        Case {
+            name: "log rewritten",
+            tamper: |o| find(o, &log_key(1, 1)).bytes = gzip(&log_json(1, 1, "ListBucketsAgain")),
+            rule: "log-file-altered",
+            names: vec![log_key(1, 1), digest_key(1)],
+        },
+        Case {
+            name: "log injected",
+            tamper: |o| {
+                let bytes = gzip(&log_json(2, 2, "ListBuckets"));
+                o.push(Object { key: injected_key(), bytes, signature: None });
+            },
+            rule: "log-file-unlisted",
+            names: vec![injected_key(), digest_key(2)],
+        },
+        Case {
+            name: "one digest deleted",
+            tamper: |o| drop(remove(o, &digest_key(2))),
+            rule: "digest-missing",
+            names: vec![digest_key(2), digest_key(1), digest_key(3)],
+        },
+        Case {
+            name: "two consecutive digests deleted",
+            tamper: |o| {
+                remove(o, &digest_key(2));
+                remove(o, &digest_key(3));
+            },
+            rule: "digest-missing",
+            names: vec![digest_key(3), digest_key(1), digest_key(4)],
+        },
+        Case {
+            name: "digest rewritten",
+            tamper: |o| {
+                let digest = find(o, &digest_key(2));
+                let json = String::from_utf8(gunzip(&digest.bytes)).unwrap();
+                let altered = sha256_hex(&gzip(b"another log file"));
+                let listed = sha256_hex(&log_json(2, 0, "ListBuckets"));
+                digest.bytes = gzip(json.replace(&listed, &altered).as_bytes());
+            },
+            rule: "digest-invalid",
+            names: vec![digest_key(2)],
+        },
+        Case {
+            name: "digest signed with another key",
+            tamper: |o| {
+                let digest = find(o, &digest_key(2));
+                digest.signature = Some(sign(&gunzip(&digest.bytes), &private_key("other-key.pk8.der")));
+            },
+            rule: "digest-invalid",
+            names: vec![digest_key(2)],
+        },
+        Case {
+            name: "digest moved",
+            tamper: |o| {
+                let mut digest = remove(o, &digest_key(2));
+                digest.key = renamed_digest_key();
+                o.push(digest);
+            },
+            rule: "digest-invalid",
+            names: vec![renamed_digest_key(), digest_key(2)],
+        },
+        Case {
+            name: "digests stopping",
+            tamper: |o| {
+                for hour in 3..HOURS {
+                    remove(o, &digest_key(hour));
+                }
+            },
+            rule: "digest-chain-ended",
+            names: vec![digest_key(2), log_key(HOURS - 1, 1)],
+        },
+    ]
+}
+
+/// `[integrity]` on, keys from the test key list, the state in `dir`; `extra` is appended (an `[aws]` section).
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("trailwatch.toml");
+    let keys = data("integrity/public-keys.json");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\npath = {:?}\n[integrity]\nenabled = true\npublic_keys = \"file\"\npublic_key_files = [{:?}]\n{extra}",
+            dir.join("state.db"),
+            keys
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The trail's objects as local files under `dir/trail`, each digest with its `.signature` sidecar when `signed`.
+fn write_local(dir: &Path, objects: &[Object], signed: bool) -> PathBuf {
+    let root = dir.join("trail");
+    for o in objects {
+        let path = root.join(&o.key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &o.bytes).unwrap();
+        if let (true, Some(signature)) = (signed, &o.signature) {
+            std::fs::write(format!("{}.signature", path.display()), signature).unwrap();
+        }
+    }
+    root
+}
+
+/// The integrity alerts a state holds: (rule, summary).
+fn integrity_alerts(state: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = stored_alerts(state)
+        .into_iter()
+        .map(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+        .filter(|a| INTEGRITY_RULES.contains(&a["rule"].as_str().unwrap()))
+        .map(|a| (a["rule"].as_str().unwrap().to_owned(), a["summary"].as_str().unwrap().to_owned()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn integrity_report(config: &Path) -> (i32, serde_json::Value) {
+    let out = trailwatch(&["--config", config.to_str().unwrap(), "integrity", "report", "--format", "json"]);
+    let json =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap(), json)
+}
+
+/// Checks that a replayed trail raised exactly `case`'s alert, naming its objects, and that a second replay of the
+/// same objects raises nothing new.
+#[track_caller]
+fn assert_one_alert(case: &Case, state: &Path, replay_again: impl Fn()) {
+    let alerts = integrity_alerts(state);
+    assert_eq!(alerts.len(), 1, "{}: {alerts:#?}", case.name);
+    let (rule, summary) = &alerts[0];
+    assert_eq!(rule, case.rule, "{}: {summary}", case.name);
+    for name in &case.names {
+        let name = name.rsplit('/').next().unwrap();
+        assert!(summary.contains(name), "{}: `{summary}` does not name {name}", case.name);
+    }
+    replay_again();
+    assert_eq!(integrity_alerts(state), alerts, "{}: a second replay raised something new", case.name);
+}
+
+#[test]
+fn local_files_an_untouched_chain_validates_signed_or_not() {
+    for signed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), "");
+        let root = write_local(dir.path(), &trail(), signed);
+        let out = ok(&trailwatch(&["--config", config.to_str().unwrap(), "replay", root.to_str().unwrap()]));
+        assert!(
+            out.contains("integrity: 6 digests and 12 log files checked, 0 log file and 0 digest problems"),
+            "{out}"
+        );
+        assert_eq!(integrity_alerts(&dir.path().join("state.db")), []);
+        let (code, report) = integrity_report(&config);
+        assert_eq!(code, 0, "{report:#}");
+        let chain = &report["chains"][0];
+        let (verified, unsigned) = if signed { (6, 0) } else { (0, 6) };
+        assert_eq!(
+            (chain["digests_verified"].as_u64(), chain["digests_unsigned"].as_u64()),
+            (Some(verified), Some(unsigned))
+        );
+        assert_eq!(chain["log_files_valid"], 12, "{report:#}");
+        assert_eq!(
+            (chain["from"].as_str(), chain["to"].as_str()),
+            (Some("2026-10-01T00:00:00Z"), Some("2026-10-01T06:00:00Z"))
+        );
+        let table = ok(&trailwatch(&["--config", config.to_str().unwrap(), "integrity", "report"]));
+        assert!(table.contains("no problems found"), "{table}");
+        assert_eq!(table.contains("came without a signature"), !signed, "{table}");
+    }
+}
+
+#[test]
+fn local_files_each_tampering_case_raises_exactly_its_alert_once() {
+    for case in cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), "");
+        let mut objects = trail();
+        (case.tamper)(&mut objects);
+        let root = write_local(dir.path(), &objects, true);
+        let replay = || ok(&trailwatch(&["--config", config.to_str().unwrap(), "replay", root.to_str().unwrap()]));
+        replay();
+        assert_one_alert(&case, &dir.path().join("state.db"), || drop(replay()));
+        let (code, report) = integrity_report(&config);
+        assert_eq!(code, 1, "{}: {report:#}", case.name);
+        assert_eq!(report["findings"].as_array().unwrap().len(), 1, "{}: {report:#}", case.name);
+    }
+}
+
+#[test]
+fn s3_each_tampering_case_raises_exactly_its_alert_once() {
+    use aws_sdk_s3::primitives::ByteStream;
+    let moto = crate::aws::Moto::start();
+    let s3 = moto.s3();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let untouched = Case { name: "untouched", tamper: |_| {}, rule: "", names: Vec::new() };
+    for case in std::iter::once(untouched).chain(cases()) {
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(s3.delete_bucket().bucket(BUCKET).send()).ok();
+        rt.block_on(s3.create_bucket().bucket(BUCKET).send()).unwrap();
+        let mut objects = trail();
+        (case.tamper)(&mut objects);
+        for o in &objects {
+            let mut put = s3.put_object().bucket(BUCKET).key(&o.key).body(ByteStream::from(o.bytes.clone()));
+            if let Some(signature) = &o.signature {
+                put = put.metadata("signature", signature).metadata("signature-algorithm", "SHA256withRSA");
+            }
+            rt.block_on(put.send()).unwrap();
+        }
+        let aws = std::fs::read_to_string(moto.config(dir.path())).unwrap();
+        let aws = &aws[aws.find("[aws]").unwrap()..];
+        let config = config(dir.path(), aws);
+        let replay = || {
+            let out = crate::aws::trailwatch_aws(&[
+                "--config",
+                config.to_str().unwrap(),
+                "replay",
+                &format!("s3://{BUCKET}"),
+            ]);
+            ok(&out)
+        };
+        let out = replay();
+        let state = dir.path().join("state.db");
+        if case.rule.is_empty() {
+            assert!(
+                out.contains("integrity: 6 digests and 12 log files checked, 0 log file and 0 digest problems"),
+                "{out}"
+            );
+            assert_eq!(integrity_alerts(&state), []);
+            let (code, report) = integrity_report(&config);
+            assert_eq!((code, report["chains"][0]["digests_verified"].as_u64()), (0, Some(6)), "{report:#}");
+        } else {
+            assert_one_alert(&case, &state, || drop(replay()));
+        }
+        let keys: Vec<String> = rt
+            .block_on(s3.list_objects_v2().bucket(BUCKET).send())
+            .unwrap()
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        for key in keys {
+            rt.block_on(s3.delete_object().bucket(BUCKET).key(key).send()).unwrap();
+        }
+    }
+}
