@@ -424,3 +424,251 @@ fn s3_each_tampering_case_raises_exactly_its_alert_once() {
         }
     }
 }
+
+/// The daemon on a spool: digests arrive before some of the log files they list and after others, and the
+/// periodic check raises the one rewritten log file, with the metrics to match.
+#[test]
+fn spool_daemon_checks_digests_and_log_files_as_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, port) = (dir.path().join("spool"), free_port());
+    std::fs::create_dir_all(&spool).unwrap();
+    let extra = format!(
+        "interval_secs = 1\n[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let config = config(dir.path(), &extra);
+    let mut objects = trail();
+    find(&mut objects, &log_key(1, 1)).bytes = gzip(&log_json(1, 1, "ListBucketsAgain"));
+    // The first three hours: their digests before their log files. Then the rest, in delivery order, once those
+    // are applied (a check between two files of one drop may see the later ones first).
+    let early = |o: &Object| match o.key.contains("CloudTrail-Digest") {
+        true => o.key < digest_key(3),
+        false => o.key < log_key(3, 0),
+    };
+    let (mut first, rest): (Vec<Object>, Vec<Object>) = objects.into_iter().partition(early);
+    first.sort_by_key(|o| !o.key.contains("CloudTrail-Digest"));
+    let mut daemon = bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = || http_get(port, "/metrics").filter(|(status, _)| *status == 200).map(|(_, body)| body);
+    wait_for(std::time::Duration::from_secs(30), metrics).expect("daemon up");
+    let drop_all = |objects: &[Object]| {
+        for o in objects {
+            let path = spool.join(&o.key);
+            if let Some(signature) = &o.signature {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(format!("{}.signature", path.display()), signature).unwrap();
+            }
+            drop_file(&path, &o.bytes);
+        }
+    };
+    let applied = |n: usize| {
+        wait_for(std::time::Duration::from_secs(60), || {
+            let got = metric(&metrics()?, r#"trailwatch_files_total{outcome="applied"}"#)?;
+            (got == n as f64).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{n} files not applied: {:?}", metrics()))
+    };
+    drop_all(&first);
+    applied(first.len());
+    drop_all(&rest);
+    applied(first.len() + rest.len());
+    let state = dir.path().join("state.db");
+    let body = wait_for(std::time::Duration::from_secs(60), || {
+        let body = metrics()?;
+        let valid = metric(&body, r#"trailwatch_integrity_log_files{outcome="valid"}"#)?;
+        (valid == 11.0 && !integrity_alerts(&state).is_empty()).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("no integrity alert: {:?}", metrics()));
+    let alerts = integrity_alerts(&state);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].0, "log-file-altered");
+    assert!(alerts[0].1.contains(log_key(1, 1).rsplit('/').next().unwrap()), "{}", alerts[0].1);
+    for (sample, want) in [
+        (r#"trailwatch_integrity_digests_total{outcome="verified"}"#, 6.0),
+        (r#"trailwatch_integrity_log_files_hashed_total"#, 12.0),
+        (r#"trailwatch_integrity_log_files{outcome="altered"}"#, 1.0),
+        (r#"trailwatch_integrity_log_files{outcome="missing"}"#, 0.0),
+        (r#"trailwatch_integrity_digest_files{outcome="verified"}"#, 6.0),
+        // Digests of October, read in December: the chain is stale by the clock.
+        (r#"trailwatch_integrity_chains{state="stale"}"#, 1.0),
+    ] {
+        assert_eq!(metric(&body, sample), Some(want), "{sample}");
+    }
+    assert!(metric(&body, "trailwatch_integrity_newest_valid_digest_age_seconds").unwrap() > 86_400.0);
+    std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let exit = wait_for(std::time::Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits");
+    assert!(exit.success());
+}
+
+/// The AWS CLI's own digest validator (`aws cloudtrail validate-logs`' `Sha256RSADigestValidator`, from PyPI), run
+/// beside trailwatch on the same digests, signatures and key list: both accept the trail's signatures and both
+/// refuse each forged one. This ties trailwatch's signing string, hex signatures, DER keys and fingerprint lookup
+/// to AWS's published implementation, not only to this file's signer.
+#[test]
+fn the_aws_cli_validator_and_trailwatch_agree_on_every_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = trail();
+    let digests: Vec<&Object> = objects.iter().filter(|o| o.signature.is_some()).collect();
+    // (what, uncompressed digest, its key, signature hex, valid)
+    let mut cases: Vec<(String, Vec<u8>, String, String, bool)> = digests
+        .iter()
+        .map(|d| (format!("{} as signed", d.key), gunzip(&d.bytes), d.key.clone(), d.signature.clone().unwrap(), true))
+        .collect();
+    let (json, key) = (gunzip(&digests[2].bytes), digests[2].key.clone());
+    let signature = digests[2].signature.clone().unwrap();
+    let rewritten = String::from_utf8(json.clone()).unwrap().replace("ListBuckets", "ListBucket");
+    let hash = sha256_hex(&log_json(2, 0, "ListBuckets"));
+    let rehashed = String::from_utf8(json.clone()).unwrap().replace(&hash, &hash.replace('a', "b"));
+    cases.extend([
+        ("a listed hash changed".into(), rehashed.into_bytes(), key.clone(), signature.clone(), false),
+        (
+            "a byte changed".into(),
+            rewritten.replace("2026-10-01T03:00:00Z", "2026-10-01T03:00:01Z").into_bytes(),
+            key.clone(),
+            signature.clone(),
+            false,
+        ),
+        (
+            "signed with another key".into(),
+            json.clone(),
+            key.clone(),
+            sign(&json, &private_key("other-key.pk8.der")),
+            false,
+        ),
+        ("the next digest's signature".into(), json.clone(), key.clone(), digests[3].signature.clone().unwrap(), false),
+        ("one bit of the signature flipped".into(), json.clone(), key.clone(), flip_last_hex_digit(&signature), false),
+    ]);
+    let keys_path = data("integrity/public-keys.json");
+    let keys = trailwatch::integrity::PublicKeys::from_list_json(&std::fs::read(&keys_path).unwrap(), "test").unwrap();
+    let mut listed = Vec::new();
+    for (i, (what, json, key, signature, valid)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("digest-{i}.json"));
+        std::fs::write(&path, json).unwrap();
+        listed.push(serde_json::json!({ "digest": path, "bucket": BUCKET, "key": key, "signature": signature }));
+        let digest = trailwatch::integrity::Digest::parse(json, BUCKET, key).unwrap();
+        let verdict = trailwatch::integrity::verify(&digest, json, BUCKET, key, signature, &keys);
+        assert_eq!(verdict.is_ok(), *valid, "trailwatch on {what}: {verdict:?}");
+    }
+    let list = dir.path().join("cases.json");
+    std::fs::write(&list, serde_json::to_vec(&listed).unwrap()).unwrap();
+    let script = dir.path().join("validate.py");
+    std::fs::write(&script, AWS_CLI_VALIDATE).unwrap();
+    let out = std::process::Command::new(aws_cli_python()).arg(&script).arg(&keys_path).arg(&list).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let verdicts: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect();
+    let want: Vec<&str> = cases.iter().map(|c| if c.4 { "valid" } else { "invalid" }).collect();
+    assert_eq!(
+        verdicts,
+        want,
+        "the AWS CLI's verdicts, in order: {:?}",
+        cases.iter().map(|c| &c.0).collect::<Vec<_>>()
+    );
+}
+
+fn flip_last_hex_digit(hex: &str) -> String {
+    let (head, last) = hex.split_at(hex.len() - 1);
+    format!("{head}{}", if last == "0" { "1" } else { "0" })
+}
+
+/// Runs the AWS CLI's validator on each case: `valid`, or `invalid` when it raises its digest error (or the
+/// fingerprint is not in the key list, as `validate-logs` reports it).
+const AWS_CLI_VALIDATE: &str = r#"
+import json, sys
+from awscli.customizations.cloudtrail.validation import DigestError, Sha256RSADigestValidator
+keys = {k["Fingerprint"]: k for k in json.load(open(sys.argv[1]))["PublicKeyList"]}
+for case in json.load(open(sys.argv[2])):
+    inflated = open(case["digest"], "rb").read()
+    data = json.loads(inflated.decode())
+    data["_signature"] = case["signature"]
+    key = keys.get(data["digestPublicKeyFingerprint"])
+    try:
+        if key is None:
+            raise DigestError("public key not found")
+        Sha256RSADigestValidator().validate(case["bucket"], case["key"], key["Value"], data, inflated)
+        print("valid")
+    except DigestError:
+        print("invalid")
+"#;
+
+/// The venv's Python with the AWS CLI (`scripts/awscli-venv`, run here when missing).
+fn aws_cli_python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = std::env::var_os("TRAILWATCH_AWSCLI_VENV").map_or_else(|| root.join(".venv-awscli"), PathBuf::from);
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    let status =
+        std::process::Command::new(root.join("scripts/awscli-venv")).status().expect("scripts/awscli-venv runs");
+    assert!(status.success(), "scripts/awscli-venv failed: the AWS CLI is the reference validator");
+    venv.join("bin/python")
+}
+
+/// `public_keys = "api"`: the keys come from `cloudtrail:ListPublicKeys` through the AWS SDK, asked once per region
+/// and run (cached) with the digests' time range. moto has no ListPublicKeys, so a loopback server answers the
+/// JSON protocol call with the test key list, and records what it was asked.
+#[test]
+fn api_keys_are_fetched_once_per_region_and_verify_the_chain() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let keys: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data("integrity/public-keys.json")).unwrap()).unwrap();
+    let value = keys["PublicKeyList"][0]["Value"].as_str().unwrap().to_owned();
+    let body = serde_json::json!({ "PublicKeyList": [{
+        "Value": value, "Fingerprint": FINGERPRINT, "ValidityStartTime": 1.7e9, "ValidityEndTime": 1.9e9,
+    }]})
+    .to_string();
+    let recorded = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let (mut target, mut length) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("x-amz-target:") {
+                    target = v.trim().to_owned();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut request = vec![0; length];
+            std::io::Read::read_exact(&mut reader, &mut request).unwrap();
+            recorded.lock().unwrap().push((target, String::from_utf8_lossy(&request).into_owned()));
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            std::io::Write::write_all(&mut stream, response.as_bytes()).unwrap();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let aws = format!("[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\n");
+    let config = config(dir.path(), &aws);
+    let text = std::fs::read_to_string(&config).unwrap().replace("public_keys = \"file\"", "public_keys = \"api\"");
+    // No key files: every key comes from the API.
+    let text: String = text.lines().filter(|l| !l.starts_with("public_key_files")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&config, text).unwrap();
+    let root = write_local(dir.path(), &trail(), true);
+    let out = crate::aws::trailwatch_aws(&["--config", config.to_str().unwrap(), "replay", root.to_str().unwrap()]);
+    let out = ok(&out);
+    assert!(out.contains("6 digests and 12 log files checked, 0 log file and 0 digest problems"), "{out}");
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].0, "cloudtrail_20131101.listpublickeys");
+    // From a day before the first digest to settle.
+    let start = serde_json::from_str::<serde_json::Value>(&asked[0].1).unwrap()["StartTime"].as_f64();
+    assert_eq!(start, Some(1_790_816_400.0 - 86_400.0), "{}", asked[0].1);
+    let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    let verified: i64 =
+        conn.query_row("SELECT count(*) FROM integrity_digests WHERE outcome = 'verified'", [], |r| r.get(0)).unwrap();
+    assert_eq!(verified, 6);
+}
