@@ -155,17 +155,38 @@ pub fn settle(conn: &Connection, keys: &mut KeyRing, metrics: Option<&Metrics>) 
     Ok(checked.len() as u64)
 }
 
-/// What the store's records within a scope show.
+/// What the store's records within a scope show: each chain's figures, and every finding.
+#[derive(Debug, Default)]
 pub struct Check {
-    pub snapshot: Snapshot,
+    pub chains: Vec<ChainReport>,
     pub findings: Vec<Finding>,
 }
 
-/// Evaluates the chains within `scope`.
-pub fn check(conn: &Connection, scope: &Scope, grace: Grace) -> rusqlite::Result<Check> {
-    let snapshot = rows::snapshot(conn, scope)?;
-    let findings = chain::evaluate(&snapshot, grace);
-    Ok(Check { snapshot, findings })
+/// Evaluates the chains within `scope`, one at a time (each read on its own, so that memory holds one chain's
+/// records, not an organisation's), with the signature outcomes in `settled` (by digest name) in place of those
+/// the store holds.
+pub fn check(
+    conn: &Connection,
+    scope: &Scope,
+    grace: Grace,
+    settled: &HashMap<String, DigestCheck>,
+) -> rusqlite::Result<Check> {
+    let mut out = Check::default();
+    for chain in rows::chains(conn, scope)? {
+        let mut snapshot = rows::snapshot(conn, scope, &chain)?;
+        if snapshot.digests.is_empty() && snapshot.logs.is_empty() {
+            continue;
+        }
+        for digest in &mut snapshot.digests {
+            if let Some(check) = settled.get(digest.location.name()) {
+                digest.check = check.clone();
+            }
+        }
+        let findings = chain::evaluate(&snapshot, grace);
+        out.chains.extend(report(&snapshot, &findings));
+        out.findings.extend(findings);
+    }
+    Ok(out)
 }
 
 /// The alert for a finding: rule and subject make its fingerprint, and its id (no time bucket), so the same objects
@@ -286,11 +307,11 @@ impl ChainReport {
     }
 }
 
-/// The figures per chain, in chain order.
-pub fn report(check: &Check) -> Vec<ChainReport> {
+/// The figures per chain of a snapshot and its findings, in chain order.
+fn report(snapshot: &Snapshot, findings: &[Finding]) -> Vec<ChainReport> {
     let mut chains: BTreeMap<ChainId, ChainReport> = BTreeMap::new();
     let mut spans: HashMap<ChainId, (Timestamp, Timestamp)> = HashMap::new();
-    for d in &check.snapshot.digests {
+    for d in &snapshot.digests {
         let r = chain_entry(&mut chains, &d.chain);
         match d.check {
             DigestCheck::Verified => r.digests_verified += 1,
@@ -303,7 +324,7 @@ pub fn report(check: &Check) -> Vec<ChainReport> {
     }
     // Each log file once: by the worst thing found about it.
     let mut outcome: HashMap<&str, &'static str> = HashMap::new();
-    for f in &check.findings {
+    for f in findings {
         match f {
             Finding::LogFileAltered { log, .. } => {
                 outcome.insert(log.name(), "altered");
@@ -315,13 +336,12 @@ pub fn report(check: &Check) -> Vec<ChainReport> {
             _ => {}
         }
     }
-    for f in &check.findings {
+    for f in findings {
         if let Finding::LogFileMissing { log, .. } = f
             && let Some(c) = ChainId::of(&log.bucket, &log.key)
         {
             // Listed, never read: counted on the chain of the digest that lists it.
-            let c = check
-                .snapshot
+            let c = snapshot
                 .digests
                 .iter()
                 .find(|d| d.log_files.iter().any(|(l, _)| l.name() == log.name()))
@@ -329,14 +349,13 @@ pub fn report(check: &Check) -> Vec<ChainReport> {
             chain_entry(&mut chains, &c).log_files_missing += 1;
         }
     }
-    let listed: HashSet<&str> = check
-        .snapshot
+    let listed: HashSet<&str> = snapshot
         .digests
         .iter()
         .filter(|d| !matches!(d.check, DigestCheck::Invalid(_)))
         .flat_map(|d| d.log_files.iter().map(|(l, _)| l.name()))
         .collect();
-    for log in &check.snapshot.logs {
+    for log in &snapshot.logs {
         let r = chain_entry(&mut chains, &log.chain);
         match outcome.get(log.location.name()) {
             Some(&"altered") => r.log_files_altered += 1,
@@ -363,32 +382,46 @@ fn chain_entry<'m>(chains: &'m mut BTreeMap<ChainId, ChainReport>, c: &ChainId) 
     })
 }
 
-/// The daemon's periodic pass (and the end of a replay): settles signatures, checks the look-back (by file time:
-/// from the newest log file read), sets the gauges, and raises the findings as alerts. Returns how many were new.
+/// How far a check looks: the daemon's periodic pass looks back `integrity.lookback_secs` from the newest log file
+/// read (file time, not the clock); a replay checks everything, since it may have taken in years.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Recent,
+    Everything,
+}
+
+/// Settles signatures, checks the chains within `reach` (setting the gauges), and raises the findings as alerts.
+/// Returns how many were new.
 pub fn check_and_raise(
     alerting: &crate::alert::stage::Alerting,
     conn: &mut Connection,
     keys: &mut KeyRing,
     config: &IntegrityConfig,
+    reach: Reach,
     metrics: &Metrics,
 ) -> rusqlite::Result<u64> {
-    let check = check_recent(conn, keys, config, metrics)?;
+    let check = settle_and_check(conn, keys, config, reach, metrics)?;
     let alerts = check.findings.iter().map(to_alert).collect();
     crate::findings::raise_through(alerting, conn, alerts, metrics)
 }
 
-/// Settles signatures and checks the look-back (by file time: back from the newest log file read), setting the
-/// gauges.
-pub fn check_recent(
+/// Settles signatures and checks the chains within `reach`, setting the gauges.
+pub fn settle_and_check(
     conn: &Connection,
     keys: &mut KeyRing,
     config: &IntegrityConfig,
+    reach: Reach,
     metrics: &Metrics,
 ) -> rusqlite::Result<Check> {
     settle(conn, keys, Some(metrics))?;
-    let newest = rows::newest_log_time(conn)?;
-    let scope = Scope { since: newest.map(|t| t - config.lookback_secs), ..Scope::default() };
-    let check = check(conn, &scope, Grace { digest_secs: config.digest_grace_secs })?;
+    let scope = match reach {
+        Reach::Recent => {
+            let newest = rows::newest_log_time(conn)?;
+            Scope { since: newest.map(|t| t - config.lookback_secs), ..Scope::default() }
+        }
+        Reach::Everything => Scope::default(),
+    };
+    let check = check(conn, &scope, Grace { digest_secs: config.digest_grace_secs }, &HashMap::new())?;
     set_gauges(conn, &check, config, metrics)?;
     metrics.integrity_checks.inc();
     Ok(check)
@@ -396,7 +429,7 @@ pub fn check_recent(
 
 fn set_gauges(conn: &Connection, check: &Check, config: &IntegrityConfig, metrics: &Metrics) -> rusqlite::Result<()> {
     let mut total = ChainReport::default();
-    for r in report(check) {
+    for r in &check.chains {
         total.digests_verified += r.digests_verified;
         total.digests_unsigned += r.digests_unsigned;
         total.digests_unverified += r.digests_unverified;

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use trailwatch::config::ConfigErrors;
-use trailwatch::integrity::chain::{DigestCheck, Grace, evaluate};
+use trailwatch::integrity::chain::Grace;
 use trailwatch::store::Store;
-use trailwatch::store::integrity::{Scope, snapshot};
+use trailwatch::store::integrity::Scope;
 use trailwatch::validation::{self, ChainReport, KeyRing};
 
 use crate::{Cli, Format, load_config};
@@ -63,15 +63,10 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let mut keys = KeyRing::from_config(&config.integrity, trailwatch::daemon::key_fetcher(&runtime, &config))?;
     let settled = validation::verify_unverified(conn, &mut keys).context("reading digests")?;
     let grace = Grace { digest_secs: config.integrity.digest_grace_secs };
-    let mut snapshot = snapshot(conn, &scope).context("reading the integrity record")?;
-    for digest in &mut snapshot.digests {
-        if let Some((_, settled)) = settled.iter().find(|(name, _)| name == digest.location.name()) {
-            digest.check = settled.clone();
-        }
-    }
-    let check = validation::Check { findings: evaluate(&snapshot, grace), snapshot };
+    let settled = settled.into_iter().collect();
+    let check = validation::check(conn, &scope, grace, &settled).context("reading the integrity record")?;
     runtime.shutdown_background();
-    let chains = validation::report(&check);
+    let chains = &check.chains;
     let wrong = !check.findings.is_empty();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.format {
@@ -87,7 +82,7 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "chains": chains, "findings": findings }))?;
             writeln!(out)?;
         }
-        Format::Table => write_table(&chains, &check, &mut out)?,
+        Format::Table => write_table(chains, &check, &mut out)?,
     }
     out.flush().context("writing the report")?;
     Ok(if wrong { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -138,7 +133,7 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
             c.to.as_deref().unwrap_or("-"),
         )?;
     }
-    let unsigned = check.snapshot.digests.iter().filter(|d| d.check == DigestCheck::Unsigned).count();
+    let unsigned: u64 = chains.iter().map(|c| c.digests_unsigned).sum();
     if unsigned > 0 {
         writeln!(
             out,

@@ -203,13 +203,15 @@ fn check_integrity(
     alerting: Option<&trailwatch::alert::stage::Alerting>,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    use trailwatch::validation::{self, KeyRing};
+    use trailwatch::validation::{self, KeyRing, Reach};
     let mut keys = KeyRing::from_config(&config.integrity, trailwatch::daemon::key_fetcher(runtime, config))?;
     let mut conn = store.outbox_connection()?;
     let raised = match alerting {
-        Some(alerting) => validation::check_and_raise(alerting, &mut conn, &mut keys, &config.integrity, metrics)?,
+        Some(alerting) => {
+            validation::check_and_raise(alerting, &mut conn, &mut keys, &config.integrity, Reach::Everything, metrics)?
+        }
         None => {
-            validation::check_recent(&conn, &mut keys, &config.integrity, metrics)?;
+            validation::settle_and_check(&conn, &mut keys, &config.integrity, Reach::Everything, metrics)?;
             0
         }
     };

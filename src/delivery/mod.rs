@@ -147,7 +147,8 @@ pub fn start_integrity(
             let raised = tokio::task::spawn_blocking(move || {
                 let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
                 let (conn, keys) = &mut *state;
-                crate::validation::check_and_raise(&alerting, conn, keys, &config, &metrics)
+                let reach = crate::validation::Reach::Recent;
+                crate::validation::check_and_raise(&alerting, conn, keys, &config, reach, &metrics)
             })
             .await;
             match raised {

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS integrity_digests (
     signed TEXT,
     signature TEXT
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS integrity_digests_by_time ON integrity_digests (end_time);
+CREATE INDEX IF NOT EXISTS integrity_digests_by_chain
+    ON integrity_digests (account, region, chain_bucket, chain_prefix, end_time);
 CREATE TABLE IF NOT EXISTS integrity_listed (
     digest TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS integrity_logs (
     time INTEGER NOT NULL,
     sha256 TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS integrity_logs_by_time ON integrity_logs (time);
+CREATE INDEX IF NOT EXISTS integrity_logs_by_chain ON integrity_logs (account, region, chain_bucket, chain_prefix, time);
 CREATE TABLE IF NOT EXISTS integrity_gone (
     name TEXT PRIMARY KEY,
     bucket TEXT NOT NULL,
@@ -199,35 +200,46 @@ pub struct Scope {
 /// Log files delivered before a digest's start may still be listed by it: a day of them is read before `since`.
 const LOG_MARGIN_SECS: i64 = 86_400;
 
-/// Reads what the integrity tables hold within `scope`.
-pub fn snapshot(conn: &Connection, scope: &Scope) -> rusqlite::Result<Snapshot> {
+/// The chains the integrity tables hold, of the accounts and regions `scope` names.
+pub fn chains(conn: &Connection, scope: &Scope) -> rusqlite::Result<Vec<ChainId>> {
+    let mut stmt = conn.prepare(
+        "SELECT chain_bucket, chain_prefix, account, region FROM integrity_digests
+         UNION SELECT chain_bucket, chain_prefix, account, region FROM integrity_logs
+         ORDER BY 1, 2, 3, 4",
+    )?;
+    let all = stmt.query_map([], |r| {
+        Ok(ChainId { bucket: r.get(0)?, prefix: r.get(1)?, account: r.get(2)?, region: r.get(3)? })
+    })?;
+    let keep = |c: &ChainId| {
+        (scope.accounts.is_empty() || scope.accounts.contains(&c.account))
+            && (scope.regions.is_empty() || scope.regions.contains(&c.region))
+    };
+    all.filter(|c| c.as_ref().map_or(true, keep)).collect()
+}
+
+/// Reads what the integrity tables hold for `chain` within `scope`'s times.
+pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::Result<Snapshot> {
     let since = scope.since.unwrap_or(i64::MIN);
     let until = scope.until.unwrap_or(i64::MAX);
-    let keep = |account: &str, region: &str| {
-        (scope.accounts.is_empty() || scope.accounts.iter().any(|a| a == account))
-            && (scope.regions.is_empty() || scope.regions.iter().any(|r| r == region))
-    };
+    let ChainId { bucket, prefix, account, region } = chain;
     let mut out = Snapshot::default();
     let mut listed_of = conn.prepare_cached("SELECT bucket, key, sha256 FROM integrity_listed WHERE digest = ?1")?;
-    let mut stmt = conn.prepare(
-        "SELECT name, bucket, key, chain_bucket, chain_prefix, account, region, start_time, end_time,
-                previous_bucket, previous_key, outcome, reason
-         FROM integrity_digests WHERE end_time > ?1 AND start_time < ?2",
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, bucket, key, start_time, end_time, previous_bucket, previous_key, outcome, reason
+         FROM integrity_digests
+         WHERE account = ?1 AND region = ?2 AND chain_bucket = ?3 AND chain_prefix = ?4
+           AND end_time > ?5 AND start_time < ?6",
     )?;
-    let mut rows = stmt.query(params![since, until])?;
+    let mut rows = stmt.query(params![account, region, bucket, prefix, since, until])?;
     while let Some(r) = rows.next()? {
-        let (account, region): (String, String) = (r.get(5)?, r.get(6)?);
-        if !keep(&account, &region) {
-            continue;
-        }
         let name: String = r.get(0)?;
-        let check = match r.get::<_, String>(11)?.as_str() {
+        let check = match r.get::<_, String>(7)?.as_str() {
             "verified" => DigestCheck::Verified,
             "unverified" => DigestCheck::Unverified,
             "unsigned" => DigestCheck::Unsigned,
-            _ => DigestCheck::Invalid(r.get::<_, Option<String>>(12)?.unwrap_or_default()),
+            _ => DigestCheck::Invalid(r.get::<_, Option<String>>(8)?.unwrap_or_default()),
         };
-        let previous = match (r.get::<_, Option<String>>(9)?, r.get::<_, Option<String>>(10)?) {
+        let previous = match (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?) {
             (Some(bucket), Some(key)) => Some(Location { bucket, key }),
             _ => None,
         };
@@ -236,35 +248,36 @@ pub fn snapshot(conn: &Connection, scope: &Scope) -> rusqlite::Result<Snapshot> 
             .collect::<rusqlite::Result<Vec<_>>>()?;
         out.digests.push(DigestRecord {
             location: Location { bucket: r.get(1)?, key: r.get(2)? },
-            chain: ChainId { bucket: r.get(3)?, prefix: r.get(4)?, account, region },
-            start_time: r.get(7)?,
-            end_time: r.get(8)?,
+            chain: chain.clone(),
+            start_time: r.get(3)?,
+            end_time: r.get(4)?,
             previous,
             log_files,
             check,
         });
     }
-    let mut stmt = conn.prepare(
-        "SELECT bucket, key, chain_bucket, chain_prefix, account, region, time, sha256
-         FROM integrity_logs WHERE time >= ?1 AND time < ?2",
+    let mut stmt = conn.prepare_cached(
+        "SELECT bucket, key, time, sha256 FROM integrity_logs
+         WHERE account = ?1 AND region = ?2 AND chain_bucket = ?3 AND chain_prefix = ?4 AND time >= ?5 AND time < ?6",
     )?;
-    let mut rows = stmt.query(params![since.saturating_sub(LOG_MARGIN_SECS), until])?;
+    let mut rows =
+        stmt.query(params![account, region, bucket, prefix, since.saturating_sub(LOG_MARGIN_SECS), until])?;
     while let Some(r) = rows.next()? {
-        let (account, region): (String, String) = (r.get(4)?, r.get(5)?);
-        if !keep(&account, &region) {
-            continue;
-        }
         out.logs.push(LogRecord {
             location: Location { bucket: r.get(0)?, key: r.get(1)? },
-            chain: ChainId { bucket: r.get(2)?, prefix: r.get(3)?, account, region },
-            time: r.get(6)?,
-            sha256: r.get(7)?,
+            chain: chain.clone(),
+            time: r.get(2)?,
+            sha256: r.get(3)?,
         });
     }
-    let mut stmt = conn.prepare("SELECT bucket, key FROM integrity_gone")?;
-    out.gone = stmt
-        .query_map([], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? }))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Few: objects a notification named that were gone when fetched.
+    let mut stmt = conn.prepare_cached("SELECT bucket, key FROM integrity_gone")?;
+    for gone in stmt.query_map([], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? }))? {
+        let gone = gone?;
+        if ChainId::of(&gone.bucket, &gone.key).as_ref() == Some(chain) {
+            out.gone.push(gone);
+        }
+    }
     Ok(out)
 }
 

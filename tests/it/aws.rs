@@ -221,7 +221,7 @@ fn s3_errors_name_the_object_and_do_not_stop_the_backfill() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("s3://no-such-bucket/"), "{out:?}");
 }
 
-fn sqs_client(moto: &Moto) -> aws_sdk_sqs::Client {
+pub fn sqs_client(moto: &Moto) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::config::Builder::new()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
@@ -253,9 +253,20 @@ fn queue_depth(rt: &tokio::runtime::Runtime, sqs: &aws_sdk_sqs::Client, url: &st
 /// Creates the bucket `trail` and the queue `ct`, with the bucket's object-created events notifying the queue
 /// (moto then sends S3's test event to it). Returns the queue's URL.
 fn trail_notifying_queue(rt: &tokio::runtime::Runtime, s3: &aws_sdk_s3::Client, sqs: &aws_sdk_sqs::Client) -> String {
+    bucket_notifying_queue(rt, s3, sqs, "trail")
+}
+
+/// Creates `bucket` and the queue `ct`, with the bucket's object-created events notifying the queue. Returns the
+/// queue's URL.
+pub fn bucket_notifying_queue(
+    rt: &tokio::runtime::Runtime,
+    s3: &aws_sdk_s3::Client,
+    sqs: &aws_sdk_sqs::Client,
+    bucket: &str,
+) -> String {
     use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 
-    rt.block_on(s3.create_bucket().bucket("trail").send()).unwrap();
+    rt.block_on(s3.create_bucket().bucket(bucket).send()).unwrap();
     let queue_url = rt.block_on(sqs.create_queue().queue_name("ct").send()).unwrap().queue_url.unwrap();
     let notification = NotificationConfiguration::builder()
         .queue_configurations(
@@ -267,7 +278,7 @@ fn trail_notifying_queue(rt: &tokio::runtime::Runtime, s3: &aws_sdk_s3::Client, 
         )
         .build();
     rt.block_on(
-        s3.put_bucket_notification_configuration().bucket("trail").notification_configuration(notification).send(),
+        s3.put_bucket_notification_configuration().bucket(bucket).notification_configuration(notification).send(),
     )
     .unwrap();
     queue_url
@@ -340,7 +351,7 @@ fn sqs_daemon_drains_every_notification_shape_exactly_once() {
     assert_eq!(queue_depth(&rt, &sqs, &queue_url), 1, "only the poison body is left");
 }
 
-fn sqs_config(moto: &Moto, dir: &Path, queue_url: &str, port: u16, visibility_secs: u32) -> PathBuf {
+pub fn sqs_config(moto: &Moto, dir: &Path, queue_url: &str, port: u16, visibility_secs: u32) -> PathBuf {
     let config = dir.join("sqs.toml");
     std::fs::write(
         &config,
@@ -357,7 +368,7 @@ fn sqs_config(moto: &Moto, dir: &Path, queue_url: &str, port: u16, visibility_se
     config
 }
 
-fn start_daemon(config: &Path) -> Child {
+pub fn start_daemon(config: &Path) -> Child {
     bin()
         .args(["--config", config.to_str().unwrap(), "run"])
         .env("AWS_ACCESS_KEY_ID", "testing")

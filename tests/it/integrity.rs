@@ -672,3 +672,55 @@ fn api_keys_are_fetched_once_per_region_and_verify_the_chain() {
         conn.query_row("SELECT count(*) FROM integrity_digests WHERE outcome = 'verified'", [], |r| r.get(0)).unwrap();
     assert_eq!(verified, 6);
 }
+
+/// The daemon on SQS: the trail bucket's notifications name log files and digests alike; digests are fetched with
+/// their `signature` metadata and verified. A log file whose notification came but whose object is gone when
+/// fetched (`NoSuchKey`) is missing at once, before its hour is due; a rewritten one is altered.
+#[test]
+fn sqs_daemon_fetches_digests_with_their_signatures_and_reports_gone_files() {
+    use aws_sdk_s3::primitives::ByteStream;
+    let moto = crate::aws::Moto::start();
+    let (s3, sqs) = (moto.s3(), crate::aws::sqs_client(&moto));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let queue_url = crate::aws::bucket_notifying_queue(&rt, &s3, &sqs, BUCKET);
+    let mut objects = trail();
+    // The last hour's file: not yet due by time, so only its being gone makes it missing.
+    let gone = remove(&mut objects, &log_key(HOURS - 1, 0));
+    find(&mut objects, &log_key(3, 1)).bytes = gzip(&log_json(3, 1, "ListBucketsAgain"));
+    for o in &objects {
+        let mut put = s3.put_object().bucket(BUCKET).key(&o.key).body(ByteStream::from(o.bytes.clone()));
+        if let Some(signature) = &o.signature {
+            put = put.metadata("signature", signature).metadata("signature-algorithm", "SHA256withRSA");
+        }
+        rt.block_on(put.send()).unwrap();
+    }
+    let body = serde_json::json!({ "s3Bucket": BUCKET, "s3ObjectKey": [gone.key] }).to_string();
+    rt.block_on(sqs.send_message().queue_url(&queue_url).message_body(body).send()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sqs_config = crate::aws::sqs_config(&moto, dir.path(), &queue_url, port, 30);
+    let keys = data("integrity/public-keys.json");
+    let mut text = std::fs::read_to_string(&sqs_config).unwrap();
+    text.push_str(&format!(
+        "[integrity]\nenabled = true\npublic_keys = \"file\"\npublic_key_files = [{keys:?}]\ninterval_secs = 1\n"
+    ));
+    std::fs::write(&sqs_config, text).unwrap();
+    let mut daemon = crate::aws::start_daemon(&sqs_config);
+    let state = dir.path().join("state.db");
+    let metrics = wait_for(std::time::Duration::from_secs(90), || {
+        let (_, body) = http_get(port, "/metrics")?;
+        let verified = metric(&body, r#"trailwatch_integrity_digests_total{outcome="verified"}"#)?;
+        (verified == 6.0 && integrity_alerts(&state).len() >= 2).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("{:?} {:?}", integrity_alerts(&state), http_get(port, "/metrics")));
+    let alerts = integrity_alerts(&state);
+    let rules: Vec<&str> = alerts.iter().map(|(rule, _)| rule.as_str()).collect();
+    assert_eq!(rules, ["log-file-altered", "log-file-missing"], "{alerts:#?}");
+    assert!(alerts[0].1.contains(log_key(3, 1).rsplit('/').next().unwrap()), "{}", alerts[0].1);
+    assert!(alerts[1].1.contains(gone.key.rsplit('/').next().unwrap()), "{}", alerts[1].1);
+    assert_eq!(metric(&metrics, r#"trailwatch_files_total{outcome="applied"}"#), Some(17.0), "{metrics}");
+    assert_eq!(metric(&metrics, r#"trailwatch_file_rejections_total{reason="no_such_key"}"#), Some(1.0));
+    std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let exit = wait_for(std::time::Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits");
+    assert!(exit.success());
+}
