@@ -1137,7 +1137,11 @@ mod tests {
             ("alerts", "max_backoff_secs = \"5m\"", "`alerts.max_backoff_secs`: invalid type"),
             ("integrity", "public_keys = \"dns\"", "`integrity.public_keys`: unknown variant `dns`"),
             ("integrity", "digest_grace_secs = 60", "`integrity.digest_grace_secs`: must be at least 900"),
-            ("integrity", "public_key_files = [\"/no/such/keys.json\"]", "`integrity.public_key_files`: /no/such/keys.json: cannot read"),
+            (
+                "integrity",
+                "public_key_files = [\"/no/such/keys.json\"]",
+                "`integrity.public_key_files`: /no/such/keys.json: cannot read",
+            ),
         ];
         let config = |skip: Option<usize>| {
             let mut text = String::new();

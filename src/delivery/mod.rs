@@ -90,30 +90,12 @@ pub fn start_findings(
     if config.findings.interval_secs == 0 {
         return Ok(());
     }
-    let conn = Arc::new(Mutex::new(store.outbox_connection()?));
+    let mut conn = store.outbox_connection()?;
     let (alerting, metrics) = (Arc::clone(alerting), Arc::clone(metrics));
+    let every = std::time::Duration::from_secs(config.findings.interval_secs);
     let stop = shutdown.listener(Stage::Background, "periodic findings");
-    runtime.spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.findings.interval_secs));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = stop.requested() => return,
-            }
-            let (conn, alerting, config, metrics) =
-                (Arc::clone(&conn), Arc::clone(&alerting), config.clone(), Arc::clone(&metrics));
-            let raised = tokio::task::spawn_blocking(move || {
-                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-                crate::findings::raise_periodic(&alerting, &mut conn, crate::time::now(), &config, &metrics)
-            })
-            .await;
-            match raised {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(raised = n, "periodic findings raised"),
-                Ok(Err(err)) => tracing::error!("periodic findings: {err}"),
-                Err(err) => tracing::error!("periodic findings: {err}"),
-            }
-        }
+    periodically(runtime, every, stop, "periodic findings", move || {
+        crate::findings::raise_periodic(&alerting, &mut conn, crate::time::now(), &config, &metrics)
     });
     Ok(())
 }
@@ -125,41 +107,51 @@ pub fn start_integrity(
     alerting: &Arc<Alerting>,
     store: &Store,
     config: &crate::config::IntegrityConfig,
-    keys: crate::validation::KeyRing,
+    mut keys: crate::validation::KeyRing,
     metrics: &Arc<Metrics>,
     shutdown: &Shutdown,
 ) -> Result<(), StoreError> {
     if !config.enabled || config.interval_secs == 0 {
         return Ok(());
     }
-    let state = Arc::new(Mutex::new((store.outbox_connection()?, keys)));
+    let mut conn = store.outbox_connection()?;
     let (alerting, metrics, config) = (Arc::clone(alerting), Arc::clone(metrics), config.clone());
+    let every = std::time::Duration::from_secs(config.interval_secs);
     let stop = shutdown.listener(Stage::Background, "integrity checks");
+    periodically(runtime, every, stop, "integrity check", move || {
+        let reach = crate::validation::Reach::Recent;
+        crate::validation::check_and_raise(&alerting, &mut conn, &mut keys, &config, reach, &metrics)
+    });
+    Ok(())
+}
+
+/// Runs `pass` on a blocking thread at once and then every `every`, one pass at a time, until `stop`; logs how
+/// many alerts a pass raised, or why it failed, as `what`.
+fn periodically(
+    runtime: &tokio::runtime::Runtime,
+    every: std::time::Duration,
+    stop: crate::shutdown::Listener,
+    what: &'static str,
+    pass: impl FnMut() -> rusqlite::Result<u64> + Send + 'static,
+) {
+    let pass = Arc::new(Mutex::new(pass));
     runtime.spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.interval_secs));
+        let mut tick = tokio::time::interval(every);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 () = stop.requested() => return,
             }
-            let (state, alerting, config, metrics) =
-                (Arc::clone(&state), Arc::clone(&alerting), config.clone(), Arc::clone(&metrics));
-            let raised = tokio::task::spawn_blocking(move || {
-                let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-                let (conn, keys) = &mut *state;
-                let reach = crate::validation::Reach::Recent;
-                crate::validation::check_and_raise(&alerting, conn, keys, &config, reach, &metrics)
-            })
-            .await;
+            let pass = Arc::clone(&pass);
+            let raised = tokio::task::spawn_blocking(move || (pass.lock().unwrap_or_else(|p| p.into_inner()))()).await;
             match raised {
                 Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(raised = n, "integrity check raised alerts"),
-                Ok(Err(err)) => tracing::error!("integrity check: {err}"),
-                Err(err) => tracing::error!("integrity check: {err}"),
+                Ok(Ok(n)) => tracing::info!(raised = n, "{what} raised alerts"),
+                Ok(Err(err)) => tracing::error!("{what}: {err}"),
+                Err(err) => tracing::error!("{what}: {err}"),
             }
         }
     });
-    Ok(())
 }
 
 /// Deletes, at start and hourly, the delivered alerts raised more than `retention_days` ago (periodic findings

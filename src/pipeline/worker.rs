@@ -278,6 +278,7 @@ impl Worker {
             false => None,
         };
         self.hash_next = log_chain.is_some();
+        self.sha256 = None;
         let delivered = match &job.location {
             Location::Local(path) => crate::layout::delivery_time(&path.to_string_lossy()),
             Location::S3 { key, .. } => crate::layout::delivery_time(key),
