@@ -311,6 +311,7 @@ pub fn raise_through(
         }
         sinks
     };
+    let alerts = alerts.into_iter().filter(|a| alerting.raises(&a.rule)).collect();
     let new = insert(conn, alerts, &route, crate::time::now_ms())?;
     for severity in &new {
         metrics.alerts_raised.with_label_values(&[severity.as_str()]).inc();

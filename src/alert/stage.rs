@@ -24,6 +24,10 @@ pub struct Alerting {
     /// The open batch's alerts so far (the planner adds each unit's matches as it arrives).
     pending: Mutex<Planned>,
     pub behaviour: crate::config::BehaviourConfig,
+    /// Rules raised from the state (behavioural, periodic, integrity) named by `rules.disabled`: not raised; and
+    /// by `rules.dry_run`: stored (the explorer and the API show them) but sent to no sink.
+    pub state_disabled: Vec<String>,
+    pub state_dry_run: Vec<String>,
     /// Bumped after a commit that raised alerts; every sink's deliverer watches it (a bump made while one is
     /// busy is seen when it next waits).
     pub wake: tokio::sync::watch::Sender<u64>,
@@ -72,6 +76,8 @@ impl Alerting {
             correlator,
             pending: Mutex::new(Planned::default()),
             behaviour: crate::config::BehaviourConfig::default(),
+            state_disabled: Vec::new(),
+            state_dry_run: Vec::new(),
             wake: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -136,10 +142,18 @@ impl Alerting {
         send(chunk, true);
     }
 
-    /// The sinks an alert goes to, or `None` when a suppression drops it.
+    /// Whether a rule raised from the state is raised at all (`rules.disabled`).
+    pub fn raises(&self, rule: &str) -> bool {
+        !self.state_disabled.iter().any(|r| r == rule)
+    }
+
+    /// The sinks an alert goes to (none for a state rule in dry run), or `None` when a suppression drops it.
     pub(crate) fn route(&self, alert: &Alert) -> Option<Vec<String>> {
         if self.suppress.iter().any(|s| s.matches(alert)) {
             return None;
+        }
+        if self.state_dry_run.contains(&alert.rule) {
+            return Some(Vec::new());
         }
         Some(self.sinks.iter().filter(|s| s.routes(&alert.rule, alert.severity)).map(|s| s.name().to_owned()).collect())
     }
@@ -171,7 +185,11 @@ impl Alerting {
         let mut write = AlertWrite::at(raised_at_ms);
         for fact in facts {
             let alert = crate::alert::behaviour::to_alert(fact, &self.behaviour);
-            metrics.rule_matches.with_label_values(&[&alert.rule, "live"]).inc();
+            if !self.raises(&alert.rule) {
+                continue;
+            }
+            let mode = if self.state_dry_run.contains(&alert.rule) { "dry_run" } else { "live" };
+            metrics.rule_matches.with_label_values(&[&alert.rule, mode]).inc();
             match self.route(&alert) {
                 Some(sinks) => write.alerts.push((alert, crate::alert::Merge::Max, sinks)),
                 None => metrics.alerts_suppressed.inc(),

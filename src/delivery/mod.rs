@@ -30,7 +30,9 @@ pub fn setup(
         tracing::warn!("{foreign}");
     }
     for id in rules.set_dry_run(&config.rules.dry_run) {
-        tracing::warn!("`rules.dry_run` names `{id}`, which is not loaded");
+        if !crate::detect::catalogue::STATE_RULES.iter().any(|r| r.id == id) {
+            tracing::warn!("`rules.dry_run` names `{id}`, which is not loaded");
+        }
     }
     for id in rules.set_dedup_windows(config.rules.dedup_window_secs, &config.rules.dedup_window_secs_by_rule) {
         tracing::warn!("`rules.dedup_window_secs_by_rule` names `{id}`, which is not loaded");
@@ -41,6 +43,13 @@ pub fn setup(
     let windows = store.correlation_windows(&rules)?;
     let mut alerting = Alerting::new(Arc::new(rules), sinks, &config.alerts.suppress, windows);
     alerting.behaviour = config.behaviour.clone();
+    // Rules raised from the state are not in the rule set: `rules.disabled` and `rules.dry_run` name them too.
+    let state = |ids: &[String]| -> Vec<String> {
+        let known = |id: &String| crate::detect::catalogue::STATE_RULES.iter().any(|r| r.id == id.as_str());
+        ids.iter().filter(|id| known(id)).cloned().collect()
+    };
+    alerting.state_disabled = state(&config.rules.disabled);
+    alerting.state_dry_run = state(&config.rules.dry_run);
     Ok(Some(Arc::new(alerting)))
 }
 

@@ -724,3 +724,26 @@ fn sqs_daemon_fetches_digests_with_their_signatures_and_reports_gone_files() {
     let exit = wait_for(std::time::Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits");
     assert!(exit.success());
 }
+
+/// `rules.disabled` and `rules.dry_run` name the integrity rules as they name every other: a disabled one raises
+/// nothing; one in dry run is stored (the explorer and the API show it) but goes to no sink.
+#[test]
+fn integrity_rules_can_be_disabled_or_run_dry() {
+    for (setting, stored, sent) in [("disabled", 0, 0), ("dry_run", 1, 0), ("enabled", 1, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = dir.path().join("alerts.jsonl");
+        let rules = match setting {
+            "enabled" => String::new(),
+            other => format!("[rules]\n{other} = [\"log-file-altered\"]\n"),
+        };
+        let extra = format!("{rules}[alerts]\n[[alerts.sinks]]\nname = \"jsonl\"\nkind = \"file\"\npath = {sink:?}\n");
+        let config = config(dir.path(), &extra);
+        let mut objects = trail();
+        find(&mut objects, &log_key(1, 1)).bytes = gzip(&log_json(1, 1, "ListBucketsAgain"));
+        let root = write_local(dir.path(), &objects, true);
+        ok(&trailwatch(&["--config", config.to_str().unwrap(), "replay", root.to_str().unwrap()]));
+        assert_eq!(integrity_alerts(&dir.path().join("state.db")).len(), stored, "{setting}");
+        let lines = std::fs::read_to_string(&sink).unwrap_or_default();
+        assert_eq!(lines.matches("log-file-altered").count(), sent, "{setting}: {lines}");
+    }
+}
