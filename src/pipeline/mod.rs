@@ -165,7 +165,7 @@ fn run_fed(
                     // committed promptly; while input flows, units stay full. A batch run keeps filling its units.
                     let flush = |unit: &mut Unit| {
                         ctx.flush_when_starved.is_none()
-                            || unit.files.is_empty()
+                            || unit.is_empty()
                             || tx.send(Message::Unit(Box::new(std::mem::take(unit)))).is_ok()
                     };
                     let mut rx = loop {
@@ -233,7 +233,7 @@ fn run_fed(
                         return;
                     }
                 }
-                if !unit.files.is_empty() {
+                if !unit.is_empty() {
                     let _ = tx.send(Message::Unit(Box::new(unit)));
                 }
             });

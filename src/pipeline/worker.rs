@@ -100,6 +100,13 @@ pub struct Unit {
     pub decoded_bytes: u64,
 }
 
+impl Unit {
+    /// Nothing to commit: no file, and no integrity record (a rejected log file's hash is one).
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.folded.integrity.is_empty()
+    }
+}
+
 /// What workers hand to the committer.
 pub enum Message {
     /// Boxed: a unit is several hundred bytes, a rejection a few dozen, and a message is moved through a channel.
@@ -289,7 +296,9 @@ impl Worker {
         self.raw = raw;
         self.shrink(limits);
         self.hash_next = false;
-        if let (Ok(_), Some(chain), Some(sha256)) = (&res, log_chain, self.sha256.take()) {
+        // Kept when the content decoded, also if it does not parse: a log file rewritten into something that is
+        // not a log file is altered, not missing. (A rejected file's hash commits with the unit's next files.)
+        if let (Some(chain), Some(sha256)) = (log_chain, self.sha256.take()) {
             let time = crate::layout::delivery_time(&found.key).unwrap_or(0);
             out.integrity.logs.push(LogRecord { location: found, chain, time, sha256 });
         }

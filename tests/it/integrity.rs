@@ -187,6 +187,12 @@ fn cases() -> Vec<Case> {
             names: vec![log_key(1, 1), digest_key(1)],
         },
         Case {
+            name: "log rewritten into something that is not a log file",
+            tamper: |o| find(o, &log_key(4, 0)).bytes = gzip(br#"{"not": "a log file"}"#),
+            rule: "log-file-altered",
+            names: vec![log_key(4, 0), digest_key(4)],
+        },
+        Case {
             name: "log injected",
             tamper: |o| {
                 let bytes = gzip(&log_json(2, 2, "ListBuckets"));
