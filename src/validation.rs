@@ -2,7 +2,7 @@
 //! `cloudtrail:ListPublicKeys`), evaluates the chains the store holds, raises what it finds as alerts whose ids
 //! are stable per subject, and sums it up per chain for `trailwatch integrity report` and the metrics.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::Connection;
 use serde::Serialize;
@@ -183,7 +183,7 @@ pub fn check(
             }
         }
         let findings = chain::evaluate(&snapshot, grace);
-        out.chains.extend(report(&snapshot, &findings));
+        out.chains.push(chain_report(&chain, &snapshot, &findings));
         out.findings.extend(findings);
     }
     Ok(out)
@@ -295,58 +295,38 @@ pub struct ChainReport {
     pub to: Option<String>,
 }
 
-impl ChainReport {
-    /// Whether anything in the chain is wrong.
-    pub fn has_problems(&self) -> bool {
-        self.digests_invalid
-            + self.digests_missing
-            + self.log_files_altered
-            + self.log_files_missing
-            + self.log_files_unlisted
-            > 0
-    }
-}
-
-/// The figures per chain of a snapshot and its findings, in chain order.
-fn report(snapshot: &Snapshot, findings: &[Finding]) -> Vec<ChainReport> {
-    let mut chains: BTreeMap<ChainId, ChainReport> = BTreeMap::new();
-    let mut spans: HashMap<ChainId, (Timestamp, Timestamp)> = HashMap::new();
+/// One chain's figures, from its snapshot and the findings on it.
+fn chain_report(chain: &ChainId, snapshot: &Snapshot, findings: &[Finding]) -> ChainReport {
+    let mut r = ChainReport {
+        bucket: chain.bucket.clone(),
+        prefix: chain.prefix.clone(),
+        account: chain.account.clone(),
+        region: chain.region.clone(),
+        ..ChainReport::default()
+    };
     for d in &snapshot.digests {
-        let r = chain_entry(&mut chains, &d.chain);
         match d.check {
             DigestCheck::Verified => r.digests_verified += 1,
             DigestCheck::Unsigned => r.digests_unsigned += 1,
             DigestCheck::Unverified => r.digests_unverified += 1,
             DigestCheck::Invalid(_) => r.digests_invalid += 1,
         }
-        let span = spans.entry(d.chain.clone()).or_insert((d.start_time, d.end_time));
-        *span = (span.0.min(d.start_time), span.1.max(d.end_time));
     }
-    // Each log file once: by the worst thing found about it.
-    let mut outcome: HashMap<&str, &'static str> = HashMap::new();
+    r.from = snapshot.digests.iter().map(|d| d.start_time).min().map(format_rfc3339);
+    r.to = snapshot.digests.iter().map(|d| d.end_time).max().map(format_rfc3339);
+    // Each log file read counts once, by the worst found about it; a missing one was never read.
+    let (mut altered, mut unlisted) = (HashSet::new(), HashSet::new());
     for f in findings {
         match f {
             Finding::LogFileAltered { log, .. } => {
-                outcome.insert(log.name(), "altered");
+                altered.insert(log.name());
             }
             Finding::LogFileUnlisted { log, .. } => {
-                outcome.entry(log.name()).or_insert("unlisted");
+                unlisted.insert(log.name());
             }
-            Finding::DigestMissing { chain, .. } => chain_entry(&mut chains, chain).digests_missing += 1,
-            _ => {}
-        }
-    }
-    for f in findings {
-        if let Finding::LogFileMissing { log, .. } = f
-            && let Some(c) = ChainId::of(&log.bucket, &log.key)
-        {
-            // Listed, never read: counted on the chain of the digest that lists it.
-            let c = snapshot
-                .digests
-                .iter()
-                .find(|d| d.log_files.iter().any(|(l, _)| l.name() == log.name()))
-                .map_or(c, |d| d.chain.clone());
-            chain_entry(&mut chains, &c).log_files_missing += 1;
+            Finding::LogFileMissing { .. } => r.log_files_missing += 1,
+            Finding::DigestMissing { .. } => r.digests_missing += 1,
+            Finding::DigestInvalid { .. } | Finding::DigestChainEnded { .. } => {}
         }
     }
     let listed: HashSet<&str> = snapshot
@@ -356,30 +336,18 @@ fn report(snapshot: &Snapshot, findings: &[Finding]) -> Vec<ChainReport> {
         .flat_map(|d| d.log_files.iter().map(|(l, _)| l.name()))
         .collect();
     for log in &snapshot.logs {
-        let r = chain_entry(&mut chains, &log.chain);
-        match outcome.get(log.location.name()) {
-            Some(&"altered") => r.log_files_altered += 1,
-            Some(_) => r.log_files_unlisted += 1,
-            None if listed.contains(log.location.name()) => r.log_files_valid += 1,
-            None => r.log_files_pending += 1,
+        let name = log.location.name();
+        if altered.contains(name) {
+            r.log_files_altered += 1;
+        } else if unlisted.contains(name) {
+            r.log_files_unlisted += 1;
+        } else if listed.contains(name) {
+            r.log_files_valid += 1;
+        } else {
+            r.log_files_pending += 1;
         }
     }
-    for (c, (from, to)) in spans {
-        let r = chain_entry(&mut chains, &c);
-        r.from = Some(format_rfc3339(from));
-        r.to = Some(format_rfc3339(to));
-    }
-    chains.into_values().collect()
-}
-
-fn chain_entry<'m>(chains: &'m mut BTreeMap<ChainId, ChainReport>, c: &ChainId) -> &'m mut ChainReport {
-    chains.entry(c.clone()).or_insert_with(|| ChainReport {
-        bucket: c.bucket.clone(),
-        prefix: c.prefix.clone(),
-        account: c.account.clone(),
-        region: c.region.clone(),
-        ..ChainReport::default()
-    })
+    r
 }
 
 /// How far a check looks: the daemon's periodic pass looks back `integrity.lookback_secs` from the newest log file

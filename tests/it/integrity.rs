@@ -145,6 +145,8 @@ struct Case {
     tamper: fn(&mut Vec<Object>),
     rule: &'static str,
     names: Vec<String>,
+    /// Log files the report counts valid after it: listed by a trusted digest and hashing as listed.
+    valid: u64,
 }
 
 fn remove(objects: &mut Vec<Object>, key: &str) -> Object {
@@ -179,18 +181,21 @@ fn cases() -> Vec<Case> {
             tamper: |o| drop(remove(o, &log_key(1, 0))),
             rule: "log-file-missing",
             names: vec![log_key(1, 0), digest_key(1)],
+            valid: 11,
         },
         Case {
             name: "log rewritten",
             tamper: |o| find(o, &log_key(1, 1)).bytes = gzip(&log_json(1, 1, "ListBucketsAgain")),
             rule: "log-file-altered",
             names: vec![log_key(1, 1), digest_key(1)],
+            valid: 11,
         },
         Case {
             name: "log rewritten into something that is not a log file",
             tamper: |o| find(o, &log_key(4, 0)).bytes = gzip(br#"{"not": "a log file"}"#),
             rule: "log-file-altered",
             names: vec![log_key(4, 0), digest_key(4)],
+            valid: 11,
         },
         Case {
             name: "log injected",
@@ -200,12 +205,14 @@ fn cases() -> Vec<Case> {
             },
             rule: "log-file-unlisted",
             names: vec![injected_key(), digest_key(2)],
+            valid: 12,
         },
         Case {
             name: "one digest deleted",
             tamper: |o| drop(remove(o, &digest_key(2))),
             rule: "digest-missing",
             names: vec![digest_key(2), digest_key(1), digest_key(3)],
+            valid: 10,
         },
         Case {
             name: "two consecutive digests deleted",
@@ -215,6 +222,7 @@ fn cases() -> Vec<Case> {
             },
             rule: "digest-missing",
             names: vec![digest_key(3), digest_key(1), digest_key(4)],
+            valid: 8,
         },
         Case {
             name: "digest rewritten",
@@ -227,6 +235,7 @@ fn cases() -> Vec<Case> {
             },
             rule: "digest-invalid",
             names: vec![digest_key(2)],
+            valid: 10,
         },
         Case {
             name: "digest signed with another key",
@@ -236,6 +245,7 @@ fn cases() -> Vec<Case> {
             },
             rule: "digest-invalid",
             names: vec![digest_key(2)],
+            valid: 10,
         },
         Case {
             name: "digest moved",
@@ -246,6 +256,7 @@ fn cases() -> Vec<Case> {
             },
             rule: "digest-invalid",
             names: vec![renamed_digest_key(), digest_key(2)],
+            valid: 10,
         },
         Case {
             name: "digests stopping",
@@ -256,6 +267,7 @@ fn cases() -> Vec<Case> {
             },
             rule: "digest-chain-ended",
             names: vec![digest_key(2), log_key(HOURS - 1, 1)],
+            valid: 6,
         },
     ]
 }
@@ -370,6 +382,20 @@ fn local_files_each_tampering_case_raises_exactly_its_alert_once() {
         let (code, report) = integrity_report(&config);
         assert_eq!(code, 1, "{}: {report:#}", case.name);
         assert_eq!(report["findings"].as_array().unwrap().len(), 1, "{}: {report:#}", case.name);
+        // The chain's figure for what was done, and the log files left untouched counted valid.
+        let chain = &report["chains"][0];
+        let figure = match case.rule {
+            "log-file-missing" => Some("log_files_missing"),
+            "log-file-altered" => Some("log_files_altered"),
+            "log-file-unlisted" => Some("log_files_unlisted"),
+            "digest-missing" => Some("digests_missing"),
+            "digest-invalid" => Some("digests_invalid"),
+            _ => None,
+        };
+        if let Some(figure) = figure {
+            assert_eq!(chain[figure], 1, "{}: {figure} in {chain:#}", case.name);
+        }
+        assert_eq!(chain["log_files_valid"], case.valid, "{}: {chain:#}", case.name);
     }
 }
 
@@ -379,7 +405,7 @@ fn s3_each_tampering_case_raises_exactly_its_alert_once() {
     let moto = crate::aws::Moto::start();
     let s3 = moto.s3();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let untouched = Case { name: "untouched", tamper: |_| {}, rule: "", names: Vec::new() };
+    let untouched = Case { name: "untouched", tamper: |_| {}, rule: "", names: Vec::new(), valid: 12 };
     for case in std::iter::once(untouched).chain(cases()) {
         let dir = tempfile::tempdir().unwrap();
         rt.block_on(s3.delete_bucket().bucket(BUCKET).send()).ok();
