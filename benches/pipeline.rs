@@ -5,7 +5,8 @@
 //! and ledger entries into SQLite), and
 //! `replay/end_to_end` with 1 and 2 worker threads (read, gunzip, parse, fold, commit), and `intake/sqs_memory`:
 //! the SQS consumer over in-process queue and objects, to compare with replay; `rules` replays with rule sets on, and
-//! `rules_time_over_off` pairs each with rules off (see there). Targets are in README.md.
+//! `rules_time_over_off` pairs each with rules off (see there); `integrity_time_over_off` pairs log file validation
+//! on with off. Targets are in README.md.
 
 use std::path::PathBuf;
 use std::sync::Arc;
