@@ -31,11 +31,15 @@ pub enum DaemonError {
     Integrity(#[from] crate::integrity::IntegrityError),
 }
 
-/// What fetches `ListPublicKeys` for a daemon with `public_keys = "api"`.
+/// What fetches `ListPublicKeys` with `public_keys = "api"`; `None` with key files.
 pub fn key_fetcher(
     runtime: &tokio::runtime::Runtime,
     config: &Config,
 ) -> Option<Box<dyn crate::validation::KeyFetcher>> {
+    // Key files need no AWS configuration (loading it looks for a region, up to instance metadata).
+    if config.integrity.public_keys != crate::config::PublicKeySource::Api {
+        return None;
+    }
     #[cfg(feature = "iam")]
     {
         let sdk = runtime.block_on(crate::aws::sdk_config(&config.aws));
