@@ -265,6 +265,11 @@ pub struct DigestIntake {
     pub pending: Option<PendingSignature>,
 }
 
+/// The most a digest's JSON may take. One lists an account's and region's log files of an hour, a few hundred
+/// bytes each: a few dozen kilobytes for a busy trail. Parsed, a digest takes a few times its size in strings,
+/// beyond what a worker's memory budget counts for log files, so a larger one is refused (`digest-invalid`).
+pub const MAX_DIGEST_BYTES: usize = 16 << 20;
+
 /// Takes a digest file's uncompressed bytes found at `found`, with its signature (hex) if one came with it.
 /// A digest that does not parse is still recorded (`Invalid`), at the time its name gives, so that the report
 /// names it; `None` when neither its place nor its name puts it in a chain.
@@ -284,6 +289,9 @@ pub fn intake_digest(json: &[u8], found: chain::Location, signature: Option<&str
         };
         Some(DigestIntake { record, pending: None })
     };
+    if json.len() > MAX_DIGEST_BYTES {
+        return invalid(found, format!("{} bytes, over the {MAX_DIGEST_BYTES} a digest may take", json.len()));
+    }
     let digest = match Digest::parse(json, &found.bucket, &found.key) {
         Ok(digest) => digest,
         Err(err) => return invalid(found.clone(), err.to_string()),

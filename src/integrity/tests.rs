@@ -120,3 +120,31 @@ fn key_lists_and_digests_that_do_not_parse_say_why() {
     let aws_cli_test_key = "MIIBCgKCAQEAn11L2YZ9h7onug2ILi1MWyHiMRsTQjfWE+pHVRLk1QjfWhirG+lpOa8NrwQ/r7Ah5bNL6HepznOU9XTDSfmmnP97mqyc7z/upfZdS/AHhYcGaz7n6Wc/RRBU6VmiPCrAUojuSk6/GjvA8iOPFsYDuBtviXarvuLPlrT9kAd4Lb+rFfR5peEgBEkhlzc5HuWO7S0y+KunqxX6jQBnXGMtxmPBPP0FylgWGNdFtks/4YSKcgqwH0YDcawP9GGGDAeCIqPWIXDLG1jOjRRzWfCmD0iJUkz8vTsn4hq/5ZxRFE7UBAUiVcGbdnDdvVfhF9C3dQiDq3k7adQIziLT0cShgQIDAQAB";
     assert!(PublicKey::from_base64_der(aws_cli_test_key, "aws-cli").is_ok());
 }
+
+/// A digest that does not parse, or is too large to be one, is still recorded (at the time its name gives) as
+/// invalid, with the reason; one whose place and name put it in no chain is not recorded.
+#[test]
+fn digests_intake_cannot_use_are_recorded_invalid() {
+    let found = chain::Location { bucket: "trail-bucket".into(), key: KEY.into() };
+    let mut huge = digest_json(None, FINGERPRINT);
+    huge.resize(MAX_DIGEST_BYTES + 1, b' ');
+    let cases: [(&[u8], &str); 3] = [
+        (b"{\"logFiles\": 3}", "not a CloudTrail digest"),
+        (b"not json", "not a CloudTrail digest"),
+        (&huge, "over the 16777216 a digest may take"),
+    ];
+    for (json, reason) in cases {
+        let intake = intake_digest(json, found.clone(), Some("00")).unwrap();
+        match &intake.record.check {
+            chain::DigestCheck::Invalid(why) => assert!(why.contains(reason), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(intake.record.end_time, crate::time::parse_rfc3339("2026-10-01T01:30:00Z").unwrap());
+        assert_eq!(intake.pending, None);
+    }
+    let nowhere = chain::Location { bucket: "trail-bucket".into(), key: "elsewhere/digest.json.gz".into() };
+    assert_eq!(intake_digest(b"not json", nowhere, None), None);
+    // Well formed and signed: its signature waits for its key.
+    let intake = intake_digest(&digest_json(None, FINGERPRINT), found, Some("00")).unwrap();
+    assert_eq!((intake.record.check, intake.pending.is_some()), (chain::DigestCheck::Unverified, true));
+}
