@@ -2,7 +2,7 @@
 //! each lists with their hashes, each log file read with its hash, and objects found gone. Written in the batch's
 //! transaction with the files' ledger entries, read back as a [`Snapshot`] for `integrity::chain::evaluate`.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
 use crate::integrity::chain::{ChainId, DigestCheck, DigestRecord, Location, LogRecord, Snapshot};
 use crate::integrity::{DigestIntake, PendingSignature};
@@ -288,16 +288,4 @@ pub fn newest_valid(conn: &Connection) -> rusqlite::Result<Vec<Timestamp>> {
          GROUP BY chain_bucket, chain_prefix, account, region",
     )?;
     stmt.query_map([], |r| r.get(0))?.collect()
-}
-
-/// Whether the store holds any integrity record at all.
-pub fn any(conn: &Connection) -> rusqlite::Result<bool> {
-    let found: Option<i64> = conn
-        .query_row(
-            "SELECT 1 WHERE EXISTS (SELECT 1 FROM integrity_digests) OR EXISTS (SELECT 1 FROM integrity_logs)",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(found.is_some())
 }
