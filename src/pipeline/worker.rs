@@ -270,26 +270,26 @@ impl Worker {
     ) -> (u64, Result<RecordCounts, FileError>) {
         let path = || job.location.to_string();
         let read_bytes = self.raw.len() as u64;
-        let found = match &job.location {
-            Location::Local(path) => chain::Location { bucket: String::new(), key: path.to_string_lossy().into() },
-            Location::S3 { bucket, key } => chain::Location { bucket: bucket.clone(), key: key.clone() },
+        let key = match &job.location {
+            Location::Local(path) => path.to_string_lossy(),
+            Location::S3 { key, .. } => key.into(),
         };
-        let log_chain = match self.integrity {
-            true if chain::is_digest_name(found.name()) => {
-                return (
-                    read_bytes,
-                    self.take_digest(found, signature, limits, out).map_err(|e| e.named(path(), limits)),
-                );
+        let delivered = crate::layout::delivery_time(&key);
+        // With validation on: a digest is taken in instead, and a log file in a chain is hashed.
+        let mut log_chain = None;
+        if self.integrity {
+            let found = match &job.location {
+                Location::Local(_) => chain::Location { bucket: String::new(), key: key.into_owned() },
+                Location::S3 { bucket, key } => chain::Location { bucket: bucket.clone(), key: key.clone() },
+            };
+            if chain::is_digest_name(found.name()) {
+                let taken = self.take_digest(found, signature, limits, out);
+                return (read_bytes, taken.map_err(|e| e.named(path(), limits)));
             }
-            true => ChainId::of(&found.bucket, &found.key),
-            false => None,
-        };
+            log_chain = ChainId::of(&found.bucket, &found.key).map(|chain| (found, chain));
+        }
         self.hash_next = log_chain.is_some();
         self.sha256 = None;
-        let delivered = match &job.location {
-            Location::Local(path) => crate::layout::delivery_time(&path.to_string_lossy()),
-            Location::S3 { key, .. } => crate::layout::delivery_time(key),
-        };
         self.parser.set_plausible_times(crate::parse::plausible_event_times(delivered, crate::time::now()));
         let raw = std::mem::take(&mut self.raw);
         let res = self.process_bytes(&raw, limits, out);
@@ -298,9 +298,8 @@ impl Worker {
         self.hash_next = false;
         // Kept when the content decoded, also if it does not parse: a log file rewritten into something that is
         // not a log file is altered, not missing. (A rejected file's hash commits with the unit's next files.)
-        if let (Some(chain), Some(sha256)) = (log_chain, self.sha256.take()) {
-            let time = crate::layout::delivery_time(&found.key).unwrap_or(0);
-            out.integrity.logs.push(LogRecord { location: found, chain, time, sha256 });
+        if let (Some((location, chain)), Some(sha256)) = (log_chain, self.sha256.take()) {
+            out.integrity.logs.push(LogRecord { location, chain, time: delivered.unwrap_or(0), sha256 });
         }
         (read_bytes, res.map_err(|err| err.named(path(), limits)))
     }
