@@ -120,11 +120,17 @@ impl KeyRing {
 /// fetched leaves its digests out (logged), to wait for the next pass.
 pub fn verify_unverified(conn: &Connection, keys: &mut KeyRing) -> rusqlite::Result<Vec<(String, DigestCheck)>> {
     let mut out = Vec::new();
+    // A region whose keys could not be fetched is not asked again in this pass: its other digests wait too.
+    let mut unreachable: HashSet<String> = HashSet::new();
     for (name, region, end_time, pending) in rows::unverified(conn)? {
+        if unreachable.contains(&region) {
+            continue;
+        }
         let key = match keys.find(&pending.fingerprint, &region, end_time) {
             Ok(key) => key,
             Err(err) => {
-                tracing::warn!("cloudtrail public keys for {region}: {err}; digests wait for the next check");
+                tracing::warn!("cloudtrail public keys for {region}: {err}; its digests wait for the next check");
+                unreachable.insert(region);
                 continue;
             }
         };
@@ -359,7 +365,7 @@ pub enum Reach {
 }
 
 /// Settles signatures, checks the chains within `reach` (setting the gauges), and raises the findings as alerts.
-/// Returns how many were new.
+/// Returns the check and how many alerts were new.
 pub fn check_and_raise(
     alerting: &crate::alert::stage::Alerting,
     conn: &mut Connection,
@@ -367,10 +373,11 @@ pub fn check_and_raise(
     config: &IntegrityConfig,
     reach: Reach,
     metrics: &Metrics,
-) -> rusqlite::Result<u64> {
+) -> rusqlite::Result<(Check, u64)> {
     let check = settle_and_check(conn, keys, config, reach, metrics)?;
     let alerts = check.findings.iter().map(to_alert).collect();
-    crate::findings::raise_through(alerting, conn, alerts, metrics)
+    let raised = crate::findings::raise_through(alerting, conn, alerts, metrics)?;
+    Ok((check, raised))
 }
 
 /// Settles signatures and checks the chains within `reach`, setting the gauges.
@@ -396,37 +403,11 @@ pub fn settle_and_check(
 }
 
 fn set_gauges(conn: &Connection, check: &Check, config: &IntegrityConfig, metrics: &Metrics) -> rusqlite::Result<()> {
-    let mut total = ChainReport::default();
-    for r in &check.chains {
-        total.digests_verified += r.digests_verified;
-        total.digests_unsigned += r.digests_unsigned;
-        total.digests_unverified += r.digests_unverified;
-        total.digests_invalid += r.digests_invalid;
-        total.digests_missing += r.digests_missing;
-        total.log_files_valid += r.log_files_valid;
-        total.log_files_altered += r.log_files_altered;
-        total.log_files_missing += r.log_files_missing;
-        total.log_files_unlisted += r.log_files_unlisted;
-        total.log_files_pending += r.log_files_pending;
-    }
-    let digests = [
-        ("verified", total.digests_verified),
-        ("unsigned", total.digests_unsigned),
-        ("unverified", total.digests_unverified),
-        ("invalid", total.digests_invalid),
-        ("missing", total.digests_missing),
-    ];
-    for (outcome, n) in digests {
+    let total = total(&check.chains);
+    for (outcome, n) in total.digests() {
         metrics.integrity_digest_files.with_label_values(&[outcome]).set(n as i64);
     }
-    let logs = [
-        ("valid", total.log_files_valid),
-        ("altered", total.log_files_altered),
-        ("missing", total.log_files_missing),
-        ("unlisted", total.log_files_unlisted),
-        ("pending", total.log_files_pending),
-    ];
-    for (outcome, n) in logs {
+    for (outcome, n) in total.log_files() {
         metrics.integrity_log_files.with_label_values(&[outcome]).set(n as i64);
     }
     let now = crate::time::now();
@@ -436,4 +417,85 @@ fn set_gauges(conn: &Connection, check: &Check, config: &IntegrityConfig, metric
     metrics.integrity_chains.with_label_values(&["stale"]).set(stale as i64);
     metrics.integrity_newest_valid_digest_age.set(ages.iter().copied().max().unwrap_or(0));
     Ok(())
+}
+
+/// The figures summed over chains.
+pub fn total(chains: &[ChainReport]) -> ChainReport {
+    let mut t = ChainReport::default();
+    for r in chains {
+        t.digests_verified += r.digests_verified;
+        t.digests_unsigned += r.digests_unsigned;
+        t.digests_unverified += r.digests_unverified;
+        t.digests_invalid += r.digests_invalid;
+        t.digests_missing += r.digests_missing;
+        t.log_files_valid += r.log_files_valid;
+        t.log_files_altered += r.log_files_altered;
+        t.log_files_missing += r.log_files_missing;
+        t.log_files_unlisted += r.log_files_unlisted;
+        t.log_files_pending += r.log_files_pending;
+    }
+    t
+}
+
+impl ChainReport {
+    /// Digests by outcome, as the metrics label them (the first four were found, `missing` was not).
+    pub fn digests(&self) -> [(&'static str, u64); 5] {
+        [
+            ("verified", self.digests_verified),
+            ("unsigned", self.digests_unsigned),
+            ("unverified", self.digests_unverified),
+            ("invalid", self.digests_invalid),
+            ("missing", self.digests_missing),
+        ]
+    }
+
+    /// Log files by outcome, as the metrics label them (`missing` ones were never read).
+    pub fn log_files(&self) -> [(&'static str, u64); 5] {
+        [
+            ("valid", self.log_files_valid),
+            ("altered", self.log_files_altered),
+            ("missing", self.log_files_missing),
+            ("unlisted", self.log_files_unlisted),
+            ("pending", self.log_files_pending),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fetches nothing: counts the calls, fails them all.
+    struct Unreachable(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl KeyFetcher for Unreachable {
+        fn fetch(&mut self, _region: &str, _since: Timestamp) -> Result<PublicKeys, String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err("connection refused".to_owned())
+        }
+    }
+
+    /// When ListPublicKeys cannot be reached, a pass asks once per region, not once per digest (each call may
+    /// take the SDK's retries), and every digest waits for the next pass.
+    #[test]
+    fn an_unreachable_key_list_is_asked_once_per_region_and_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+        let conn = store.connection();
+        for (i, region) in ["us-east-1", "us-east-1", "us-east-1", "eu-west-1"].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', ?2, 0, 3600,
+                     NULL, NULL, 'unverified', NULL, 'fp', 'signed', '00')",
+                rusqlite::params![format!("d{i}"), region],
+            )
+            .unwrap();
+        }
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let config = IntegrityConfig { enabled: true, ..IntegrityConfig::default() };
+        let mut keys = KeyRing::from_config(&config, Some(Box::new(Unreachable(calls.clone())))).unwrap();
+        for pass in 1..=2 {
+            assert_eq!(verify_unverified(conn, &mut keys).unwrap(), []);
+            assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2 * pass, "pass {pass}");
+        }
+    }
 }

@@ -206,32 +206,24 @@ fn check_integrity(
     use trailwatch::validation::{self, KeyRing, Reach};
     let mut keys = KeyRing::from_config(&config.integrity, trailwatch::daemon::key_fetcher(runtime, config))?;
     let mut conn = store.outbox_connection()?;
-    let raised = match alerting {
+    let integrity = &config.integrity;
+    let (check, raised) = match alerting {
         Some(alerting) => {
-            validation::check_and_raise(alerting, &mut conn, &mut keys, &config.integrity, Reach::Everything, metrics)?
+            validation::check_and_raise(alerting, &mut conn, &mut keys, integrity, Reach::Everything, metrics)?
         }
-        None => {
-            validation::settle_and_check(&conn, &mut keys, &config.integrity, Reach::Everything, metrics)?;
-            0
-        }
+        None => (validation::settle_and_check(&conn, &mut keys, integrity, Reach::Everything, metrics)?, 0),
     };
-    let problems: i64 = ["altered", "missing", "unlisted"]
-        .iter()
-        .map(|o| metrics.integrity_log_files.with_label_values(&[o]).get())
-        .sum();
-    let digest_problems: i64 =
-        ["invalid", "missing"].iter().map(|o| metrics.integrity_digest_files.with_label_values(&[o]).get()).sum();
+    let total = validation::total(&check.chains);
+    let sum = |figures: [(&str, u64); 5], outcomes: &[&str]| -> u64 {
+        figures.iter().filter(|(outcome, _)| outcomes.contains(outcome)).map(|(_, n)| n).sum()
+    };
     println!(
-        "integrity: {} digests and {} log files checked, {problems} log file and {digest_problems} digest problems, \
-         {raised} new alerts (`trailwatch integrity report` for details)",
-        ["verified", "unsigned", "unverified", "invalid"]
-            .iter()
-            .map(|o| metrics.integrity_digest_files.with_label_values(&[o]).get())
-            .sum::<i64>(),
-        ["valid", "altered", "unlisted", "pending"]
-            .iter()
-            .map(|o| metrics.integrity_log_files.with_label_values(&[o]).get())
-            .sum::<i64>(),
+        "integrity: {} digests and {} log files checked, {} log file and {} digest problems, {raised} new alerts \
+         (`trailwatch integrity report` for details)",
+        sum(total.digests(), &["verified", "unsigned", "unverified", "invalid"]),
+        sum(total.log_files(), &["valid", "altered", "unlisted", "pending"]),
+        sum(total.log_files(), &["altered", "missing", "unlisted"]),
+        sum(total.digests(), &["invalid", "missing"]),
     );
     Ok(())
 }

@@ -129,7 +129,7 @@ pub fn start_integrity(
     let stop = shutdown.listener(Stage::Background, "integrity checks");
     periodically(runtime, every, stop, "integrity check", move || {
         let reach = crate::validation::Reach::Recent;
-        crate::validation::check_and_raise(&alerting, &mut conn, &mut keys, &config, reach, &metrics)
+        crate::validation::check_and_raise(&alerting, &mut conn, &mut keys, &config, reach, &metrics).map(|(_, n)| n)
     });
     Ok(())
 }
