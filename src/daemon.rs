@@ -96,11 +96,9 @@ pub fn run(config: &Config, trial: &dyn Fn(&Suspect) -> Trial) -> Result<(), Dae
         "trailwatch running"
     );
     let alerting = crate::delivery::start(&runtime, config, &store, &metrics, &shutdown)?;
-    if let Some(alerting) = &alerting
-        && config.integrity.enabled
-    {
+    if config.integrity.enabled {
         let keys = crate::validation::KeyRing::from_config(&config.integrity, key_fetcher(&runtime, config))?;
-        let integrity = &config.integrity;
+        let (integrity, alerting) = (&config.integrity, alerting.clone());
         crate::delivery::start_integrity(&runtime, alerting, &store, integrity, keys, &metrics, &shutdown)?;
     }
     start_background(&runtime, config, &store, &metrics, &shutdown)?;

@@ -110,10 +110,11 @@ pub fn start_findings(
 }
 
 /// Checks log file integrity every `config.interval_secs` (on its own connection: it settles digest signatures
-/// and writes alerts, beside the committer), until [`Stage::Background`].
+/// and writes alerts, beside the committer), until [`Stage::Background`]. Without alerting (`[alerts] enabled =
+/// false`) it still settles signatures and sets the gauges.
 pub fn start_integrity(
     runtime: &tokio::runtime::Runtime,
-    alerting: &Arc<Alerting>,
+    alerting: Option<Arc<Alerting>>,
     store: &Store,
     config: &crate::config::IntegrityConfig,
     mut keys: crate::validation::KeyRing,
@@ -124,12 +125,18 @@ pub fn start_integrity(
         return Ok(());
     }
     let mut conn = store.outbox_connection()?;
-    let (alerting, metrics, config) = (Arc::clone(alerting), Arc::clone(metrics), config.clone());
+    let (metrics, config) = (Arc::clone(metrics), config.clone());
     let every = std::time::Duration::from_secs(config.interval_secs);
     let stop = shutdown.listener(Stage::Background, "integrity checks");
     periodically(runtime, every, stop, "integrity check", move || {
         let reach = crate::validation::Reach::Recent;
-        crate::validation::check_and_raise(&alerting, &mut conn, &mut keys, &config, reach, &metrics).map(|(_, n)| n)
+        match &alerting {
+            Some(alerting) => {
+                crate::validation::check_and_raise(alerting, &mut conn, &mut keys, &config, reach, &metrics)
+                    .map(|(_, raised)| raised)
+            }
+            None => crate::validation::settle_and_check(&conn, &mut keys, &config, reach, &metrics).map(|_| 0),
+        }
     });
     Ok(())
 }

@@ -788,3 +788,36 @@ fn integrity_rules_can_be_disabled_or_run_dry() {
         assert_eq!(lines.matches("log-file-altered").count(), sent, "{setting}: {lines}");
     }
 }
+
+/// With alerting off (`[alerts] enabled = false`) the daemon still checks: signatures are settled and the gauges
+/// say what the chains hold.
+#[test]
+fn spool_daemon_without_alerting_still_settles_and_reports_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, port) = (dir.path().join("spool"), free_port());
+    std::fs::create_dir_all(&spool).unwrap();
+    let extra = format!(
+        "interval_secs = 1\n[alerts]\nenabled = false\n[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\n\
+         min_file_age_ms = 0\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let config = config(dir.path(), &extra);
+    let mut daemon = bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let root = write_local(dir.path(), &trail(), true);
+    std::fs::rename(root.join("AWSLogs"), spool.join("AWSLogs")).unwrap();
+    let metrics = || http_get(port, "/metrics").filter(|(status, _)| *status == 200).map(|(_, body)| body);
+    let body = wait_for(std::time::Duration::from_secs(60), || {
+        let body = metrics()?;
+        (metric(&body, r#"trailwatch_integrity_log_files{outcome="valid"}"#)? == 12.0).then_some(body)
+    })
+    .unwrap_or_else(|| panic!("no integrity check: {:?}", metrics()));
+    assert_eq!(metric(&body, r#"trailwatch_integrity_digests_total{outcome="verified"}"#), Some(6.0));
+    assert_eq!(metric(&body, r#"trailwatch_integrity_digest_files{outcome="verified"}"#), Some(6.0));
+    std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let exit = wait_for(std::time::Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits");
+    assert!(exit.success());
+}
