@@ -84,6 +84,23 @@ impl Page {
         self.out.push_str(markup);
     }
 
+    /// A heading (`<h3>`) and a list of texts, escaped; nothing when there are none.
+    pub fn list<'t>(&mut self, heading: &str, items: impl IntoIterator<Item = &'t str>) {
+        let mut items = items.into_iter().peekable();
+        if items.peek().is_none() {
+            return;
+        }
+        self.raw("<h3>");
+        self.text(heading);
+        self.raw("</h3><ul>");
+        for item in items {
+            self.raw("<li>");
+            self.text(item);
+            self.raw("</li>");
+        }
+        self.raw("</ul>");
+    }
+
     /// A table's opening and header row.
     pub fn table_head(&mut self, class: &str, headers: &[&str]) {
         let _ = write!(self.out, "<table class=\"{class}\"><thead><tr>");

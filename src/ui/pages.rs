@@ -397,24 +397,9 @@ fn granted_versus_used(page: &mut Page, permissions: Option<&PermissionReport>) 
         page.raw("</tr>");
     }
     page.raw("</tbody></table>");
-    if !p.used_not_granted.is_empty() {
-        page.raw("<h3>Used, but no identity policy allows it</h3><ul>");
-        for action in &p.used_not_granted {
-            page.raw("<li>");
-            page.text(action);
-            page.raw("</li>");
-        }
-        page.raw("</ul>");
-    }
-    if !p.findings.is_empty() {
-        page.raw("<h3>Permission findings</h3><ul>");
-        for finding in &p.findings {
-            page.raw("<li>");
-            page.text(&format!("{}: {}", finding.rule, finding.summary));
-            page.raw("</li>");
-        }
-        page.raw("</ul>");
-    }
+    page.list("Used, but no identity policy allows it", p.used_not_granted.iter().map(String::as_str));
+    let findings: Vec<String> = p.findings.iter().map(|f| format!("{}: {}", f.rule, f.summary)).collect();
+    page.list("Permission findings", findings.iter().map(String::as_str));
 }
 
 fn alert_table(page: &mut Page, alerts: &[Alert]) {
