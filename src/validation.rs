@@ -283,6 +283,8 @@ pub struct ChainReport {
     pub prefix: String,
     pub account: String,
     pub region: String,
+    /// The trails whose digests are there (one, unless several trails write to one place), by name.
+    pub trails: Vec<String>,
     pub digests_verified: u64,
     /// Taken without a signature to check (local files without their `.signature`): hashes and links only.
     pub digests_unsigned: u64,
@@ -318,6 +320,8 @@ fn chain_report(chain: &ChainId, snapshot: &Snapshot, findings: &[Finding]) -> C
             DigestCheck::Invalid(_) => r.digests_invalid += 1,
         }
     }
+    let trails: std::collections::BTreeSet<&str> = snapshot.digests.iter().map(|d| d.trail()).collect();
+    r.trails = trails.into_iter().map(str::to_owned).collect();
     r.from = snapshot.digests.iter().map(|d| d.start_time).min().map(format_rfc3339);
     r.to = snapshot.digests.iter().map(|d| d.end_time).max().map(format_rfc3339);
     // Each log file read counts once, by the worst found about it; a missing one was never read.

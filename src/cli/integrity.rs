@@ -95,7 +95,7 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
     }
     writeln!(
         out,
-        "{:<44} {:<12} {:<14} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>8} {:>7}  covered",
+        "{:<44} {:<12} {:<14} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>8} {:>7}  covered  trails",
         "trail bucket/prefix",
         "account",
         "region",
@@ -116,7 +116,7 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
         };
         writeln!(
             out,
-            "{:<44} {:<12} {:<14} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>8} {:>7}  {} .. {}",
+            "{:<44} {:<12} {:<14} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>8} {:>7}  {} .. {}  {}",
             place,
             c.account,
             c.region,
@@ -131,6 +131,7 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
             c.log_files_pending,
             c.from.as_deref().unwrap_or("-"),
             c.to.as_deref().unwrap_or("-"),
+            c.trails.join(","),
         )?;
     }
     let unsigned: u64 = chains.iter().map(|c| c.digests_unsigned).sum();

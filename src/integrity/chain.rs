@@ -40,6 +40,18 @@ pub fn digest_name_time(name: &str) -> Option<Timestamp> {
     })?
 }
 
+/// The trail a digest file's name gives (`<account>_CloudTrail-Digest_<region>_<trail>_<home region>_<time>`
+/// `.json.gz`; a trail's name may hold underscores, a region's may not). Log files carry no trail name.
+pub fn digest_trail(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
+    let mut parts = stem.splitn(3, '_');
+    let (_account, kind, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let (_region, rest) = rest.split_once('_').filter(|_| kind == "CloudTrail-Digest")?;
+    let mut tail = rest.rsplitn(3, '_');
+    let (_time, _home_region, trail) = (tail.next()?, tail.next()?, tail.next()?);
+    (!trail.is_empty()).then_some(trail)
+}
+
 /// Whether a file name is a CloudTrail digest's.
 pub fn is_digest_name(name: &str) -> bool {
     let mut parts = name.split('_');
@@ -59,7 +71,9 @@ impl std::fmt::Display for Location {
     }
 }
 
-/// One chain: a trail's digests for one account and region, in one bucket and prefix.
+/// Where a trail's files for one account and region go: a bucket and prefix. Usually one trail's; when several
+/// trails write to one place, their log files sit side by side (nothing in a log file names its trail) and each
+/// trail's digests form a chain of their own ([`DigestRecord::trail`]), so a place is judged as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChainId {
     pub bucket: String,
@@ -130,6 +144,13 @@ impl DigestRecord {
                 .collect(),
             check,
         })
+    }
+}
+
+impl DigestRecord {
+    /// The trail whose chain the digest is in, from its file name (empty if the name does not give one).
+    pub fn trail(&self) -> &str {
+        digest_trail(self.location.name()).unwrap_or("")
     }
 }
 
@@ -242,7 +263,7 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
     let mut out = Vec::new();
     let logs: HashMap<&str, &LogRecord> = snapshot.logs.iter().map(|l| (l.location.name(), l)).collect();
     let gone: HashSet<&str> = snapshot.gone.iter().map(Location::name).collect();
-    // The newest log file per chain: the chain's own clock.
+    // The newest log file per place: the clock of every chain there.
     let mut newest: HashMap<&ChainId, &LogRecord> = HashMap::new();
     for log in &snapshot.logs {
         let entry = newest.entry(&log.chain).or_insert(log);
@@ -250,21 +271,22 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
             *entry = log;
         }
     }
-    let mut chains: BTreeMap<&ChainId, Vec<&DigestRecord>> = BTreeMap::new();
+    // One chain per trail and place.
+    let mut chains: BTreeMap<(&ChainId, &str), Vec<&DigestRecord>> = BTreeMap::new();
     for digest in &snapshot.digests {
         if let DigestCheck::Invalid(reason) = &digest.check {
             out.push(Finding::DigestInvalid { digest: digest.location.clone(), reason: reason.clone() });
         }
         // An invalid digest still holds its place in the chain (it is there, just not trusted), so that it is
         // not also reported missing; what it lists is not used.
-        chains.entry(&digest.chain).or_default().push(digest);
+        chains.entry((&digest.chain, digest.trail())).or_default().push(digest);
     }
     let trusted = |d: &DigestRecord| !matches!(d.check, DigestCheck::Invalid(_));
     let digest_at: HashSet<&str> = snapshot.digests.iter().map(|d| d.location.name()).collect();
     let mut listed: HashSet<&str> = HashSet::new();
-    for (chain, digests) in &mut chains {
+    for ((place, _trail), digests) in &mut chains {
         digests.sort_by_key(|d| (d.start_time, d.end_time, &d.location));
-        let horizon = newest.get(chain).map(|l| l.time);
+        let horizon = newest.get(place).map(|l| l.time);
         let due = |end: Timestamp| horizon.is_some_and(|now| end + grace.digest_secs <= now);
         for digest in digests.iter().filter(|d| trusted(d)) {
             for (log, hash) in &digest.log_files {
@@ -297,7 +319,7 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
                 .filter(|p| links_trusted && !digest_at.contains(p.name()) && p.name() != earlier.location.name());
             if later.start_time > earlier.end_time || linked_missing.is_some() {
                 out.push(Finding::DigestMissing {
-                    chain: (*chain).clone(),
+                    chain: (*place).clone(),
                     missing: linked_missing.cloned(),
                     after: earlier.location.clone(),
                     before: later.location.clone(),
@@ -306,21 +328,32 @@ pub fn evaluate(snapshot: &Snapshot, grace: Grace) -> Vec<Finding> {
                 });
             }
         }
-        if let (Some(last), Some(newest)) = (digests.last(), newest.get(chain))
+        if let (Some(last), Some(newest)) = (digests.last(), newest.get(place))
             && last.end_time + grace.digest_secs <= newest.time
         {
             out.push(Finding::DigestChainEnded {
-                chain: (*chain).clone(),
+                chain: (*place).clone(),
                 last_digest: last.location.clone(),
                 newest_log: newest.location.clone(),
             });
         }
-        // A file delivered within a digest's hour that the digest does not list was put there by someone else.
-        for log in snapshot.logs.iter().filter(|l| l.chain == **chain && !listed.contains(l.location.name())) {
-            let covering = digests.iter().find(|d| d.start_time <= log.time && log.time < d.end_time);
-            if let Some(covering) = covering.filter(|d| trusted(d)) {
-                out.push(Finding::LogFileUnlisted { log: log.location.clone(), digest: covering.location.clone() });
+    }
+    // A file delivered within an hour that every trail writing there has a digest for, listed by none of them,
+    // was put there by someone else. Until then it may be the file of a trail whose digest is still on its way,
+    // or whose digests stopped (reported as ended: its files cannot be told from injected ones).
+    for log in snapshot.logs.iter().filter(|l| !listed.contains(l.location.name())) {
+        let mut covering = None;
+        let mut every_trail_vouches = true;
+        for (_, digests) in chains.iter().filter(|((place, _), _)| *place == &log.chain) {
+            match digests.iter().find(|d| d.start_time <= log.time && log.time < d.end_time) {
+                Some(digest) if trusted(digest) => covering = covering.or(Some(digest)),
+                // A trail that began writing after the file was delivered has nothing to say about it.
+                None if log.time < digests[0].start_time => {}
+                _ => every_trail_vouches = false,
             }
+        }
+        if let Some(digest) = covering.filter(|_| every_trail_vouches) {
+            out.push(Finding::LogFileUnlisted { log: log.location.clone(), digest: digest.location.clone() });
         }
     }
     out.sort();

@@ -33,15 +33,26 @@ struct Object {
 }
 
 fn log_key(hour: usize, n: usize) -> String {
-    format!(
-        "AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/2026/10/01/{ACCOUNT}_CloudTrail_us-east-1_20261001T{hour:02}{:02}Z_h{hour}n{n}.json.gz",
-        10 + n * 20
-    )
+    trail_log_key("main", hour, n)
 }
 
 fn digest_key(hour: usize) -> String {
+    trail_digest_key("main", hour)
+}
+
+/// A log file of the trail `trail`: its name does not say the trail (CloudTrail's do not); the end of the name,
+/// random in CloudTrail's, keeps two trails' files apart.
+fn trail_log_key(trail: &str, hour: usize, n: usize) -> String {
     format!(
-        "AWSLogs/{ACCOUNT}/CloudTrail-Digest/us-east-1/2026/10/01/{ACCOUNT}_CloudTrail-Digest_us-east-1_main_us-east-1_20261001T{:02}0000Z.json.gz",
+        "AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/2026/10/01/{ACCOUNT}_CloudTrail_us-east-1_20261001T{hour:02}{:02}Z_h{hour}n{n}{}.json.gz",
+        10 + n * 20,
+        if trail == "main" { String::new() } else { format!("-{trail}") }
+    )
+}
+
+fn trail_digest_key(trail: &str, hour: usize) -> String {
+    format!(
+        "AWSLogs/{ACCOUNT}/CloudTrail-Digest/us-east-1/2026/10/01/{ACCOUNT}_CloudTrail-Digest_us-east-1_{trail}_us-east-1_20261001T{:02}0000Z.json.gz",
         hour + 1
     )
 }
@@ -94,14 +105,14 @@ fn sign(json: &[u8], key: &rsa::pkcs1v15::SigningKey<Sha256>) -> String {
     hex::encode(key.sign(signed.as_bytes()).to_bytes())
 }
 
-fn digest_json(hour: usize, logs: &[(String, Vec<u8>)], previous: Option<(&str, &str)>) -> Vec<u8> {
+fn digest_json(trail: &str, hour: usize, logs: &[(String, Vec<u8>)], previous: Option<(&str, &str)>) -> Vec<u8> {
     let time = |h: usize| format!("2026-10-01T{h:02}:00:00Z");
     serde_json::to_vec(&serde_json::json!({
         "awsAccountId": ACCOUNT,
         "digestStartTime": time(hour),
         "digestEndTime": time(hour + 1),
         "digestS3Bucket": BUCKET,
-        "digestS3Object": digest_key(hour),
+        "digestS3Object": trail_digest_key(trail, hour),
         "digestPublicKeyFingerprint": FINGERPRINT,
         "digestSignatureAlgorithm": "SHA256withRSA",
         "newestEventTime": time(hour + 1),
@@ -121,19 +132,26 @@ fn digest_json(hour: usize, logs: &[(String, Vec<u8>)], previous: Option<(&str, 
 
 /// The untouched trail, in delivery order.
 fn trail() -> Vec<Object> {
+    trail_named("main")
+}
+
+/// The untouched trail `name`, in delivery order.
+fn trail_named(name: &str) -> Vec<Object> {
     let key = private_key("test-key.pk8.der");
     let mut objects = Vec::new();
     let mut previous: Option<(String, String)> = None;
     for hour in 0..HOURS {
+        let what = if name == "main" { "ListBuckets" } else { "GetObject" };
         let logs: Vec<(String, Vec<u8>)> =
-            (0..2).map(|n| (log_key(hour, n), log_json(hour, n, "ListBuckets"))).collect();
+            (0..2).map(|n| (trail_log_key(name, hour, n), log_json(hour, n, what))).collect();
         for (k, json) in &logs {
             objects.push(Object { key: k.clone(), bytes: gzip(json), signature: None });
         }
-        let json = digest_json(hour, &logs, previous.as_ref().map(|(k, s)| (k.as_str(), s.as_str())));
+        let json = digest_json(name, hour, &logs, previous.as_ref().map(|(k, s)| (k.as_str(), s.as_str())));
         let signature = sign(&json, &key);
-        objects.push(Object { key: digest_key(hour), bytes: gzip(&json), signature: Some(signature.clone()) });
-        previous = Some((digest_key(hour), signature));
+        let digest = trail_digest_key(name, hour);
+        objects.push(Object { key: digest.clone(), bytes: gzip(&json), signature: Some(signature.clone()) });
+        previous = Some((digest, signature));
     }
     objects
 }
@@ -375,6 +393,28 @@ fn local_files_an_untouched_chain_validates_signed_or_not() {
         assert!(table.contains("no problems found"), "{table}");
         assert_eq!(table.contains("came without a signature"), !signed, "{table}");
     }
+}
+
+/// Two trails writing to one bucket and prefix (a second one for data events, say): their log files sit side by
+/// side, each trail's digests are a chain, and the second trail's newest digest still on its way accuses none of
+/// its files of having been injected.
+#[test]
+fn two_trails_in_one_place_validate_as_two_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    let mut objects = trail();
+    let data_last_digest = trail_digest_key("data_events", HOURS - 1);
+    objects.extend(trail_named("data_events").into_iter().filter(|o| o.key != data_last_digest));
+    let root = write_local(dir.path(), &objects, true);
+    ok(&trailwatch(&["--config", config.to_str().unwrap(), "replay", root.to_str().unwrap()]));
+    assert_eq!(integrity_alerts(&dir.path().join("state.db")), []);
+    let (code, report) = integrity_report(&config);
+    assert_eq!(code, 0, "{report:#}");
+    let chain = &report["chains"][0];
+    assert_eq!(chain["trails"], serde_json::json!(["data_events", "main"]), "{report:#}");
+    let figures =
+        ["digests_verified", "log_files_valid", "log_files_pending", "log_files_unlisted"].map(|f| chain[f].clone());
+    assert_eq!(figures, [12 - 1, 24 - 2, 2, 0].map(serde_json::Value::from), "{report:#}");
 }
 
 #[test]

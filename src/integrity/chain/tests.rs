@@ -229,6 +229,12 @@ fn chains_are_read_from_the_layout() {
     }
     assert_eq!(ChainId::of("trail", &log.replace("/CloudTrail/", "/CloudTrail-Insight/")), None);
     assert_eq!(ChainId::of("trail", "elsewhere/file.json.gz"), None);
+    // The trail is in a digest's name only; a trail's name may hold underscores.
+    assert_eq!(digest_trail(file_name(digest)), Some("org"));
+    let underscored = "111122223333_CloudTrail-Digest_eu-west-1_data_events_2_us-east-1_20261001T010000Z.json.gz";
+    assert_eq!(digest_trail(underscored), Some("data_events_2"));
+    assert_eq!(digest_trail(file_name(log)), None);
+    assert_eq!(digest_trail("111122223333_CloudTrail-Digest_eu-west-1_20261001T010000Z.json.gz"), None);
 }
 
 /// From digest JSON as CloudTrail writes it to findings: two linked digests, their files, one rewritten.
@@ -271,4 +277,91 @@ fn parsed_digests_feed_the_chain() {
     let got = evaluate(&snapshot, GRACE);
     assert_eq!(got.iter().map(Finding::rule).collect::<Vec<_>>(), ["log-file-altered"]);
     assert_eq!(got[0].subject(), format!("s3://trail/{}", log(2)));
+}
+
+/// A second trail ("data", for data events, say) writing to the same bucket and prefix: its log files sit beside
+/// the first trail's and carry no trail name; its digests carry it, and cover hours offset by 91 seconds.
+fn data_log_at(hour: i64, n: usize) -> Location {
+    at(format!(
+        "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T{hour:02}{:02}Z_d{n}.json.gz",
+        15 + n * 20
+    ))
+}
+
+fn data_digest_at(hour: i64) -> Location {
+    at(format!(
+        "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/10/01/111122223333_CloudTrail-Digest_us-east-1_data_events_us-east-1_20261001T{:02}0131Z.json.gz",
+        hour + 1
+    ))
+}
+
+/// `untouched` with the data trail's hours 0..6 beside it.
+fn two_trails() -> Snapshot {
+    let mut s = untouched();
+    for hour in 0..6 {
+        let logs: Vec<(Location, String)> =
+            (0..2).map(|n| (data_log_at(hour, n), format!("data-{hour}-{n}"))).collect();
+        for (n, (log, hash)) in logs.iter().enumerate() {
+            let time = T0 + hour * HOUR + 900 + n as i64 * 1200;
+            s.logs.push(LogRecord { location: log.clone(), chain: chain(), time, sha256: hash.clone() });
+        }
+        s.digests.push(DigestRecord {
+            location: data_digest_at(hour),
+            chain: chain(),
+            start_time: T0 + hour * HOUR + 91,
+            end_time: T0 + (hour + 1) * HOUR + 91,
+            previous: (hour > 0).then(|| data_digest_at(hour - 1)),
+            log_files: logs,
+            check: DigestCheck::Verified,
+        });
+    }
+    s
+}
+
+/// Each trail's digests are a chain of their own, and a log file is judged unlisted only once every trail
+/// writing there has a digest for its hour: one trail's digest arriving first accuses nothing.
+#[test]
+fn two_trails_in_one_place_are_two_chains() {
+    assert_eq!(evaluate(&two_trails(), GRACE), []);
+    let data_trail_late = {
+        let mut s = two_trails();
+        s.digests.retain(|d| d.location != data_digest_at(5));
+        s
+    };
+    assert_eq!(evaluate(&data_trail_late, GRACE), [], "the data trail's last digest is still on its way");
+    let data_validation_off = {
+        let mut s = two_trails();
+        s.digests.retain(|d| !(3..6).any(|h| d.location == data_digest_at(h)));
+        s
+    };
+    assert_eq!(
+        evaluate(&data_validation_off, GRACE),
+        [Finding::DigestChainEnded { chain: chain(), last_digest: data_digest_at(2), newest_log: data_log_at(5, 1) }]
+    );
+    let data_digest_deleted = {
+        let mut s = two_trails();
+        s.digests.retain(|d| d.location != data_digest_at(2));
+        s
+    };
+    assert_eq!(
+        evaluate(&data_digest_deleted, GRACE),
+        [Finding::DigestMissing {
+            chain: chain(),
+            missing: Some(data_digest_at(2)),
+            after: data_digest_at(1),
+            before: data_digest_at(3),
+            from: T0 + 2 * HOUR + 91,
+            to: T0 + 3 * HOUR + 91,
+        }]
+    );
+    let injected = {
+        let mut s = two_trails();
+        let location = data_log_at(3, 7);
+        s.logs.push(LogRecord { location, chain: chain(), time: T0 + 3 * HOUR + 1500, sha256: "x".into() });
+        s
+    };
+    assert_eq!(
+        evaluate(&injected, GRACE),
+        [Finding::LogFileUnlisted { log: data_log_at(3, 7), digest: data_digest_at(3) }]
+    );
 }
