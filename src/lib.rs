@@ -31,6 +31,7 @@ pub mod source;
 pub mod state;
 pub mod store;
 pub mod synth;
+pub mod terminal;
 pub mod time;
 pub mod ui;
 pub mod validation;

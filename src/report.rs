@@ -8,6 +8,7 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
+use crate::terminal::{Shown, escape};
 use crate::time::{Timestamp, format_rfc3339};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,9 +192,9 @@ pub fn write_identities_table(store: &Store, only: Option<&str>, out: &mut dyn W
         writeln!(
             out,
             "{:<64} {:<18} {:<12} {:<20} {:>9} {:>7} {:>7} {:>6}",
-            i.principal,
-            i.kind,
-            i.account_id.as_deref().unwrap_or("-"),
+            Shown(&i.principal),
+            Shown(&i.kind),
+            Shown(i.account_id.as_deref().unwrap_or("-")),
             i.last_seen,
             i.events,
             i.errors,
@@ -225,8 +226,11 @@ pub fn write_permissions_table(
             (Some(t), false) => format!("last used {t} (not in the window)"),
         };
         let inventory = if r.in_inventory { "" } else { ", not in the inventory" };
-        writeln!(out, "{}  {}{inventory}  {seen}", r.principal, r.kind)?;
-        let list = |items: &[String]| if items.is_empty() { "-".to_owned() } else { items.join(", ") };
+        writeln!(out, "{}  {}{inventory}  {seen}", Shown(&r.principal), Shown(&r.kind))?;
+        let list = |items: &[String]| match items.is_empty() {
+            true => "-".to_owned(),
+            false => items.iter().map(|i| escape(i)).collect::<Vec<_>>().join(", "),
+        };
         if r.in_inventory {
             writeln!(out, "  granted services   {}", list(&r.granted_services))?;
         }
@@ -243,38 +247,42 @@ pub fn write_permissions_table(
                 notes.push("outside the boundary");
             }
             let notes = if notes.is_empty() { String::new() } else { format!("  ({})", notes.join(", ")) };
-            writeln!(out, "  unused action      {}  in {} {}{notes}", u.pattern, u.policy, u.statement)?;
+            let (pattern, policy, statement) = (Shown(&u.pattern), Shown(&u.policy), Shown(&u.statement));
+            writeln!(out, "  unused action      {pattern}  in {policy} {statement}{notes}")?;
         }
         for a in &r.used_not_granted {
-            writeln!(out, "  used, not granted  {a}")?;
+            writeln!(out, "  used, not granted  {}", Shown(a))?;
         }
         for u in &r.unknown {
-            writeln!(out, "  unknown            {}  in {} {}  ({})", u.pattern, u.policy, u.statement, u.reason)?;
+            let (pattern, policy, statement) = (Shown(&u.pattern), Shown(&u.policy), Shown(&u.statement));
+            writeln!(out, "  unknown            {pattern}  in {policy} {statement}  ({})", u.reason)?;
         }
         for k in &r.access_keys {
             writeln!(
                 out,
                 "  access key         {} {} created {} last used {}",
-                k.id,
-                k.status,
-                k.created.as_deref().unwrap_or("-"),
-                k.last_used.as_deref().unwrap_or("never")
+                Shown(&k.id),
+                Shown(&k.status),
+                Shown(k.created.as_deref().unwrap_or("-")),
+                Shown(k.last_used.as_deref().unwrap_or("never"))
             )?;
         }
         if r.console_password {
             writeln!(
                 out,
                 "  console password   last console login {}",
-                r.last_console_login.as_deref().unwrap_or("never")
+                Shown(r.last_console_login.as_deref().unwrap_or("never"))
             )?;
         }
         for f in &r.findings {
-            writeln!(out, "  finding            {}: {}", f.rule, f.summary)?;
+            writeln!(out, "  finding            {}: {}", f.rule, Shown(&f.summary))?;
         }
         for m in &r.missing_policies {
+            let m = Shown(m);
             writeln!(out, "  missing policy     {m} (attached, not in the inventory: its grants are not counted)")?;
         }
         for d in &r.unevaluated_denies {
+            let d = Shown(d);
             writeln!(out, "  deny not applied   {d} (has a condition or a narrower resource)")?;
         }
     }

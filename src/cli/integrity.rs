@@ -8,6 +8,7 @@ use trailwatch::config::ConfigErrors;
 use trailwatch::integrity::chain::Grace;
 use trailwatch::store::Store;
 use trailwatch::store::integrity::Scope;
+use trailwatch::terminal::{Shown, escape};
 use trailwatch::validation::{self, ChainReport, KeyRing};
 
 use crate::{Cli, Format, load_config};
@@ -112,14 +113,14 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
     for c in chains {
         let place = match c.bucket.is_empty() {
             true => "(local files)".to_owned(),
-            false => format!("s3://{}/{}", c.bucket, c.prefix),
+            false => format!("s3://{}/{}", c.bucket, escape(&c.prefix)),
         };
         writeln!(
             out,
             "{:<44} {:<12} {:<14} {:>8} {:>8} {:>7} {:>7} {:>6} {:>7} {:>7} {:>8} {:>7}  {} .. {}  {}",
             place,
-            c.account,
-            c.region,
+            Shown(&c.account),
+            Shown(&c.region),
             c.digests_verified,
             c.digests_unsigned + c.digests_unverified,
             c.digests_invalid,
@@ -131,7 +132,7 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
             c.log_files_pending,
             c.from.as_deref().unwrap_or("-"),
             c.to.as_deref().unwrap_or("-"),
-            c.trails.join(","),
+            escape(&c.trails.join(",")),
         )?;
     }
     let unsigned: u64 = chains.iter().map(|c| c.digests_unsigned).sum();
@@ -147,7 +148,7 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
     } else {
         writeln!(out, "\n{} problems:", check.findings.len())?;
         for f in &check.findings {
-            writeln!(out, "{:<20} {}", f.rule(), validation::to_alert(f).summary)?;
+            writeln!(out, "{:<20} {}", f.rule(), Shown(&validation::to_alert(f).summary))?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use trailwatch::config::ConfigErrors;
 use trailwatch::store::Store;
+use trailwatch::terminal::Shown;
 use trailwatch::{report, time};
 
 use crate::{Cli, Format, PermissionsArgs, load_config};
@@ -53,7 +54,11 @@ pub fn findings(cli: &Cli, as_of: Option<&str>, format: Format) -> anyhow::Resul
                 writeln!(
                     out,
                     "{:<18} {:>5} {:<20} {:<60} {}",
-                    f.rule, f.days_unused, f.last_used, f.subject, f.principal
+                    f.rule,
+                    f.days_unused,
+                    f.last_used,
+                    Shown(&f.subject),
+                    Shown(&f.principal)
                 )?;
             }
         }

@@ -249,3 +249,52 @@ fn missing_aws_credentials_are_one_plain_line() {
     let _ = daemon.wait();
     assert_eq!(ready, Some((503, format!("not ready: queue http://127.0.0.1:{closed}/1/q: {LINE}\n"))));
 }
+
+/// Everything in a log file is the writer's: a principal, a key id, an action that carry escape sequences, a
+/// newline, a carriage return or a right-to-left override reach every table escaped (`\u{1b}`), so none can
+/// rewrite the screen, the window title or a line of the report.
+#[test]
+fn tables_escape_what_would_act_on_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hostile_user = "ev\u{1b}[2J\u{1b}]0;pwned\u{7}il\nroot\r\u{202e}";
+    let event = serde_json::json!({ "Records": [{
+        "eventVersion": "1.08",
+        "userIdentity": {
+            "type": "IAMUser", "principalId": "AIDAEXAMPLE",
+            "arn": format!("arn:aws:iam::111122223333:user/{hostile_user}"),
+            "accountId": "111122223333", "accessKeyId": "AKIA\u{1b}[31mEXAMPLE", "userName": hostile_user
+        },
+        "eventTime": "2026-10-01T00:05:00Z",
+        "eventSource": "s3\u{9b}31m.amazonaws.com",
+        "eventName": "List\u{1b}[8mBuckets",
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "198.51.100.7",
+        "userAgent": "aws-cli/2.15.0",
+        "eventID": "00000000-0000-0000-0000-000000000001",
+        "eventType": "AwsApiCall",
+        "recipientAccountId": "111122223333"
+    }]});
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        logs.join("111122223333_CloudTrail_us-east-1_20261001T0010Z_x.json.gz"),
+        gzip(event.to_string().as_bytes()),
+    )
+    .unwrap();
+    let state = tmp.path().join("s.db").to_str().unwrap().to_owned();
+    ok(&trailwatch(&["--state", &state, "replay", "--no-alerts", logs.to_str().unwrap()]));
+    for args in [
+        &["report", "identities"][..],
+        &["report", "permissions", "--as-of", "2026-10-02"],
+        &["report", "findings", "--as-of", "2027-06-01"],
+    ] {
+        let out = trailwatch(&[&["--state", state.as_str()][..], args].concat());
+        let table = ok(&out);
+        let acting: Vec<char> =
+            table.chars().filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c)).collect();
+        assert_eq!(acting, Vec::<char>::new(), "{args:?}: {table:?}");
+        assert!(table.contains(r"user/ev\u{1b}[2J\u{1b}]0;pwned\u{7}il\u{a}root\u{d}\u{202e}"), "{args:?}: {table}");
+        // One line per identity or finding: the newline in the name started none.
+        assert!(!table.lines().any(|l| l.starts_with("root")), "{args:?}: {table}");
+    }
+}

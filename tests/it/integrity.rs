@@ -417,6 +417,26 @@ fn two_trails_in_one_place_validate_as_two_chains() {
     assert_eq!(figures, [12 - 1, 24 - 2, 2, 0].map(serde_json::Value::from), "{report:#}");
 }
 
+/// Whoever can write to the trail bucket names the objects: an injected file whose name carries an escape
+/// sequence and a newline is named escaped in the report's table.
+#[test]
+fn the_report_table_escapes_object_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "");
+    let mut objects = trail();
+    let hostile = injected_key().replace("_injected", "_in\u{1b}]0;pwned\u{7}\nno problems found");
+    let bytes = gzip(&log_json(2, 2, "ListBuckets"));
+    objects.push(Object { key: hostile, bytes, signature: None });
+    let root = write_local(dir.path(), &objects, true);
+    ok(&trailwatch(&["--config", config.to_str().unwrap(), "replay", root.to_str().unwrap()]));
+    let out = trailwatch(&["--config", config.to_str().unwrap(), "integrity", "report"]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.chars().any(|c| c.is_control() && c != '\n'), "{table:?}");
+    assert!(table.contains(r"_in\u{1b}]0;pwned\u{7}\u{a}no problems found.json.gz"), "{table}");
+    assert!(!table.lines().any(|l| l.starts_with("no problems found")), "{table}");
+}
+
 #[test]
 fn local_files_each_tampering_case_raises_exactly_its_alert_once() {
     for case in cases() {
