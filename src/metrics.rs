@@ -203,7 +203,7 @@ impl Metrics {
             findings_runs: r.counter("trailwatch_findings_runs_total", "Periodic findings passes completed, whether they raised anything or not"),
             integrity_digests: r.counter_vec("trailwatch_integrity_digests_total", "CloudTrail digest files taken in, by outcome (verified, unsigned, invalid), counted once their signature is settled", &["outcome"]),
             integrity_log_files_hashed: r.counter("trailwatch_integrity_log_files_hashed_total", "Log files hashed for validation as they were decoded"),
-            integrity_log_files: r.gauge_vec("trailwatch_integrity_log_files", "Log files in the last integrity check's look-back, by outcome (valid, altered, missing, unlisted, pending)", &["outcome"]),
+            integrity_log_files: r.gauge_vec("trailwatch_integrity_log_files", "Log files in the last integrity check's look-back, by outcome (valid, altered, missing, unlisted, pending, unexamined: over integrity.max_unlisted_per_check)", &["outcome"]),
             integrity_digest_files: r.gauge_vec("trailwatch_integrity_digest_files", "Digest files in the last integrity check's look-back, by outcome (verified, unsigned, unverified, invalid, missing)", &["outcome"]),
             integrity_chains: r.gauge_vec("trailwatch_integrity_chains", "Digest chains (trail, account, region) by state: current (newest valid digest within integrity.digest_grace_secs of now) or stale", &["state"]),
             integrity_newest_valid_digest_age: r.gauge("trailwatch_integrity_newest_valid_digest_age_seconds", "Over all chains, the largest age of a chain's newest valid digest (seconds since its end time)"),

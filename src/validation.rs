@@ -188,6 +188,16 @@ pub fn check(
                 digest.check = check.clone();
             }
         }
+        if snapshot.unexamined > 0 {
+            tracing::warn!(
+                place = %format_args!("{}/{}", chain.bucket, chain.prefix),
+                account = %chain.account,
+                region = %chain.region,
+                unexamined = snapshot.unexamined,
+                max = scope.max_unlisted.unwrap_or(usize::MAX),
+                "log files no digest lists were counted, not examined: more than integrity.max_unlisted_per_check"
+            );
+        }
         let findings = chain::evaluate(&snapshot, grace);
         out.chains.push(chain_report(&chain, &snapshot, &findings));
         out.findings.extend(findings);
@@ -298,6 +308,8 @@ pub struct ChainReport {
     pub log_files_unlisted: u64,
     /// Read, but no digest lists them yet (within the grace period, or their digest is outside the scope).
     pub log_files_pending: u64,
+    /// Read, listed by no digest, and beyond `integrity.max_unlisted_per_check`: counted, not examined.
+    pub log_files_unexamined: u64,
     /// The time the chain's digests cover: the first one's start and the last one's end.
     pub from: Option<String>,
     pub to: Option<String>,
@@ -310,6 +322,7 @@ fn chain_report(chain: &ChainId, snapshot: &Snapshot, findings: &[Finding]) -> C
         prefix: chain.prefix.clone(),
         account: chain.account.clone(),
         region: chain.region.clone(),
+        log_files_unexamined: snapshot.unexamined,
         ..ChainReport::default()
     };
     for d in &snapshot.digests {
@@ -400,6 +413,7 @@ pub fn settle_and_check(
         }
         Reach::Everything => Scope::default(),
     };
+    let scope = Scope { max_unlisted: Some(config.max_unlisted_per_check), ..scope };
     let check = check(conn, &scope, Grace { digest_secs: config.digest_grace_secs }, &HashMap::new())?;
     set_gauges(conn, &check, config, metrics)?;
     metrics.integrity_checks.inc();
@@ -437,6 +451,7 @@ pub fn total(chains: &[ChainReport]) -> ChainReport {
         t.log_files_missing += r.log_files_missing;
         t.log_files_unlisted += r.log_files_unlisted;
         t.log_files_pending += r.log_files_pending;
+        t.log_files_unexamined += r.log_files_unexamined;
     }
     t
 }
@@ -454,13 +469,14 @@ impl ChainReport {
     }
 
     /// Log files by outcome, as the metrics label them (`missing` ones were never read).
-    pub fn log_files(&self) -> [(&'static str, u64); 5] {
+    pub fn log_files(&self) -> [(&'static str, u64); 6] {
         [
             ("valid", self.log_files_valid),
             ("altered", self.log_files_altered),
             ("missing", self.log_files_missing),
             ("unlisted", self.log_files_unlisted),
             ("pending", self.log_files_pending),
+            ("unexamined", self.log_files_unexamined),
         ]
     }
 }

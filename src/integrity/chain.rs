@@ -199,6 +199,8 @@ pub struct Snapshot {
     pub digests: Vec<DigestRecord>,
     pub logs: Vec<LogRecord>,
     pub gone: Vec<Location>,
+    /// Log files read that no digest lists, beyond those the snapshot was allowed to hold: counted, not examined.
+    pub unexamined: u64,
 }
 
 /// One integrity problem. Its [`Finding::subject`] is stable, so the same objects give the same finding.

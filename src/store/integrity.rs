@@ -2,6 +2,8 @@
 //! each lists with their hashes, each log file read with its hash, and objects found gone. Written in the batch's
 //! transaction with the files' ledger entries, read back as a [`Snapshot`] for `integrity::chain::evaluate`.
 
+use std::collections::HashSet;
+
 use rusqlite::{Connection, Transaction, params};
 
 use crate::integrity::chain::{ChainId, DigestCheck, DigestRecord, Location, LogRecord, Snapshot};
@@ -195,6 +197,9 @@ pub struct Scope {
     pub until: Option<Timestamp>,
     pub accounts: Vec<String>,
     pub regions: Vec<String>,
+    /// At most this many log files that no digest in the snapshot lists, oldest first (`None`: all); the rest are
+    /// only counted ([`Snapshot::unexamined`]). Those listed are bounded by what the digests list.
+    pub max_unlisted: Option<usize>,
 }
 
 /// Log files delivered before a digest's start may still be listed by it: a day of them is read before `since`.
@@ -256,20 +261,40 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
             check,
         });
     }
+    // Whoever can write to the bucket decides how many files no digest lists: those are held up to the cap, the
+    // rest streamed past and counted, so that a flood of objects cannot exhaust memory.
+    let listed: HashSet<&str> = out
+        .digests
+        .iter()
+        .filter(|d| !matches!(d.check, DigestCheck::Invalid(_)))
+        .flat_map(|d| d.log_files.iter().map(|(l, _)| l.name()))
+        .collect();
+    let mut unlisted_room = scope.max_unlisted.unwrap_or(usize::MAX);
+    let mut logs = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT bucket, key, time, sha256 FROM integrity_logs
-         WHERE account = ?1 AND region = ?2 AND chain_bucket = ?3 AND chain_prefix = ?4 AND time >= ?5 AND time < ?6",
+         WHERE account = ?1 AND region = ?2 AND chain_bucket = ?3 AND chain_prefix = ?4 AND time >= ?5 AND time < ?6
+         ORDER BY time, name",
     )?;
     let mut rows =
         stmt.query(params![account, region, bucket, prefix, since.saturating_sub(LOG_MARGIN_SECS), until])?;
     while let Some(r) = rows.next()? {
-        out.logs.push(LogRecord {
+        let key = r.get_ref(1)?.as_str()?;
+        if !listed.contains(crate::integrity::chain::file_name(key)) {
+            if unlisted_room == 0 {
+                out.unexamined += 1;
+                continue;
+            }
+            unlisted_room -= 1;
+        }
+        logs.push(LogRecord {
             location: Location { bucket: r.get(0)?, key: r.get(1)? },
             chain: chain.clone(),
             time: r.get(2)?,
             sha256: r.get(3)?,
         });
     }
+    out.logs = logs;
     // Few: objects a notification named that were gone when fetched.
     let mut stmt = conn.prepare_cached("SELECT bucket, key FROM integrity_gone")?;
     for gone in stmt.query_map([], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? }))? {
