@@ -251,3 +251,58 @@ fn a_schema_4_store_sums_denied_calls_and_names_alert_principals() {
     store.commit(&once_more, &[LedgerEntry { key: &key, records: 1 }], 0, []).unwrap();
     assert_eq!(denied(&store), 3);
 }
+
+/// A snapshot holds what a check can use and no more: an invalid digest's list (anyone can write a digest listing
+/// a million entries) is left in the store, and beyond `max_unlisted` the log files no digest lists are counted.
+#[test]
+fn an_integrity_snapshot_holds_what_a_check_can_use() {
+    use crate::integrity::chain::ChainId;
+    use crate::store::integrity::{Scope, snapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+    let conn = store.connection();
+    for (digest, outcome, listed) in [("good", "verified", 2), ("forged", "invalid", 3)] {
+        conn.execute(
+            "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', 0,
+                 3600, NULL, NULL, ?2, NULL, NULL, NULL, NULL)",
+            rusqlite::params![digest, outcome],
+        )
+        .unwrap();
+        for n in 0..listed {
+            let log = format!("{digest}-{n}");
+            conn.execute("INSERT INTO integrity_listed VALUES (?1, ?2, 'b', ?2, 'h')", rusqlite::params![digest, log])
+                .unwrap();
+        }
+    }
+    // The two files the good digest lists, then five that only the forged one does, in delivery order.
+    for (time, log) in [(10, "good-0"), (20, "good-1"), (30, "forged-0"), (40, "forged-1"), (50, "forged-2")]
+        .into_iter()
+        .chain((60..62).map(|t| (t, "extra")))
+    {
+        let log = if log == "extra" { format!("extra-{time}") } else { log.to_owned() };
+        conn.execute(
+            "INSERT INTO integrity_logs VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', ?2, 'h')",
+            rusqlite::params![log, time],
+        )
+        .unwrap();
+    }
+    let chain = ChainId {
+        bucket: "b".into(),
+        prefix: "AWSLogs/".into(),
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+    };
+    let lists = |s: &crate::integrity::chain::Snapshot| {
+        let mut lists: Vec<_> = s.digests.iter().map(|d| (d.location.key.clone(), d.log_files.len())).collect();
+        lists.sort();
+        lists
+    };
+    let logs =
+        |s: &crate::integrity::chain::Snapshot| s.logs.iter().map(|l| l.location.key.clone()).collect::<Vec<_>>();
+    let all = snapshot(conn, &Scope::default(), &chain).unwrap();
+    assert_eq!(lists(&all), [("forged".to_owned(), 0), ("good".to_owned(), 2)]);
+    assert_eq!((logs(&all).len(), all.unexamined), (7, 0));
+    let capped = snapshot(conn, &Scope { max_unlisted: Some(2), ..Scope::default() }, &chain).unwrap();
+    assert_eq!(logs(&capped), ["good-0", "good-1", "forged-0", "forged-1"]);
+    assert_eq!(capped.unexamined, 3);
+}
