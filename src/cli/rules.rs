@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use trailwatch::detect::rule::RuleBody;
 use trailwatch::detect::ruleset::{Mode, RuleSet};
+use trailwatch::terminal::Shown;
 
 use crate::{Cli, load_config};
 
@@ -29,13 +30,13 @@ pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
         writeln!(
             out,
             "{:<40} {:<13} {:<11} {:<8} {:>8}  {}  ({})",
-            rule.id,
+            Shown(&rule.id),
             rule.level.as_str(),
             kind,
             mode,
             format!("{}s", rules.dedup_secs(i as u32)),
-            rule.title,
-            rule.origin
+            Shown(&rule.title),
+            Shown(&rule.origin.to_string())
         )?;
     }
     // The rules that come from the state rather than from events.
@@ -44,10 +45,10 @@ pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
         writeln!(out, "{id:<40} {level:<13} {kind:<11} {:<8} {:>8}  {title}  (builtin)", "live", "-")?;
     }
     for err in &errors {
-        writeln!(out, "not loaded: {err}")?;
+        writeln!(out, "not loaded: {}", Shown(&err.to_string()))?;
     }
     for foreign in rules.foreign_fields() {
-        writeln!(out, "warning: {foreign}")?;
+        writeln!(out, "warning: {}", Shown(&foreign.to_string()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -57,11 +58,11 @@ pub fn check(dir: &Path) -> anyhow::Result<ExitCode> {
     let (rules, errors) = RuleSet::load(false, &[dir.to_path_buf()]);
     let mut out = std::io::stdout().lock();
     for err in &errors {
-        writeln!(out, "{err}")?;
+        writeln!(out, "{}", Shown(&err.to_string()))?;
     }
     // Such a rule loads and runs; it is most likely written for another log schema.
     for foreign in rules.foreign_fields() {
-        writeln!(out, "warning: {foreign}")?;
+        writeln!(out, "warning: {}", Shown(&foreign.to_string()))?;
     }
     writeln!(out, "{} rules loaded, {} failed", rules.rules().len(), errors.len())?;
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

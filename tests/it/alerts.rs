@@ -960,7 +960,8 @@ fn a_hanging_or_redirecting_sink_delays_only_itself_and_leaks_nothing() {
 /// Rule files are input too: a condition nested 16,000 levels deep (which overflowed the stack and aborted
 /// start-up), 100,000 nested `[` (which YAML took a minute to refuse), a symlink to `/dev/zero`, a FIFO, an
 /// oversized file and a directory symlink loop are each refused with a reason or skipped, and the good rule beside
-/// them loads, both for `rules check` and for the loading the daemons do.
+/// them loads, both for `rules check` and for the loading the daemons do. A title or a file name carrying escape
+/// sequences is listed escaped.
 #[test]
 fn hostile_rule_files_are_refused_not_fatal() {
     let tmp = tempfile::tempdir().unwrap();
@@ -982,6 +983,9 @@ fn hostile_rule_files_are_refused_not_fatal() {
     let fifo = dir.join("fifo.yml");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     std::os::unix::fs::symlink(&dir, dir.join("loop")).unwrap();
+    let titled = rule("titled", "sel").replace("title: t", "title: \"t\\e]0;pwned\\a\\nno problems\"");
+    std::fs::write(dir.join("titled.yml"), titled).unwrap();
+    std::fs::write(dir.join("named\u{1b}[2J.yml"), "title: [").unwrap();
 
     let out = trailwatch(&["rules", "check", dir.to_str().unwrap()]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -996,14 +1000,19 @@ fn hostile_rule_files_are_refused_not_fatal() {
     ] {
         assert!(report.lines().any(|l| l.contains(file) && l.contains(reason)), "{file}: {reason}\n{report}");
     }
-    assert_eq!(report.lines().last(), Some("1 rules loaded, 6 failed"), "the loop adds nothing:\n{report}");
+    assert_eq!(report.lines().last(), Some("2 rules loaded, 7 failed"), "the loop adds nothing:\n{report}");
+    assert!(report.contains(r"named\u{1b}[2J.yml"), "{report}");
 
     // The daemons' loading: the good rule beside the built-ins, the others listed as not loaded.
     let config = tmp.path().join("tw.toml");
     std::fs::write(&config, format!("[rules]\ndirs = [{dir:?}]\n")).unwrap();
     let listing = ok(&trailwatch(&["--config", config.to_str().unwrap(), "rules", "list"]));
     assert!(listing.lines().any(|l| l.starts_with("good ")), "{listing}");
-    assert_eq!(listing.lines().filter(|l| l.starts_with("not loaded:")).count(), 6, "{listing}");
+    assert_eq!(listing.lines().filter(|l| l.starts_with("not loaded:")).count(), 7, "{listing}");
+    assert!(listing.contains(r"t\u{1b}]0;pwned\u{7}\u{a}no problems"), "{listing}");
+    for text in [&report, &listing] {
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+    }
 }
 
 /// The alerts a state holds, without what depends on when they were raised: by id, rule, count, times and events.
