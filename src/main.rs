@@ -205,7 +205,8 @@ fn main() -> ExitCode {
                 eprintln!("trailwatch: {config}");
                 return ExitCode::from(64);
             }
-            eprintln!("trailwatch: {}", describe(&err));
+            // Errors may name objects from a listing or a notification: keys are anyone's text.
+            eprintln!("trailwatch: {}", trailwatch::terminal::Shown(&describe(&err)));
             ExitCode::FAILURE
         }
     }

@@ -252,7 +252,7 @@ fn missing_aws_credentials_are_one_plain_line() {
 
 /// Everything in a log file is the writer's: a principal, a key id, an action that carry escape sequences, a
 /// newline, a carriage return or a right-to-left override reach every table escaped (`\u{1b}`), so none can
-/// rewrite the screen, the window title or a line of the report.
+/// rewrite the screen, the window title or a line of the report; so does an error naming an object.
 #[test]
 fn tables_escape_what_would_act_on_the_terminal() {
     let tmp = tempfile::tempdir().unwrap();
@@ -297,4 +297,11 @@ fn tables_escape_what_would_act_on_the_terminal() {
         // One line per identity or finding: the newline in the name started none.
         assert!(!table.lines().any(|l| l.starts_with("root")), "{args:?}: {table}");
     }
+    // An error that names an object says its name escaped too.
+    let missing = tmp.path().join("gone\u{1b}]0;pwned\u{7}");
+    let out = trailwatch(&["--state", &state, "replay", missing.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(r"gone\u{1b}]0;pwned\u{7}"), "{stderr}");
+    assert!(!stderr.chars().any(|c| c.is_control() && c != '\n'), "{stderr:?}");
 }
