@@ -123,6 +123,11 @@ impl ChainId {
 }
 
 impl DigestRecord {
+    /// The trail whose chain the digest is in, from its file name (empty if the name does not give one).
+    pub fn trail(&self) -> &str {
+        digest_trail(self.location.name()).unwrap_or("")
+    }
+
     /// The record of a parsed digest found at `location`, checked as `check` says. `None` (a format problem the
     /// caller reports as `digest-invalid`) when its times do not parse or its key is outside CloudTrail's layout.
     pub fn of(digest: &super::Digest, location: Location, check: DigestCheck) -> Option<DigestRecord> {
@@ -144,13 +149,6 @@ impl DigestRecord {
                 .collect(),
             check,
         })
-    }
-}
-
-impl DigestRecord {
-    /// The trail whose chain the digest is in, from its file name (empty if the name does not give one).
-    pub fn trail(&self) -> &str {
-        digest_trail(self.location.name()).unwrap_or("")
     }
 }
 
