@@ -161,14 +161,25 @@ pub fn settle(conn: &Connection, keys: &mut KeyRing, metrics: Option<&Metrics>) 
     Ok(checked.len() as u64)
 }
 
-/// What the store's records within a scope show: each chain's figures, and every finding.
+/// What the store's records within a scope show: the figures summed over places (and each place's, when asked
+/// for), and every finding.
 #[derive(Debug, Default)]
 pub struct Check {
+    /// Each place's figures with [`Figures::PerPlace`]; empty otherwise.
     pub chains: Vec<ChainReport>,
+    pub total: ChainReport,
     pub findings: Vec<Finding>,
 }
 
-/// Evaluates the chains within `scope`, one at a time (each read on its own, so that memory holds one chain's
+/// Which figures a check keeps: a report lists every place, the daemon needs only the sums (places are as many as
+/// the prefixes anyone writes to the bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figures {
+    PerPlace,
+    Total,
+}
+
+/// Evaluates the places within `scope`, one at a time (each read on its own, so that memory holds one place's
 /// records, not an organisation's), with the signature outcomes in `settled` (by digest name) in place of those
 /// the store holds.
 pub fn check(
@@ -176,12 +187,13 @@ pub fn check(
     scope: &Scope,
     grace: Grace,
     settled: &HashMap<String, DigestCheck>,
+    figures: Figures,
 ) -> rusqlite::Result<Check> {
     let mut out = Check::default();
-    for chain in rows::chains(conn, scope)? {
-        let mut snapshot = rows::snapshot(conn, scope, &chain)?;
+    rows::for_each_place(conn, scope, |place| {
+        let mut snapshot = rows::snapshot(conn, scope, &place)?;
         if snapshot.digests.is_empty() && snapshot.logs.is_empty() {
-            continue;
+            return Ok(());
         }
         for digest in &mut snapshot.digests {
             if let Some(check) = settled.get(digest.location.name()) {
@@ -190,18 +202,26 @@ pub fn check(
         }
         if snapshot.unexamined > 0 {
             tracing::warn!(
-                place = %format_args!("{}/{}", chain.bucket, chain.prefix),
-                account = %chain.account,
-                region = %chain.region,
+                place = %format_args!("{}/{}", place.bucket, place.prefix),
+                account = %place.account,
+                region = %place.region,
                 unexamined = snapshot.unexamined,
                 max = scope.max_unlisted.unwrap_or(usize::MAX),
                 "log files no digest lists were counted, not examined: more than integrity.max_unlisted_per_check"
             );
         }
         let findings = chain::evaluate(&snapshot, grace);
-        out.chains.push(chain_report(&chain, &snapshot, &findings));
+        let report = chain_report(&place, &snapshot, &findings);
+        out.total.add(&report);
+        if figures == Figures::PerPlace {
+            out.chains.push(report);
+        }
         out.findings.extend(findings);
-    }
+        Ok(())
+    })?;
+    out.chains.sort_by(|a, b| {
+        (&a.bucket, &a.prefix, &a.account, &a.region).cmp(&(&b.bucket, &b.prefix, &b.account, &b.region))
+    });
     Ok(out)
 }
 
@@ -414,14 +434,15 @@ pub fn settle_and_check(
         Reach::Everything => Scope::default(),
     };
     let scope = Scope { max_unlisted: Some(config.max_unlisted_per_check), ..scope };
-    let check = check(conn, &scope, Grace { digest_secs: config.digest_grace_secs }, &HashMap::new())?;
+    let grace = Grace { digest_secs: config.digest_grace_secs };
+    let check = check(conn, &scope, grace, &HashMap::new(), Figures::Total)?;
     set_gauges(conn, &check, config, metrics)?;
     metrics.integrity_checks.inc();
     Ok(check)
 }
 
 fn set_gauges(conn: &Connection, check: &Check, config: &IntegrityConfig, metrics: &Metrics) -> rusqlite::Result<()> {
-    let total = total(&check.chains);
+    let total = &check.total;
     for (outcome, n) in total.digests() {
         metrics.integrity_digest_files.with_label_values(&[outcome]).set(n as i64);
     }
@@ -437,26 +458,22 @@ fn set_gauges(conn: &Connection, check: &Check, config: &IntegrityConfig, metric
     Ok(())
 }
 
-/// The figures summed over chains.
-pub fn total(chains: &[ChainReport]) -> ChainReport {
-    let mut t = ChainReport::default();
-    for r in chains {
-        t.digests_verified += r.digests_verified;
-        t.digests_unsigned += r.digests_unsigned;
-        t.digests_unverified += r.digests_unverified;
-        t.digests_invalid += r.digests_invalid;
-        t.digests_missing += r.digests_missing;
-        t.log_files_valid += r.log_files_valid;
-        t.log_files_altered += r.log_files_altered;
-        t.log_files_missing += r.log_files_missing;
-        t.log_files_unlisted += r.log_files_unlisted;
-        t.log_files_pending += r.log_files_pending;
-        t.log_files_unexamined += r.log_files_unexamined;
-    }
-    t
-}
-
 impl ChainReport {
+    /// Adds another place's figures to these (the place's name and times are left as they are).
+    pub fn add(&mut self, r: &ChainReport) {
+        self.digests_verified += r.digests_verified;
+        self.digests_unsigned += r.digests_unsigned;
+        self.digests_unverified += r.digests_unverified;
+        self.digests_invalid += r.digests_invalid;
+        self.digests_missing += r.digests_missing;
+        self.log_files_valid += r.log_files_valid;
+        self.log_files_altered += r.log_files_altered;
+        self.log_files_missing += r.log_files_missing;
+        self.log_files_unlisted += r.log_files_unlisted;
+        self.log_files_pending += r.log_files_pending;
+        self.log_files_unexamined += r.log_files_unexamined;
+    }
+
     /// Digests by outcome, as the metrics label them (the first four were found, `missing` was not).
     pub fn digests(&self) -> [(&'static str, u64); 5] {
         [

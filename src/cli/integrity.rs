@@ -66,7 +66,8 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let settled = validation::verify_unverified(conn, &mut keys).context("reading digests")?;
     let grace = Grace { digest_secs: config.integrity.digest_grace_secs };
     let settled = settled.into_iter().collect();
-    let check = validation::check(conn, &scope, grace, &settled).context("reading the integrity record")?;
+    let check = validation::check(conn, &scope, grace, &settled, validation::Figures::PerPlace)
+        .context("reading the integrity record")?;
     runtime.shutdown_background();
     let chains = &check.chains;
     let wrong = !check.findings.is_empty();

@@ -213,7 +213,7 @@ fn check_integrity(
         }
         None => (validation::settle_and_check(&conn, &mut keys, integrity, Reach::Everything, metrics)?, 0),
     };
-    let total = validation::total(&check.chains);
+    let total = &check.total;
     let sum = |figures: &[(&str, u64)], outcomes: &[&str]| -> u64 {
         figures.iter().filter(|(outcome, _)| outcomes.contains(outcome)).map(|(_, n)| n).sum()
     };

@@ -205,21 +205,35 @@ pub struct Scope {
 /// Log files delivered before a digest's start may still be listed by it: a day of them is read before `since`.
 const LOG_MARGIN_SECS: i64 = 86_400;
 
-/// The chains the integrity tables hold, of the accounts and regions `scope` names.
-pub fn chains(conn: &Connection, scope: &Scope) -> rusqlite::Result<Vec<ChainId>> {
-    let mut stmt = conn.prepare(
-        "SELECT chain_bucket, chain_prefix, account, region FROM integrity_digests
-         UNION SELECT chain_bucket, chain_prefix, account, region FROM integrity_logs
-         ORDER BY 1, 2, 3, 4",
-    )?;
-    let all = stmt.query_map([], |r| {
-        Ok(ChainId { bucket: r.get(0)?, prefix: r.get(1)?, account: r.get(2)?, region: r.get(3)? })
-    })?;
+/// Calls `each` with every place (bucket, prefix, account, region) the integrity tables hold, of the accounts and
+/// regions `scope` names: those with log files, then those with digests only, each in index order. Streamed, not
+/// collected: anyone who can write to a bucket makes a place of every prefix.
+pub fn for_each_place(
+    conn: &Connection,
+    scope: &Scope,
+    mut each: impl FnMut(ChainId) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    // DISTINCT over an index's leading columns is read off the index, with no temporary table (which would be in
+    // memory: the store sets temp_store = MEMORY).
+    const WITH_LOGS: &str = "SELECT DISTINCT account, region, chain_bucket, chain_prefix FROM integrity_logs";
+    const DIGESTS_ONLY: &str = "SELECT DISTINCT account, region, chain_bucket, chain_prefix FROM integrity_digests d
+         WHERE NOT EXISTS (SELECT 1 FROM integrity_logs l WHERE l.account = d.account AND l.region = d.region
+                           AND l.chain_bucket = d.chain_bucket AND l.chain_prefix = d.chain_prefix)";
     let keep = |c: &ChainId| {
         (scope.accounts.is_empty() || scope.accounts.contains(&c.account))
             && (scope.regions.is_empty() || scope.regions.contains(&c.region))
     };
-    all.filter(|c| c.as_ref().map_or(true, keep)).collect()
+    for sql in [WITH_LOGS, DIGESTS_ONLY] {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let place = ChainId { account: r.get(0)?, region: r.get(1)?, bucket: r.get(2)?, prefix: r.get(3)? };
+            if keep(&place) {
+                each(place)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads what the integrity tables hold for `chain` within `scope`'s times.

@@ -306,3 +306,48 @@ fn an_integrity_snapshot_holds_what_a_check_can_use() {
     assert_eq!(logs(&capped), ["good-0", "good-1", "forged-0", "forged-1"]);
     assert_eq!(capped.unexamined, 3);
 }
+
+/// Every place is visited once, whether it holds log files, digests or both, and only those of the scope's
+/// accounts and regions.
+#[test]
+fn integrity_places_are_each_visited_once() {
+    use crate::store::integrity::{Scope, for_each_place};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+    let conn = store.connection();
+    let places = [("logs/", true, false), ("both/", true, true), ("digests/", false, true), ("other/", true, true)];
+    for (n, (prefix, logs, digests)) in places.into_iter().enumerate() {
+        let account = if prefix == "other/" { "444455556666" } else { "111122223333" };
+        for i in 0..2 {
+            let name = format!("{n}-{i}");
+            if logs {
+                conn.execute(
+                    "INSERT INTO integrity_logs VALUES (?1, 'b', ?1, 'b', ?2, ?3, 'us-east-1', 0, 'h')",
+                    rusqlite::params![name, prefix, account],
+                )
+                .unwrap();
+            }
+            if digests {
+                conn.execute(
+                    "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', ?2, ?3, 'us-east-1', 0, 3600, NULL, NULL,
+                         'verified', NULL, NULL, NULL, NULL)",
+                    rusqlite::params![format!("d{name}"), prefix, account],
+                )
+                .unwrap();
+            }
+        }
+    }
+    let visited = |scope: &Scope| {
+        let mut seen = Vec::new();
+        for_each_place(conn, scope, |place| {
+            seen.push(place.prefix);
+            Ok(())
+        })
+        .unwrap();
+        seen.sort();
+        seen
+    };
+    assert_eq!(visited(&Scope::default()), ["both/", "digests/", "logs/", "other/"]);
+    let one_account = Scope { accounts: vec!["111122223333".into()], ..Scope::default() };
+    assert_eq!(visited(&one_account), ["both/", "digests/", "logs/"]);
+}
