@@ -372,12 +372,7 @@ fn chain_report(chain: &ChainId, snapshot: &Snapshot, findings: &[Finding]) -> C
             Finding::DigestInvalid { .. } | Finding::DigestChainEnded { .. } => {}
         }
     }
-    let listed: HashSet<&str> = snapshot
-        .digests
-        .iter()
-        .filter(|d| !matches!(d.check, DigestCheck::Invalid(_)))
-        .flat_map(|d| d.log_files.iter().map(|(l, _)| l.name()))
-        .collect();
+    let listed = snapshot.listed_names();
     for log in &snapshot.logs {
         let name = log.location.name();
         if altered.contains(name) {

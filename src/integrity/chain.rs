@@ -201,6 +201,17 @@ pub struct Snapshot {
     pub unexamined: u64,
 }
 
+impl Snapshot {
+    /// The names of the log files its trusted digests list (an invalid digest's list is never used).
+    pub fn listed_names(&self) -> HashSet<&str> {
+        self.digests
+            .iter()
+            .filter(|d| !matches!(d.check, DigestCheck::Invalid(_)))
+            .flat_map(|d| d.log_files.iter().map(|(l, _)| l.name()))
+            .collect()
+    }
+}
+
 /// One integrity problem. Its [`Finding::subject`] is stable, so the same objects give the same finding.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Finding {

@@ -2,8 +2,6 @@
 //! each lists with their hashes, each log file read with its hash, and objects found gone. Written in the batch's
 //! transaction with the files' ledger entries, read back as a [`Snapshot`] for `integrity::chain::evaluate`.
 
-use std::collections::HashSet;
-
 use rusqlite::{Connection, Transaction, params};
 
 use crate::integrity::chain::{ChainId, DigestCheck, DigestRecord, Location, LogRecord, Snapshot};
@@ -281,14 +279,9 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
     }
     // Whoever can write to the bucket decides how many files no digest lists: those are held up to the cap, the
     // rest streamed past and counted, so that a flood of objects cannot exhaust memory.
-    let listed: HashSet<&str> = out
-        .digests
-        .iter()
-        .filter(|d| !matches!(d.check, DigestCheck::Invalid(_)))
-        .flat_map(|d| d.log_files.iter().map(|(l, _)| l.name()))
-        .collect();
+    let listed = out.listed_names();
     let mut unlisted_room = scope.max_unlisted.unwrap_or(usize::MAX);
-    let mut logs = Vec::new();
+    let (mut logs, mut unexamined) = (Vec::new(), 0);
     let mut stmt = conn.prepare_cached(
         "SELECT bucket, key, time, sha256 FROM integrity_logs
          WHERE account = ?1 AND region = ?2 AND chain_bucket = ?3 AND chain_prefix = ?4 AND time >= ?5 AND time < ?6
@@ -300,7 +293,7 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
         let key = r.get_ref(1)?.as_str()?;
         if !listed.contains(crate::integrity::chain::file_name(key)) {
             if unlisted_room == 0 {
-                out.unexamined += 1;
+                unexamined += 1;
                 continue;
             }
             unlisted_room -= 1;
@@ -312,7 +305,7 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
             sha256: r.get(3)?,
         });
     }
-    out.logs = logs;
+    (out.logs, out.unexamined) = (logs, unexamined);
     // Few: objects a notification named that were gone when fetched.
     let mut stmt = conn.prepare_cached("SELECT bucket, key FROM integrity_gone")?;
     for gone in stmt.query_map([], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? }))? {

@@ -20,18 +20,27 @@ fn at(key: String) -> Location {
     Location { bucket: "trail".into(), key }
 }
 
-fn log_at(hour: i64, n: usize) -> Location {
+/// A log file delivered at `hour`:`minute`, its name ending in `tag` (random in CloudTrail's names).
+fn log_named(hour: i64, minute: usize, tag: &str) -> Location {
     at(format!(
-        "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T{hour:02}{:02}Z_{n}.json.gz",
-        10 + n * 20
+        "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T{hour:02}{minute:02}Z_{tag}.json.gz"
     ))
 }
 
-fn digest_at(hour: i64) -> Location {
+/// The digest of `trail` for `hour`, delivered `at` (MMSS) past the next hour.
+fn digest_named(trail: &str, hour: i64, at_mmss: &str) -> Location {
     at(format!(
-        "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/10/01/111122223333_CloudTrail-Digest_us-east-1_main_us-east-1_20261001T{:02}0000Z.json.gz",
+        "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/10/01/111122223333_CloudTrail-Digest_us-east-1_{trail}_us-east-1_20261001T{:02}{at_mmss}Z.json.gz",
         hour + 1
     ))
+}
+
+fn log_at(hour: i64, n: usize) -> Location {
+    log_named(hour, 10 + n * 20, &n.to_string())
+}
+
+fn digest_at(hour: i64) -> Location {
+    digest_named("main", hour, "0000")
 }
 
 fn content(hour: i64, n: usize) -> String {
@@ -282,17 +291,11 @@ fn parsed_digests_feed_the_chain() {
 /// A second trail ("data", for data events, say) writing to the same bucket and prefix: its log files sit beside
 /// the first trail's and carry no trail name; its digests carry it, and cover hours offset by 91 seconds.
 fn data_log_at(hour: i64, n: usize) -> Location {
-    at(format!(
-        "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T{hour:02}{:02}Z_d{n}.json.gz",
-        15 + n * 20
-    ))
+    log_named(hour, 15 + n * 20, &format!("d{n}"))
 }
 
 fn data_digest_at(hour: i64) -> Location {
-    at(format!(
-        "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2026/10/01/111122223333_CloudTrail-Digest_us-east-1_data_events_us-east-1_20261001T{:02}0131Z.json.gz",
-        hour + 1
-    ))
+    digest_named("data_events", hour, "0131")
 }
 
 /// `untouched` with the data trail's hours 0..6 beside it.
