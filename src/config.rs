@@ -68,9 +68,10 @@ pub struct IntegrityConfig {
     pub interval_secs: u64,
     /// How far back (by file time) the periodic check looks.
     pub lookback_secs: i64,
-    /// Per place and check, how many log files that no digest lists are examined (in time order); the rest are
-    /// counted. Bounds a check's memory and alerts whatever is written to the bucket.
-    pub max_unlisted_per_check: usize,
+    /// Per place and check, how many files nothing vouches for (invalid digests, then log files no digest lists)
+    /// are examined, oldest first; the rest are counted. Bounds a check's memory and alerts whatever is written
+    /// to the bucket.
+    pub max_untrusted_per_check: usize,
 }
 
 impl Default for IntegrityConfig {
@@ -82,7 +83,7 @@ impl Default for IntegrityConfig {
             digest_grace_secs: 7200,
             interval_secs: 300,
             lookback_secs: 3 * 86_400,
-            max_unlisted_per_check: 10_000,
+            max_untrusted_per_check: 10_000,
         }
     }
 }
@@ -818,8 +819,8 @@ fn check_integrity(integrity: &IntegrityConfig, problems: &mut Vec<String>) {
     if integrity.lookback_secs < 3600 {
         problems.push("`integrity.lookback_secs`: must be at least 3600".to_owned());
     }
-    if integrity.max_unlisted_per_check == 0 {
-        problems.push("`integrity.max_unlisted_per_check`: must be at least 1".to_owned());
+    if integrity.max_untrusted_per_check == 0 {
+        problems.push("`integrity.max_untrusted_per_check`: must be at least 1".to_owned());
     }
     if integrity.enabled && integrity.public_keys == PublicKeySource::File && integrity.public_key_files.is_empty() {
         problems.push("`integrity.public_key_files`: required when `public_keys` is \"file\"".to_owned());
@@ -1144,7 +1145,7 @@ mod tests {
             ("alerts", "max_backoff_secs = \"5m\"", "`alerts.max_backoff_secs`: invalid type"),
             ("integrity", "public_keys = \"dns\"", "`integrity.public_keys`: unknown variant `dns`"),
             ("integrity", "digest_grace_secs = 60", "`integrity.digest_grace_secs`: must be at least 900"),
-            ("integrity", "max_unlisted_per_check = 0", "`integrity.max_unlisted_per_check`: must be at least 1"),
+            ("integrity", "max_untrusted_per_check = 0", "`integrity.max_untrusted_per_check`: must be at least 1"),
             (
                 "integrity",
                 "public_key_files = [\"/no/such/keys.json\"]",

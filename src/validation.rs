@@ -200,14 +200,16 @@ pub fn check(
                 digest.check = check.clone();
             }
         }
-        if snapshot.unexamined > 0 {
+        if snapshot.unexamined_logs + snapshot.unexamined_digests > 0 {
             tracing::warn!(
                 place = %format_args!("{}/{}", place.bucket, place.prefix),
                 account = %place.account,
                 region = %place.region,
-                unexamined = snapshot.unexamined,
-                max = scope.max_unlisted.unwrap_or(usize::MAX),
-                "log files no digest lists were counted, not examined: more than integrity.max_unlisted_per_check"
+                log_files = snapshot.unexamined_logs,
+                digests = snapshot.unexamined_digests,
+                max = scope.max_untrusted.unwrap_or(usize::MAX),
+                "invalid digests and log files no digest lists were counted, not examined: more than \
+                 integrity.max_untrusted_per_check"
             );
         }
         let findings = chain::evaluate(&snapshot, grace);
@@ -322,13 +324,15 @@ pub struct ChainReport {
     pub digests_unverified: u64,
     pub digests_invalid: u64,
     pub digests_missing: u64,
+    /// Invalid, and beyond `integrity.max_untrusted_per_check`: counted, not examined.
+    pub digests_unexamined: u64,
     pub log_files_valid: u64,
     pub log_files_altered: u64,
     pub log_files_missing: u64,
     pub log_files_unlisted: u64,
     /// Read, but no digest lists them yet (within the grace period, or their digest is outside the scope).
     pub log_files_pending: u64,
-    /// Read, listed by no digest, and beyond `integrity.max_unlisted_per_check`: counted, not examined.
+    /// Read, listed by no digest, and beyond `integrity.max_untrusted_per_check`: counted, not examined.
     pub log_files_unexamined: u64,
     /// The time the chain's digests cover: the first one's start and the last one's end.
     pub from: Option<String>,
@@ -342,7 +346,8 @@ fn chain_report(chain: &ChainId, snapshot: &Snapshot, findings: &[Finding]) -> C
         prefix: chain.prefix.clone(),
         account: chain.account.clone(),
         region: chain.region.clone(),
-        log_files_unexamined: snapshot.unexamined,
+        log_files_unexamined: snapshot.unexamined_logs,
+        digests_unexamined: snapshot.unexamined_digests,
         ..ChainReport::default()
     };
     for d in &snapshot.digests {
@@ -428,7 +433,7 @@ pub fn settle_and_check(
         }
         Reach::Everything => Scope::default(),
     };
-    let scope = Scope { max_unlisted: Some(config.max_unlisted_per_check), ..scope };
+    let scope = Scope { max_untrusted: Some(config.max_untrusted_per_check), ..scope };
     let grace = Grace { digest_secs: config.digest_grace_secs };
     let check = check(conn, &scope, grace, &HashMap::new(), Figures::Total)?;
     set_gauges(conn, &check, config, metrics)?;
@@ -467,16 +472,18 @@ impl ChainReport {
         self.log_files_unlisted += r.log_files_unlisted;
         self.log_files_pending += r.log_files_pending;
         self.log_files_unexamined += r.log_files_unexamined;
+        self.digests_unexamined += r.digests_unexamined;
     }
 
-    /// Digests by outcome, as the metrics label them (the first four were found, `missing` was not).
-    pub fn digests(&self) -> [(&'static str, u64); 5] {
+    /// Digests by outcome, as the metrics label them (`missing` ones were not found).
+    pub fn digests(&self) -> [(&'static str, u64); 6] {
         [
             ("verified", self.digests_verified),
             ("unsigned", self.digests_unsigned),
             ("unverified", self.digests_unverified),
             ("invalid", self.digests_invalid),
             ("missing", self.digests_missing),
+            ("unexamined", self.digests_unexamined),
         ]
     }
 

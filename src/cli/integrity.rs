@@ -48,7 +48,7 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<ExitCode> {
         until: time("--until", &args.until),
         accounts: args.accounts.clone(),
         regions: args.regions.clone(),
-        max_unlisted: Some(config.integrity.max_unlisted_per_check),
+        max_untrusted: Some(config.integrity.max_untrusted_per_check),
     };
     if !problems.is_empty() {
         return Err(ConfigErrors { source_name: "(command line)".to_owned(), problems }.into());
@@ -137,12 +137,13 @@ fn write_table(chains: &[ChainReport], check: &validation::Check, out: &mut impl
             escape(&c.trails.join(",")),
         )?;
     }
-    let unexamined: u64 = chains.iter().map(|c| c.log_files_unexamined).sum();
-    if unexamined > 0 {
+    let logs: u64 = chains.iter().map(|c| c.log_files_unexamined).sum();
+    let digests: u64 = chains.iter().map(|c| c.digests_unexamined).sum();
+    if logs + digests > 0 {
         writeln!(
             out,
-            "\n{unexamined} log files that no digest lists were counted but not examined: more than \
-             `integrity.max_unlisted_per_check` in one place (a flood of objects written to the bucket?)"
+            "\n{logs} log files that no digest lists and {digests} invalid digests were counted but not examined: \
+             more than `integrity.max_untrusted_per_check` in one place (a flood of objects written to the bucket?)"
         )?;
     }
     let unsigned: u64 = chains.iter().map(|c| c.digests_unsigned).sum();

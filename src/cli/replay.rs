@@ -217,9 +217,9 @@ fn check_integrity(
     let sum = |figures: &[(&str, u64)], outcomes: &[&str]| -> u64 {
         figures.iter().filter(|(outcome, _)| outcomes.contains(outcome)).map(|(_, n)| n).sum()
     };
-    let unexamined = match total.log_files_unexamined {
+    let unexamined = match total.log_files_unexamined + total.digests_unexamined {
         0 => String::new(),
-        n => format!(", {n} log files not examined (over `integrity.max_unlisted_per_check` in a place)"),
+        n => format!(", {n} files not examined (over `integrity.max_untrusted_per_check` in a place)"),
     };
     println!(
         "integrity: {} digests and {} log files checked, {} log file and {} digest problems, {raised} new \

@@ -197,8 +197,10 @@ pub struct Snapshot {
     pub digests: Vec<DigestRecord>,
     pub logs: Vec<LogRecord>,
     pub gone: Vec<Location>,
-    /// Log files read that no digest lists, beyond those the snapshot was allowed to hold: counted, not examined.
-    pub unexamined: u64,
+    /// Log files read that no digest lists, and digests that failed their checks, beyond those the snapshot was
+    /// allowed to hold: counted, not examined.
+    pub unexamined_logs: u64,
+    pub unexamined_digests: u64,
 }
 
 impl Snapshot {

@@ -195,9 +195,10 @@ pub struct Scope {
     pub until: Option<Timestamp>,
     pub accounts: Vec<String>,
     pub regions: Vec<String>,
-    /// At most this many log files that no digest in the snapshot lists, oldest first (`None`: all); the rest are
-    /// only counted ([`Snapshot::unexamined`]). Those listed are bounded by what the digests list.
-    pub max_unlisted: Option<usize>,
+    /// At most this many files nothing vouches for, oldest first (`None`: all): invalid digests, then log files
+    /// that no other digest lists. The rest are only counted ([`Snapshot::unexamined_digests`],
+    /// [`Snapshot::unexamined_logs`]). Valid digests, and the files they list, are bounded by what AWS delivers.
+    pub max_untrusted: Option<usize>,
 }
 
 /// Log files delivered before a digest's start may still be listed by it: a day of them is read before `since`.
@@ -245,8 +246,13 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
         "SELECT name, bucket, key, start_time, end_time, previous_bucket, previous_key, outcome, reason
          FROM integrity_digests
          WHERE account = ?1 AND region = ?2 AND chain_bucket = ?3 AND chain_prefix = ?4
-           AND end_time > ?5 AND start_time < ?6",
+           AND end_time > ?5 AND start_time < ?6
+         ORDER BY end_time, name",
     )?;
+    // Whoever can write to the bucket decides how many digests fail their checks and how many files no digest
+    // lists: those are held up to the cap, the rest streamed past and counted, so that a flood of objects cannot
+    // exhaust memory or raise an alert each.
+    let mut untrusted_room = scope.max_untrusted.unwrap_or(usize::MAX);
     let mut rows = stmt.query(params![account, region, bucket, prefix, since, until])?;
     while let Some(r) = rows.next()? {
         let name: String = r.get(0)?;
@@ -254,7 +260,14 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
             "verified" => DigestCheck::Verified,
             "unverified" => DigestCheck::Unverified,
             "unsigned" => DigestCheck::Unsigned,
-            _ => DigestCheck::Invalid(r.get::<_, Option<String>>(8)?.unwrap_or_default()),
+            _ if untrusted_room == 0 => {
+                out.unexamined_digests += 1;
+                continue;
+            }
+            _ => {
+                untrusted_room -= 1;
+                DigestCheck::Invalid(r.get::<_, Option<String>>(8)?.unwrap_or_default())
+            }
         };
         let previous = match (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?) {
             (Some(bucket), Some(key)) => Some(Location { bucket, key }),
@@ -277,10 +290,7 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
             check,
         });
     }
-    // Whoever can write to the bucket decides how many files no digest lists: those are held up to the cap, the
-    // rest streamed past and counted, so that a flood of objects cannot exhaust memory.
     let listed = out.listed_names();
-    let mut unlisted_room = scope.max_unlisted.unwrap_or(usize::MAX);
     let (mut logs, mut unexamined) = (Vec::new(), 0);
     let mut stmt = conn.prepare_cached(
         "SELECT bucket, key, time, sha256 FROM integrity_logs
@@ -292,11 +302,11 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
     while let Some(r) = rows.next()? {
         let key = r.get_ref(1)?.as_str()?;
         if !listed.contains(crate::integrity::chain::file_name(key)) {
-            if unlisted_room == 0 {
+            if untrusted_room == 0 {
                 unexamined += 1;
                 continue;
             }
-            unlisted_room -= 1;
+            untrusted_room -= 1;
         }
         logs.push(LogRecord {
             location: Location { bucket: r.get(0)?, key: r.get(1)? },
@@ -305,7 +315,7 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
             sha256: r.get(3)?,
         });
     }
-    (out.logs, out.unexamined) = (logs, unexamined);
+    (out.logs, out.unexamined_logs) = (logs, unexamined);
     // Few: objects a notification named that were gone when fetched.
     let mut stmt = conn.prepare_cached("SELECT bucket, key FROM integrity_gone")?;
     for gone in stmt.query_map([], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? }))? {

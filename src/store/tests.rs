@@ -253,7 +253,8 @@ fn a_schema_4_store_sums_denied_calls_and_names_alert_principals() {
 }
 
 /// A snapshot holds what a check can use and no more: an invalid digest's list (anyone can write a digest listing
-/// a million entries) is left in the store, and beyond `max_unlisted` the log files no digest lists are counted.
+/// a million entries) is left in the store, and beyond `max_untrusted` invalid digests, then log files no digest
+/// lists, are counted.
 #[test]
 fn an_integrity_snapshot_holds_what_a_check_can_use() {
     use crate::integrity::chain::ChainId;
@@ -261,7 +262,9 @@ fn an_integrity_snapshot_holds_what_a_check_can_use() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
     let conn = store.connection();
-    for (digest, outcome, listed) in [("good", "verified", 2), ("forged", "invalid", 3)] {
+    let digests =
+        [("good", "verified", 2), ("forged", "invalid", 3), ("forged2", "invalid", 0), ("forged3", "invalid", 0)];
+    for (digest, outcome, listed) in digests {
         conn.execute(
             "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', 0,
                  3600, NULL, NULL, ?2, NULL, NULL, NULL, NULL)",
@@ -300,11 +303,19 @@ fn an_integrity_snapshot_holds_what_a_check_can_use() {
     let logs =
         |s: &crate::integrity::chain::Snapshot| s.logs.iter().map(|l| l.location.key.clone()).collect::<Vec<_>>();
     let all = snapshot(conn, &Scope::default(), &chain).unwrap();
-    assert_eq!(lists(&all), [("forged".to_owned(), 0), ("good".to_owned(), 2)]);
-    assert_eq!((logs(&all).len(), all.unexamined), (7, 0));
-    let capped = snapshot(conn, &Scope { max_unlisted: Some(2), ..Scope::default() }, &chain).unwrap();
-    assert_eq!(logs(&capped), ["good-0", "good-1", "forged-0", "forged-1"]);
-    assert_eq!(capped.unexamined, 3);
+    let forged = |n: usize| ["forged", "forged2", "forged3"][..n].iter().map(|d| (d.to_string(), 0));
+    let good = || std::iter::once(("good".to_owned(), 2));
+    assert_eq!(lists(&all), forged(3).chain(good()).collect::<Vec<_>>());
+    assert_eq!((logs(&all).len(), all.unexamined_logs, all.unexamined_digests), (7, 0, 0));
+    // Two places for what nothing vouches for: the two oldest invalid digests (by end time, then name) take them.
+    let capped = |max| snapshot(conn, &Scope { max_untrusted: Some(max), ..Scope::default() }, &chain).unwrap();
+    let two = capped(2);
+    assert_eq!(lists(&two), forged(2).chain(good()).collect::<Vec<_>>());
+    assert_eq!(logs(&two), ["good-0", "good-1"]);
+    assert_eq!((two.unexamined_digests, two.unexamined_logs), (1, 5));
+    let five = capped(5);
+    assert_eq!(logs(&five), ["good-0", "good-1", "forged-0", "forged-1"]);
+    assert_eq!((five.unexamined_digests, five.unexamined_logs), (0, 3));
 }
 
 /// Every place is visited once, whether it holds log files, digests or both, and only those of the scope's
