@@ -11,7 +11,7 @@ use crate::alert::{Alert, Derived};
 use crate::config::{IntegrityConfig, PublicKeySource};
 use crate::detect::catalogue::state_rule;
 use crate::integrity::chain::{self, ChainId, DigestCheck, Finding, Grace, Location, Snapshot};
-use crate::integrity::{IntegrityError, PublicKey, PublicKeys};
+use crate::integrity::{IntegrityError, PendingSignature, PublicKey, PublicKeys};
 use crate::metrics::Metrics;
 use crate::store::integrity::{self as rows, Scope};
 use crate::time::{Timestamp, format_rfc3339};
@@ -116,49 +116,82 @@ impl KeyRing {
     }
 }
 
-/// The signature checks of the digests that wait for their key, by digest name; a key list that cannot be
-/// fetched leaves its digests out (logged), to wait for the next pass.
-pub fn verify_unverified(conn: &Connection, keys: &mut KeyRing) -> rusqlite::Result<Vec<(String, DigestCheck)>> {
-    let mut out = Vec::new();
+/// Digests waiting for their key are read this many at a time: a flood of forged digests (each with a signature
+/// to check) is never held at once.
+const PENDING_PAGE: usize = 512;
+
+/// Checks the signatures of the digests that wait for their key and gives `each` the outcomes a page at a time,
+/// by digest name; a key list that cannot be fetched leaves its digests out (logged), to wait for the next pass.
+/// Returns how many were checked.
+pub fn verify_unverified(
+    conn: &Connection,
+    keys: &mut KeyRing,
+    mut each: impl FnMut(Vec<(String, DigestCheck)>) -> rusqlite::Result<()>,
+) -> rusqlite::Result<u64> {
+    let mut checked = 0;
     // A region whose keys could not be fetched is not asked again in this pass: its other digests wait too.
     let mut unreachable: HashSet<String> = HashSet::new();
-    for (name, region, end_time, pending) in rows::unverified(conn)? {
-        if unreachable.contains(&region) {
-            continue;
-        }
-        let key = match keys.find(&pending.fingerprint, &region, end_time) {
-            Ok(key) => key,
-            Err(err) => {
-                tracing::warn!("cloudtrail public keys for {region}: {err}; its digests wait for the next check");
-                unreachable.insert(region);
-                continue;
-            }
-        };
-        let checked = match key {
-            Some(key) => pending.verify_with(key),
-            None => Err(IntegrityError::UnknownKey {
-                bucket: pending.found.bucket.clone(),
-                key: pending.found.key.clone(),
-                fingerprint: pending.fingerprint.clone(),
-            }),
-        };
-        out.push((name, checked.map_or_else(|err| DigestCheck::Invalid(err.to_string()), |()| DigestCheck::Verified)));
+    let mut after = String::new();
+    loop {
+        let page = rows::unverified(conn, &after, PENDING_PAGE)?;
+        let Some((last, ..)) = page.last() else { return Ok(checked) };
+        after = last.clone();
+        let outcomes: Vec<(String, DigestCheck)> = page
+            .into_iter()
+            .filter_map(|(name, region, end_time, pending)| {
+                verify_one(keys, &mut unreachable, &region, end_time, &pending).map(|check| (name, check))
+            })
+            .collect();
+        checked += outcomes.len() as u64;
+        each(outcomes)?;
     }
-    Ok(out)
+}
+
+/// One pending signature checked, or `None` when its region's keys cannot be fetched in this pass.
+fn verify_one(
+    keys: &mut KeyRing,
+    unreachable: &mut HashSet<String>,
+    region: &str,
+    end_time: Timestamp,
+    pending: &PendingSignature,
+) -> Option<DigestCheck> {
+    if unreachable.contains(region) {
+        return None;
+    }
+    let key = match keys.find(&pending.fingerprint, region, end_time) {
+        Ok(key) => key,
+        Err(err) => {
+            tracing::warn!("cloudtrail public keys for {region}: {err}; its digests wait for the next check");
+            unreachable.insert(region.to_owned());
+            return None;
+        }
+    };
+    let checked = match key {
+        Some(key) => pending.verify_with(key),
+        None => Err(IntegrityError::UnknownKey {
+            bucket: pending.found.bucket.clone(),
+            key: pending.found.key.clone(),
+            fingerprint: pending.fingerprint.clone(),
+        }),
+    };
+    Some(checked.map_or_else(|err| DigestCheck::Invalid(err.to_string()), |()| DigestCheck::Verified))
 }
 
 /// Checks the signatures of the digests that wait for their key and records each outcome. Returns how many were
 /// settled.
 pub fn settle(conn: &Connection, keys: &mut KeyRing, metrics: Option<&Metrics>) -> rusqlite::Result<u64> {
-    let checked = verify_unverified(conn, keys)?;
-    for (name, check) in &checked {
-        rows::settle(conn, name, check)?;
-        if let Some(metrics) = metrics {
-            let outcome = if *check == DigestCheck::Verified { "verified" } else { "invalid" };
-            metrics.integrity_digests.with_label_values(&[outcome]).inc();
+    verify_unverified(conn, keys, |outcomes| {
+        // A page in one transaction: one commit, not hundreds (the committer waits for each).
+        let tx = conn.unchecked_transaction()?;
+        for (name, check) in &outcomes {
+            rows::settle(&tx, name, check)?;
+            if let Some(metrics) = metrics {
+                let outcome = if *check == DigestCheck::Verified { "verified" } else { "invalid" };
+                metrics.integrity_digests.with_label_values(&[outcome]).inc();
+            }
         }
-    }
-    Ok(checked.len() as u64)
+        tx.commit()
+    })
 }
 
 /// What the store's records within a scope show: the figures summed over places (and each place's, when asked
@@ -514,6 +547,41 @@ mod tests {
         }
     }
 
+    /// Digests waiting for their key are read a page at a time (a flood of forged ones is never held at once),
+    /// and every page is settled: here, two pages and one more, none signed with a key the files know.
+    #[test]
+    fn waiting_digests_are_settled_page_by_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+        let conn = store.connection();
+        let waiting = 2 * PENDING_PAGE + 1;
+        for i in 0..waiting {
+            conn.execute(
+                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', 0,
+                     3600, NULL, NULL, 'unverified', NULL, 'forged', 'signed', '00')",
+                [format!("d{i:05}")],
+            )
+            .unwrap();
+        }
+        let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/integrity/public-keys.json");
+        let config = IntegrityConfig {
+            enabled: true,
+            public_keys: crate::config::PublicKeySource::File,
+            public_key_files: vec![keys],
+            ..IntegrityConfig::default()
+        };
+        let mut keys = KeyRing::from_config(&config, None).unwrap();
+        assert_eq!(settle(conn, &mut keys, None).unwrap(), waiting as u64);
+        let outcomes: Vec<(String, i64)> = conn
+            .prepare("SELECT outcome, count(*) FROM integrity_digests GROUP BY outcome")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(outcomes, [("invalid".to_owned(), waiting as i64)]);
+    }
+
     /// When ListPublicKeys cannot be reached, a pass asks once per region, not once per digest (each call may
     /// take the SDK's retries), and every digest waits for the next pass.
     #[test]
@@ -533,7 +601,7 @@ mod tests {
         let config = IntegrityConfig { enabled: true, ..IntegrityConfig::default() };
         let mut keys = KeyRing::from_config(&config, Some(Box::new(Unreachable(calls.clone())))).unwrap();
         for pass in 1..=2 {
-            assert_eq!(verify_unverified(conn, &mut keys).unwrap(), []);
+            assert_eq!(verify_unverified(conn, &mut keys, |_| Ok(())).unwrap(), 0);
             assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2 * pass, "pass {pass}");
         }
     }

@@ -63,9 +63,13 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     // Signatures not settled yet are checked here too (in memory: the report writes nothing).
     let runtime = trailwatch::daemon::runtime(1, "trailwatch-keys")?;
     let mut keys = KeyRing::from_config(&config.integrity, trailwatch::daemon::key_fetcher(&runtime, &config))?;
-    let settled = validation::verify_unverified(conn, &mut keys).context("reading digests")?;
+    let mut settled = std::collections::HashMap::new();
+    validation::verify_unverified(conn, &mut keys, |outcomes| {
+        settled.extend(outcomes);
+        Ok(())
+    })
+    .context("reading digests")?;
     let grace = Grace { digest_secs: config.integrity.digest_grace_secs };
-    let settled = settled.into_iter().collect();
     let check = validation::check(conn, &scope, grace, &settled, validation::Figures::PerPlace)
         .context("reading the integrity record")?;
     runtime.shutdown_background();

@@ -151,12 +151,16 @@ pub fn write(tx: &Transaction<'_>, rows: &IntegrityRows) -> rusqlite::Result<()>
 }
 
 /// The digests whose signature waits for its key: name, region, end time and signature.
-pub fn unverified(conn: &Connection) -> rusqlite::Result<Vec<(String, String, Timestamp, PendingSignature)>> {
-    let mut stmt = conn.prepare(
+pub fn unverified(
+    conn: &Connection,
+    after: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<(String, String, Timestamp, PendingSignature)>> {
+    let mut stmt = conn.prepare_cached(
         "SELECT name, region, end_time, bucket, key, fingerprint, signed, signature FROM integrity_digests
-         WHERE outcome = 'unverified' ORDER BY name",
+         WHERE outcome = 'unverified' AND name > ?1 ORDER BY name LIMIT ?2",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map(params![after, limit as i64], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
