@@ -62,14 +62,37 @@ impl KeyFetcher for ApiKeys {
 }
 
 /// The public keys digests are checked with: the files', and with `public_keys = "api"` those fetched per region,
-/// fetched again when a digest names a fingerprint the region's list does not have (CloudTrail rotates keys).
+/// fetched again when a digest names a fingerprint the region's list does not have (CloudTrail rotates keys), but
+/// only when the list may not know it yet: anyone can write digests naming fingerprints of their own.
 pub struct KeyRing {
     files: PublicKeys,
     fetcher: Option<Box<dyn KeyFetcher>>,
-    fetched: HashMap<String, PublicKeys>,
-    /// Fingerprints asked for in a fresh fetch and still not found: not asked for again by this ring.
-    unknown: HashSet<(String, String)>,
+    fetched: HashMap<String, FetchedKeys>,
 }
+
+/// A region's keys as `ListPublicKeys` gave them: those valid from `since` to `at` (the clock when fetched).
+struct FetchedKeys {
+    keys: PublicKeys,
+    since: Timestamp,
+    at: Timestamp,
+}
+
+/// What a digest's fingerprint finds.
+enum Lookup<'a> {
+    Found(&'a PublicKey),
+    /// No key of the files', nor of a list fetched after the digest was delivered: it was not signed by CloudTrail.
+    Unknown,
+    /// Too recent for the region's list, which was fetched too lately to fetch again: the next pass decides.
+    Wait,
+}
+
+/// CloudTrail delivers a digest within about an hour of its end; a key list fetched later knows its key.
+const KEY_LIST_COVERS_AFTER_SECS: i64 = 3600;
+/// A region's key list is fetched again at most this often for a digest it cannot tell yet.
+const KEY_LIST_REFETCH_SECS: i64 = 300;
+/// 2015-01-01: before CloudTrail signed any digest (log file validation came in November 2015). A list from here
+/// holds every key; a digest that claims to be older was not signed by CloudTrail.
+const DIGESTS_BEGAN: Timestamp = 1_420_070_400;
 
 impl KeyRing {
     /// The keys `config` names: its files, read now (config validation read them once already).
@@ -90,29 +113,37 @@ impl KeyRing {
             PublicKeySource::Api => fetcher,
             PublicKeySource::File => None,
         };
-        Ok(KeyRing { files, fetcher, fetched: HashMap::new(), unknown: HashSet::new() })
+        Ok(KeyRing { files, fetcher, fetched: HashMap::new() })
     }
 
-    /// The key with `fingerprint` for a digest of `region` that ended at `at`, fetching the region's keys when it
-    /// is not known yet.
-    fn find(&mut self, fingerprint: &str, region: &str, at: Timestamp) -> Result<Option<&PublicKey>, String> {
+    /// The key with `fingerprint` for a digest of `region` that ended at `at`, fetching the region's keys when its
+    /// list is missing, starts after the digest, or is older than the digest's delivery and may be fetched again.
+    fn find(&mut self, fingerprint: &str, region: &str, at: Timestamp, now: Timestamp) -> Result<Lookup<'_>, String> {
         if self.files.get(fingerprint).is_some() {
-            return Ok(self.files.get(fingerprint));
+            return Ok(self.files.get(fingerprint).map_or(Lookup::Unknown, Lookup::Found));
         }
-        let known = self.fetched.get(region).is_some_and(|keys| keys.get(fingerprint).is_some());
-        let asked = self.unknown.contains(&(region.to_owned(), fingerprint.to_owned()));
-        if !known
-            && !asked
-            && let Some(fetcher) = &mut self.fetcher
-        {
-            // A day before the digest: keys are listed by their validity, which may have ended since.
-            let keys = fetcher.fetch(region, at - 86_400)?;
-            self.fetched.entry(region.to_owned()).or_default().extend(keys);
-            if self.fetched[region].get(fingerprint).is_none() {
-                self.unknown.insert((region.to_owned(), fingerprint.to_owned()));
-            }
+        let Some(fetcher) = &mut self.fetcher else { return Ok(Lookup::Unknown) };
+        // A day before the digest: keys are listed by their validity, which may have ended since.
+        let since = at - 86_400;
+        let covers = |f: &FetchedKeys| f.since <= since && at + KEY_LIST_COVERS_AFTER_SECS <= f.at;
+        // The first list starts a day before the first digest; one for an older digest goes back to the start, so
+        // that digests claiming ever older times cost one list, not one each.
+        let fetch_since = match self.fetched.get(region) {
+            None => Some(since),
+            Some(f) if f.keys.get(fingerprint).is_some() || covers(f) => None,
+            Some(f) if f.since > since => Some(DIGESTS_BEGAN),
+            Some(f) => (now - f.at >= KEY_LIST_REFETCH_SECS).then_some(f.since),
+        };
+        if let Some(since) = fetch_since {
+            let keys = fetcher.fetch(region, since)?;
+            self.fetched.insert(region.to_owned(), FetchedKeys { keys, since, at: now });
         }
-        Ok(self.fetched.get(region).and_then(|keys| keys.get(fingerprint)))
+        let fetched = &self.fetched[region];
+        Ok(match fetched.keys.get(fingerprint) {
+            Some(key) => Lookup::Found(key),
+            None if covers(fetched) => Lookup::Unknown,
+            None => Lookup::Wait,
+        })
     }
 }
 
@@ -147,7 +178,8 @@ pub fn verify_unverified(
     }
 }
 
-/// One pending signature checked, or `None` when its region's keys cannot be fetched in this pass.
+/// One pending signature checked, or `None` when it waits for the next pass: its region's keys cannot be
+/// fetched, or it is too recent for their list.
 fn verify_one(
     keys: &mut KeyRing,
     unreachable: &mut HashSet<String>,
@@ -158,8 +190,19 @@ fn verify_one(
     if unreachable.contains(region) {
         return None;
     }
-    let key = match keys.find(&pending.fingerprint, region, end_time) {
-        Ok(key) => key,
+    let now = crate::time::now();
+    // CloudTrail signs a digest when it delivers it: one that claims to end later than now, or before digests
+    // existed, was not.
+    if end_time > now + KEY_LIST_COVERS_AFTER_SECS {
+        return Some(DigestCheck::Invalid(format!("{}: ends in the future", pending.found)));
+    }
+    if end_time < DIGESTS_BEGAN + 86_400 {
+        return Some(DigestCheck::Invalid(format!("{}: ends before CloudTrail signed digests", pending.found)));
+    }
+    let key = match keys.find(&pending.fingerprint, region, end_time, now) {
+        Ok(Lookup::Found(key)) => Some(key),
+        Ok(Lookup::Unknown) => None,
+        Ok(Lookup::Wait) => return None,
         Err(err) => {
             tracing::warn!("cloudtrail public keys for {region}: {err}; its digests wait for the next check");
             unreachable.insert(region.to_owned());
@@ -557,8 +600,8 @@ mod tests {
         let waiting = 2 * PENDING_PAGE + 1;
         for i in 0..waiting {
             conn.execute(
-                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', 0,
-                     3600, NULL, NULL, 'unverified', NULL, 'forged', 'signed', '00')",
+                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1',
+                     1790812800, 1790816400, NULL, NULL, 'unverified', NULL, 'forged', 'signed', '00')",
                 [format!("d{i:05}")],
             )
             .unwrap();
@@ -582,6 +625,57 @@ mod tests {
         assert_eq!(outcomes, [("invalid".to_owned(), waiting as i64)]);
     }
 
+    /// Lists the test key for every region, counting the calls.
+    struct Listing(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl KeyFetcher for Listing {
+        fn fetch(&mut self, _region: &str, _since: Timestamp) -> Result<PublicKeys, String> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/integrity/public-keys.json");
+            PublicKeys::from_list_json(&std::fs::read(path).unwrap(), "test").map_err(|e| e.to_string())
+        }
+    }
+
+    /// Anyone can write digests naming fingerprints of their own: each used to cost a ListPublicKeys call. A list
+    /// fetched after a digest was delivered knows its key, so a pass settles them all with a list from a day before
+    /// the first and one more back to when digests began (for ever older claims); a digest too recent for the list
+    /// waits, and one that claims to end in the future, or before digests existed, is invalid.
+    #[test]
+    fn forged_fingerprints_cost_one_key_list_per_region_and_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+        let conn = store.connection();
+        let now = crate::time::now();
+        let insert = |name: &str, end: Timestamp, fingerprint: &str| {
+            conn.execute(
+                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', ?2,
+                     ?3, NULL, NULL, 'unverified', NULL, ?4, 'signed', '00')",
+                rusqlite::params![name, end - 3600, end, fingerprint],
+            )
+            .unwrap();
+        };
+        for i in 0..50 {
+            insert(&format!("old{i:02}"), 1_790_816_400, &format!("forged{i:02}"));
+        }
+        for i in 0..10 {
+            insert(&format!("back{i:02}"), 1_790_816_400 - i * 40 * 86_400, &format!("forged-back{i:02}"));
+        }
+        insert("recent", now - 60, "forged-recent");
+        insert("future", now + 30 * 86_400, "forged-future");
+        insert("ancient", 3600, "forged-ancient");
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let config = IntegrityConfig { enabled: true, ..IntegrityConfig::default() };
+        let mut keys = KeyRing::from_config(&config, Some(Box::new(Listing(calls.clone())))).unwrap();
+        assert_eq!(settle(conn, &mut keys, None).unwrap(), 62);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let outcome = |name: &str| -> String {
+            conn.query_row("SELECT outcome FROM integrity_digests WHERE name = ?1", [name], |r| r.get(0)).unwrap()
+        };
+        assert_eq!((outcome("old00"), outcome("old49")), ("invalid".into(), "invalid".into()));
+        assert_eq!((outcome("back09"), outcome("ancient")), ("invalid".into(), "invalid".into()));
+        assert_eq!((outcome("recent"), outcome("future")), ("unverified".into(), "invalid".into()));
+    }
+
     /// When ListPublicKeys cannot be reached, a pass asks once per region, not once per digest (each call may
     /// take the SDK's retries), and every digest waits for the next pass.
     #[test]
@@ -591,7 +685,7 @@ mod tests {
         let conn = store.connection();
         for (i, region) in ["us-east-1", "us-east-1", "us-east-1", "eu-west-1"].iter().enumerate() {
             conn.execute(
-                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', ?2, 0, 3600,
+                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', ?2, 1790812800, 1790816400,
                      NULL, NULL, 'unverified', NULL, 'fp', 'signed', '00')",
                 rusqlite::params![format!("d{i}"), region],
             )
