@@ -99,6 +99,9 @@ pub fn write(tx: &Transaction<'_>, rows: &IntegrityRows) -> rusqlite::Result<()>
         "INSERT OR REPLACE INTO integrity_listed (digest, name, bucket, key, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for DigestIntake { record: d, pending } in &rows.digests {
+        let invalid = matches!(d.check, DigestCheck::Invalid(_));
+        // Nothing is left to check on an invalid digest: no signature kept, and (below) no list.
+        let pending = pending.as_ref().filter(|_| !invalid);
         let (outcome, reason) = outcome(&d.check);
         let name = d.location.name();
         digest.execute(params![
@@ -115,11 +118,15 @@ pub fn write(tx: &Transaction<'_>, rows: &IntegrityRows) -> rusqlite::Result<()>
             d.previous.as_ref().map(|p| &p.key),
             outcome,
             reason,
-            pending.as_ref().map(|p| &p.fingerprint),
-            pending.as_ref().map(|p| &p.signed),
-            pending.as_ref().map(|p| &p.signature),
+            pending.map(|p| &p.fingerprint),
+            pending.map(|p| &p.signed),
+            pending.map(|p| &p.signature),
         ])?;
         forget_listed.execute([name])?;
+        // What an invalid digest lists is never used: anyone can write digests listing 80,000 entries each.
+        if invalid {
+            continue;
+        }
         for (log, hash) in &d.log_files {
             listed.execute(params![name, log.name(), log.bucket, log.key, hash])?;
         }
@@ -181,13 +188,18 @@ pub fn newest_log_time(conn: &Connection) -> rusqlite::Result<Option<Timestamp>>
     conn.query_row("SELECT max(time) FROM integrity_logs", [], |r| r.get(0))
 }
 
-/// Records how a digest's signature check came out (`Verified` or `Invalid`).
+/// Records how a digest's signature check came out (`Verified` or `Invalid`). The signature is no longer needed,
+/// and an invalid digest's list never is.
 pub fn settle(conn: &Connection, name: &str, check: &DigestCheck) -> rusqlite::Result<()> {
     let (outcome, reason) = outcome(check);
-    conn.execute(
-        "UPDATE integrity_digests SET outcome = ?2, reason = ?3 WHERE name = ?1 AND outcome = 'unverified'",
+    let settled = conn.execute(
+        "UPDATE integrity_digests SET outcome = ?2, reason = ?3, signed = NULL, signature = NULL
+         WHERE name = ?1 AND outcome = 'unverified'",
         params![name, outcome, reason],
     )?;
+    if settled > 0 && matches!(check, DigestCheck::Invalid(_)) {
+        conn.execute("DELETE FROM integrity_listed WHERE digest = ?1", [name])?;
+    }
     Ok(())
 }
 

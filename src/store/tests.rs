@@ -362,3 +362,61 @@ fn integrity_places_are_each_visited_once() {
     let one_account = Scope { accounts: vec!["111122223333".into()], ..Scope::default() };
     assert_eq!(visited(&one_account), ["both/", "digests/", "logs/"]);
 }
+
+/// Anyone can write digests listing 80,000 entries each: an invalid digest's list is not kept, neither when intake
+/// finds it invalid nor when its signature is settled so; a settled digest's signature is dropped too.
+#[test]
+fn an_invalid_digest_leaves_no_list_behind() {
+    use crate::integrity::chain::{ChainId, DigestCheck, DigestRecord, Location};
+    use crate::integrity::{DigestIntake, PendingSignature};
+    use crate::store::integrity::{IntegrityRows, settle, write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+    let conn = store.connection();
+    let at = |key: &str| Location { bucket: "b".into(), key: key.into() };
+    let digest = |name: &str, check: DigestCheck| DigestIntake {
+        record: DigestRecord {
+            location: at(name),
+            chain: ChainId {
+                bucket: "b".into(),
+                prefix: "AWSLogs/".into(),
+                account: "111122223333".into(),
+                region: "us-east-1".into(),
+            },
+            start_time: 1_790_812_800,
+            end_time: 1_790_816_400,
+            previous: None,
+            log_files: (0..3).map(|n| (at(&format!("{name}-log{n}")), "h".to_owned())).collect(),
+            check,
+        },
+        pending: Some(PendingSignature {
+            found: at(name),
+            fingerprint: "f".into(),
+            signed: "signed".into(),
+            signature: "00".into(),
+        }),
+    };
+    let rows = IntegrityRows {
+        digests: vec![
+            digest("moved", DigestCheck::Invalid("found elsewhere".into())),
+            digest("forged", DigestCheck::Unverified),
+            digest("real", DigestCheck::Unverified),
+        ],
+        ..IntegrityRows::default()
+    };
+    let tx = conn.unchecked_transaction().unwrap();
+    write(&tx, &rows).unwrap();
+    tx.commit().unwrap();
+    settle(conn, "forged", &DigestCheck::Invalid("the signature does not verify".into())).unwrap();
+    settle(conn, "real", &DigestCheck::Verified).unwrap();
+    let listed: Vec<(String, i64)> = conn
+        .prepare("SELECT digest, count(*) FROM integrity_listed GROUP BY digest")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(listed, [("real".to_owned(), 3)]);
+    let signatures: i64 = conn.query_row("SELECT count(signature) FROM integrity_digests", [], |r| r.get(0)).unwrap();
+    assert_eq!(signatures, 0);
+}
