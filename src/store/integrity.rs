@@ -2,7 +2,7 @@
 //! each lists with their hashes, each log file read with its hash, and objects found gone. Written in the batch's
 //! transaction with the files' ledger entries, read back as a [`Snapshot`] for `integrity::chain::evaluate`.
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::integrity::chain::{ChainId, DigestCheck, DigestRecord, Location, LogRecord, Snapshot};
 use crate::integrity::{DigestIntake, PendingSignature};
@@ -331,15 +331,15 @@ pub fn snapshot(conn: &Connection, scope: &Scope, chain: &ChainId) -> rusqlite::
             sha256: r.get(3)?,
         });
     }
-    (out.logs, out.unexamined_logs) = (logs, unexamined);
-    // Few: objects a notification named that were gone when fetched.
-    let mut stmt = conn.prepare_cached("SELECT bucket, key FROM integrity_gone")?;
-    for gone in stmt.query_map([], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? }))? {
-        let gone = gone?;
-        if ChainId::of(&gone.bucket, &gone.key).as_ref() == Some(chain) {
-            out.gone.push(gone);
-        }
+    // Objects a notification named that were gone when fetched: only those a digest lists say anything, and
+    // anyone can make many (written, then deleted before the fetch), so they are looked up by name, not scanned.
+    let mut gone = Vec::new();
+    let mut stmt = conn.prepare_cached("SELECT bucket, key FROM integrity_gone WHERE name = ?1")?;
+    for name in &listed {
+        let found = stmt.query_row([name], |r| Ok(Location { bucket: r.get(0)?, key: r.get(1)? })).optional()?;
+        gone.extend(found);
     }
+    (out.logs, out.unexamined_logs, out.gone) = (logs, unexamined, gone);
     Ok(out)
 }
 

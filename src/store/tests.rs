@@ -420,3 +420,39 @@ fn an_invalid_digest_leaves_no_list_behind() {
     let signatures: i64 = conn.query_row("SELECT count(signature) FROM integrity_digests", [], |r| r.get(0)).unwrap();
     assert_eq!(signatures, 0);
 }
+
+/// Objects found gone are read for what the digests list, by name: any number of others (written, then deleted
+/// before the fetch) is never scanned.
+#[test]
+fn gone_objects_are_looked_up_by_what_digests_list() {
+    use crate::integrity::chain::ChainId;
+    use crate::store::integrity::{Scope, snapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
+    let conn = store.connection();
+    conn.execute(
+        "INSERT INTO integrity_digests VALUES ('d', 'b', 'AWSLogs/d', 'b', 'AWSLogs/', '111122223333', 'us-east-1',
+             1790812800, 1790816400, NULL, NULL, 'verified', NULL, NULL, NULL, NULL)",
+        [],
+    )
+    .unwrap();
+    let key = |tag: &str| {
+        format!(
+            "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T0010Z_{tag}.json.gz"
+        )
+    };
+    let name = |tag: &str| crate::integrity::chain::file_name(&key(tag)).to_owned();
+    conn.execute("INSERT INTO integrity_listed VALUES ('d', ?1, 'b', ?2, 'h')", [name("listed"), key("listed")])
+        .unwrap();
+    for tag in ["listed", "stray1", "stray2"] {
+        conn.execute("INSERT INTO integrity_gone VALUES (?1, 'b', ?2)", [name(tag), key(tag)]).unwrap();
+    }
+    let place = ChainId {
+        bucket: "b".into(),
+        prefix: "AWSLogs/".into(),
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+    };
+    let got = snapshot(conn, &Scope::default(), &place).unwrap();
+    assert_eq!(got.gone.iter().map(|g| g.key.clone()).collect::<Vec<_>>(), [key("listed")]);
+}
