@@ -563,13 +563,7 @@ fn s3_each_tampering_case_raises_exactly_its_alert_once() {
 #[test]
 fn spool_daemon_checks_digests_and_log_files_as_they_arrive() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, port) = (dir.path().join("spool"), free_port());
-    std::fs::create_dir_all(&spool).unwrap();
-    let extra = format!(
-        "interval_secs = 1\n[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n\
-         [http]\nlisten = \"127.0.0.1:{port}\"\n"
-    );
-    let config = config(dir.path(), &extra);
+    let (daemon, spool, port) = spool_daemon(dir.path(), "");
     let mut objects = trail();
     find(&mut objects, &log_key(1, 1)).bytes = gzip(&log_json(1, 1, "ListBucketsAgain"));
     // The first three hours: their digests before their log files. Then the rest, in delivery order, once those
@@ -580,12 +574,6 @@ fn spool_daemon_checks_digests_and_log_files_as_they_arrive() {
     };
     let (mut first, rest): (Vec<Object>, Vec<Object>) = objects.into_iter().partition(early);
     first.sort_by_key(|o| !o.key.contains("CloudTrail-Digest"));
-    let mut daemon = bin()
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let metrics = || http_get(port, "/metrics").filter(|(status, _)| *status == 200).map(|(_, body)| body);
     wait_for(std::time::Duration::from_secs(30), metrics).expect("daemon up");
     let drop_all = |objects: &[Object]| {
@@ -632,6 +620,30 @@ fn spool_daemon_checks_digests_and_log_files_as_they_arrive() {
         assert_eq!(metric(&body, sample), Some(want), "{sample}");
     }
     assert!(metric(&body, "trailwatch_integrity_newest_valid_digest_age_seconds").unwrap() > 86_400.0);
+    stop(daemon);
+}
+
+/// A daemon on a spool under `dir`, checking every second, with `sections` of config after `[integrity]`: the
+/// daemon, its spool and its HTTP port.
+fn spool_daemon(dir: &Path, sections: &str) -> (std::process::Child, PathBuf, u16) {
+    let (spool, port) = (dir.join("spool"), free_port());
+    std::fs::create_dir_all(&spool).unwrap();
+    let extra = format!(
+        "interval_secs = 1\n{sections}[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\nmin_file_age_ms = 0\n\
+         [http]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    let config = config(dir, &extra);
+    let daemon = bin()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (daemon, spool, port)
+}
+
+/// Stops a daemon with SIGTERM: it exits 0.
+fn stop(mut daemon: std::process::Child) {
     std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     let exit = wait_for(std::time::Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits");
     assert!(exit.success());
@@ -838,7 +850,7 @@ fn sqs_daemon_fetches_digests_with_their_signatures_and_reports_gone_files() {
         "[integrity]\nenabled = true\npublic_keys = \"file\"\npublic_key_files = [{keys:?}]\ninterval_secs = 1\n"
     ));
     std::fs::write(&sqs_config, text).unwrap();
-    let mut daemon = crate::aws::start_daemon(&sqs_config);
+    let daemon = crate::aws::start_daemon(&sqs_config);
     let state = dir.path().join("state.db");
     let metrics = wait_for(std::time::Duration::from_secs(90), || {
         let (_, body) = http_get(port, "/metrics")?;
@@ -853,9 +865,7 @@ fn sqs_daemon_fetches_digests_with_their_signatures_and_reports_gone_files() {
     assert!(alerts[1].1.contains(gone.key.rsplit('/').next().unwrap()), "{}", alerts[1].1);
     assert_eq!(metric(&metrics, r#"trailwatch_files_total{outcome="applied"}"#), Some(17.0), "{metrics}");
     assert_eq!(metric(&metrics, r#"trailwatch_file_rejections_total{reason="no_such_key"}"#), Some(1.0));
-    std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
-    let exit = wait_for(std::time::Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits");
-    assert!(exit.success());
+    stop(daemon);
 }
 
 /// `rules.disabled` and `rules.dry_run` name the integrity rules as they name every other: a disabled one raises
@@ -886,19 +896,7 @@ fn integrity_rules_can_be_disabled_or_run_dry() {
 #[test]
 fn spool_daemon_without_alerting_still_settles_and_reports_in_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, port) = (dir.path().join("spool"), free_port());
-    std::fs::create_dir_all(&spool).unwrap();
-    let extra = format!(
-        "interval_secs = 1\n[alerts]\nenabled = false\n[intake.spool]\ndir = {spool:?}\nscan_interval_ms = 50\n\
-         min_file_age_ms = 0\n[http]\nlisten = \"127.0.0.1:{port}\"\n"
-    );
-    let config = config(dir.path(), &extra);
-    let mut daemon = bin()
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (daemon, spool, port) = spool_daemon(dir.path(), "[alerts]\nenabled = false\n");
     let root = write_local(dir.path(), &trail(), true);
     std::fs::rename(root.join("AWSLogs"), spool.join("AWSLogs")).unwrap();
     let metrics = || http_get(port, "/metrics").filter(|(status, _)| *status == 200).map(|(_, body)| body);
@@ -909,7 +907,5 @@ fn spool_daemon_without_alerting_still_settles_and_reports_in_metrics() {
     .unwrap_or_else(|| panic!("no integrity check: {:?}", metrics()));
     assert_eq!(metric(&body, r#"trailwatch_integrity_digests_total{outcome="verified"}"#), Some(6.0));
     assert_eq!(metric(&body, r#"trailwatch_integrity_digest_files{outcome="verified"}"#), Some(6.0));
-    std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
-    let exit = wait_for(std::time::Duration::from_secs(30), || daemon.try_wait().unwrap()).expect("daemon exits");
-    assert!(exit.success());
+    stop(daemon);
 }
