@@ -579,6 +579,7 @@ impl ChainReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::integrity::TestDigest;
 
     /// Fetches nothing: counts the calls, fails them all.
     struct Unreachable(std::sync::Arc<std::sync::atomic::AtomicUsize>);
@@ -599,12 +600,9 @@ mod tests {
         let conn = store.connection();
         let waiting = 2 * PENDING_PAGE + 1;
         for i in 0..waiting {
-            conn.execute(
-                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1',
-                     1790812800, 1790816400, NULL, NULL, 'unverified', NULL, 'forged', 'signed', '00')",
-                [format!("d{i:05}")],
-            )
-            .unwrap();
+            let name = format!("d{i:05}");
+            TestDigest { name: &name, outcome: "unverified", fingerprint: "forged", ..TestDigest::default() }
+                .insert(conn);
         }
         let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/integrity/public-keys.json");
         let config = IntegrityConfig {
@@ -647,12 +645,7 @@ mod tests {
         let conn = store.connection();
         let now = crate::time::now();
         let insert = |name: &str, end: Timestamp, fingerprint: &str| {
-            conn.execute(
-                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', ?2,
-                     ?3, NULL, NULL, 'unverified', NULL, ?4, 'signed', '00')",
-                rusqlite::params![name, end - 3600, end, fingerprint],
-            )
-            .unwrap();
+            TestDigest { name, end, outcome: "unverified", fingerprint, ..TestDigest::default() }.insert(conn);
         };
         for i in 0..50 {
             insert(&format!("old{i:02}"), 1_790_816_400, &format!("forged{i:02}"));
@@ -683,13 +676,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
         let conn = store.connection();
-        for (i, region) in ["us-east-1", "us-east-1", "us-east-1", "eu-west-1"].iter().enumerate() {
-            conn.execute(
-                "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', ?2, 1790812800, 1790816400,
-                     NULL, NULL, 'unverified', NULL, 'fp', 'signed', '00')",
-                rusqlite::params![format!("d{i}"), region],
-            )
-            .unwrap();
+        for (i, region) in ["us-east-1", "us-east-1", "us-east-1", "eu-west-1"].into_iter().enumerate() {
+            let name = format!("d{i}");
+            TestDigest { name: &name, region, outcome: "unverified", ..TestDigest::default() }.insert(conn);
         }
         let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let config = IntegrityConfig { enabled: true, ..IntegrityConfig::default() };

@@ -351,3 +351,55 @@ pub fn newest_valid(conn: &Connection) -> rusqlite::Result<Vec<Timestamp>> {
     )?;
     stmt.query_map([], |r| r.get(0))?.collect()
 }
+
+/// A digest row as tests write it: `name` (also its key) in bucket `b`, at `prefix` of `account` and `region`,
+/// covering the hour before `end`; an `unverified` one waits with `fingerprint` and a signature to check.
+#[cfg(test)]
+pub(crate) struct TestDigest<'a> {
+    pub name: &'a str,
+    pub prefix: &'a str,
+    pub account: &'a str,
+    pub region: &'a str,
+    pub end: Timestamp,
+    pub outcome: &'a str,
+    pub fingerprint: &'a str,
+}
+
+#[cfg(test)]
+impl Default for TestDigest<'_> {
+    fn default() -> Self {
+        TestDigest {
+            name: "d",
+            prefix: "AWSLogs/",
+            account: "111122223333",
+            region: "us-east-1",
+            end: 1_790_816_400,
+            outcome: "verified",
+            fingerprint: "fp",
+        }
+    }
+}
+
+#[cfg(test)]
+impl TestDigest<'_> {
+    pub(crate) fn insert(&self, conn: &Connection) {
+        let waits = self.outcome == "unverified";
+        conn.execute(
+            "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, NULL, ?8, ?9,
+                 ?10)",
+            params![
+                self.name,
+                self.prefix,
+                self.account,
+                self.region,
+                self.end - 3600,
+                self.end,
+                self.outcome,
+                waits.then_some(self.fingerprint),
+                waits.then_some("signed"),
+                waits.then_some("00"),
+            ],
+        )
+        .unwrap();
+    }
+}

@@ -1,6 +1,7 @@
 //! Store tests: schema migrations, ledger keys, and durability of committed pages.
 
 use crate::state::tests::{delta_of, record};
+use crate::store::integrity::TestDigest;
 
 #[test]
 fn a_schema_1_store_moves_its_correlation_hits_into_the_log() {
@@ -265,12 +266,7 @@ fn an_integrity_snapshot_holds_what_a_check_can_use() {
     let digests =
         [("good", "verified", 2), ("forged", "invalid", 3), ("forged2", "invalid", 0), ("forged3", "invalid", 0)];
     for (digest, outcome, listed) in digests {
-        conn.execute(
-            "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', 'AWSLogs/', '111122223333', 'us-east-1', 0,
-                 3600, NULL, NULL, ?2, NULL, NULL, NULL, NULL)",
-            rusqlite::params![digest, outcome],
-        )
-        .unwrap();
+        TestDigest { name: digest, outcome, ..TestDigest::default() }.insert(conn);
         for n in 0..listed {
             let log = format!("{digest}-{n}");
             conn.execute("INSERT INTO integrity_listed VALUES (?1, ?2, 'b', ?2, 'h')", rusqlite::params![digest, log])
@@ -339,12 +335,7 @@ fn integrity_places_are_each_visited_once() {
                 .unwrap();
             }
             if digests {
-                conn.execute(
-                    "INSERT INTO integrity_digests VALUES (?1, 'b', ?1, 'b', ?2, ?3, 'us-east-1', 0, 3600, NULL, NULL,
-                         'verified', NULL, NULL, NULL, NULL)",
-                    rusqlite::params![format!("d{name}"), prefix, account],
-                )
-                .unwrap();
+                TestDigest { name: &format!("d{name}"), prefix, account, ..TestDigest::default() }.insert(conn);
             }
         }
     }
@@ -430,12 +421,7 @@ fn gone_objects_are_looked_up_by_what_digests_list() {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::store::Store::open(&dir.path().join("s.db"), crate::config::Synchronous::Normal).unwrap();
     let conn = store.connection();
-    conn.execute(
-        "INSERT INTO integrity_digests VALUES ('d', 'b', 'AWSLogs/d', 'b', 'AWSLogs/', '111122223333', 'us-east-1',
-             1790812800, 1790816400, NULL, NULL, 'verified', NULL, NULL, NULL, NULL)",
-        [],
-    )
-    .unwrap();
+    TestDigest::default().insert(conn);
     let key = |tag: &str| {
         format!(
             "AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/01/111122223333_CloudTrail_us-east-1_20261001T0010Z_{tag}.json.gz"
