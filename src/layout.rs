@@ -77,6 +77,45 @@ pub fn cloudtrail_log_name(path: &str) -> Option<&str> {
     ok.then_some(name)
 }
 
+/// What a CloudTrail digest file's name says:
+/// `<account>_CloudTrail-Digest_<region>_<trail>_<home region>_<YYYYMMDDTHHMMSSZ>.json[.gz]`. A trail's name may
+/// hold underscores, a region's may not; log files' names carry no trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestName<'n> {
+    pub account: &'n str,
+    pub region: &'n str,
+    pub trail: &'n str,
+    /// The end of the hour the digest covers.
+    pub end: Timestamp,
+}
+
+/// Parses a digest file's name (the last segment of `path`); `None` for any other name.
+pub fn cloudtrail_digest_name(path: &str) -> Option<DigestName<'_>> {
+    let name = path.rsplit(['/', '\\']).next()?;
+    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
+    let mut parts = stem.splitn(3, '_');
+    let (account, kind, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let (region, rest) = rest.split_once('_')?;
+    let mut tail = rest.rsplitn(3, '_');
+    let (time, _home_region, trail) = (tail.next()?, tail.next()?, tail.next()?);
+    let t = time.as_bytes();
+    let ok = account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && kind == "CloudTrail-Digest"
+        && !region.is_empty()
+        && !trail.is_empty()
+        && t.len() == 16
+        && t[8] == b'T'
+        && t[15] == b'Z'
+        && t[..8].iter().chain(&t[9..15]).all(u8::is_ascii_digit);
+    if !ok {
+        return None;
+    }
+    let text =
+        format!("{}-{}-{}T{}:{}:{}Z", &time[..4], &time[4..6], &time[6..8], &time[9..11], &time[11..13], &time[13..15]);
+    Some(DigestName { account, region, trail, end: parse_rfc3339(&text)? })
+}
+
 /// The order a backfill takes files in: account by account, and within an account by delivery time across its
 /// regions, then by key.
 ///
@@ -175,6 +214,30 @@ mod tests {
             keys.iter().map(|k| &k[k.len() - 9..]).collect::<Vec<_>>(),
             ["adme.json", "c.json.gz", "a.json.gz", "e.json.gz", "b.json.gz", "d.json.gz"]
         );
+    }
+
+    /// A digest's name gives its account, region, trail (underscores and all) and end; log files' names and
+    /// names missing a part are not digests'.
+    #[test]
+    fn digest_names_say_account_region_trail_and_end() {
+        let digest = |account, region, trail, end| Some(DigestName { account, region, trail, end });
+        let cases = [
+            (
+                "AWSLogs/111122223333/CloudTrail-Digest/eu-west-1/2026/10/01/111122223333_CloudTrail-Digest_eu-west-1_org_us-east-1_20261001T013015Z.json.gz",
+                digest("111122223333", "eu-west-1", "org", 1_790_818_215),
+            ),
+            (
+                "/spool/111122223333_CloudTrail-Digest_eu-west-1_data_events_2_us-east-1_20261001T010000Z.json",
+                digest("111122223333", "eu-west-1", "data_events_2", 1_790_816_400),
+            ),
+            ("111122223333_CloudTrail-Digest_eu-west-1_20261001T010000Z.json.gz", None),
+            ("111122223333_CloudTrail_eu-west-1_20261001T0100Z_Gw1.json.gz", None),
+            ("111122223333_CloudTrail-Digest_eu-west-1_org_us-east-1_20261001T0100Z.json.gz", None),
+            ("11112222333_CloudTrail-Digest_eu-west-1_org_us-east-1_20261001T010000Z.json.gz", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(cloudtrail_digest_name(path), expected, "{path}");
+        }
     }
 
     /// (organisation, account, kind, region, day) of a key.

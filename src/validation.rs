@@ -352,7 +352,7 @@ pub fn to_alert(finding: &Finding) -> Alert {
         ),
         Finding::DigestInvalid { digest, reason } => (
             account(digest),
-            chain::digest_name_time(digest.name()).unwrap_or(0),
+            crate::layout::cloudtrail_digest_name(digest.name()).map_or(0, |d| d.end),
             format!("{title}: {reason}"),
             serde_json::json!({ "digest": digest.to_string(), "reason": reason }),
         ),

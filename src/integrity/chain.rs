@@ -27,41 +27,6 @@ pub fn file_name(key: &str) -> &str {
     key.rsplit(['/', '\\']).next().unwrap_or(key)
 }
 
-/// The end time in a digest file's name (`<account>_CloudTrail-Digest_<region>_<trail>_<region>_YYYYMMDDTHHMMSSZ`
-/// `.json.gz`).
-pub fn digest_name_time(name: &str) -> Option<Timestamp> {
-    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
-    let t = stem.rsplit('_').next()?;
-    let b = t.as_bytes();
-    let ok = b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
-    ok.then(|| {
-        let text = format!("{}-{}-{}T{}:{}:{}Z", &t[..4], &t[4..6], &t[6..8], &t[9..11], &t[11..13], &t[13..15]);
-        crate::time::parse_rfc3339(&text)
-    })?
-}
-
-/// The trail a digest file's name gives (`<account>_CloudTrail-Digest_<region>_<trail>_<home region>_<time>`
-/// `.json.gz`; a trail's name may hold underscores, a region's may not). Log files carry no trail name.
-pub fn digest_trail(name: &str) -> Option<&str> {
-    let stem = name.strip_suffix(".json.gz").or_else(|| name.strip_suffix(".json"))?;
-    let mut parts = stem.splitn(3, '_');
-    let (_account, kind, rest) = (parts.next()?, parts.next()?, parts.next()?);
-    let (_region, rest) = rest.split_once('_').filter(|_| kind == "CloudTrail-Digest")?;
-    let mut tail = rest.rsplitn(3, '_');
-    let (_time, _home_region, trail) = (tail.next()?, tail.next()?, tail.next()?);
-    (!trail.is_empty()).then_some(trail)
-}
-
-/// Whether a file name is a CloudTrail digest's.
-pub fn is_digest_name(name: &str) -> bool {
-    let mut parts = name.split('_');
-    let account = parts.next().unwrap_or("");
-    account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && parts.next() == Some("CloudTrail-Digest")
-        && digest_name_time(name).is_some()
-}
-
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.bucket.is_empty() {
@@ -125,7 +90,7 @@ impl ChainId {
 impl DigestRecord {
     /// The trail whose chain the digest is in, from its file name (empty if the name does not give one).
     pub fn trail(&self) -> &str {
-        digest_trail(self.location.name()).unwrap_or("")
+        crate::layout::cloudtrail_digest_name(self.location.name()).map_or("", |d| d.trail)
     }
 
     /// The record of a parsed digest found at `location`, checked as `check` says. `None` (a format problem the

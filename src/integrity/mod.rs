@@ -277,7 +277,7 @@ pub fn intake_digest(json: &[u8], found: chain::Location, signature: Option<&str
     use chain::{DigestCheck, DigestRecord};
     let invalid = |found: chain::Location, reason: String| {
         let chain = chain::ChainId::of(&found.bucket, &found.key)?;
-        let time = chain::digest_name_time(found.name())?;
+        let time = crate::layout::cloudtrail_digest_name(found.name())?.end;
         let record = DigestRecord {
             location: found,
             chain,

@@ -10,6 +10,7 @@ use crate::config::Limits;
 use crate::decode::{DecodeError, decode_into};
 use crate::detect::ruleset::{MatchScratch, RuleSet};
 use crate::integrity::chain::{self, ChainId, LogRecord};
+use crate::layout::cloudtrail_digest_name;
 use crate::parse::{ParseError, Parser, RecordCounts};
 use crate::source::fetch::FetchError;
 use crate::source::{FileJob, Location};
@@ -240,7 +241,7 @@ impl Worker {
         }
         // A local digest's signature, when it was kept beside it (`<file>.signature`, the hex of the object's
         // `signature` metadata).
-        let signature = match self.integrity && chain::is_digest_name(chain::file_name(&local.to_string_lossy())) {
+        let signature = match self.integrity && cloudtrail_digest_name(&local.to_string_lossy()).is_some() {
             true => read_signature_sidecar(local),
             false => None,
         };
@@ -282,7 +283,7 @@ impl Worker {
                 Location::Local(_) => chain::Location { bucket: String::new(), key: key.into_owned() },
                 Location::S3 { bucket, key } => chain::Location { bucket: bucket.clone(), key: key.clone() },
             };
-            if chain::is_digest_name(found.name()) {
+            if cloudtrail_digest_name(found.name()).is_some() {
                 let taken = self.take_digest(found, signature, limits, out);
                 return (read_bytes, taken.map_err(|e| e.named(path(), limits)));
             }

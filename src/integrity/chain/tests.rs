@@ -218,6 +218,11 @@ fn what_may_still_arrive_is_not_reported() {
     assert_eq!(got[0].subject(), digest_at(1).to_string());
 }
 
+/// The trail in a digest's name.
+fn digest_trail(name: &str) -> Option<&str> {
+    crate::layout::cloudtrail_digest_name(name).map(|d| d.trail)
+}
+
 /// Chains come from CloudTrail's layout: a digest and the log files it lists share one; another region, account,
 /// prefix or bucket is another chain, and Insights files are in none.
 #[test]
